@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""One entry point for every job: bootstrap, build, test, demo, bench, lint.
+
+    python3 build.py demo       # set up everything, then show xlb at work
+    python3 build.py test       # set up everything, then run the whole suite
+
+Runs with the system Python and the standard library only: it is what
+creates the virtual environment everything else runs in. Each step is
+idempotent and quick when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+BPF_SRC = ROOT / "bpf"
+BPF_OUT = ROOT / "xlb" / "_bpf_objects"
+INCLUDE = ROOT / "include"
+BPFFS = Path("/sys/fs/bpf")
+
+# Debian packages the build, the tests, the lab and the benchmarks use.
+APT_PACKAGES = [
+    "clang",
+    "llvm",
+    "libbpf-dev",
+    "libelf-dev",
+    "bpftool",
+    "iproute2",
+    "ethtool",
+    "nftables",
+    "clang-format",
+    "gcc",
+    "libc6-dev",
+    "pkg-config",
+]
+
+CLANG_BPF_FLAGS = ["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"]
+
+
+def log(message: str) -> None:
+    print(f"[build] {message}", flush=True)
+
+
+def run(cmd: list[str], **kwargs: object) -> None:
+    subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def missing_apt_packages() -> list[str]:
+    missing = []
+    for name in APT_PACKAGES:
+        probe = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True
+        )
+        if "install ok installed" not in probe.stdout:
+            missing.append(name)
+    return missing
+
+
+def install_system_packages() -> None:
+    missing = missing_apt_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"[build] missing Debian packages {missing}; run as root to install them")
+    log(f"apt-get install {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+    run(["apt-get", "install", "-y", "-q", *missing], env=env, stdout=subprocess.DEVNULL)
+
+
+def mount_bpffs() -> None:
+    if os.geteuid() != 0 or not BPFFS.exists():
+        return
+    mounts = Path("/proc/mounts").read_text()
+    if f" {BPFFS} bpf " not in mounts:
+        log(f"mounting bpffs on {BPFFS}")
+        run(["mount", "-t", "bpf", "bpf", str(BPFFS)])
+
+
+def python_deps_stamp() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def create_venv() -> None:
+    stamp = VENV / ".xlb-deps"
+    if VENV_PY.exists() and stamp.exists() and stamp.read_text() == python_deps_stamp():
+        return
+    if not VENV_PY.exists():
+        log(f"creating {VENV}")
+        run([sys.executable, "-m", "venv", str(VENV)])
+    log("installing xlb (editable) with its test and lint extras")
+    pip = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
+    run([*pip, "-e", f"{ROOT}[test,lint]"])
+    stamp.write_text(python_deps_stamp())
+
+
+def bootstrap() -> None:
+    install_system_packages()
+    mount_bpffs()
+    create_venv()
+
+
+# -------------------------------------------------------------------- build
+
+
+def newest_mtime(paths: list[Path]) -> float:
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
+
+
+def bpf_sources() -> list[Path]:
+    return sorted(BPF_SRC.glob("*.bpf.c"))
+
+
+def bpf_dependencies() -> list[Path]:
+    return [*BPF_SRC.glob("*.h"), *INCLUDE.glob("*.h")]
+
+
+def multiarch_include() -> str:
+    triplet = subprocess.run(
+        ["gcc", "-print-multiarch"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return f"/usr/include/{triplet}"
+
+
+def compile_bpf_objects() -> list[Path]:
+    """Compile every bpf/*.bpf.c whose object is older than its inputs."""
+    BPF_OUT.mkdir(parents=True, exist_ok=True)
+    headers_mtime = newest_mtime(bpf_dependencies())
+    built = []
+    for src in bpf_sources():
+        obj = BPF_OUT / src.name.replace(".bpf.c", ".bpf.o")
+        if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, headers_mtime):
+            continue
+        log(f"clang {src.relative_to(ROOT)} -> {obj.relative_to(ROOT)}")
+        run(
+            [
+                "clang",
+                *CLANG_BPF_FLAGS,
+                f"-I{INCLUDE}",
+                f"-I{BPF_SRC}",
+                f"-I{multiarch_include()}",
+                "-c",
+                str(src),
+                "-o",
+                str(obj),
+            ]
+        )
+        built.append(obj)
+    return built
+
+
+def build_cffi_extension() -> bool:
+    """Build xlb/_libbpf*.so when the binding or the ABI header changed."""
+    inputs = [ROOT / "xlb" / "_ffi_build.py", INCLUDE / "xlb_abi.h"]
+    existing = list((ROOT / "xlb").glob("_libbpf*.so"))
+    if existing and newest_mtime(existing) >= newest_mtime(inputs):
+        return False
+    log("building the cffi extension xlb/_libbpf")
+    tmp = ROOT / "build" / "cffi"
+    tmp.mkdir(parents=True, exist_ok=True)
+    run([str(VENV_PY), str(ROOT / "xlb" / "_ffi_build.py"), str(tmp)])
+    for so in tmp.glob("xlb/_libbpf*.so"):
+        shutil.copy2(so, ROOT / "xlb" / so.name)
+    return True
+
+
+def report_instruction_counts() -> None:
+    """Print each program's size so growth is visible from build to build."""
+    if os.geteuid() != 0:
+        return
+    run([str(VENV_PY), "-m", "xlb._insn_report", str(BPF_OUT)])
+
+
+def build() -> None:
+    built = compile_bpf_objects()
+    rebuilt_ffi = build_cffi_extension()
+    if built or rebuilt_ffi:
+        report_instruction_counts()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def venv_run(args: list[str]) -> int:
+    return subprocess.call([str(VENV_PY), *args], cwd=ROOT)
+
+
+def cmd_test(extra: list[str]) -> int:
+    code = venv_run(["-m", "pytest", *extra])
+    if code == 5:
+        log("pytest collected no tests: that is a failure")
+        return 1
+    return code
+
+
+def cmd_lint() -> int:
+    bin_dir = VENV / "bin"
+    c_files = [str(p) for p in [*BPF_SRC.glob("*.[ch]"), *INCLUDE.glob("*.h"), *ROOT.glob("bench/*.c")]]
+    steps = [
+        [str(bin_dir / "ruff"), "format", "--check", "."],
+        [str(bin_dir / "ruff"), "check", "."],
+        [str(bin_dir / "mypy")],
+        ["clang-format", "--dry-run", "-Werror", *c_files],
+    ]
+    failed = 0
+    for step in steps:
+        if subprocess.call(step, cwd=ROOT) != 0:
+            log(f"lint step failed: {' '.join(step[:3])}")
+            failed = 1
+    return failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command", choices=["bootstrap", "build", "test", "demo", "bench", "lint", "clean"]
+    )
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to the command")
+    opts = parser.parse_args()
+
+    if opts.command == "clean":
+        for path in [VENV, BPF_OUT, ROOT / "build"]:
+            shutil.rmtree(path, ignore_errors=True)
+        for so in (ROOT / "xlb").glob("_libbpf*.so"):
+            so.unlink()
+        return 0
+
+    bootstrap()
+    if opts.command == "bootstrap":
+        return 0
+    build()
+    if opts.command == "build":
+        return 0
+    if opts.command == "test":
+        return cmd_test(opts.args)
+    if opts.command == "demo":
+        return venv_run(["-m", "xlb.demo", *opts.args])
+    if opts.command == "bench":
+        return venv_run(["-m", "bench", *opts.args])
+    if opts.command == "lint":
+        return cmd_lint()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

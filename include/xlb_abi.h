@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * xlb_abi.h - the one definition of everything the data plane and the
+ * control plane exchange: map keys and values, flag bits, counter indexes,
+ * drop/pass reasons and size limits.
+ *
+ * Included by the BPF C (bpf/) and by the cffi build (xlb/_ffi_build.py),
+ * which preprocesses this file with XLB_CDEF defined and hands the result to
+ * cffi, so Python never retypes a struct. Rules that keep the two sides in
+ * step (a test compares cffi's layout with the object's BTF):
+ *   - fixed-width types only, explicit padding, no bitfields;
+ *   - every constant is an enum member (cffi reads enums; #define is only
+ *     used for limits that may be overridden at build time, and each of those
+ *     is mirrored into an enum);
+ *   - the byte order of every multi-byte field is written beside it:
+ *     "net" = network byte order, "host" = the CPU's.
+ * Addresses are always 16 bytes: an IPv4 address sits in addr[0] with
+ * addr[1..3] zero.
+ */
+#ifndef XLB_ABI_H
+#define XLB_ABI_H
+
+#ifndef XLB_CDEF
+#include <linux/types.h>
+#endif
+
+/* ---- Limits (override with -DXLB_MAX_VIPS=... at build time) ---------- */
+#ifndef XLB_MAX_VIPS
+#define XLB_MAX_VIPS 16384
+#endif
+#ifndef XLB_MAX_REALS
+#define XLB_MAX_REALS 65536
+#endif
+#ifndef XLB_CONN_TABLE_SIZE
+#define XLB_CONN_TABLE_SIZE 1048576
+#endif
+#ifndef XLB_MAX_DECAP_ADDRS
+#define XLB_MAX_DECAP_ADDRS 1024
+#endif
+
+enum xlb_limits {
+	XLB_LIMIT_MAX_VIPS = XLB_MAX_VIPS,
+	XLB_LIMIT_MAX_REALS = XLB_MAX_REALS,
+	XLB_LIMIT_CONN_TABLE_SIZE = XLB_CONN_TABLE_SIZE,
+	XLB_LIMIT_MAX_DECAP_ADDRS = XLB_MAX_DECAP_ADDRS,
+	/* Default Maglev ring size: prime, > 100 x reals for good balance. */
+	XLB_RING_SIZE_DEFAULT = 65537,
+	/* Largest ring the control plane accepts (prime). */
+	XLB_RING_SIZE_MAX = 655373,
+	/* IPv6 extension headers walked before giving up. */
+	XLB_MAX_V6_EXT_HDRS = 4,
+};
+
+/* ---- Address families as stored in keys ------------------------------- */
+enum xlb_family {
+	XLB_FAMILY_NONE = 0,
+	XLB_FAMILY_V4 = 4,
+	XLB_FAMILY_V6 = 6,
+};
+
+/* ---- VIPs --------------------------------------------------------------- */
+
+/* Per-VIP behaviour bits (xlb_vip_meta.flags). */
+enum xlb_vip_flags {
+	XLB_VIP_F_NONE = 0,
+	/* Hash on source address only: one client sticks to one real. */
+	XLB_VIP_F_NO_SPORT = 1 << 0,
+	/* Hash on destination port only (all clients of a port -> one real). */
+	XLB_VIP_F_DPORT_ONLY = 1 << 1,
+	/* Do not use the connection table: every packet goes through the ring. */
+	XLB_VIP_F_NO_CONN_TABLE = 1 << 2,
+	/* Encapsulate in GUE (UDP) instead of IP-in-IP. */
+	XLB_VIP_F_GUE = 1 << 3,
+	XLB_VIP_F_ALL = (1 << 4) - 1,
+};
+
+/* Key of the `vips` hash map. port 0 = every port of address+proto. */
+struct xlb_vip_key {
+	__be32 addr[4]; /* net */
+	__be16 port;    /* net; 0 = any port */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;    /* enum xlb_family */
+};
+
+/* Value of the `vips` hash map. */
+struct xlb_vip_meta {
+	__u32 vip_id;    /* host; index into `rings` and `vip_stats` */
+	__u32 flags;     /* host; enum xlb_vip_flags */
+	__u32 ring_size; /* host; entries in this VIP's ring (a prime) */
+	__u32 reserved;  /* zero */
+};
+
+/*
+ * `rings` is an ARRAY_OF_MAPS indexed by vip_id. Each inner map is an
+ * ARRAY (key __u32 slot, value __u32 real_id, flag BPF_F_INNER_MAP so sizes
+ * may differ) of ring_size entries. The control plane builds a new inner
+ * map and swaps it in with one update of `rings`.
+ */
+
+/* ---- Reals -------------------------------------------------------------- */
+
+/*
+ * Real ids index `reals` and `real_stats`. An id belongs to one (VIP, real)
+ * pair: removing a real from a VIP retires its id, so connection-table
+ * entries pointing to it become misses. `gen` changes each time an id is
+ * handed out again, so an old entry never follows a reused id.
+ */
+enum xlb_real_flags {
+	XLB_REAL_F_NONE = 0,
+	XLB_REAL_F_ACTIVE = 1 << 0, /* id in use; cleared when retired */
+};
+
+struct xlb_real {
+	__be32 addr[4]; /* net */
+	__u8 mac[6];    /* next-hop MAC for flat L2; all zero = use config */
+	__u8 family;    /* enum xlb_family */
+	__u8 flags;     /* enum xlb_real_flags */
+	__u32 gen;      /* host; allocation generation of this id */
+	__u32 vip_id;   /* host; the VIP this id serves */
+};
+
+/* ---- Connection table (LRU hashes, per-CPU LRU lists) ---------------- */
+
+struct xlb_flow_v4 {
+	__be32 saddr; /* net */
+	__be32 daddr; /* net */
+	__be16 sport; /* net */
+	__be16 dport; /* net */
+	__u8 proto;
+	__u8 pad[3]; /* zero */
+};
+
+struct xlb_flow_v6 {
+	__be32 saddr[4]; /* net */
+	__be32 daddr[4]; /* net */
+	__be16 sport;    /* net */
+	__be16 dport;    /* net */
+	__u8 proto;
+	__u8 pad[3]; /* zero */
+};
+
+struct xlb_conn {
+	__u32 real_id;  /* host */
+	__u32 real_gen; /* host; must equal reals[real_id].gen to be valid */
+	__u64 atime_ns; /* host; bpf_ktime_get_ns() at last use (UDP ageing) */
+};
+
+/* ---- Global configuration (`config`, ARRAY of one) ------------------- */
+
+enum xlb_config_flags {
+	XLB_CFG_F_NONE = 0,
+	/* Find the next-hop MAC with bpf_fib_lookup when the real has none. */
+	XLB_CFG_F_FIB_LOOKUP = 1 << 0,
+	/* GUE for every VIP (as if each had XLB_VIP_F_GUE). */
+	XLB_CFG_F_GUE_ALL = 1 << 1,
+};
+
+struct xlb_config {
+	__u8 gw_mac[6];     /* next-hop MAC in routed mode; zero = unset */
+	__be16 gue_port;    /* net; GUE destination UDP port */
+	__be32 src_v4;      /* net; outer IPv4 source base, low 16 bits vary */
+	__be32 src_v6[4];   /* net; outer IPv6 source base, low 32 bits vary */
+	__u32 mtu;          /* host; max outer packet (L3) size; 0 = no check */
+	__u32 flags;        /* host; enum xlb_config_flags */
+	__u32 hash_seed;    /* host; Maglev flow-hash seed, same on all nodes */
+	__u32 reserved;     /* zero */
+	__u64 udp_ttl_ns;   /* host; idle time after which a UDP entry is a miss */
+};
+
+/* ---- Counters ---------------------------------------------------------- */
+
+/* Per VIP (`vip_stats`, index vip_id) and per real (`real_stats`). */
+struct xlb_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Why the program returned what it returned. Recorded once, at the exit. */
+enum xlb_reason {
+	XLB_R_FORWARD = 0,          /* encapsulated to a real (XDP_TX) */
+	XLB_R_PASS_NOT_IP,          /* ARP, LLDP, ... */
+	XLB_R_PASS_NOT_VIP,         /* IP but no VIP matches */
+	XLB_R_PASS_PROTO,           /* to a VIP address, not TCP/UDP/ICMP */
+	XLB_R_PASS_IP_OPTIONS,      /* IPv4 with options: not balanced */
+	XLB_R_PASS_FRAGMENT,        /* IPv4/IPv6 fragment: not balanced */
+	XLB_R_PASS_EXT_HDRS,        /* IPv6 extension chain too long/unknown */
+	XLB_R_PASS_ICMP,            /* ICMP we do not handle */
+	XLB_R_DROP_MALFORMED,       /* truncated or inconsistent headers */
+	XLB_R_DROP_NO_REAL,         /* VIP has no ring or an empty slot */
+	XLB_R_DROP_ENCAP,           /* could not grow/shape the packet */
+	XLB_R_DROP_NO_ROUTE,        /* no next-hop MAC could be found */
+	XLB_R_TX_ICMP_ECHO,         /* answered an echo request to a VIP */
+	XLB_R_TX_ICMP_TOO_BIG,      /* told the client the path MTU */
+	XLB_R_FORWARD_ICMP_ERROR,   /* PMTU error routed to the owning real */
+	XLB_R_COUNT,
+};
+
+/* Indexes of the `counters` per-CPU array of __u64. */
+enum xlb_counter_index {
+	/* XDP_ABORTED..XDP_REDIRECT map to XLB_CNT_ACTION + action. */
+	XLB_CNT_ACTION = 0,
+	XLB_CNT_ACTION_COUNT = 5,
+	/* enum xlb_reason maps to XLB_CNT_REASON + reason. */
+	XLB_CNT_REASON = XLB_CNT_ACTION + XLB_CNT_ACTION_COUNT,
+	XLB_CNT_CONN_HIT = XLB_CNT_REASON + XLB_R_COUNT,
+	XLB_CNT_CONN_MISS,     /* no entry, or entry for a retired real */
+	XLB_CNT_CONN_EXPIRED,  /* UDP entry older than udp_ttl_ns */
+	XLB_CNT_CONN_SYN_RESET, /* SYN for a known 5-tuple: reselected */
+	XLB_CNT_COUNT,
+};
+
+/* ---- Decap program for the reals (bpf/decap.bpf.c) ------------------- */
+
+/* Key of `decap_addrs`: local outer destination addresses we decapsulate. */
+struct xlb_decap_addr {
+	__be32 addr[4]; /* net */
+	__u8 family;    /* enum xlb_family */
+	__u8 pad[3];    /* zero */
+};
+
+struct xlb_decap_config {
+	__be16 gue_port; /* net; 0 = GUE not decapsulated */
+	__u8 pad[6];     /* zero */
+};
+
+/* Indexes of the decap program's `decap_counters` per-CPU array of __u64. */
+enum xlb_decap_counter_index {
+	XLB_DCNT_IPIP = 0,      /* IPv4 in IPv4 stripped */
+	XLB_DCNT_IP6IP6,        /* IPv6 in IPv6 stripped */
+	XLB_DCNT_4IN6,          /* IPv4 in IPv6 stripped */
+	XLB_DCNT_GUE,           /* GUE (v4 or v6 outer) stripped */
+	XLB_DCNT_PASS_NOT_ENCAP, /* ordinary traffic, untouched */
+	XLB_DCNT_PASS_FOREIGN,  /* encapsulated but not to a local address */
+	XLB_DCNT_DROP_MALFORMED, /* encapsulated but truncated/inconsistent */
+	XLB_DCNT_COUNT,
+};
+
+#endif /* XLB_ABI_H */

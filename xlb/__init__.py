@@ -1,0 +1,1 @@
+"""xlb: an XDP L4 load balancer with a Python control plane."""

@@ -1,0 +1,584 @@
+"""A thin, typed layer over libbpf (through the cffi extension `xlb._libbpf`).
+
+Objects here own kernel handles and release them on `close()` (or when
+garbage collected). Keys and values are raw bytes: the layers above pack
+them with the ABI structs from `ffi`. Every failing libbpf call goes
+through `check()`, the one place where a negative errno becomes an
+exception from `xlb.errors` carrying what libbpf printed meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import AttachError, BpfError, MapKeyError, MapSizeError, NotFoundError, VerifierError
+
+try:
+    from ._libbpf import ffi, lib
+except ImportError as exc:  # pragma: no cover - only before `build.py build`
+    raise ImportError(
+        "xlb's libbpf binding is not built; run `python3 build.py build`"
+    ) from exc
+
+log = logging.getLogger("xlb.libbpf")
+
+BytesLike = bytes | bytearray | memoryview
+
+XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+XdpMode = Literal["native", "generic"]
+
+# ------------------------------------------------------------ libbpf logging
+
+_capture = threading.local()
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+
+
+@ffi.def_extern()  # type: ignore[misc]
+def xlb_libbpf_log(level: int, message: Any) -> None:
+    text = ffi.string(message).decode(errors="replace")
+    lines = getattr(_capture, "lines", None)
+    if lines is not None:
+        lines.append(text)
+    log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.rstrip())
+
+
+lib.xlb_route_libbpf_print()
+
+
+@contextlib.contextmanager
+def capture_libbpf_log() -> Iterator[list[str]]:
+    """Collect what libbpf prints inside the block (per thread)."""
+    previous = getattr(_capture, "lines", None)
+    _capture.lines = lines = []
+    try:
+        yield lines
+    finally:
+        _capture.lines = previous
+
+
+def check(ret: int, what: str, lines: list[str] | None = None, cls: type[BpfError] = BpfError) -> int:
+    """Turn a libbpf return value (negative errno) into an exception."""
+    if ret >= 0:
+        return ret
+    raise cls(what, -ret, "".join(lines or []))
+
+
+def check_ptr(ptr: Any, what: str, lines: list[str] | None = None, cls: type[BpfError] = BpfError) -> Any:
+    """libbpf returns NULL and sets errno for pointer-returning calls."""
+    if ptr == ffi.NULL:
+        raise cls(what, ffi.errno or errno.EINVAL, "".join(lines or []))
+    return ptr
+
+
+def possible_cpus() -> int:
+    return check(lib.libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def ifindex(interface: str) -> int:
+    """The index of an interface in the current network namespace."""
+    try:
+        return socket.if_nametoindex(interface)
+    except OSError as exc:
+        raise NotFoundError(f"no network interface named {interface!r}") from exc
+
+
+# ------------------------------------------------------------------ maps
+
+
+class Map:
+    """A BPF map: raw-bytes access plus numpy views for per-CPU values."""
+
+    def __init__(self, fd: int, name: str, owns_fd: bool = False) -> None:
+        info = ffi.new("struct bpf_map_info *")
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_map_info"))
+        check(lib.bpf_obj_get_info_by_fd(fd, info, size), f"map info for {name}")
+        self.fd = fd
+        self.name = name
+        self.type = int(info.type)
+        self.key_size = int(info.key_size)
+        self.value_size = int(info.value_size)
+        self.max_entries = int(info.max_entries)
+        self.flags = int(info.map_flags)
+        self.id = int(info.id)
+        self._owns_fd = owns_fd
+
+    # -- construction
+
+    @classmethod
+    def create(
+        cls,
+        map_type: int,
+        name: str,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        flags: int = 0,
+    ) -> Map:
+        """Create a standalone map (e.g. an inner ring map)."""
+        opts = ffi.new("struct bpf_map_create_opts *")
+        opts.sz = ffi.sizeof("struct bpf_map_create_opts")
+        opts.map_flags = flags
+        with capture_libbpf_log() as lines:
+            fd = lib.bpf_map_create(
+                map_type, name.encode()[:15], key_size, value_size, max_entries, opts
+            )
+        check(fd, f"creating map {name!r} ({max_entries} entries)", lines)
+        return cls(fd, name, owns_fd=True)
+
+    @classmethod
+    def from_pin(cls, path: str | Path) -> Map:
+        fd = lib.bpf_obj_get(str(path).encode())
+        if fd < 0:
+            raise NotFoundError(f"no pinned BPF map at {path}")
+        return cls(fd, Path(path).name, owns_fd=True)
+
+    @classmethod
+    def from_id(cls, map_id: int, name: str = "") -> Map:
+        fd = check(lib.bpf_map_get_fd_by_id(map_id), f"opening map id {map_id}")
+        return cls(fd, name or f"id{map_id}", owns_fd=True)
+
+    def close(self) -> None:
+        if self._owns_fd and self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def pin(self, path: str | Path) -> None:
+        check(lib.bpf_obj_pin(self.fd, str(path).encode()), f"pinning map {self.name} at {path}")
+
+    # -- size checks
+
+    @property
+    def is_percpu(self) -> bool:
+        return self.type in (
+            lib.BPF_MAP_TYPE_PERCPU_ARRAY,
+            lib.BPF_MAP_TYPE_PERCPU_HASH,
+            lib.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+        )
+
+    @property
+    def stored_value_size(self) -> int:
+        """Bytes of one value as the syscall reads it (all CPUs for per-CPU maps)."""
+        if self.is_percpu:
+            return ((self.value_size + 7) // 8 * 8) * possible_cpus()
+        return self.value_size
+
+    def _check_key(self, key: BytesLike) -> None:
+        if len(key) != self.key_size:
+            raise MapSizeError(
+                f"map {self.name!r}: key is {len(key)} bytes, the map's keys are {self.key_size}"
+            )
+
+    def _check_value(self, value: BytesLike) -> None:
+        if len(value) != self.stored_value_size:
+            raise MapSizeError(
+                f"map {self.name!r}: value is {len(value)} bytes, "
+                f"the map's values are {self.stored_value_size}"
+            )
+
+    # -- element access
+
+    def lookup(self, key: BytesLike) -> bytes | None:
+        """The value stored under `key`, or None if absent."""
+        self._check_key(key)
+        out = ffi.new("char[]", self.stored_value_size)
+        ret = lib.bpf_map_lookup_elem(self.fd, ffi.from_buffer(key), out)
+        if ret == -errno.ENOENT:
+            return None
+        check(ret, f"lookup in map {self.name}")
+        return bytes(ffi.buffer(out))
+
+    def update(self, key: BytesLike, value: BytesLike, flags: int = 0) -> None:
+        self._check_key(key)
+        self._check_value(value)
+        ret = lib.bpf_map_update_elem(self.fd, ffi.from_buffer(key), ffi.from_buffer(value), flags)
+        check(ret, f"update of map {self.name}")
+
+    def update_fd(self, key: BytesLike, inner_fd: int) -> None:
+        """Store a map fd in a map-of-maps (the kernel keeps the map, not the fd)."""
+        self._check_key(key)
+        value = ffi.new("__u32 *", inner_fd)
+        check(
+            lib.bpf_map_update_elem(self.fd, ffi.from_buffer(key), value, 0),
+            f"swap of inner map in {self.name}",
+        )
+
+    def delete(self, key: BytesLike) -> None:
+        self._check_key(key)
+        ret = lib.bpf_map_delete_elem(self.fd, ffi.from_buffer(key))
+        if ret == -errno.ENOENT:
+            raise MapKeyError(f"delete from map {self.name}", errno.ENOENT)
+        check(ret, f"delete from map {self.name}")
+
+    def keys(self) -> Iterator[bytes]:
+        """Every key (snapshot semantics are the kernel's: best effort)."""
+        key = ffi.new("char[]", self.key_size)
+        next_key = ffi.new("char[]", self.key_size)
+        prev = ffi.NULL
+        while lib.bpf_map_get_next_key(self.fd, prev, next_key) == 0:
+            yield bytes(ffi.buffer(next_key))
+            ffi.memmove(key, next_key, self.key_size)
+            prev = key
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in list(self.keys()):
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+    def update_batch(self, keys: BytesLike, values: BytesLike, count: int, flags: int = 0) -> None:
+        """Update `count` packed keys/values in one syscall."""
+        if len(keys) != count * self.key_size or len(values) != count * self.stored_value_size:
+            raise MapSizeError(f"map {self.name!r}: batch buffers do not hold {count} entries")
+        opts = ffi.new("struct bpf_map_batch_opts *")
+        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+        opts.elem_flags = flags
+        n = ffi.new("__u32 *", count)
+        ret = lib.bpf_map_update_batch(
+            self.fd, ffi.from_buffer(keys), ffi.from_buffer(values), n, opts
+        )
+        check(ret, f"batch update of map {self.name} ({n[0]} of {count} written)")
+
+    def lookup_batch(self, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+        """All entries as packed (keys, values, count), read in chunks."""
+        opts = ffi.new("struct bpf_map_batch_opts *")
+        opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+        keys = ffi.new("char[]", chunk * self.key_size)
+        values = ffi.new("char[]", chunk * self.stored_value_size)
+        # Hash maps need a batch token at least key_size wide; 8 suits arrays.
+        token_size = max(self.key_size, 8)
+        in_batch, out_batch = ffi.new("char[]", token_size), ffi.new("char[]", token_size)
+        all_keys, all_values, total = bytearray(), bytearray(), 0
+        first = True
+        while True:
+            n = ffi.new("__u32 *", chunk)
+            ret = lib.bpf_map_lookup_batch(
+                self.fd, ffi.NULL if first else in_batch, out_batch, keys, values, n, opts
+            )
+            if ret < 0 and ret != -errno.ENOENT:
+                check(ret, f"batch lookup of map {self.name}")
+            all_keys += ffi.buffer(keys, n[0] * self.key_size)
+            all_values += ffi.buffer(values, n[0] * self.stored_value_size)
+            total += n[0]
+            if ret == -errno.ENOENT:
+                return bytes(all_keys), bytes(all_values), total
+            ffi.memmove(in_batch, out_batch, token_size)
+            first = False
+
+    # -- per-CPU values
+
+    def lookup_percpu(self, key: BytesLike, dtype: npt.DTypeLike = np.uint64) -> npt.NDArray[Any]:
+        """A per-CPU value as a (cpus, ...) numpy array of `dtype`."""
+        raw = self.lookup(key)
+        if raw is None:
+            raise MapKeyError(f"lookup in map {self.name}", errno.ENOENT)
+        stride = (self.value_size + 7) // 8 * 8
+        rows = np.frombuffer(raw, dtype=np.uint8).reshape(possible_cpus(), stride)
+        return rows[:, : self.value_size].copy().view(dtype)
+
+    def sum_percpu(self, key: BytesLike) -> npt.NDArray[np.uint64]:
+        """A per-CPU value of u64 fields, summed over CPUs."""
+        return self.lookup_percpu(key, np.uint64).sum(axis=0, dtype=np.uint64)
+
+
+# -------------------------------------------------------------- programs
+
+
+@dataclass(frozen=True)
+class TestRunResult:
+    """What one BPF_PROG_TEST_RUN returned."""
+
+    retval: int
+    data: bytes
+    duration_ns: int
+    ctx: bytes | None = None
+
+    @property
+    def action(self) -> str:
+        return XDP_ACTIONS.get(self.retval, str(self.retval))
+
+
+class Program:
+    """A loaded BPF program owned by its BpfObject."""
+
+    def __init__(self, handle: Any, owner: BpfObject) -> None:
+        self._handle = handle
+        self._owner = owner  # keeps the object (and so the fd) alive
+        self.name = ffi.string(lib.bpf_program__name(handle)).decode()
+
+    @property
+    def fd(self) -> int:
+        return int(lib.bpf_program__fd(self._handle))
+
+    @property
+    def insn_count(self) -> int:
+        """Instructions after libbpf's relocations, before the verifier."""
+        return int(lib.bpf_program__insn_cnt(self._handle))
+
+    def info(self) -> dict[str, int]:
+        """Kernel-side sizes: xlated and jited bytes, program id."""
+        info = ffi.new("struct bpf_prog_info *")
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
+        check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"info for program {self.name}")
+        return {
+            "id": int(info.id),
+            "xlated_bytes": int(info.xlated_prog_len),
+            "jited_bytes": int(info.jited_prog_len),
+            "xlated_insns": int(info.xlated_prog_len) // 8,
+        }
+
+    def test_run(
+        self,
+        data: BytesLike,
+        *,
+        ctx: BytesLike | None = None,
+        repeat: int = 1,
+        flags: int = 0,
+        cpu: int = 0,
+        batch_size: int = 0,
+        data_out_size: int | None = None,
+    ) -> TestRunResult:
+        """Run the program once (or `repeat` times) on `data` with BPF_PROG_TEST_RUN."""
+        opts = ffi.new("struct bpf_test_run_opts *")
+        opts.sz = ffi.sizeof("struct bpf_test_run_opts")
+        data_in = ffi.from_buffer(data)
+        out_size = data_out_size if data_out_size is not None else len(data) + 512
+        data_out = ffi.new("char[]", max(out_size, 1)) if out_size else ffi.NULL
+        opts.data_in = data_in
+        opts.data_size_in = len(data)
+        opts.data_out = data_out
+        opts.data_size_out = out_size
+        ctx_out = None
+        if ctx is not None:
+            ctx_in = ffi.from_buffer(ctx)
+            ctx_out = ffi.new("char[]", len(ctx))
+            opts.ctx_in = ctx_in
+            opts.ctx_size_in = len(ctx)
+            opts.ctx_out = ctx_out
+            opts.ctx_size_out = len(ctx)
+        opts.repeat = repeat
+        opts.flags = flags
+        opts.cpu = cpu
+        opts.batch_size = batch_size
+        with capture_libbpf_log() as lines:
+            ret = lib.bpf_prog_test_run_opts(self.fd, opts)
+        check(ret, f"test run of program {self.name}", lines)
+        out = bytes(ffi.buffer(data_out, opts.data_size_out)) if out_size else b""
+        ctx_bytes = bytes(ffi.buffer(ctx_out, opts.ctx_size_out)) if ctx_out is not None else None
+        return TestRunResult(int(opts.retval), out, int(opts.duration), ctx_bytes)
+
+
+class BpfObject:
+    """An opened and loaded BPF ELF object: its programs and maps.
+
+    `pin_dir`: maps are pinned there by name; a map already pinned with a
+    compatible definition is reused instead of created (that is how a new
+    process, or a new build of the program, adopts a running data plane).
+    `only`: load just these programs (the rest stay unloaded).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        pin_dir: str | Path | None = None,
+        only: list[str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise NotFoundError(f"no BPF object file at {self.path}")
+        self._obj: Any = ffi.NULL
+        with capture_libbpf_log() as lines:
+            obj = lib.bpf_object__open_file(str(self.path).encode(), ffi.NULL)
+            self._obj = check_ptr(obj, f"opening BPF object {self.path}", lines)
+        try:
+            self._prepare(pin_dir, only)
+            with capture_libbpf_log() as lines:
+                ret = lib.bpf_object__load(self._obj)
+            check(ret, f"loading BPF object {self.path.name}", lines, _load_error_class(lines))
+        except BaseException:
+            self.close()
+            raise
+        self.programs = {p.name: p for p in self._iter_programs()}
+        self.maps = {m.name: m for m in self._iter_maps()}
+
+    def _prepare(self, pin_dir: str | Path | None, only: list[str] | None) -> None:
+        for handle in self._raw_programs():
+            name = ffi.string(lib.bpf_program__name(handle)).decode()
+            if only is not None and name not in only:
+                lib.bpf_program__set_autoload(handle, False)
+        if pin_dir is None:
+            return
+        for handle in self._raw_maps():
+            name = ffi.string(lib.bpf_map__name(handle)).decode()
+            if name.startswith(".") or "." in name:  # .data/.rodata/.bss stay private
+                continue
+            path = str(Path(pin_dir) / name).encode()
+            check(lib.bpf_map__set_pin_path(handle, path), f"pin path for map {name}")
+
+    def _raw_programs(self) -> Iterator[Any]:
+        prog = lib.bpf_object__next_program(self._obj, ffi.NULL)
+        while prog != ffi.NULL:
+            yield prog
+            prog = lib.bpf_object__next_program(self._obj, prog)
+
+    def _raw_maps(self) -> Iterator[Any]:
+        m = lib.bpf_object__next_map(self._obj, ffi.NULL)
+        while m != ffi.NULL:
+            yield m
+            m = lib.bpf_object__next_map(self._obj, m)
+
+    def _iter_programs(self) -> Iterator[Program]:
+        for handle in self._raw_programs():
+            if lib.bpf_program__fd(handle) >= 0:
+                yield Program(handle, self)
+
+    def _iter_maps(self) -> Iterator[Map]:
+        for handle in self._raw_maps():
+            name = ffi.string(lib.bpf_map__name(handle)).decode()
+            yield Map(int(lib.bpf_map__fd(handle)), name)
+
+    def program(self, name: str) -> Program:
+        try:
+            return self.programs[name]
+        except KeyError:
+            raise NotFoundError(
+                f"{self.path.name} has no program {name!r} (has {sorted(self.programs)})"
+            ) from None
+
+    def map(self, name: str) -> Map:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise NotFoundError(
+                f"{self.path.name} has no map {name!r} (has {sorted(self.maps)})"
+            ) from None
+
+    def close(self) -> None:
+        """Release the object; pinned maps and attached links stay in the kernel."""
+        if self._obj != ffi.NULL:
+            lib.bpf_object__close(self._obj)
+            self._obj = ffi.NULL
+        for m in getattr(self, "maps", {}).values():
+            m.fd = -1
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _load_error_class(lines: list[str]) -> type[BpfError]:
+    text = "".join(lines)
+    return VerifierError if ("verifier" in text or "processed" in text) else BpfError
+
+
+# ------------------------------------------------------------- attaching
+
+
+class XdpLink:
+    """An XDP program attached to an interface through a BPF link.
+
+    The link is an fd; pinning it keeps the program attached after this
+    process exits. `detach()` removes the attachment (and the pin).
+    """
+
+    def __init__(self, fd: int, ifindex: int, pin_path: Path | None = None) -> None:
+        self.fd = fd
+        self.ifindex = ifindex
+        self.pin_path = pin_path
+
+    @classmethod
+    def attach(cls, program: Program, interface: str, mode: XdpMode = "native") -> XdpLink:
+        index = ifindex(interface)
+        opts = ffi.new("struct bpf_link_create_opts *")
+        opts.sz = ffi.sizeof("struct bpf_link_create_opts")
+        opts.flags = lib.XDP_FLAGS_DRV_MODE if mode == "native" else lib.XDP_FLAGS_SKB_MODE
+        with capture_libbpf_log() as lines:
+            fd = lib.bpf_link_create(program.fd, index, lib.BPF_XDP, opts)
+        check(fd, f"attaching {program.name} to {interface} ({mode} XDP)", lines, AttachError)
+        return cls(fd, index)
+
+    @classmethod
+    def open_pinned(cls, path: str | Path, ifindex: int = 0) -> XdpLink:
+        fd = lib.bpf_obj_get(str(path).encode())
+        if fd < 0:
+            raise NotFoundError(f"no pinned XDP link at {path}")
+        return cls(fd, ifindex, Path(path))
+
+    def pin(self, path: str | Path) -> None:
+        check(lib.bpf_obj_pin(self.fd, str(path).encode()), f"pinning XDP link at {path}")
+        self.pin_path = Path(path)
+
+    def update(self, program: Program) -> None:
+        """Swap the attached program atomically (no packet sees no program)."""
+        check(lib.bpf_link_update(self.fd, program.fd, ffi.NULL), "replacing the XDP program")
+
+    def detach(self) -> None:
+        if self.fd < 0:
+            return
+        check(lib.bpf_link_detach(self.fd), "detaching XDP link", cls=AttachError)
+        if self.pin_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.pin_path.unlink()
+        self.close()
+
+    def close(self) -> None:
+        """Drop our fd; a pinned link stays attached."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def xdp_attached_id(interface: str) -> int:
+    """The id of the XDP program on an interface (any mode), 0 if none."""
+    prog_id = ffi.new("__u32 *")
+    check(lib.bpf_xdp_query_id(ifindex(interface), 0, prog_id), f"querying XDP on {interface}")
+    return int(prog_id[0])
+
+
+class TcAttachment:
+    """A program attached at tc ingress or egress (clsact) of an interface."""
+
+    def __init__(self, program: Program, interface: str, direction: str = "ingress") -> None:
+        self.interface = interface
+        self._hook = ffi.new("struct bpf_tc_hook *")
+        self._hook.sz = ffi.sizeof("struct bpf_tc_hook")
+        self._hook.ifindex = ifindex(interface)
+        self._hook.attach_point = lib.BPF_TC_INGRESS if direction == "ingress" else lib.BPF_TC_EGRESS
+        ret = lib.bpf_tc_hook_create(self._hook)
+        if ret < 0 and ret != -errno.EEXIST:
+            check(ret, f"creating clsact on {interface}", cls=AttachError)
+        self._opts = ffi.new("struct bpf_tc_opts *")
+        self._opts.sz = ffi.sizeof("struct bpf_tc_opts")
+        self._opts.prog_fd = program.fd
+        with capture_libbpf_log() as lines:
+            ret = lib.bpf_tc_attach(self._hook, self._opts)
+        check(ret, f"attaching {program.name} at tc {direction} of {interface}", lines, AttachError)
+
+    def detach(self) -> None:
+        opts = ffi.new("struct bpf_tc_opts *")
+        opts.sz = ffi.sizeof("struct bpf_tc_opts")
+        opts.handle = self._opts.handle
+        opts.priority = self._opts.priority
+        check(lib.bpf_tc_detach(self._hook, opts), f"detaching tc program from {self.interface}")
