@@ -117,6 +117,8 @@ struct xlb_real {
 	__u8 flags;     /* enum xlb_real_flags */
 	__u32 gen;      /* host; allocation generation of this id */
 	__u32 vip_id;   /* host; the VIP this id serves */
+	__u32 weight;   /* host; Maglev weight (control plane only) */
+	__u32 reserved; /* zero */
 };
 
 /* ---- Connection table (LRU hashes, per-CPU LRU lists) ---------------- */

@@ -1,0 +1,207 @@
+"""Packing and unpacking of the ABI structs (include/xlb_abi.h) as map bytes.
+
+The only place that knows how a Vip or a Real becomes map bytes. Structs
+come from cffi, so field offsets are the compiler's, never retyped here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ._bpf import ffi, lib
+from .model import IPPROTO, PROTO_NAMES, BalancerConfig, Flow, IPAddress, Vip
+
+FAMILY = {4: lib.XLB_FAMILY_V4, 6: lib.XLB_FAMILY_V6}
+VERSION = {lib.XLB_FAMILY_V4: 4, lib.XLB_FAMILY_V6: 6}
+
+
+def to_bytes(cdata: Any) -> bytes:
+    return bytes(ffi.buffer(cdata))
+
+
+def struct_from(ctype: str, raw: bytes) -> Any:
+    """A fresh cdata struct holding a copy of `raw`."""
+    obj = ffi.new(f"{ctype} *")
+    ffi.memmove(obj, raw, ffi.sizeof(ctype))
+    return obj
+
+
+def u32(value: int) -> bytes:
+    return to_bytes(ffi.new("__u32 *", value))
+
+
+def read_u32(raw: bytes) -> int:
+    return int(ffi.cast("__u32 *", ffi.from_buffer(raw))[0])
+
+
+def set_addr(field: Any, address: IPAddress) -> None:
+    """Write an address into a `__be32 addr[4]` field (IPv4 in addr[0])."""
+    packed = address.packed
+    ffi.memmove(field, packed + bytes(16 - len(packed)), 16)
+
+
+def get_addr(field: Any, family: int) -> IPAddress:
+    raw = bytes(ffi.buffer(field, 16))
+    if family == lib.XLB_FAMILY_V4:
+        return ipaddress.IPv4Address(raw[:4])
+    return ipaddress.IPv6Address(raw)
+
+
+def mac_bytes(mac: str | None) -> bytes:
+    return bytes.fromhex(mac.replace(":", "")) if mac else bytes(6)
+
+
+def mac_text(raw: bytes) -> str | None:
+    return None if raw == bytes(6) else ":".join(f"{b:02x}" for b in raw)
+
+
+def htons(value: int) -> int:
+    return int.from_bytes(value.to_bytes(2, "big"), "little")
+
+
+def ntohs(value: int) -> int:
+    return htons(value)
+
+
+# ------------------------------------------------------------------ VIPs
+
+
+def vip_key(vip: Vip) -> bytes:
+    key = ffi.new("struct xlb_vip_key *")
+    set_addr(key.addr, vip.address)
+    key.port = htons(vip.port)
+    key.proto = IPPROTO[vip.proto]
+    key.family = FAMILY[vip.family]
+    return to_bytes(key)
+
+
+def parse_vip_key(raw: bytes) -> Vip:
+    key = struct_from("struct xlb_vip_key", raw)
+    return Vip(get_addr(key.addr, key.family), ntohs(key.port), PROTO_NAMES[key.proto])
+
+
+def vip_meta(vip_id: int, flags: int, ring_size: int) -> bytes:
+    meta = ffi.new("struct xlb_vip_meta *")
+    meta.vip_id, meta.flags, meta.ring_size = vip_id, flags, ring_size
+    return to_bytes(meta)
+
+
+def parse_vip_meta(raw: bytes) -> tuple[int, int, int]:
+    """(vip_id, flags, ring_size)"""
+    meta = struct_from("struct xlb_vip_meta", raw)
+    return int(meta.vip_id), int(meta.flags), int(meta.ring_size)
+
+
+# ----------------------------------------------------------------- reals
+
+
+def real_entry(
+    address: IPAddress, mac: str | None, gen: int, vip_id: int, weight: int, active: bool
+) -> bytes:
+    real = ffi.new("struct xlb_real *")
+    set_addr(real.addr, address)
+    ffi.memmove(real.mac, mac_bytes(mac), 6)
+    real.family = FAMILY[address.version]
+    real.flags = lib.XLB_REAL_F_ACTIVE if active else 0
+    real.gen, real.vip_id, real.weight = gen, vip_id, weight
+    return to_bytes(real)
+
+
+def parse_real_entry(raw: bytes) -> dict[str, Any]:
+    real = struct_from("struct xlb_real", raw)
+    family = int(real.family)
+    return {
+        "address": get_addr(real.addr, family) if family in VERSION else None,
+        "mac": mac_text(bytes(ffi.buffer(real.mac, 6))),
+        "active": bool(real.flags & lib.XLB_REAL_F_ACTIVE),
+        "gen": int(real.gen),
+        "vip_id": int(real.vip_id),
+        "weight": int(real.weight),
+    }
+
+
+def real_gen(raw: bytes) -> int:
+    return int(struct_from("struct xlb_real", raw).gen)
+
+
+# ------------------------------------------------------- connection table
+
+
+def flow_key(flow: Flow) -> tuple[str, bytes]:
+    """(map name, key bytes) of a flow in the connection table."""
+    if flow.src.version == 4:
+        key = ffi.new("struct xlb_flow_v4 *")
+        key.saddr = int.from_bytes(flow.src.packed, "little")
+        key.daddr = int.from_bytes(flow.dst.packed, "little")
+        name = "conn_v4"
+    else:
+        key = ffi.new("struct xlb_flow_v6 *")
+        set_addr(key.saddr, flow.src)
+        set_addr(key.daddr, flow.dst)
+        name = "conn_v6"
+    key.sport, key.dport, key.proto = htons(flow.sport), htons(flow.dport), IPPROTO[flow.proto]
+    return name, to_bytes(key)
+
+
+def parse_flow_key(map_name: str, raw: bytes) -> Flow:
+    if map_name == "conn_v4":
+        key = struct_from("struct xlb_flow_v4", raw)
+        src = ipaddress.IPv4Address(int(key.saddr).to_bytes(4, "little"))
+        dst = ipaddress.IPv4Address(int(key.daddr).to_bytes(4, "little"))
+    else:
+        key = struct_from("struct xlb_flow_v6", raw)
+        src = get_addr(key.saddr, lib.XLB_FAMILY_V6)
+        dst = get_addr(key.daddr, lib.XLB_FAMILY_V6)
+    return Flow(src, dst, ntohs(key.sport), ntohs(key.dport), PROTO_NAMES.get(key.proto, "tcp"))
+
+
+def parse_conn(raw: bytes) -> tuple[int, int, int]:
+    """(real_id, real_gen, atime_ns)"""
+    conn = struct_from("struct xlb_conn", raw)
+    return int(conn.real_id), int(conn.real_gen), int(conn.atime_ns)
+
+
+# ---------------------------------------------------------------- config
+
+
+def config_value(cfg: BalancerConfig) -> bytes:
+    value = ffi.new("struct xlb_config *")
+    ffi.memmove(value.gw_mac, mac_bytes(cfg.gateway_mac), 6)
+    value.gue_port = htons(cfg.gue_port)
+    value.src_v4 = int.from_bytes(ipaddress.IPv4Address(cfg.src_v4).packed, "little")
+    set_addr(value.src_v6, ipaddress.IPv6Address(cfg.src_v6))
+    value.mtu = cfg.mtu
+    value.flags = (lib.XLB_CFG_F_FIB_LOOKUP if cfg.fib_lookup else 0) | (
+        lib.XLB_CFG_F_GUE_ALL if cfg.gue_all else 0
+    )
+    value.hash_seed = cfg.hash_seed
+    value.udp_ttl_ns = int(cfg.udp_ttl_s * 1e9)
+    return to_bytes(value)
+
+
+def parse_config(raw: bytes) -> BalancerConfig:
+    value = struct_from("struct xlb_config", raw)
+    return BalancerConfig(
+        gateway_mac=mac_text(bytes(ffi.buffer(value.gw_mac, 6))),
+        fib_lookup=bool(value.flags & lib.XLB_CFG_F_FIB_LOOKUP),
+        src_v4=str(ipaddress.IPv4Address(int(value.src_v4).to_bytes(4, "little"))),
+        src_v6=str(get_addr(value.src_v6, lib.XLB_FAMILY_V6)),
+        mtu=int(value.mtu),
+        gue_port=ntohs(value.gue_port),
+        gue_all=bool(value.flags & lib.XLB_CFG_F_GUE_ALL),
+        hash_seed=int(value.hash_seed),
+        udp_ttl_s=int(value.udp_ttl_ns) / 1e9,
+    )
+
+
+# --------------------------------------------------------------- naming
+
+
+def enum_names(ctype: str, prefix: str) -> dict[int, str]:
+    """value -> lower-case name without prefix, for an ABI enum."""
+    return {
+        value: name[len(prefix) :].lower()
+        for name, value in ffi.typeof(ctype).relements.items()
+        if name.startswith(prefix)
+    }

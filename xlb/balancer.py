@@ -1,0 +1,605 @@
+"""Balancer: the public API that programs the data plane's maps.
+
+Every change follows one order so that no packet ever sees a half-made
+state: validate everything first; write new reals (inactive ids become
+active) before any ring points at them; build the VIP's new ring in a fresh
+inner map off to the side; switch the VIP to it with one update of the
+outer `rings` map; only then retire the reals that left. A failure before
+the switch restores every entry it wrote, so the maps end byte-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _abi, maglev
+from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ffi, ifindex, lib
+from .errors import BpfError, CapacityError, ConfigError, ExistsError, NotFoundError
+from .flowhash import flow_hash
+from .model import IPPROTO, AddressLike, BalancerConfig, Counter, Flow, IPAddress, Real, Vip, VipFlags, parse_address
+
+log = logging.getLogger("xlb.balancer")
+
+OBJECT_DIR = Path(__file__).resolve().parent / "_bpf_objects"
+BALANCER_OBJECT = OBJECT_DIR / "xlb.bpf.o"
+PROGRAM_NAME = "xlb_balancer"
+DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/xlb")
+LINK_PIN_NAME = "link"
+MAX_VIPS = int(lib.XLB_LIMIT_MAX_VIPS)
+MAX_REALS = int(lib.XLB_LIMIT_MAX_REALS)
+RING_SIZE_DEFAULT = int(lib.XLB_RING_SIZE_DEFAULT)
+RING_SIZE_MAX = int(lib.XLB_RING_SIZE_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One packet through the program with BPF_PROG_TEST_RUN."""
+
+    action: str  # "XDP_TX" | "XDP_PASS" | "XDP_DROP" | "XDP_ABORTED"
+    packet: bytes
+    duration_ns: int
+
+
+@dataclass(slots=True)
+class _Member:
+    real: Real
+    real_id: int
+    gen: int
+
+
+@dataclass(slots=True)
+class _VipState:
+    vip_id: int
+    flags: VipFlags
+    ring_size: int
+    members: dict[IPAddress, _Member] = field(default_factory=dict)
+    ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
+
+
+class Balancer:
+    """Load (and optionally attach) the balancer and program its maps.
+
+    `Balancer()` loads the program for BPF_PROG_TEST_RUN only. With an
+    `interface` it also attaches at XDP ("native" or "generic") and pins
+    maps and the link under `pin_dir` (default /sys/fs/bpf/xlb/<interface>):
+    a later Balancer on the same interface adopts that running data plane
+    (VIPs, reals, rings, connection table) instead of replacing it, and
+    killing the Python process never stops forwarding. A new build of the
+    object adopted this way replaces the program but keeps the maps.
+    """
+
+    def __init__(
+        self,
+        interface: str | None = None,
+        mode: XdpMode = "native",
+        *,
+        pin_dir: str | Path | None = None,
+        config: BalancerConfig | None = None,
+        object_path: str | Path | None = None,
+    ) -> None:
+        if mode not in ("native", "generic"):
+            raise ConfigError(f"invalid XDP mode {mode!r}: 'native' or 'generic'")
+        if interface is not None:
+            ifindex(interface)  # fail on a missing interface before loading anything
+        self.interface = interface
+        self.mode = mode
+        self.pin_dir = self._pin_dir(interface, pin_dir)
+        self._obj = BpfObject(object_path or BALANCER_OBJECT, pin_dir=self.pin_dir, only=[PROGRAM_NAME])
+        self._prog: Program = self._obj.program(PROGRAM_NAME)
+        self._map: dict[str, Map] = self._obj.maps
+        self._link: XdpLink | None = None
+        self._attached_here = False
+        self._closed = False
+        try:
+            self._vips = self._read_vips()
+            self._real_gen, self._real_active = self._read_real_ids()
+            self._adopt_config(config)
+            if interface is not None:
+                self._attach(interface, mode)
+        except BaseException:
+            self._obj.close()
+            raise
+
+    # ------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def _pin_dir(interface: str | None, pin_dir: str | Path | None) -> Path | None:
+        if pin_dir is None and interface is None:
+            return None
+        path = Path(pin_dir) if pin_dir is not None else DEFAULT_PIN_ROOT / str(interface)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    def _attach(self, interface: str, mode: XdpMode) -> None:
+        link_pin = self.pin_dir / LINK_PIN_NAME if self.pin_dir else None
+        if link_pin is not None and link_pin.exists():
+            self._link = XdpLink.open_pinned(link_pin, ifindex(interface))
+            self._link.update(self._prog)  # same program id is a no-op swap; a new build upgrades
+            log.info("adopted the data plane pinned at %s", self.pin_dir)
+            return
+        self._link = XdpLink.attach(self._prog, interface, mode)
+        self._attached_here = True
+        if link_pin is not None:
+            self._link.pin(link_pin)
+
+    def close(self, detach: bool | None = None) -> None:
+        """Release this handle. `detach`: None = only if this Balancer attached;
+        True = detach and remove every pin (tear the data plane down);
+        False = leave it forwarding."""
+        if self._closed:
+            return
+        self._closed = True
+        if detach is None:
+            detach = self._attached_here
+        if self._link is not None:
+            if detach:
+                self._link.detach()
+            else:
+                self._link.close()
+        self._obj.close()
+        if detach and self.pin_dir is not None:
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+    def __enter__(self) -> Balancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def program(self) -> Program:
+        return self._prog
+
+    def map(self, name: str) -> Map:
+        """One of the data plane's maps, by its name in bpf/maps.h."""
+        return self._obj.map(name)
+
+    def upgrade(self, object_path: str | Path) -> None:
+        """Load a new build of the program over the same maps and swap it in."""
+        new = BpfObject(object_path, pin_dir=self.pin_dir, only=[PROGRAM_NAME])
+        if self.pin_dir is None:
+            new.close()
+            raise ConfigError("upgrade needs pinned maps (an interface or a pin_dir)")
+        if self._link is not None:
+            self._link.update(new.program(PROGRAM_NAME))
+        old, self._obj = self._obj, new
+        self._prog = new.program(PROGRAM_NAME)
+        self._map = new.maps
+        old.close()
+
+    # ---------------------------------------------------------- adoption
+
+    def _read_vips(self) -> dict[Vip, _VipState]:
+        vips: dict[Vip, _VipState] = {}
+        for key, value in self._map["vips"].items():
+            vip_id, flags, ring_size = _abi.parse_vip_meta(value)
+            vips[_abi.parse_vip_key(key)] = _VipState(vip_id, VipFlags(flags), ring_size)
+        by_id = {s.vip_id: s for s in vips.values()}
+        keys, values, count = self._map["reals"].lookup_batch(chunk=8192)
+        size = self._map["reals"].value_size
+        for i in range(count):
+            entry = _abi.parse_real_entry(values[i * size : (i + 1) * size])
+            state = by_id.get(entry["vip_id"])
+            if not entry["active"] or state is None:
+                continue
+            real_id = _abi.read_u32(keys[i * 4 : i * 4 + 4])
+            real = Real(entry["address"], entry["weight"], entry["mac"])
+            state.members[real.address] = _Member(real, real_id, entry["gen"])
+        for state in vips.values():
+            state.ring = self._read_ring(state.vip_id)
+        return vips
+
+    def _read_real_ids(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+        gens = np.zeros(MAX_REALS, dtype=np.uint32)
+        active = np.zeros(MAX_REALS, dtype=bool)
+        for state in self._vips.values():
+            for m in state.members.values():
+                gens[m.real_id], active[m.real_id] = m.gen, True
+        keys, values, count = self._map["reals"].lookup_batch(chunk=8192)
+        size = self._map["reals"].value_size
+        ids = np.frombuffer(keys, dtype=np.uint32, count=count)
+        raw = np.frombuffer(values, dtype=np.uint8).reshape(count, size)
+        gen_offset = ffi.offsetof("struct xlb_real", "gen")
+        gens[ids] = raw[:, gen_offset : gen_offset + 4].copy().view(np.uint32)[:, 0]
+        return gens, active
+
+    def _read_ring(self, vip_id: int) -> npt.NDArray[np.uint32] | None:
+        inner_id = self._map["rings"].lookup(_abi.u32(vip_id))
+        if inner_id is None:
+            return None
+        ring_map = Map.from_id(_abi.read_u32(inner_id), "ring")
+        try:
+            _, values, count = ring_map.lookup_batch(chunk=65536)
+            return np.frombuffer(values, dtype=np.uint32, count=count).copy()
+        finally:
+            ring_map.close()
+
+    def _adopt_config(self, config: BalancerConfig | None) -> None:
+        raw = self._map["config"].lookup(_abi.u32(0))
+        if config is None and raw is not None and raw != bytes(len(raw)):
+            self._config = _abi.parse_config(raw)
+            return
+        self.configure(config or BalancerConfig())
+
+    # ------------------------------------------------------------- config
+
+    @property
+    def config(self) -> BalancerConfig:
+        return self._config
+
+    def configure(self, config: BalancerConfig) -> None:
+        """Replace the global data-plane settings (one map update)."""
+        if not isinstance(config, BalancerConfig):
+            raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
+        self._map["config"].update(_abi.u32(0), _abi.config_value(config))
+        self._config = config
+
+    # --------------------------------------------------------------- VIPs
+
+    def vips(self) -> list[Vip]:
+        """Every configured VIP, sorted."""
+        return sorted(self._vips, key=_vip_sort_key)
+
+    def vip_flags(self, vip: Vip) -> VipFlags:
+        return self._state(vip).flags
+
+    def ring_size(self, vip: Vip) -> int:
+        return self._state(vip).ring_size
+
+    def add_vip(
+        self, vip: Vip, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
+    ) -> None:
+        """Add a VIP with no reals yet (its packets are dropped until it has some)."""
+        _check_vip(vip)
+        flags = _check_flags(flags)
+        _check_ring_size(ring_size)
+        if vip in self._vips:
+            raise ExistsError(f"VIP {vip} already exists")
+        vip_id = self._free_vip_id()
+        self._zero_percpu("vip_stats", vip_id)
+        self._map["vips"].update(_abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size), lib.BPF_NOEXIST)
+        self._vips[vip] = _VipState(vip_id, flags, ring_size)
+
+    def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
+        """Change a VIP's flags in place (one map update)."""
+        state = self._state(vip)
+        flags = _check_flags(flags)
+        self._map["vips"].update(_abi.vip_key(vip), _abi.vip_meta(state.vip_id, flags, state.ring_size))
+        state.flags = flags
+
+    def remove_vip(self, vip: Vip) -> None:
+        """Remove a VIP: its traffic passes to the host stack from now on."""
+        state = self._state(vip)
+        self._map["vips"].delete(_abi.vip_key(vip))
+        with contextlib.suppress(BpfError):
+            self._map["rings"].delete(_abi.u32(state.vip_id))
+        for member in state.members.values():
+            self._retire(member)
+        del self._vips[vip]
+
+    def _state(self, vip: Vip) -> _VipState:
+        if not isinstance(vip, Vip):
+            raise ConfigError(f"expected a Vip, got {vip!r}")
+        try:
+            return self._vips[vip]
+        except KeyError:
+            raise NotFoundError(f"no VIP {vip}") from None
+
+    def _free_vip_id(self) -> int:
+        used = {s.vip_id for s in self._vips.values()}
+        for vip_id in range(MAX_VIPS):
+            if vip_id not in used:
+                return vip_id
+        raise CapacityError(f"all {MAX_VIPS} VIP slots are in use")
+
+    # -------------------------------------------------------------- reals
+
+    def reals(self, vip: Vip) -> list[Real]:
+        """The VIP's reals (weight 0 = draining), sorted by address."""
+        members = self._state(vip).members.values()
+        return sorted((m.real for m in members), key=lambda r: _address_sort_key(r.address))
+
+    def add_real(self, vip: Vip, real: Real) -> None:
+        """Add one real to a VIP."""
+        state = self._state(vip)
+        if real.address in state.members:
+            raise ExistsError(f"real {real.address} is already in VIP {vip}")
+        self.set_reals(vip, [*(m.real for m in state.members.values()), real])
+
+    def remove_real(self, vip: Vip, address: AddressLike) -> None:
+        """Remove a real: its flows re-select among the others."""
+        state = self._state(vip)
+        addr = parse_address(address, "real address")
+        if addr not in state.members:
+            raise NotFoundError(f"real {addr} is not in VIP {vip}")
+        self.set_reals(vip, [m.real for m in state.members.values() if m.real.address != addr])
+
+    def set_weight(self, vip: Vip, address: AddressLike, weight: int) -> None:
+        """Change one real's weight (0 drains it)."""
+        state = self._state(vip)
+        addr = parse_address(address, "real address")
+        if addr not in state.members:
+            raise NotFoundError(f"real {addr} is not in VIP {vip}")
+        reals = [m.real for m in state.members.values()]
+        self.set_reals(
+            vip, [Real(r.address, weight, r.mac) if r.address == addr else r for r in reals]
+        )
+
+    def set_reals(self, vip: Vip, reals: Iterable[Real]) -> None:
+        """Replace the VIP's reals in one transaction (see the module docstring)."""
+        state = self._state(vip)
+        wanted = _check_reals(vip, list(reals))
+        serving = sum(1 for r in wanted if r.weight > 0)
+        if serving > state.ring_size:
+            raise CapacityError(
+                f"VIP {vip} has {serving} reals with weight > 0 but a ring of {state.ring_size}"
+            )
+        members, added = self._plan_members(state, wanted)
+        ring = self._build_ring(state.ring_size, members)
+        removed = [m for addr, m in state.members.items() if addr not in members]
+        self._apply(state, members, added, ring)
+        for member in removed:
+            self._retire(member)
+        state.members, state.ring = members, ring
+
+    def _plan_members(
+        self, state: _VipState, wanted: list[Real]
+    ) -> tuple[dict[IPAddress, _Member], list[_Member]]:
+        """Keep the ids of reals that stay; reserve free ids for new ones."""
+        members: dict[IPAddress, _Member] = {}
+        added: list[_Member] = []
+        new = [r for r in wanted if r.address not in state.members]
+        free = np.flatnonzero(~self._real_active)[: len(new)]
+        if len(free) < len(new):
+            raise CapacityError(f"no room for {len(new)} more reals (limit {MAX_REALS})")
+        for real, real_id in zip(new, free.tolist(), strict=True):
+            member = _Member(real, real_id, (int(self._real_gen[real_id]) + 1) & 0xFFFFFFFF)
+            members[real.address] = member
+            added.append(member)
+        for real in wanted:
+            if real.address in state.members:
+                old = state.members[real.address]
+                members[real.address] = _Member(real, old.real_id, old.gen)
+        return members, added
+
+    def _build_ring(self, size: int, members: dict[IPAddress, _Member]) -> npt.NDArray[np.uint32] | None:
+        ordered = list(members.values())
+        weights = [m.real.weight for m in ordered]
+        if not ordered or not any(weights):
+            return None
+        table = maglev.build_table([m.real.address for m in ordered], size=size, weights=weights)
+        ids = np.array([m.real_id for m in ordered], dtype=np.uint32)
+        return ids[table]
+
+    def _apply(
+        self,
+        state: _VipState,
+        members: dict[IPAddress, _Member],
+        added: list[_Member],
+        ring: npt.NDArray[np.uint32] | None,
+    ) -> None:
+        """Write reals, then swap the ring; undo the writes if anything fails."""
+        added_ids = {m.real_id for m in added}
+        changed = [
+            m
+            for m in members.values()
+            if m.real_id in added_ids or m.real != state.members[m.real.address].real
+        ]
+        undo: list[tuple[Map, bytes, bytes]] = []
+
+        def write(m: Map, key: bytes, value: bytes) -> None:
+            undo.append((m, key, m.lookup(key) or bytes(m.stored_value_size)))
+            m.update(key, value)
+
+        try:
+            for m in changed:
+                key = _abi.u32(m.real_id)
+                if m.real_id in added_ids:
+                    stats = self._map["real_stats"]
+                    write(stats, key, bytes(stats.stored_value_size))
+                write(self._map["reals"], key, self._real_entry(state, m, active=True))
+            self._swap_ring(state, ring)
+        except BaseException:
+            for target, key, old in reversed(undo):
+                target.update(key, old)
+            raise
+        for m in added:
+            self._real_gen[m.real_id], self._real_active[m.real_id] = m.gen, True
+
+    def _swap_ring(self, state: _VipState, ring: npt.NDArray[np.uint32] | None) -> None:
+        key = _abi.u32(state.vip_id)
+        if ring is None:
+            with contextlib.suppress(BpfError):
+                self._map["rings"].delete(key)
+            return
+        inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), lib.BPF_F_INNER_MAP)
+        try:
+            slots = np.arange(len(ring), dtype=np.uint32)
+            inner.update_batch(slots.tobytes(), ring.astype(np.uint32).tobytes(), len(ring))
+            self._map["rings"].update_fd(key, inner.fd)
+        finally:
+            inner.close()  # the outer map holds its own reference
+
+    def _retire(self, member: _Member) -> None:
+        """Mark an id unused: connection-table entries pointing at it become misses."""
+        key = _abi.u32(member.real_id)
+        self._map["reals"].update(
+            key, _abi.real_entry(member.real.address, member.real.mac, member.gen, 0, 0, False)
+        )
+        self._real_active[member.real_id] = False
+
+    def _real_entry(self, state: _VipState, m: _Member, active: bool) -> bytes:
+        return _abi.real_entry(m.real.address, m.real.mac, m.gen, state.vip_id, m.real.weight, active)
+
+    def _zero_percpu(self, map_name: str, index: int) -> None:
+        m = self._map[map_name]
+        m.update(_abi.u32(index), bytes(m.stored_value_size))
+
+    # ------------------------------------------------------------ packets
+
+    def run(self, packet: bytes) -> RunResult:
+        """Run one packet through the program (BPF_PROG_TEST_RUN)."""
+        result = self._prog.test_run(packet)
+        return RunResult(result.action, result.data, result.duration_ns)
+
+    def predict(self, flow: Flow) -> IPAddress | None:
+        """The real the ring gives a new flow (ignores the connection table).
+
+        Pure Python, from the same hash the data plane uses: tests check it
+        against `run()`, operators use it to answer "where would X go?".
+        None if no VIP matches or the VIP has no usable real.
+        """
+        vip = self.lookup_vip(flow.dst, flow.dport, flow.proto)
+        if vip is None:
+            return None
+        state = self._vips[vip]
+        if state.ring is None:
+            return None
+        h = flow_hash(
+            flow.src.packed, flow.dst.packed, flow.sport, flow.dport,
+            IPPROTO[flow.proto], self._config.hash_seed, int(state.flags),
+        )
+        real_id = int(state.ring[h % state.ring_size])
+        for m in state.members.values():
+            if m.real_id == real_id:
+                return m.real.address
+        return None
+
+    def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
+        """The VIP a packet to (address, port, proto) matches: exact port, then port 0."""
+        addr = parse_address(address)
+        for candidate_port in (port, 0):
+            vip = Vip(addr, candidate_port, proto)
+            if vip in self._vips:
+                return vip
+        return None
+
+    def ring(self, vip: Vip) -> list[IPAddress | None]:
+        """The VIP's ring as addresses per slot (for inspection and tests)."""
+        state = self._state(vip)
+        if state.ring is None:
+            return [None] * state.ring_size
+        by_id = {m.real_id: m.real.address for m in state.members.values()}
+        return [by_id.get(int(i)) for i in state.ring]
+
+    def ring_shares(self, vip: Vip) -> dict[IPAddress, float]:
+        """Fraction of ring slots each real owns."""
+        state = self._state(vip)
+        if state.ring is None:
+            return {addr: 0.0 for addr in state.members}
+        ids, counts = np.unique(state.ring, return_counts=True)
+        share = dict(zip(ids.tolist(), (counts / state.ring_size).tolist(), strict=True))
+        return {addr: share.get(m.real_id, 0.0) for addr, m in state.members.items()}
+
+    # ------------------------------------------------------------ counters
+
+    def stats(self, vip: Vip) -> Counter:
+        """Packets and bytes forwarded for a VIP (all CPUs)."""
+        state = self._state(vip)
+        packets, nbytes = self._map["vip_stats"].sum_percpu(_abi.u32(state.vip_id))
+        return Counter(int(packets), int(nbytes))
+
+    def real_stats(self, vip: Vip) -> dict[IPAddress, Counter]:
+        """Packets and bytes forwarded to each real of a VIP."""
+        out = {}
+        for addr, m in self._state(vip).members.items():
+            packets, nbytes = self._map["real_stats"].sum_percpu(_abi.u32(m.real_id))
+            out[addr] = Counter(int(packets), int(nbytes))
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Global counters by name: XDP actions, reasons, connection table."""
+        names = counter_names()
+        m = self._map["counters"]
+        return {name: int(m.sum_percpu(_abi.u32(index))[0]) for index, name in names.items()}
+
+    def flows(self, limit: int = 1000) -> Iterator[tuple[Flow, IPAddress | None]]:
+        """A sample of the connection table: (flow, real or None if stale)."""
+        owners = {
+            (m.real_id, m.gen): m.real.address for s in self._vips.values() for m in s.members.values()
+        }
+        seen = 0
+        for name in ("conn_v4", "conn_v6"):
+            for key in self._map[name].keys():
+                if seen >= limit:
+                    return
+                value = self._map[name].lookup(key)
+                if value is None:
+                    continue
+                real_id, gen, _ = _abi.parse_conn(value)
+                yield _abi.parse_flow_key(name, key), owners.get((real_id, gen))
+                seen += 1
+
+
+# ------------------------------------------------------------------ checks
+
+
+def counter_names() -> dict[int, str]:
+    """Index in the `counters` map -> name (from the ABI header's enums)."""
+    names: dict[int, str] = {}
+    for action, text in {0: "xdp_aborted", 1: "xdp_drop", 2: "xdp_pass", 3: "xdp_tx", 4: "xdp_redirect"}.items():
+        names[int(lib.XLB_CNT_ACTION) + action] = text
+    for value, text in _abi.enum_names("enum xlb_reason", "XLB_R_").items():
+        if text != "count":
+            names[int(lib.XLB_CNT_REASON) + value] = text
+    for value, text in _abi.enum_names("enum xlb_counter_index", "XLB_CNT_").items():
+        if text.startswith("conn_"):
+            names[value] = text
+    return names
+
+
+def _check_vip(vip: Any) -> None:
+    if not isinstance(vip, Vip):
+        raise ConfigError(f"expected a Vip, got {vip!r}")
+
+
+def _check_flags(flags: Any) -> VipFlags:
+    if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~int(lib.XLB_VIP_F_ALL):
+        raise ConfigError(f"invalid VIP flags {flags!r}")
+    flags = VipFlags(flags)
+    if VipFlags.NO_SPORT in flags and VipFlags.DPORT_ONLY in flags:
+        raise ConfigError("VIP flags no_sport and dport_only exclude each other")
+    return flags
+
+
+def _check_ring_size(size: Any) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or not maglev.is_prime(size):
+        raise ConfigError(f"invalid ring size {size!r}: must be a prime number")
+    if size > RING_SIZE_MAX:
+        raise ConfigError(f"invalid ring size {size}: at most {RING_SIZE_MAX}")
+
+
+def _check_reals(vip: Vip, reals: list[Any]) -> list[Real]:
+    seen: set[IPAddress] = set()
+    for real in reals:
+        if not isinstance(real, Real):
+            raise ConfigError(f"expected Real objects for VIP {vip}, got {real!r}")
+        if real.address in seen:
+            raise ConfigError(f"real {real.address} is given twice for VIP {vip}")
+        if vip.family == 6 and real.address.version == 4:
+            raise ConfigError(
+                f"real {real.address} is IPv4 but VIP {vip} is IPv6 "
+                "(there is no IPv6-in-IPv4 encapsulation)"
+            )
+        seen.add(real.address)
+    return reals
+
+
+def _address_sort_key(address: IPAddress) -> tuple[int, bytes]:
+    return address.version, address.packed
+
+
+def _vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
+    return vip.family, vip.address.packed, vip.port, vip.proto
+
+
+__all__ = ["Balancer", "RunResult", "counter_names"]
