@@ -82,6 +82,13 @@ struct xlb_vip_key {
 	__u8 family;    /* enum xlb_family */
 };
 
+/*
+ * `vip_addrs` (HASH, key struct xlb_vip_key with port 0 and proto 0, value
+ * __u32 = number of VIPs on that address) tells the data plane which
+ * addresses are VIP addresses: it answers pings to them and routes ICMP
+ * errors quoting them. The control plane keeps it in step with `vips`.
+ */
+
 /* Value of the `vips` hash map. */
 struct xlb_vip_meta {
 	__u32 vip_id;    /* host; index into `rings` and `vip_stats` */
@@ -166,6 +173,7 @@ struct xlb_config {
 	__u32 flags;        /* host; enum xlb_config_flags */
 	__u32 hash_seed;    /* host; Maglev flow-hash seed, same on all nodes */
 	__u32 reserved;     /* zero */
+	__u32 pad;          /* zero; explicit padding before the __u64 */
 	__u64 udp_ttl_ns;   /* host; idle time after which a UDP entry is a miss */
 };
 
@@ -234,6 +242,7 @@ enum xlb_decap_counter_index {
 	XLB_DCNT_PASS_NOT_ENCAP, /* ordinary traffic, untouched */
 	XLB_DCNT_PASS_FOREIGN,  /* encapsulated but not to a local address */
 	XLB_DCNT_DROP_MALFORMED, /* encapsulated but truncated/inconsistent */
+	XLB_DCNT_PASS_FRAGMENT, /* outer fragment/options to a local address */
 	XLB_DCNT_COUNT,
 };
 

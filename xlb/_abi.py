@@ -76,6 +76,14 @@ def vip_key(vip: Vip) -> bytes:
     return to_bytes(key)
 
 
+def vip_address_key(address: IPAddress) -> bytes:
+    """Key of `vip_addrs`: the address alone (port 0, proto 0)."""
+    key = ffi.new("struct xlb_vip_key *")
+    set_addr(key.addr, address)
+    key.family = FAMILY[address.version]
+    return to_bytes(key)
+
+
 def parse_vip_key(raw: bytes) -> Vip:
     key = struct_from("struct xlb_vip_key", raw)
     return Vip(get_addr(key.addr, key.family), ntohs(key.port), PROTO_NAMES[key.proto])

@@ -266,7 +266,14 @@ class Balancer:
             raise ExistsError(f"VIP {vip} already exists")
         vip_id = self._free_vip_id()
         self._zero_percpu("vip_stats", vip_id)
-        self._map["vips"].update(_abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size), lib.BPF_NOEXIST)
+        self._count_vip_address(vip, +1)
+        try:
+            self._map["vips"].update(
+                _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size), lib.BPF_NOEXIST
+            )
+        except BaseException:
+            self._count_vip_address(vip, -1)
+            raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
 
     def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
@@ -284,7 +291,20 @@ class Balancer:
             self._map["rings"].delete(_abi.u32(state.vip_id))
         for member in state.members.values():
             self._retire(member)
+        self._count_vip_address(vip, -1)
         del self._vips[vip]
+
+    def _count_vip_address(self, vip: Vip, delta: int) -> None:
+        """Keep `vip_addrs` (address -> number of VIPs on it): it makes the
+        data plane answer pings to every VIP address."""
+        key = _abi.vip_address_key(vip.address)
+        addrs = self._map["vip_addrs"]
+        count = (_abi.read_u32(addrs.lookup(key) or _abi.u32(0))) + delta
+        if count > 0:
+            addrs.update(key, _abi.u32(count))
+        else:
+            with contextlib.suppress(BpfError):
+                addrs.delete(key)
 
     def _state(self, vip: Vip) -> _VipState:
         if not isinstance(vip, Vip):

@@ -42,7 +42,7 @@ def abi_struct_names() -> list[str]:
 
 
 def test_objects_are_built() -> None:
-    assert sorted(p.name for p in OBJECTS.glob("*.bpf.o")) == ["decap.bpf.o", "xlb.bpf.o"]
+    assert {"decap.bpf.o", "xlb.bpf.o"} <= {p.name for p in OBJECTS.glob("*.bpf.o")}
 
 
 @pytest.mark.parametrize("struct_name", abi_struct_names())

@@ -1,0 +1,111 @@
+"""Time xlb.maglev.build_table against the C reference (bench/maglev_ref.c).
+
+Usage: python3 bench/maglev_bench.py [--repeat R] [--literal] [--cc gcc]
+
+For each configuration it compiles nothing twice: maglev_ref is built once
+with ``gcc -O2`` into a temporary directory. Both sides are timed from
+packed addresses to finished table (the C side times only the build, not
+reading stdin; the numpy side gets `bytes` so it parses no text either),
+taking the best of R runs. The tables must agree: the C checksum is
+compared with the same checksum of the numpy table. With --literal it also
+times the pure-Python sequential loop once (slow: tens of seconds).
+Prints a table; nothing is written to disk besides the temporary build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # after PYTHONPATH, so an installed xlb wins
+
+from xlb import maglev  # noqa: E402
+
+CONFIGS = [(10, 65537), (100, 65537), (1000, 65537), (5000, 65537), (1000, 655373)]
+
+
+def compile_reference(directory: Path, cc: str) -> Path:
+    binary = directory / "maglev_ref"
+    source = ROOT / "bench" / "maglev_ref.c"
+    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def checksum(table: npt.NDArray[np.int32]) -> int:
+    """sum((table[i] + 1) * (2i + 1)) mod 2**64, as maglev_ref prints it."""
+    odd = np.arange(table.size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    return int(np.sum((table.astype(np.int64) + 1).astype(np.uint64) * odd, dtype=np.uint64))
+
+
+def addresses(count: int) -> list[ipaddress.IPv4Address]:
+    base = int(ipaddress.IPv4Address("10.0.0.0"))
+    return [ipaddress.IPv4Address(base + 1 + i) for i in range(count)]
+
+
+def time_c(
+    binary: Path, reals: list[ipaddress.IPv4Address], size: int, repeat: int
+) -> tuple[float, int]:
+    stdin = "".join(f"{real}\n" for real in reals)
+    out = subprocess.run(
+        [str(binary), str(size), str(repeat)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fields = dict(item.split("=") for item in out.split())
+    return int(fields["best_ns"]) / 1e9, int(fields["checksum"])
+
+
+def best_time(
+    build: Callable[[], npt.NDArray[np.int32]], repeat: int
+) -> tuple[float, npt.NDArray[np.int32]]:
+    best, table = float("inf"), build()  # the first call also warms caches
+    for _ in range(repeat):
+        start = time.perf_counter()
+        table = build()
+        best = min(best, time.perf_counter() - start)
+    return best, table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--literal", action="store_true", help="also time the pure-Python loop")
+    parser.add_argument("--cc", default="gcc")
+    args = parser.parse_args()
+
+    header = f"{'reals':>6} {'size':>7} {'C ms':>8} {'numpy ms':>9} {'ratio':>6}"
+    print(header + (f" {'python ms':>10}" if args.literal else "") + "  tables")
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = compile_reference(Path(tmp), args.cc)
+        for count, size in CONFIGS:
+            reals = addresses(count)
+            packed = [real.packed for real in reals]
+            c_seconds, c_sum = time_c(binary, reals, size, args.repeat)
+            np_seconds, table = best_time(partial(maglev.build_table, packed, size), args.repeat)
+            line = f"{count:>6} {size:>7} {c_seconds * 1e3:>8.2f} {np_seconds * 1e3:>9.2f}"
+            line += f" {np_seconds / c_seconds:>6.2f}"
+            if args.literal:
+                start = time.perf_counter()
+                literal = maglev.build_table_literally(packed, size)
+                line += f" {(time.perf_counter() - start) * 1e3:>10.0f}"
+                assert np.array_equal(literal, table), "literal loop disagrees"
+            line += "  equal" if checksum(table) == c_sum else "  DIFFER"
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

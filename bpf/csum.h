@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * csum.h - Internet checksums (RFC 1071, RFC 1624).
+ *
+ * All sums are taken over 16/32-bit words exactly as they sit in memory: a
+ * ones' complement sum is byte-order independent, so the folded result is
+ * stored back in memory order without any byte swap.
+ */
+#ifndef XLB_CSUM_H
+#define XLB_CSUM_H
+
+#include <linux/types.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+
+/* Upper bound on bytes csum_add_range() will sum (ICMPv6 PTB: 1280 - 40). */
+#define XLB_CSUM_MAX_BYTES 1240
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') for one 16-bit word. */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check;
+
+	sum += (__u16)~old;
+	sum += new;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Header checksum of an option-less IPv4 header (check must be 0). */
+static __always_inline __u16 v4_csum_hdr(const struct iphdr *iph)
+{
+	const __u16 *w = (const __u16 *)iph;
+	__u32 sum = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < (int)(sizeof(*iph) / 2); i++)
+		sum += w[i];
+	return csum_fold(sum);
+}
+
+/*
+ * Add `len` bytes starting at `start` (a packet pointer) to `sum`; an odd
+ * last byte is padded with zero as RFC 1071 says. Stops at data_end and
+ * after XLB_CSUM_MAX_BYTES. Callers make sure len bytes are present.
+ */
+static __always_inline __u64 csum_add_range(void *start, void *data_end, __u32 len, __u64 sum)
+{
+	__u16 *w = start;
+	__u8 *last;
+	__u32 i;
+
+#pragma clang loop unroll(disable)
+	for (i = 0; i < XLB_CSUM_MAX_BYTES / 2; i++) {
+		/* keep i an explicit counter the verifier can bound */
+		asm volatile("" : "+r"(i));
+		if (2 * i + 2 > len)
+			break;
+		if ((void *)(w + 1) > data_end)
+			return sum;
+		sum += *w;
+		w++;
+	}
+	if (len & 1) {
+		last = (__u8 *)w;
+		if ((void *)(last + 1) <= data_end) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			sum += *last;
+#else
+			sum += (__u16)*last << 8;
+#endif
+		}
+	}
+	return sum;
+}
+
+#endif /* XLB_CSUM_H */

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * select.h - pick the real for a flow: connection table first, Maglev ring
+ * on a miss.
+ *
+ * Connection table rules:
+ *   - key = the packet's full 5-tuple (client addr/port, VIP addr/port,
+ *     proto), pad zeroed, whatever the VIP's hash flags: NO_SPORT and
+ *     DPORT_ONLY only change the ring hash, so a TCP SYN that reselects
+ *     never moves the client's other established connections;
+ *   - an entry is valid only if reals[real_id] is ACTIVE, has gen ==
+ *     real_gen and serves this VIP; an invalid entry is a miss;
+ *   - TCP entries never expire; UDP entries idle for more than
+ *     config.udp_ttl_ns (when nonzero) are a miss (CONN_EXPIRED and
+ *     CONN_MISS are both counted); UDP hits refresh atime at most once
+ *     per second;
+ *   - a TCP SYN without ACK skips the lookup, goes to the ring and
+ *     overwrites the entry; it counts CONN_MISS, and CONN_SYN_RESET when
+ *     an entry for the 5-tuple already existed;
+ *   - CONN_HIT + CONN_MISS = packets of conn-table VIPs that reached
+ *     selection; NO_CONN_TABLE VIPs count neither.
+ */
+#ifndef XLB_SELECT_H
+#define XLB_SELECT_H
+
+#include <linux/types.h>
+#include <linux/in.h>
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xlb_abi.h"
+#include "common.h"
+#include "maps.h"
+#include "stats.h"
+
+#define XLB_ATIME_REFRESH_NS 1000000000ULL
+
+union conn_key {
+	struct xlb_flow_v4 v4;
+	struct xlb_flow_v6 v6;
+};
+
+static __always_inline struct xlb_real *lookup_real(__u32 real_id)
+{
+	return bpf_map_lookup_elem(&reals, &real_id);
+}
+
+static __always_inline void fill_conn_key(union conn_key *key, const struct flow_tuple *f)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	if (f->family == XLB_FAMILY_V4) {
+		key->v4.saddr = f->saddr[0];
+		key->v4.daddr = f->daddr[0];
+		key->v4.sport = f->sport;
+		key->v4.dport = f->dport;
+		key->v4.proto = f->proto;
+		return;
+	}
+	__builtin_memcpy(key->v6.saddr, f->saddr, sizeof(key->v6.saddr));
+	__builtin_memcpy(key->v6.daddr, f->daddr, sizeof(key->v6.daddr));
+	key->v6.sport = f->sport;
+	key->v6.dport = f->dport;
+	key->v6.proto = f->proto;
+}
+
+static __always_inline struct xlb_conn *lookup_conn(const union conn_key *key, __u8 family)
+{
+	if (family == XLB_FAMILY_V4)
+		return bpf_map_lookup_elem(&conn_v4, &key->v4);
+	return bpf_map_lookup_elem(&conn_v6, &key->v6);
+}
+
+static __always_inline long update_conn(const union conn_key *key, __u8 family,
+					const struct xlb_conn *conn, __u64 flags)
+{
+	if (family == XLB_FAMILY_V4)
+		return bpf_map_update_elem(&conn_v4, &key->v4, conn, flags);
+	return bpf_map_update_elem(&conn_v6, &key->v6, conn, flags);
+}
+
+/* Record the flow's real; a SYN overwriting an entry counts SYN_RESET. */
+static __always_inline void record_conn(const union conn_key *key, const struct xlb_pkt *p,
+					const struct xlb_real *real)
+{
+	struct xlb_conn conn = {
+		.real_id = p->real_id,
+		.real_gen = real->gen,
+		.atime_ns = bpf_ktime_get_ns(),
+	};
+
+	if (p->tcp_syn) {
+		if (update_conn(key, p->flow.family, &conn, BPF_NOEXIST) != -EEXIST)
+			return;
+		count(XLB_CNT_CONN_SYN_RESET);
+	}
+	update_conn(key, p->flow.family, &conn, BPF_ANY);
+}
+
+/* The conn entry's real if the entry is still valid for this VIP. */
+static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, __u32 vip_id,
+						   const struct xlb_config *cfg, __u8 proto)
+{
+	struct xlb_real *real = lookup_real(conn->real_id);
+	__u64 now, idle;
+
+	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen ||
+	    real->vip_id != vip_id)
+		return NULL;
+	if (proto != IPPROTO_UDP)
+		return real;
+	now = bpf_ktime_get_ns();
+	idle = now - conn->atime_ns;
+	if (cfg->udp_ttl_ns && idle > cfg->udp_ttl_ns) {
+		count(XLB_CNT_CONN_EXPIRED);
+		return NULL;
+	}
+	if (idle > XLB_ATIME_REFRESH_NS)
+		conn->atime_ns = now;
+	return real;
+}
+
+/* Maglev: real_id = ring[hash % ring_size]; the real must be ACTIVE. */
+static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_vip_meta *vip,
+					    struct xlb_real **real_out)
+{
+	__u32 vip_id = vip->vip_id, slot, *real_id;
+	struct xlb_real *real;
+	void *ring;
+
+	ring = bpf_map_lookup_elem(&rings, &vip_id);
+	if (!ring || !vip->ring_size)
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
+	slot = p->hash % vip->ring_size;
+	real_id = bpf_map_lookup_elem(ring, &slot);
+	if (!real_id)
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
+	real = lookup_real(*real_id);
+	if (!real || !(real->flags & XLB_REAL_F_ACTIVE))
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
+	p->real_id = *real_id;
+	*real_out = real;
+	return XLB_CONTINUE;
+}
+
+/*
+ * Choose the real for p->flow (p->hash already set). `learn`: record a
+ * ring choice in the connection table (false for routed ICMP errors,
+ * which must not create entries). Sets p->real_id and *real_out.
+ */
+static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_meta *vip,
+				       const struct xlb_config *cfg, int learn,
+				       struct xlb_real **real_out)
+{
+	int use_table = !(vip->flags & XLB_VIP_F_NO_CONN_TABLE);
+	struct xlb_real *real;
+	union conn_key key;
+	struct xlb_conn *conn;
+	int action;
+
+	if (use_table) {
+		fill_conn_key(&key, &p->flow);
+		if (!p->tcp_syn) {
+			conn = lookup_conn(&key, p->flow.family);
+			if (conn) {
+				real = check_conn(conn, vip->vip_id, cfg, p->flow.proto);
+				if (real) {
+					count(XLB_CNT_CONN_HIT);
+					p->real_id = conn->real_id;
+					*real_out = real;
+					return XLB_CONTINUE;
+				}
+			}
+		}
+		count(XLB_CNT_CONN_MISS);
+	}
+	action = select_from_ring(p, vip, real_out);
+	if (action != XLB_CONTINUE)
+		return action;
+	if (use_table && learn)
+		record_conn(&key, p, *real_out);
+	return XLB_CONTINUE;
+}
+
+#endif /* XLB_SELECT_H */

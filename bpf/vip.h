@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* vip.h - VIP lookup. */
+#ifndef XLB_VIP_H
+#define XLB_VIP_H
+
+#include <linux/types.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xlb_abi.h"
+#include "common.h"
+#include "maps.h"
+
+static __always_inline void fill_vip_key(struct xlb_vip_key *key, const __be32 *addr, __u8 family,
+					 __be16 port, __u8 proto)
+{
+	key->addr[0] = addr[0];
+	key->addr[1] = family == XLB_FAMILY_V6 ? addr[1] : 0;
+	key->addr[2] = family == XLB_FAMILY_V6 ? addr[2] : 0;
+	key->addr[3] = family == XLB_FAMILY_V6 ? addr[3] : 0;
+	key->port = port;
+	key->proto = proto;
+	key->family = family;
+}
+
+/* The VIP of (daddr, dport, proto): exact port first, then port 0. */
+static __always_inline struct xlb_vip_meta *lookup_vip(const struct flow_tuple *f)
+{
+	struct xlb_vip_key key;
+	struct xlb_vip_meta *vip;
+
+	fill_vip_key(&key, f->daddr, f->family, f->dport, f->proto);
+	vip = bpf_map_lookup_elem(&vips, &key);
+	if (vip || !f->dport)
+		return vip;
+	key.port = 0;
+	return bpf_map_lookup_elem(&vips, &key);
+}
+
+/*
+ * Is `addr` the address of some VIP? True when it has an any-port TCP VIP,
+ * an any-port UDP VIP, or an entry in the optional `vip_addrs` map.
+ */
+static __always_inline int is_vip_addr(const __be32 *addr, __u8 family)
+{
+	struct xlb_vip_key key;
+
+	fill_vip_key(&key, addr, family, 0, IPPROTO_TCP);
+	if (bpf_map_lookup_elem(&vips, &key))
+		return 1;
+	key.proto = IPPROTO_UDP;
+	if (bpf_map_lookup_elem(&vips, &key))
+		return 1;
+	key.proto = 0;
+	return bpf_map_lookup_elem(&vip_addrs, &key) != NULL;
+}
+
+#endif /* XLB_VIP_H */

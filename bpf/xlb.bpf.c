@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xlb.bpf.c - the balancer: parse -> VIP -> select real -> encap -> TX.
+ *
+ * Stages return an XDP action or XLB_CONTINUE (common.h); the program's
+ * only exit is record() (stats.h), which counts the action and the reason.
+ * What is passed, dropped or answered, and why:
+ *   not IP (ARP, LLDP, runt, double VLAN tag)     PASS  PASS_NOT_IP
+ *   IPv4 with options                             PASS  PASS_IP_OPTIONS
+ *   IPv4/IPv6 fragment                            PASS  PASS_FRAGMENT
+ *   IPv6 extension chain too long, or AH          PASS  PASS_EXT_HDRS
+ *   truncated/inconsistent IP or L4 header        DROP  DROP_MALFORMED
+ *   no VIP for (daddr, dport|0, proto)            PASS  PASS_NOT_VIP
+ *   other protocol to a VIP address               PASS  PASS_PROTO
+ *   ICMP: see handle_icmp()
+ *   no ring / empty slot / inactive real          DROP  DROP_NO_REAL
+ *   no next-hop MAC                               DROP  DROP_NO_ROUTE
+ *   too big for config.mtu after encap            TX    TX_ICMP_TOO_BIG
+ *   encapsulated to the real                      TX    FORWARD
+ *     (XDP_REDIRECT when the FIB says the real is behind another device)
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmpv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "xlb_abi.h"
+#include "common.h"
+#include "parse.h"
+#include "maps.h"
+#include "stats.h"
+#include "hash.h"
+#include "vip.h"
+#include "select.h"
+#include "csum.h"
+#include "encap.h"
+#include "icmp.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int verdict_of_parse_err(struct xlb_pkt *p, int err)
+{
+	switch (err) {
+	case PARSE_E_OPTIONS:
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_IP_OPTIONS);
+	case PARSE_E_FRAGMENT:
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_FRAGMENT);
+	case PARSE_E_EXT_HDRS:
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_EXT_HDRS);
+	default:
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_MALFORMED);
+	}
+}
+
+static __always_inline int v4_parse_l3(struct cursor *c, struct xlb_pkt *p)
+{
+	struct iphdr *iph;
+	int proto;
+
+	proto = v4_parse_ip(c, &iph);
+	if (proto < 0)
+		return proto;
+	p->flow.family = XLB_FAMILY_V4;
+	p->flow.saddr[0] = iph->saddr;
+	p->flow.daddr[0] = iph->daddr;
+	p->tos = iph->tos;
+	p->df = !!(iph->frag_off & bpf_htons(XLB_IP_DF));
+	p->l3_len = bpf_ntohs(iph->tot_len);
+	return proto;
+}
+
+static __always_inline int v6_parse_l3(struct cursor *c, struct xlb_pkt *p)
+{
+	struct ipv6hdr *ip6h;
+	int proto;
+
+	proto = v6_parse_ip(c, &ip6h);
+	if (proto < 0)
+		return proto;
+	p->flow.family = XLB_FAMILY_V6;
+	__builtin_memcpy(p->flow.saddr, ip6h->saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(p->flow.daddr, ip6h->daddr.in6_u.u6_addr32, 16);
+	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
+	p->l3_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
+	return proto;
+}
+
+/* TCP/UDP ports and SYN, or just bounds for ICMP. 0 or PARSE_E_*. */
+static __always_inline int parse_l4(struct cursor *c, struct xlb_pkt *p)
+{
+	struct icmphdr *icmph;
+	struct tcphdr *th;
+	struct udphdr *uh;
+	int err = 0;
+
+	switch (p->flow.proto) {
+	case IPPROTO_TCP:
+		err = parse_tcp(c, &th);
+		if (err)
+			return err;
+		p->flow.sport = th->source;
+		p->flow.dport = th->dest;
+		p->tcp_syn = th->syn && !th->ack;
+		break;
+	case IPPROTO_UDP:
+		err = parse_udp(c, &uh);
+		if (err)
+			return err;
+		p->flow.sport = uh->source;
+		p->flow.dport = uh->dest;
+		break;
+	case IPPROTO_ICMP:
+		if (p->flow.family == XLB_FAMILY_V4)
+			err = parse_icmp(c, &icmph);
+		break;
+	case IPPROTO_ICMPV6:
+		if (p->flow.family == XLB_FAMILY_V6)
+			err = parse_icmp(c, &icmph);
+		break;
+	}
+	return err;
+}
+
+/* Fill p from the headers, or decide PASS/DROP. */
+static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth;
+	struct cursor c;
+	int proto, err;
+
+	init_cursor(&c, data, data_end);
+	proto = parse_eth(&c, &eth);
+	if (proto < 0)
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_IP);
+	__builtin_memcpy(p->eth_dst, eth->h_dest, 6);
+	__builtin_memcpy(p->eth_src, eth->h_source, 6);
+	p->l3_off = c.pos - data;
+	if (proto == ETH_P_IP)
+		proto = v4_parse_l3(&c, p);
+	else if (proto == ETH_P_IPV6)
+		proto = v6_parse_l3(&c, p);
+	else
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_IP);
+	if (proto < 0)
+		return verdict_of_parse_err(p, proto);
+	p->flow.proto = proto;
+	p->l4_off = c.pos - data;
+	err = parse_l4(&c, p);
+	if (err)
+		return verdict_of_parse_err(p, err);
+	return XLB_CONTINUE;
+}
+
+/*
+ * Encapsulate to `real` and transmit; first, for client traffic (reason
+ * FORWARD), enforce config.mtu: IPv6, and IPv4 with DF, get an ICMP
+ * error back; IPv4 without DF is encapsulated anyway and the outer packet
+ * may be fragmented on the way. Routed ICMP errors are never answered with
+ * ICMP (RFC 1122), they are forwarded whatever their size.
+ */
+static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p,
+				   const struct xlb_vip_meta *vip, const struct xlb_config *cfg,
+				   const struct xlb_real *real, enum xlb_reason reason)
+{
+	int gue = (vip->flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
+	struct next_hop nh;
+	__u32 hdr_len, mtu;
+	int action;
+
+	if (real->family == XLB_FAMILY_V4) {
+		if (p->flow.family != XLB_FAMILY_V4)
+			return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+	} else if (real->family != XLB_FAMILY_V6) {
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+	}
+	hdr_len = outer_hdr_len(real->family, gue);
+	if (reason == XLB_R_FORWARD && cfg->mtu && p->l3_len + hdr_len > cfg->mtu) {
+		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
+		if (p->flow.family == XLB_FAMILY_V6)
+			return v6_reply_too_big(ctx, p, mtu);
+		if (p->df)
+			return v4_reply_too_big(ctx, p, mtu);
+	}
+	action = resolve_next_hop(ctx, p, cfg, real, &nh);
+	if (action != XLB_CONTINUE)
+		return action;
+	p->reason = reason;
+	p->has_vip = 1;
+	if (real->family == XLB_FAMILY_V4)
+		return v4_encap(ctx, p, cfg, real, &nh, gue);
+	return v6_encap(ctx, p, cfg, real, &nh, gue);
+}
+
+/* TCP/UDP: the VIP, its real, out. */
+static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
+				   const struct xlb_config *cfg)
+{
+	struct xlb_vip_meta *vip;
+	struct xlb_real *real;
+	int action;
+
+	vip = lookup_vip(&p->flow);
+	if (!vip)
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
+	p->vip_id = vip->vip_id;
+	p->hash = hash_flow(&p->flow, vip->flags, cfg->hash_seed);
+	action = select_real(p, vip, cfg, 1, &real);
+	if (action != XLB_CONTINUE)
+		return action;
+	return forward(ctx, p, vip, cfg, real, XLB_R_FORWARD);
+}
+
+/*
+ * An ICMP frag-needed / packet-too-big quoting a packet sent from a VIP
+ * (by a real, to a client): send it to the real that owns the reversed
+ * (client -> VIP) flow: conn table, else ring; no entry is created.
+ * XLB_CONTINUE when the quote is not from one of our VIPs.
+ */
+static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *p,
+					    const struct xlb_config *cfg)
+{
+	struct xlb_vip_meta *vip;
+	struct flow_tuple flow;
+	struct xlb_real *real;
+	int err, action;
+
+	if (p->flow.family == XLB_FAMILY_V4)
+		err = v4_read_quoted_flow(ctx, p, &flow);
+	else
+		err = v6_read_quoted_flow(ctx, p, &flow);
+	if (err)
+		return XLB_CONTINUE;
+	vip = lookup_vip(&flow);
+	if (!vip)
+		return XLB_CONTINUE;
+	p->flow = flow;
+	p->vip_id = vip->vip_id;
+	p->hash = hash_flow(&flow, vip->flags, cfg->hash_seed);
+	action = select_real(p, vip, cfg, 0, &real);
+	if (action != XLB_CONTINUE)
+		return action;
+	return forward(ctx, p, vip, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
+}
+
+/*
+ * ICMP / ICMPv6:
+ *   echo request to a VIP address (vip.h is_vip_addr)   TX    TX_ICMP_ECHO
+ *   frag needed (3/4) / packet too big (2) quoting a
+ *     packet from a VIP                                 TX    FORWARD_ICMP_ERROR
+ *   anything else to a VIP address                      PASS  PASS_ICMP
+ *   anything else                                       PASS  PASS_NOT_VIP
+ */
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct xlb_pkt *p,
+				       const struct xlb_config *cfg)
+{
+	struct icmphdr *icmph;
+	__u8 type, code;
+	int action;
+
+	if (PKT_HDR(ctx, p->l4_off, struct icmphdr, icmph))
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_MALFORMED);
+	type = icmph->type;
+	code = icmph->code;
+	if (p->flow.family == XLB_FAMILY_V4) {
+		if (type == ICMP_ECHO) {
+			if (!is_vip_addr(p->flow.daddr, p->flow.family))
+				return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
+			return v4_reply_echo(ctx, p);
+		}
+		if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED) {
+			action = route_icmp_error(ctx, p, cfg);
+			if (action != XLB_CONTINUE)
+				return action;
+		}
+	} else {
+		if (type == ICMPV6_ECHO_REQUEST) {
+			if (!is_vip_addr(p->flow.daddr, p->flow.family))
+				return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
+			return v6_reply_echo(ctx, p);
+		}
+		if (type == ICMPV6_PKT_TOOBIG) {
+			action = route_icmp_error(ctx, p, cfg);
+			if (action != XLB_CONTINUE)
+				return action;
+		}
+	}
+	if (is_vip_addr(p->flow.daddr, p->flow.family))
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_ICMP);
+	return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
+}
+
+SEC("xdp")
+int xlb_balancer(struct xdp_md *ctx)
+{
+	struct xlb_config *cfg;
+	struct xlb_pkt pkt;
+	__u32 zero = 0;
+	int action;
+
+	__builtin_memset(&pkt, 0, sizeof(pkt));
+	pkt.pkt_len = ctx->data_end - ctx->data;
+	action = parse_packet(ctx, &pkt);
+	if (action != XLB_CONTINUE)
+		goto out;
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg) {
+		action = set_verdict(&pkt, XDP_PASS, XLB_R_PASS_NOT_VIP);
+		goto out;
+	}
+	switch (pkt.flow.proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		action = balance(ctx, &pkt, cfg);
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (pkt.flow.proto ==
+		    (pkt.flow.family == XLB_FAMILY_V4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)) {
+			action = handle_icmp(ctx, &pkt, cfg);
+			break;
+		}
+		/* fallthrough */
+	default:
+		if (is_vip_addr(pkt.flow.daddr, pkt.flow.family))
+			action = set_verdict(&pkt, XDP_PASS, XLB_R_PASS_PROTO);
+		else
+			action = set_verdict(&pkt, XDP_PASS, XLB_R_PASS_NOT_VIP);
+	}
+out:
+	return record(&pkt, action);
+}

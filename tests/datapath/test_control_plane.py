@@ -1,0 +1,241 @@
+"""The Balancer API against the real program: rings, drains, adoption, upgrades.
+
+Packets go through BPF_PROG_TEST_RUN; what a test checks is where the
+program sent them (the outer destination), which is what a user relies on.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from xlb import Balancer, BalancerConfig, ConfigError, Flow, NotFoundError, Real, Vip
+from xlb.balancer import BALANCER_OBJECT
+from xlb.errors import BpfError, CapacityError, ExistsError
+from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
+
+VIP4 = Vip("10.200.0.1", 80, "tcp")
+VIP6 = Vip("2001:db8:200::1", 80, "tcp")
+REALS4 = [Real(f"10.0.0.{i}") for i in range(1, 5)]
+REALS6 = [Real(f"2001:db8:1::{i}") for i in range(1, 5)]
+
+
+def destination(lb: Balancer, packet: bytes) -> str:
+    result = lb.run(packet)
+    assert result.action == "XDP_TX", result
+    return str(outer_destination(result.packet))
+
+
+def random_flows(n: int, vip: Vip, seed: int = 1) -> list[Flow]:
+    rng = random.Random(seed)
+    flows = []
+    for _ in range(n):
+        if vip.family == 4:
+            src = f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        else:
+            src = f"2001:db8:c::{rng.randrange(1, 65535):x}:{rng.randrange(1, 65535):x}"
+        flows.append(Flow(src, vip.address, rng.randrange(1024, 65535), vip.port, vip.proto))
+    return flows
+
+
+def packet_for(flow: Flow, flags: str = "S") -> bytes:
+    if flow.proto == "tcp":
+        return tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags=flags)
+    return udp_packet(flow.src, flow.dst, flow.sport, flow.dport)
+
+
+def dump_maps(lb: Balancer) -> dict[str, list[tuple[bytes, bytes]]]:
+    names = ["vips", "reals", "config", "vip_stats", "real_stats", "conn_v4", "conn_v6"]
+    dumped = {name: sorted(lb.map(name).items()) for name in names}
+    dumped["rings"] = sorted(lb.map("rings").items())  # inner map ids
+    return dumped
+
+
+@pytest.mark.parametrize(("vip", "reals"), [(VIP4, REALS4), (VIP6, REALS6)], ids=["v4", "v6"])
+def test_predict_matches_the_data_plane(lb: Balancer, vip: Vip, reals: list[Real]) -> None:
+    lb.add_vip(vip)
+    lb.set_reals(vip, reals)
+    for flow in random_flows(2000, vip):
+        assert destination(lb, packet_for(flow)) == str(lb.predict(flow))
+
+
+def test_flows_spread_as_the_ring_says(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, [Real("10.0.0.1"), Real("10.0.0.2", weight=3)])
+    counts = {"10.0.0.1": 0, "10.0.0.2": 0}
+    flows = random_flows(10000, VIP4, seed=7)
+    for flow in flows:
+        counts[destination(lb, packet_for(flow))] += 1
+    assert abs(counts["10.0.0.2"] / len(flows) - 0.75) < 0.03
+
+
+def test_weight_zero_drains_new_flows_but_keeps_established(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    flows = random_flows(400, VIP4, seed=3)
+    first = {f: destination(lb, packet_for(f, "S")) for f in flows}
+    lb.set_weight(VIP4, "10.0.0.1", 0)
+    for f in flows:  # established flows (ACKs) keep their real, drained or not
+        assert destination(lb, packet_for(f, "A")) == first[f]
+    for f in random_flows(400, VIP4, seed=4):  # new flows never reach the drained real
+        assert destination(lb, packet_for(f, "S")) != "10.0.0.1"
+    assert lb.ring_shares(VIP4)[Real("10.0.0.1").address] == 0.0
+
+
+def test_removed_real_flows_reselect_and_others_stay(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    flows = random_flows(400, VIP4, seed=5)
+    first = {f: destination(lb, packet_for(f, "S")) for f in flows}
+    lb.remove_real(VIP4, "10.0.0.2")
+    for f in flows:
+        now = destination(lb, packet_for(f, "A"))
+        if first[f] == "10.0.0.2":
+            assert now != "10.0.0.2"
+        else:
+            assert now == first[f]
+
+
+def test_ring_switch_under_a_packet_stream_only_old_or_new_reals(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    sets = [REALS4[:2], REALS4[2:], REALS4[1:3]]
+    lb.set_reals(VIP4, sets[0])
+    allowed = {str(r.address) for r in REALS4}
+    seen: list[str] = []
+    stop = threading.Event()
+
+    packets = [packet_for(f, "S") for f in random_flows(300, VIP4, seed=9)]
+
+    def stream() -> None:
+        while not stop.is_set():
+            for p in packets:
+                seen.append(destination(lb, p))
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    try:
+        for i in range(12):
+            lb.set_reals(VIP4, sets[i % len(sets)])
+    finally:
+        stop.set()
+        sender.join()
+    assert seen and set(seen) <= allowed
+    final = {str(r.address) for r in sets[11 % len(sets)]}
+    for f in random_flows(200, VIP4, seed=10):
+        assert destination(lb, packet_for(f, "S")) in final
+
+
+def test_failed_change_leaves_the_maps_byte_identical(
+    lb: Balancer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4[:3])
+    for f in random_flows(50, VIP4):
+        lb.run(packet_for(f))
+    before = dump_maps(lb)
+
+    def broken_swap(self: object, key: bytes, fd: int) -> None:
+        raise BpfError("swap of inner map in rings", 12)
+
+    monkeypatch.setattr(type(lb.map("rings")), "update_fd", broken_swap)
+    with pytest.raises(BpfError):
+        lb.set_reals(VIP4, [REALS4[0], Real("10.0.0.9", weight=5), Real("10.0.0.10")])
+    monkeypatch.undo()
+    assert dump_maps(lb) == before
+    assert lb.reals(VIP4) == sorted(REALS4[:3], key=lambda r: r.address.packed)
+
+
+def test_invalid_changes_are_refused_before_touching_maps(lb: Balancer) -> None:
+    lb.add_vip(VIP6)
+    before = dump_maps(lb)
+    with pytest.raises(ConfigError, match="is IPv4 but VIP .* is IPv6"):
+        lb.set_reals(VIP6, [Real("10.0.0.1")])
+    with pytest.raises(ConfigError, match="given twice"):
+        lb.set_reals(VIP6, [Real("2001:db8::1"), Real("2001:db8::1", weight=2)])
+    with pytest.raises(ExistsError):
+        lb.add_vip(VIP6)
+    with pytest.raises(NotFoundError):
+        lb.set_reals(VIP4, REALS4)
+    with pytest.raises(ConfigError, match="ring size 65536"):
+        lb.add_vip(VIP4, ring_size=65536)
+    with pytest.raises(NotFoundError):
+        lb.remove_real(VIP6, "2001:db8::7")
+    assert dump_maps(lb) == before
+
+
+def test_ring_smaller_than_reals_is_refused(lb: Balancer) -> None:
+    lb.add_vip(VIP4, ring_size=7)
+    with pytest.raises(CapacityError):
+        lb.set_reals(VIP4, [Real(f"10.0.1.{i}") for i in range(1, 10)])
+
+
+def test_remove_vip_passes_its_traffic(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    lb.remove_vip(VIP4)
+    assert lb.run(tcp_packet("198.51.100.1", VIP4.address)).action == "XDP_PASS"
+    assert lb.vips() == []
+
+
+def test_adopt_after_restart_keeps_every_connection(pin_dir: Path) -> None:
+    config = BalancerConfig(gateway_mac=GATEWAY_MAC)
+    first = Balancer(pin_dir=pin_dir, config=config)
+    first.add_vip(VIP4)
+    first.set_reals(VIP4, REALS4)
+    flows = random_flows(300, VIP4, seed=11)
+    owner = {f: destination(first, packet_for(f, "S")) for f in flows}
+    conn_before = sorted(first.map("conn_v4").items())
+    first.close()
+
+    second = Balancer(pin_dir=pin_dir)
+    try:
+        assert second.vips() == [VIP4]
+        assert second.reals(VIP4) == REALS4
+        assert second.config == config
+        assert sorted(second.map("conn_v4").items()) == conn_before
+        second.set_reals(VIP4, [*REALS4, Real("10.0.0.99")])  # reshuffles the ring...
+        for f in flows:  # ...yet established flows keep their real
+            assert destination(second, packet_for(f, "A")) == owner[f]
+    finally:
+        second.close(detach=True)
+
+
+def test_upgrade_keeps_flows(pin_dir: Path, tmp_path: Path) -> None:
+    lb = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
+    try:
+        lb.add_vip(VIP4)
+        lb.set_reals(VIP4, REALS4)
+        flows = random_flows(200, VIP4, seed=12)
+        owner = {f: destination(lb, packet_for(f, "S")) for f in flows}
+        old_id = lb.program.info()["id"]
+        new_build = tmp_path / "xlb.bpf.o"
+        new_build.write_bytes(BALANCER_OBJECT.read_bytes())
+        lb.set_reals(VIP4, REALS4[:3] + [Real("10.0.0.50")])
+        lb.upgrade(new_build)
+        assert lb.program.info()["id"] != old_id
+        for f in flows:
+            if owner[f] != "10.0.0.4":
+                assert destination(lb, packet_for(f, "A")) == owner[f]
+    finally:
+        lb.close(detach=True)
+
+
+def test_stats_and_counters_count_what_was_forwarded(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    packets = [packet_for(f) for f in random_flows(100, VIP4)]
+    for p in packets:
+        lb.run(p)
+    lb.run(tcp_packet("198.51.100.1", "10.9.9.9"))  # not a VIP
+    stats = lb.stats(VIP4)
+    assert stats.packets == 100
+    assert stats.bytes == sum(len(p) for p in packets)
+    assert sum(c.packets for c in lb.real_stats(VIP4).values()) == 100
+    counters = lb.counters()
+    assert counters["xdp_tx"] == 100
+    assert counters["forward"] == 100
+    assert counters["pass_not_vip"] == 1
+    assert counters["xdp_pass"] == 1

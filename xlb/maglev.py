@@ -1,0 +1,583 @@
+"""Maglev lookup tables, computed with numpy (no I/O, no root).
+
+A table ("ring") of a prime `size` maps each slot to the real that owns it;
+the data plane picks slot ``hash(flow) % size``. This module defines the
+table exactly, so that every balancer node, and the C reference in
+``bench/maglev_ref.c``, builds the same one from the same configuration.
+
+Specification
+=============
+
+1. Identity and canonical order. Each real is identified by its packed
+   address: 4 bytes for IPv4, 16 for IPv6. Reals are sorted by
+   (length, bytes): IPv4 before IPv6, then bytewise. The input order
+   therefore never matters. Duplicate addresses are an error.
+
+2. Participants. Reals with weight 0 take no part (they own no slot and,
+   because only the relative order of participants matters below, the
+   table is the same as if they were absent). Participant ``j`` is the j-th
+   real of weight > 0 in canonical order; ``n`` is their number. With no
+   participant (no reals, or all weights 0) every slot is -1.
+
+3. Permutation of a real. With ``h = FNV-1a-64(address bytes)`` (offset
+   basis 0xcbf29ce484222325, prime 0x100000001b3) and ``mix`` the splitmix64
+   finaliser (x ^= x >> 30; x *= 0xbf58476d1ce4e5b9; x ^= x >> 27;
+   x *= 0x94d049bb133111eb; x ^= x >> 31), all modulo 2**64, and
+   ``G = 0x9e3779b97f4a7c15``::
+
+       offset = mix(h + G) % size
+       skip   = mix(h + 2*G) % (size - 1) + 1
+       pref(j, k) = (offset + k * skip) % size      for rank k = 0 .. size-1
+
+   As `size` is prime, ``pref(j, .)`` visits every slot exactly once.
+
+4. Quotas (largest remainder). With ``W`` the sum of weights,
+   ``quota_j = floor(size * w_j / W)``; the ``R = size - sum(quota)`` slots
+   left over go, one each, to the R participants with the largest
+   ``size * w_j mod W``, ties to the lower j. Quotas sum to `size`, so
+   shares are proportional to weights within one slot. (A participant whose
+   exact share is below one slot may get none.)
+
+5. Fill, rank by rank. For k = 0, 1, 2, ...: for j = 0 .. n-1 in order,
+   if participant j holds fewer than quota_j slots and slot pref(j, k) is
+   free, j takes it. Stop when every slot is taken. Equivalently: consider
+   the pairs (j, s) in increasing order of ``key = rank_j(s) * n + j`` and
+   give s to j when s is free and j is below its quota.
+
+Each real owns exactly its quota, so with equal weights every real has
+floor or ceil of size/n slots. A slot goes to the real that ranks it
+earliest among those not yet full, so the table changes little when a real
+comes or goes: the reals that stay keep their early-ranked slots, and the
+disruption comes only from quotas shifting by about size/n**2 each.
+(Without quotas this rule would be rendezvous hashing, which moves nothing
+else at all; classic Maglev instead lets each real take its next *free*
+preference in turn, which is sequential by nature.)
+
+How it is computed here
+=======================
+
+Step 5 is the greedy construction of the unique stable matching between
+reals (capacity quota_j, preferring low ranks) and slots (capacity 1,
+preferring low keys), because both sides rank pairs by the same key. Any
+run of real-proposing deferred acceptance yields that same matching,
+whatever the order of proposals, and deferred acceptance vectorises: in
+each round every real below quota proposes to its next ``deficit`` slots
+that it could still win (free, or held with a worse key); each slot keeps
+the best key it has seen, and displaced or rejected reals propose again in
+the next round. Rejection is permanent (a slot's key only improves), so a
+real never revisits a rank. A round finds each real's proposals either by
+scanning its next ranks (cheap while free slots are plentiful) or, late
+on, by inverting its permutation on the few slots still contested (rank =
+(slot - offset) * skip**-1 mod size). About 20-30 rounds fill the table,
+none of which materialises a reals x size matrix. The C reference runs
+step 5 literally; tests check that both give identical tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "MAX_SIZE",
+    "Address",
+    "build_table",
+    "build_table_literally",
+    "is_prime",
+    "packed_address",
+    "permutations",
+    "quotas",
+]
+
+DEFAULT_SIZE = 65537
+MAX_SIZE = 655373
+
+Int64Array: TypeAlias = npt.NDArray[np.int64]
+UInt64Array: TypeAlias = npt.NDArray[np.uint64]
+Table: TypeAlias = npt.NDArray[np.int32]
+
+_FNV_OFFSET_BASIS = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+_UINT64_MASK = (1 << 64) - 1
+_NO_KEY = np.iinfo(np.int64).max  # key of a free slot: any proposal beats it
+
+
+class _HasAddress(Protocol):
+    @property
+    def address(self) -> AddressValue: ...
+
+
+AddressValue: TypeAlias = str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address
+Address: TypeAlias = AddressValue | _HasAddress
+
+
+# ---- Validation and canonical form ------------------------------------------
+
+
+def is_prime(n: int) -> bool:
+    """Whether `n` is prime (deterministic Miller-Rabin, exact below 3.3e24)."""
+    n = operator.index(n)
+    if n < 2:
+        return False
+    small_primes = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    if n in small_primes:
+        return True
+    if any(n % p == 0 for p in small_primes):
+        return False
+    odd_part, twos = n - 1, 0
+    while odd_part % 2 == 0:
+        odd_part, twos = odd_part // 2, twos + 1
+    return all(_passes_miller_rabin(n, base, odd_part, twos) for base in small_primes)
+
+
+def _passes_miller_rabin(n: int, base: int, odd_part: int, twos: int) -> bool:
+    x = pow(base, odd_part, n)
+    if x in (1, n - 1):
+        return True
+    for _ in range(twos - 1):
+        x = x * x % n
+        if x == n - 1:
+            return True
+    return False
+
+
+def packed_address(real: Address) -> bytes:
+    """The identity of a real: its address packed in 4 (IPv4) or 16 bytes."""
+    value = getattr(real, "address", real)
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value.packed
+    if isinstance(value, bytes):
+        if len(value) not in (4, 16):
+            raise ValueError(f"packed address must be 4 or 16 bytes, got {len(value)}: {value!r}")
+        return value
+    if isinstance(value, str):
+        return ipaddress.ip_address(value).packed
+    raise TypeError(f"not an address: {real!r}")
+
+
+def _validated_size(size: int) -> int:
+    if isinstance(size, bool):
+        raise TypeError("size must be an int, not bool")
+    size = operator.index(size)
+    if size > MAX_SIZE:
+        raise ValueError(f"size {size} is larger than the maximum {MAX_SIZE}")
+    if not is_prime(size):
+        raise ValueError(f"size {size} is not a prime")
+    return size
+
+
+def _validated_weights(weights: Sequence[int] | None, count: int) -> list[int]:
+    if weights is None:
+        return [1] * count
+    if len(weights) != count:
+        raise ValueError(f"{len(weights)} weights given for {count} reals")
+    checked = []
+    for weight in weights:
+        if isinstance(weight, bool):
+            raise TypeError("a weight must be an int, not bool")
+        value = operator.index(weight)
+        if not 0 <= value < 1 << 32:
+            raise ValueError(f"weight {value} is outside 0 .. 2**32-1")
+        checked.append(value)
+    return checked
+
+
+@dataclass(frozen=True, slots=True)
+class _Participants:
+    """Reals with a non-zero weight, in canonical order."""
+
+    addresses: list[bytes]
+    weights: list[int]
+    input_indexes: list[int]  # where each one was in the caller's sequence
+
+
+def _canonical_participants(addresses: list[bytes], weights: list[int]) -> _Participants:
+    # A length byte in front makes plain bytes order the (length, bytes) order.
+    sort_keys = [len(a).to_bytes(1, "big") + a for a in addresses]
+    order = sorted(range(len(addresses)), key=sort_keys.__getitem__)
+    for earlier, later in itertools.pairwise(order):
+        if addresses[earlier] == addresses[later]:
+            shown = ipaddress.ip_address(addresses[later])
+            raise ValueError(f"real {shown} is given more than once")
+    kept = [i for i in order if weights[i] > 0]
+    return _Participants(
+        addresses=[addresses[i] for i in kept],
+        weights=[weights[i] for i in kept],
+        input_indexes=kept,
+    )
+
+
+# ---- Spec steps 3 and 4: permutations and quotas ---------------------------------
+
+
+def _fnv1a64(rows: npt.NDArray[np.uint8]) -> UInt64Array:
+    """FNV-1a 64 of each row of equal-length byte strings."""
+    h = np.full(rows.shape[0], _FNV_OFFSET_BASIS, dtype=np.uint64)
+    for column in rows.T:
+        h ^= column
+        h *= np.uint64(_FNV_PRIME)  # uint64 arrays wrap modulo 2**64, as FNV wants
+    return h
+
+
+def _splitmix64_mix(x: UInt64Array) -> UInt64Array:
+    x = x ^ (x >> np.uint64(30))
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _address_hashes(addresses: Sequence[bytes]) -> UInt64Array:
+    """FNV-1a 64 of each address, vectorised per address length."""
+    hashes = np.empty(len(addresses), dtype=np.uint64)
+    for length in (4, 16):
+        where = [i for i, a in enumerate(addresses) if len(a) == length]
+        if where:
+            packed = b"".join(addresses[i] for i in where)
+            rows = np.frombuffer(packed, dtype=np.uint8).reshape(len(where), length)
+            hashes[where] = _fnv1a64(rows)
+    return hashes
+
+
+def permutations(addresses: Sequence[bytes], size: int) -> tuple[Int64Array, Int64Array]:
+    """(offset, skip) of each real's preference list, spec step 3."""
+    h = _address_hashes(addresses)
+    with np.errstate(over="ignore"):
+        offset = _splitmix64_mix(h + np.uint64(_GOLDEN_GAMMA)) % np.uint64(size)
+        skip_seed = h + np.uint64((2 * _GOLDEN_GAMMA) & _UINT64_MASK)
+        skip = _splitmix64_mix(skip_seed) % np.uint64(size - 1) + np.uint64(1)
+    return offset.astype(np.int64), skip.astype(np.int64)
+
+
+def quotas(weights: Sequence[int], size: int) -> Int64Array:
+    """Slots per participant by largest remainder, spec step 4.
+
+    Weights are below 2**32 and size below 2**20, so every product and sum
+    here fits in int64 exactly.
+    """
+    weight = np.asarray(weights, dtype=np.int64)
+    scaled = weight * size
+    total = int(weight.sum())
+    result = scaled // total
+    remainder = scaled - result * total
+    left_over = size - int(result.sum())
+    # A stable sort keeps equal remainders in participant order.
+    result[np.argsort(-remainder, kind="stable")[:left_over]] += 1
+    return result
+
+
+# ---- Spec step 5: the fill, by vectorised deferred acceptance ----------------------
+
+
+@dataclass(slots=True)
+class _Fill:
+    """State of deferred acceptance; index j is a participant."""
+
+    size: int
+    offset: Int64Array
+    skip: Int64Array
+    skip_inverse: Int64Array  # skip * skip_inverse == 1 (mod size); 0 = not yet known
+    quota: Int64Array
+    held: Int64Array  # slots currently held
+    next_rank: Int64Array  # ranks below this are proposed or known lost
+    hit_rate: npt.NDArray[np.float64]  # share of scanned ranks found winnable
+    slot_key: Int64Array  # best key proposed to each slot; _NO_KEY if free
+    slot_owner: Int64Array  # participant holding each slot; -1 if free
+    ramp: Int64Array  # 0, 1, 2, ...: sliced instead of calling arange
+
+    @property
+    def count(self) -> int:
+        return len(self.offset)
+
+
+@dataclass(slots=True)
+class _Proposals:
+    slot: Int64Array
+    key: Int64Array
+    participant: Int64Array
+
+
+def _no_proposals() -> _Proposals:
+    empty = np.empty(0, dtype=np.int64)
+    return _Proposals(slot=empty, key=empty, participant=empty)
+
+
+# A real finds proposals by inverting its permutation on the contested slots
+# when its scan would be this many times longer than the list of those slots:
+# one inverted candidate costs about as much as two scanned ranks.
+_INVERT_WHEN_SCAN_EXCEEDS = 2.0
+# Do not bother counting contested slots while most of the table is free.
+_CONTESTED_CHECK_BELOW = 0.25
+
+
+def _reduce_mod(values: Int64Array, modulus: int) -> Int64Array:
+    """values % modulus, in place (floor division by a scalar is ~3x faster than %)."""
+    values -= values // modulus * modulus
+    return values
+
+
+def _skip_inverses(fill: _Fill, reals: Int64Array) -> Int64Array:
+    """skip**-1 mod size of `reals`, computed once, for the few that need it."""
+    unknown = reals[fill.skip_inverse[reals] == 0]
+    for j in unknown.tolist():
+        fill.skip_inverse[j] = pow(int(fill.skip[j]), -1, fill.size)
+    return fill.skip_inverse[reals]
+
+
+def _new_fill(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> _Fill:
+    count = len(offset)
+    return _Fill(
+        size=size,
+        offset=offset,
+        skip=skip,
+        skip_inverse=np.zeros(count, dtype=np.int64),
+        quota=quota,
+        held=np.zeros(count, dtype=np.int64),
+        next_rank=np.zeros(count, dtype=np.int64),
+        hit_rate=np.ones(count, dtype=np.float64),
+        slot_key=np.full(size, _NO_KEY, dtype=np.int64),
+        slot_owner=np.full(size, -1, dtype=np.int64),
+        ramp=np.arange(2 * size, dtype=np.int64),
+    )
+
+
+def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
+    """Owner (participant index) of every slot, spec step 5."""
+    fill = _new_fill(offset, skip, quota, size)
+    _run_first_round(fill)
+    while True:
+        deficit = fill.quota - fill.held
+        active = np.flatnonzero(deficit > 0)
+        if active.size == 0:
+            return fill.slot_owner
+        _run_round(fill, active, deficit[active])
+
+
+def _run_first_round(fill: _Fill) -> None:
+    """Round one: the table is empty, so every real proposes its first ranks.
+
+    Each proposes min(quota) ranks, so that the proposals form a full
+    (rank, real) grid whose flat position is the key, rank * n + j. Reals
+    with a larger quota go on in the later rounds: deferred acceptance
+    does not care how proposals are spread over rounds.
+    """
+    count = fill.count
+    ranks = int(fill.quota.min())
+    key = fill.ramp[: ranks * count]
+    rank = key // count
+    participant = key - rank * count
+    slot = rank * np.tile(fill.skip, ranks)
+    slot += np.tile(fill.offset, ranks)
+    _accept(fill, _Proposals(slot=_reduce_mod(slot, fill.size), key=key, participant=participant))
+    fill.next_rank[:] = ranks
+
+
+def _run_round(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:
+    scan_length = np.minimum(
+        np.ceil(deficit / fill.hit_rate[active]).astype(np.int64),
+        fill.size - fill.next_rank[active],
+    )
+    lowest_key = int((fill.next_rank[active] * fill.count + active).min())
+    contested = _contested_slots(fill, lowest_key, int(deficit.sum()))
+    invert = scan_length > _INVERT_WHEN_SCAN_EXCEEDS * contested.size
+    if contested.size == 0:
+        invert[:] = False
+    batches = [
+        _proposals_by_scanning(fill, active[~invert], deficit[~invert], scan_length[~invert]),
+        _proposals_by_inverting(fill, active[invert], deficit[invert], contested),
+    ]
+    _accept(
+        fill,
+        _Proposals(
+            slot=np.concatenate([b.slot for b in batches]),
+            key=np.concatenate([b.key for b in batches]),
+            participant=np.concatenate([b.participant for b in batches]),
+        ),
+    )
+
+
+def _contested_slots(fill: _Fill, lowest_key: int, total_deficit: int) -> Int64Array:
+    """Slots some active real may still win; empty while that is most slots.
+
+    Free slots number exactly the total deficit, so while that is a large
+    share of the table, scanning is the cheaper way for every real.
+    """
+    if total_deficit > _CONTESTED_CHECK_BELOW * fill.size:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(fill.slot_key > lowest_key)
+
+
+def _proposals_by_scanning(
+    fill: _Fill, reals: Int64Array, deficit: Int64Array, scan_length: Int64Array
+) -> _Proposals:
+    """Each real's first `deficit` winnable slots among its next ranks.
+
+    Probes of all reals are laid end to end: probe t belongs to the real
+    whose segment [start, end) holds t, at rank next_rank + t - start. Rank
+    and key are both affine in t within a segment, so each costs one
+    repeat of a per-real constant.
+    """
+    if reals.size == 0:
+        return _no_proposals()
+    size, count = fill.size, fill.count
+    ends = np.cumsum(scan_length)
+    starts = ends - scan_length
+    total = int(ends[-1])
+    if total > fill.ramp.size:
+        fill.ramp = np.arange(total, dtype=np.int64)
+    probe = fill.ramp[:total]
+    first_rank = fill.next_rank[reals]
+    skip = fill.skip[reals]
+
+    slot_at_zero = (fill.offset[reals] + (first_rank - starts) % size * skip) % size
+    slot = probe * np.repeat(skip, scan_length)
+    slot += np.repeat(slot_at_zero, scan_length)
+    slot = _reduce_mod(slot, size)
+    holder_key = fill.slot_key[slot]
+
+    # Cheap filter: no probe's key is below the lowest starting key.
+    lowest_key = int((first_rank * count + reals).min())
+    maybe = np.flatnonzero(holder_key > lowest_key)
+    segment = np.searchsorted(ends, maybe, side="right")
+    key = (maybe - starts[segment] + first_rank[segment]) * count + reals[segment]
+    winnable = np.flatnonzero(key < holder_key[maybe])
+    hits, segment, key = maybe[winnable], segment[winnable], key[winnable]
+
+    # Keep each real's first `deficit` hits; it resumes after the last kept
+    # one, or after its whole segment if it found fewer.
+    first_hit = np.searchsorted(hits, starts)
+    found = np.searchsorted(hits, ends) - first_hit
+    keep = np.flatnonzero(np.arange(hits.size) - first_hit[segment] < deficit[segment])
+    enough = found >= deficit
+    last_kept = np.append(hits, 0)[np.where(enough, first_hit + deficit - 1, hits.size)]
+    resume_at = np.where(enough, last_kept + 1, ends)
+    fill.next_rank[reals] = first_rank + resume_at - starts
+    fill.hit_rate[reals] = (found + 0.5) / scan_length
+    return _Proposals(slot=slot[hits[keep]], key=key[keep], participant=reals[segment[keep]])
+
+
+def _proposals_by_inverting(
+    fill: _Fill, reals: Int64Array, deficit: Int64Array, contested: Int64Array
+) -> _Proposals:
+    """Each real's first `deficit` winnable slots, found among `contested`.
+
+    `contested` holds every slot any of these reals could still win, so
+    ranking it through the inverse permutation finds the same slots the
+    scan would, without walking the ranks in between.
+    """
+    if reals.size == 0:
+        return _no_proposals()
+    size, count = fill.size, fill.count
+    offset = fill.offset[reals][:, None]
+    distance = _reduce_mod(contested[None, :] - offset, size)
+    rank = _reduce_mod(distance * _skip_inverses(fill, reals)[:, None], size)
+    key = rank * count + reals[:, None]
+    winnable = (rank >= fill.next_rank[reals][:, None]) & (key < fill.slot_key[contested])
+    row, column = np.nonzero(winnable)
+    order = np.argsort(row * size + rank[row, column])  # by real, then by rank
+    row, column = row[order], column[order]
+    first_of_row = np.searchsorted(row, np.arange(reals.size))
+    keep = np.flatnonzero(np.arange(row.size) - first_of_row[row] < deficit[row])
+    row, column = row[keep], column[keep]
+    # Theory guarantees each real at least `deficit` winnable slots here.
+    last = np.searchsorted(row, np.arange(reals.size), side="right") - 1
+    fill.next_rank[reals] = rank[row[last], column[last]] + 1
+    return _Proposals(slot=contested[column], key=key[row, column], participant=reals[row])
+
+
+def _accept(fill: _Fill, proposals: _Proposals) -> None:
+    """Each proposed slot keeps its best key; displaced holders lose it."""
+    slot, key = proposals.slot, proposals.key
+    np.minimum.at(fill.slot_key, slot, key)
+    # Keys are unique, so each slot has one winner. Integer gathers are
+    # several times faster than boolean-mask indexing here.
+    won = np.flatnonzero(fill.slot_key[slot] == key)
+    won_slot = slot[won]
+    winners = proposals.participant[won]
+    displaced = fill.slot_owner[won_slot]
+    fill.slot_owner[won_slot] = winners
+    fill.held += np.bincount(winners, minlength=fill.count)
+    fill.held -= np.bincount(displaced[displaced >= 0], minlength=fill.count)
+
+
+def _fill_table_literally(
+    offset: list[int], skip: list[int], quota: list[int], size: int
+) -> list[int]:
+    """Spec step 5 word for word, in pure Python: the oracle for tests."""
+    owner = [-1] * size
+    held = [0] * len(offset)
+    position = list(offset)
+    active = [j for j, q in enumerate(quota) if q > 0]
+    while active:
+        still_active = []
+        for j in active:
+            if owner[position[j]] < 0:
+                owner[position[j]] = j
+                held[j] += 1
+            position[j] = (position[j] + skip[j]) % size
+            if held[j] < quota[j]:
+                still_active.append(j)
+        active = still_active
+    return owner
+
+
+# ---- Public entry points --------------------------------------------------------
+
+
+def build_table(
+    reals: Sequence[Address], size: int = DEFAULT_SIZE, weights: Sequence[int] | None = None
+) -> Table:
+    """The Maglev table of `reals`: entry i is the index in `reals` owning slot i.
+
+    `size` must be a prime no larger than MAX_SIZE and at least the number
+    of reals with a non-zero weight. `weights` (default all 1) are
+    non-negative ints below 2**32; weight 0 gives a real no slots. If no real
+    has a non-zero weight (or there are no reals), every entry is -1: the
+    data plane then finds no real for the VIP. See the module docstring for
+    the exact algorithm.
+    """
+    size, participants = _prepare(reals, size, weights)
+    if not participants.addresses:
+        return np.full(size, -1, dtype=np.int32)
+    offset, skip = permutations(participants.addresses, size)
+    quota = quotas(participants.weights, size)
+    owner = _fill_table(offset, skip, quota, size)
+    return np.array(participants.input_indexes, dtype=np.int32)[owner]
+
+
+def build_table_literally(
+    reals: Sequence[Address], size: int = DEFAULT_SIZE, weights: Sequence[int] | None = None
+) -> Table:
+    """Same result as build_table, filled by the plain sequential loop.
+
+    Far slower; it exists to check build_table and to time against it.
+    """
+    size, participants = _prepare(reals, size, weights)
+    if not participants.addresses:
+        return np.full(size, -1, dtype=np.int32)
+    offset, skip = permutations(participants.addresses, size)
+    quota = quotas(participants.weights, size).tolist()
+    owner = _fill_table_literally(offset.tolist(), skip.tolist(), quota, size)
+    return np.array(participants.input_indexes, dtype=np.int32)[owner]
+
+
+def _prepare(
+    reals: Sequence[Address], size: int, weights: Sequence[int] | None
+) -> tuple[int, _Participants]:
+    size = _validated_size(size)
+    addresses = [packed_address(real) for real in reals]
+    participants = _canonical_participants(addresses, _validated_weights(weights, len(reals)))
+    count = len(participants.addresses)
+    if count > size:
+        raise ValueError(f"size {size} is smaller than the {count} reals with a non-zero weight")
+    return size, participants
