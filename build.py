@@ -208,7 +208,9 @@ def cmd_test(extra: list[str]) -> int:
 
 def cmd_lint() -> int:
     bin_dir = VENV / "bin"
-    c_files = [str(p) for p in [*BPF_SRC.glob("*.[ch]"), *INCLUDE.glob("*.h"), *ROOT.glob("bench/*.c")]]
+    c_files = [
+        str(p) for p in [*BPF_SRC.glob("*.[ch]"), *INCLUDE.glob("*.h"), *ROOT.glob("bench/*.c")]
+    ]
     steps = [
         [str(bin_dir / "ruff"), "format", "--check", "."],
         [str(bin_dir / "ruff"), "check", "."],

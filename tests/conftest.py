@@ -65,7 +65,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = outcome.get_result()
     if REQUIRE_KERNEL and report.skipped:
         report.outcome = "failed"
-        report.longrepr = f"skipped under XLB_REQUIRE_KERNEL=1 (skips are failures): {report.longrepr}"
+        report.longrepr = (
+            f"skipped under XLB_REQUIRE_KERNEL=1 (skips are failures): {report.longrepr}"
+        )
 
 
 # ------------------------------------------------------------ BPF helpers
@@ -88,9 +90,21 @@ def compile_bpf(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
         if not obj.exists():
             subprocess.run(
                 [
-                    "clang", "-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror",
-                    f"-I{ROOT / 'include'}", f"-I{ROOT / 'bpf'}", f"-I{multiarch_include()}",
-                    "-c", str(src), "-o", str(obj),
+                    "clang",
+                    "-target",
+                    "bpf",
+                    "-O2",
+                    "-g",
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    f"-I{ROOT / 'include'}",
+                    f"-I{ROOT / 'bpf'}",
+                    f"-I{multiarch_include()}",
+                    "-c",
+                    str(src),
+                    "-o",
+                    str(obj),
                 ],
                 check=True,
             )

@@ -153,6 +153,8 @@ def flow_key(flow: Flow) -> tuple[str, bytes]:
 
 
 def parse_flow_key(map_name: str, raw: bytes) -> Flow:
+    src: IPAddress
+    dst: IPAddress
     if map_name == "conn_v4":
         key = struct_from("struct xlb_flow_v4", raw)
         src = ipaddress.IPv4Address(int(key.saddr).to_bytes(4, "little"))

@@ -26,11 +26,10 @@ import numpy.typing as npt
 from .errors import AttachError, BpfError, MapKeyError, MapSizeError, NotFoundError, VerifierError
 
 try:
-    from ._libbpf import ffi, lib
+    from ._libbpf import ffi as ffi
+    from ._libbpf import lib as lib
 except ImportError as exc:  # pragma: no cover - only before `build.py build`
-    raise ImportError(
-        "xlb's libbpf binding is not built; run `python3 build.py build`"
-    ) from exc
+    raise ImportError("xlb's libbpf binding is not built; run `python3 build.py build`") from exc
 
 log = logging.getLogger("xlb.libbpf")
 
@@ -45,7 +44,7 @@ _capture = threading.local()
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def xlb_libbpf_log(level: int, message: Any) -> None:
     text = ffi.string(message).decode(errors="replace")
     lines = getattr(_capture, "lines", None)
@@ -61,21 +60,26 @@ lib.xlb_route_libbpf_print()
 def capture_libbpf_log() -> Iterator[list[str]]:
     """Collect what libbpf prints inside the block (per thread)."""
     previous = getattr(_capture, "lines", None)
-    _capture.lines = lines = []
+    lines: list[str] = []
+    _capture.lines = lines
     try:
         yield lines
     finally:
         _capture.lines = previous
 
 
-def check(ret: int, what: str, lines: list[str] | None = None, cls: type[BpfError] = BpfError) -> int:
+def check(
+    ret: int, what: str, lines: list[str] | None = None, cls: type[BpfError] = BpfError
+) -> int:
     """Turn a libbpf return value (negative errno) into an exception."""
     if ret >= 0:
         return ret
     raise cls(what, -ret, "".join(lines or []))
 
 
-def check_ptr(ptr: Any, what: str, lines: list[str] | None = None, cls: type[BpfError] = BpfError) -> Any:
+def check_ptr(
+    ptr: Any, what: str, lines: list[str] | None = None, cls: type[BpfError] = BpfError
+) -> Any:
     """libbpf returns NULL and sets errno for pointer-returning calls."""
     if ptr == ffi.NULL:
         raise cls(what, ffi.errno or errno.EINVAL, "".join(lines or []))
@@ -293,7 +297,10 @@ class Map:
 
     def sum_percpu(self, key: BytesLike) -> npt.NDArray[np.uint64]:
         """A per-CPU value of u64 fields, summed over CPUs."""
-        return self.lookup_percpu(key, np.uint64).sum(axis=0, dtype=np.uint64)
+        summed: npt.NDArray[np.uint64] = self.lookup_percpu(key, np.uint64).sum(
+            axis=0, dtype=np.uint64
+        )
+        return summed
 
 
 # -------------------------------------------------------------- programs
@@ -565,7 +572,9 @@ class TcAttachment:
         self._hook = ffi.new("struct bpf_tc_hook *")
         self._hook.sz = ffi.sizeof("struct bpf_tc_hook")
         self._hook.ifindex = ifindex(interface)
-        self._hook.attach_point = lib.BPF_TC_INGRESS if direction == "ingress" else lib.BPF_TC_EGRESS
+        self._hook.attach_point = (
+            lib.BPF_TC_INGRESS if direction == "ingress" else lib.BPF_TC_EGRESS
+        )
         ret = lib.bpf_tc_hook_create(self._hook)
         if ret < 0 and ret != -errno.EEXIST:
             check(ret, f"creating clsact on {interface}", cls=AttachError)

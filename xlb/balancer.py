@@ -25,7 +25,18 @@ from . import _abi, maglev
 from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ffi, ifindex, lib
 from .errors import BpfError, CapacityError, ConfigError, ExistsError, NotFoundError
 from .flowhash import flow_hash
-from .model import IPPROTO, AddressLike, BalancerConfig, Counter, Flow, IPAddress, Real, Vip, VipFlags, parse_address
+from .model import (
+    IPPROTO,
+    AddressLike,
+    BalancerConfig,
+    Counter,
+    Flow,
+    IPAddress,
+    Real,
+    Vip,
+    VipFlags,
+    parse_address,
+)
 
 log = logging.getLogger("xlb.balancer")
 
@@ -93,7 +104,9 @@ class Balancer:
         self.interface = interface
         self.mode = mode
         self.pin_dir = self._pin_dir(interface, pin_dir)
-        self._obj = BpfObject(object_path or BALANCER_OBJECT, pin_dir=self.pin_dir, only=[PROGRAM_NAME])
+        self._obj = BpfObject(
+            object_path or BALANCER_OBJECT, pin_dir=self.pin_dir, only=[PROGRAM_NAME]
+        )
         self._prog: Program = self._obj.program(PROGRAM_NAME)
         self._map: dict[str, Map] = self._obj.maps
         self._link: XdpLink | None = None
@@ -280,7 +293,9 @@ class Balancer:
         """Change a VIP's flags in place (one map update)."""
         state = self._state(vip)
         flags = _check_flags(flags)
-        self._map["vips"].update(_abi.vip_key(vip), _abi.vip_meta(state.vip_id, flags, state.ring_size))
+        self._map["vips"].update(
+            _abi.vip_key(vip), _abi.vip_meta(state.vip_id, flags, state.ring_size)
+        )
         state.flags = flags
 
     def remove_vip(self, vip: Vip) -> None:
@@ -391,7 +406,9 @@ class Balancer:
                 members[real.address] = _Member(real, old.real_id, old.gen)
         return members, added
 
-    def _build_ring(self, size: int, members: dict[IPAddress, _Member]) -> npt.NDArray[np.uint32] | None:
+    def _build_ring(
+        self, size: int, members: dict[IPAddress, _Member]
+    ) -> npt.NDArray[np.uint32] | None:
         ordered = list(members.values())
         weights = [m.real.weight for m in ordered]
         if not ordered or not any(weights):
@@ -458,7 +475,9 @@ class Balancer:
         self._real_active[member.real_id] = False
 
     def _real_entry(self, state: _VipState, m: _Member, active: bool) -> bytes:
-        return _abi.real_entry(m.real.address, m.real.mac, m.gen, state.vip_id, m.real.weight, active)
+        return _abi.real_entry(
+            m.real.address, m.real.mac, m.gen, state.vip_id, m.real.weight, active
+        )
 
     def _zero_percpu(self, map_name: str, index: int) -> None:
         m = self._map[map_name]
@@ -485,8 +504,13 @@ class Balancer:
         if state.ring is None:
             return None
         h = flow_hash(
-            flow.src.packed, flow.dst.packed, flow.sport, flow.dport,
-            IPPROTO[flow.proto], self._config.hash_seed, int(state.flags),
+            flow.src.packed,
+            flow.dst.packed,
+            flow.sport,
+            flow.dport,
+            IPPROTO[flow.proto],
+            self._config.hash_seed,
+            int(state.flags),
         )
         real_id = int(state.ring[h % state.ring_size])
         for m in state.members.values():
@@ -545,7 +569,9 @@ class Balancer:
     def flows(self, limit: int = 1000) -> Iterator[tuple[Flow, IPAddress | None]]:
         """A sample of the connection table: (flow, real or None if stale)."""
         owners = {
-            (m.real_id, m.gen): m.real.address for s in self._vips.values() for m in s.members.values()
+            (m.real_id, m.gen): m.real.address
+            for s in self._vips.values()
+            for m in s.members.values()
         }
         seen = 0
         for name in ("conn_v4", "conn_v6"):
@@ -566,7 +592,13 @@ class Balancer:
 def counter_names() -> dict[int, str]:
     """Index in the `counters` map -> name (from the ABI header's enums)."""
     names: dict[int, str] = {}
-    for action, text in {0: "xdp_aborted", 1: "xdp_drop", 2: "xdp_pass", 3: "xdp_tx", 4: "xdp_redirect"}.items():
+    for action, text in {
+        0: "xdp_aborted",
+        1: "xdp_drop",
+        2: "xdp_pass",
+        3: "xdp_tx",
+        4: "xdp_redirect",
+    }.items():
         names[int(lib.XLB_CNT_ACTION) + action] = text
     for value, text in _abi.enum_names("enum xlb_reason", "XLB_R_").items():
         if text != "count":
@@ -585,10 +617,10 @@ def _check_vip(vip: Any) -> None:
 def _check_flags(flags: Any) -> VipFlags:
     if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~int(lib.XLB_VIP_F_ALL):
         raise ConfigError(f"invalid VIP flags {flags!r}")
-    flags = VipFlags(flags)
-    if VipFlags.NO_SPORT in flags and VipFlags.DPORT_ONLY in flags:
+    checked = VipFlags(flags)
+    if VipFlags.NO_SPORT in checked and VipFlags.DPORT_ONLY in checked:
         raise ConfigError("VIP flags no_sport and dport_only exclude each other")
-    return flags
+    return checked
 
 
 def _check_ring_size(size: Any) -> None:

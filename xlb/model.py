@@ -108,7 +108,9 @@ class Vip:
         """A VIP from "10.0.0.1:80/tcp" or "[2001:db8::1]:443/udp" (proto defaults to tcp)."""
         match = re.fullmatch(r"(\[[^\]]+\]|[^:/\[\]]+):(\d+)(?:/(\w+))?", text.strip())
         if not match:
-            raise ConfigError(f"invalid VIP {text!r}: expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO")
+            raise ConfigError(
+                f"invalid VIP {text!r}: expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO"
+            )
         host, port, proto = match.groups()
         return cls(host, int(port), proto or "tcp")
 
@@ -133,13 +135,14 @@ class Real:
     mac: str | None
 
     def __init__(self, address: AddressLike, weight: int = 1, mac: str | None = None) -> None:
-        object.__setattr__(self, "address", parse_address(address, "real address"))
+        addr = parse_address(address, "real address")
+        object.__setattr__(self, "address", addr)
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ConfigError(f"invalid weight {weight!r} for real {address}: must be an int >= 0")
+            raise ConfigError(f"invalid weight {weight!r} for real {addr}: must be an int >= 0")
         if weight > 0xFFFF:
-            raise ConfigError(f"invalid weight {weight} for real {address}: at most 65535")
+            raise ConfigError(f"invalid weight {weight} for real {addr}: at most 65535")
         object.__setattr__(self, "weight", weight)
-        object.__setattr__(self, "mac", check_mac(mac, f"MAC of real {address}"))
+        object.__setattr__(self, "mac", check_mac(mac, f"MAC of real {addr}"))
 
     def __str__(self) -> str:
         return str(self.address)
@@ -160,7 +163,7 @@ class Flow:
     ) -> None:
         src_addr, dst_addr = parse_address(src, "source"), parse_address(dst, "destination")
         if src_addr.version != dst_addr.version:
-            raise ConfigError(f"flow mixes address families: {src} -> {dst}")
+            raise ConfigError(f"flow mixes address families: {src_addr} -> {dst_addr}")
         if proto not in IPPROTO:
             raise ConfigError(f"invalid protocol {proto!r}: must be 'tcp' or 'udp'")
         object.__setattr__(self, "src", src_addr)

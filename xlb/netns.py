@@ -70,9 +70,7 @@ def run(
     full = cmd if name is None else ["nsenter", f"--net={NETNS_DIR / name}", *cmd]
     result = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise XlbError(
-            f"command failed in netns {name}: {' '.join(cmd)}: {result.stderr.strip()}"
-        )
+        raise XlbError(f"command failed in netns {name}: {' '.join(cmd)}: {result.stderr.strip()}")
     return result
 
 

@@ -151,7 +151,7 @@ def test_failed_change_leaves_the_maps_byte_identical(
 def test_invalid_changes_are_refused_before_touching_maps(lb: Balancer) -> None:
     lb.add_vip(VIP6)
     before = dump_maps(lb)
-    with pytest.raises(ConfigError, match="is IPv4 but VIP .* is IPv6"):
+    with pytest.raises(ConfigError, match=r"is IPv4 but VIP .* is IPv6"):
         lb.set_reals(VIP6, [Real("10.0.0.1")])
     with pytest.raises(ConfigError, match="given twice"):
         lb.set_reals(VIP6, [Real("2001:db8::1"), Real("2001:db8::1", weight=2)])
@@ -213,7 +213,7 @@ def test_upgrade_keeps_flows(pin_dir: Path, tmp_path: Path) -> None:
         old_id = lb.program.info()["id"]
         new_build = tmp_path / "xlb.bpf.o"
         new_build.write_bytes(BALANCER_OBJECT.read_bytes())
-        lb.set_reals(VIP4, REALS4[:3] + [Real("10.0.0.50")])
+        lb.set_reals(VIP4, [*REALS4[:3], Real("10.0.0.50")])
         lb.upgrade(new_build)
         assert lb.program.info()["id"] != old_id
         for f in flows:

@@ -21,7 +21,7 @@ from xlb.errors import (
 from xlb.netns import enter
 
 HERE = Path(__file__).parent
-ETH_FRAME = bytes.fromhex("020000000002" "020000000001" "0800") + bytes(50)
+ETH_FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(50)
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_real_validation() -> None:
     assert Real("10.0.0.1", mac="02:AA:00:00:00:01").mac == "02:aa:00:00:00:01"
     with pytest.raises(ConfigError, match="weight -1"):
         Real("10.0.0.1", weight=-1)
-    with pytest.raises(ConfigError, match="weight 1.5"):
+    with pytest.raises(ConfigError, match=r"weight 1\.5"):
         Real("10.0.0.1", weight=1.5)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="MAC"):
         Real("10.0.0.1", mac="02:00:00")
