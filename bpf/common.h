@@ -25,20 +25,20 @@
 
 struct xlb_pkt {
 	struct flow_tuple flow; /* the client -> VIP flow being balanced */
-	__u8 eth_dst[6];        /* original destination MAC (our interface) */
-	__u8 eth_src[6];        /* original source MAC */
-	__u32 pkt_len;          /* frame length on arrival (stats bytes) */
-	__u32 hash;             /* flow hash (valid once a VIP matched) */
+	__u8 eth_dst[6];	/* original destination MAC (our interface) */
+	__u8 eth_src[6];	/* original source MAC */
+	__u32 pkt_len;		/* frame length on arrival (stats bytes) */
+	__u32 hash;		/* flow hash (valid once a VIP matched) */
 	__u32 vip_id;
 	__u32 real_id;
-	__u16 l3_off;    /* offset of the IP header from data */
-	__u16 l3_len;    /* IP total length */
-	__u16 l4_off;    /* offset of the L4 header from data */
-	__u8 tos;        /* IPv4 TOS or IPv6 traffic class */
-	__u8 tcp_syn;    /* TCP SYN without ACK */
-	__u8 df;         /* IPv4 DF bit set */
-	__u8 reason;     /* enum xlb_reason, meaningful once decided */
-	__u8 has_vip;    /* vip_id/real_id valid for per-VIP/real stats */
+	__u16 l3_off; /* offset of the IP header from data */
+	__u16 l3_len; /* IP total length */
+	__u16 l4_off; /* offset of the L4 header from data */
+	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
+	__u8 tcp_syn; /* TCP SYN without ACK */
+	__u8 df;      /* IPv4 DF bit set */
+	__u8 reason;  /* enum xlb_reason, meaningful once decided */
+	__u8 has_vip; /* vip_id/real_id valid for per-VIP/real stats */
 	__u8 pad;
 };
 

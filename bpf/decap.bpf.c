@@ -108,7 +108,8 @@ int xlb_decap_tc(struct __sk_buff *skb)
 	int verdict, action = TC_ACT_OK;
 	__u32 pull;
 
-	if (skb->data_end - skb->data < XLB_DECAP_PULL_LEN && skb->data_end - skb->data < skb->len) {
+	if (skb->data_end - skb->data < XLB_DECAP_PULL_LEN &&
+	    skb->data_end - skb->data < skb->len) {
 		pull = skb->len < XLB_DECAP_PULL_LEN ? skb->len : XLB_DECAP_PULL_LEN;
 		bpf_skb_pull_data(skb, pull);
 	}

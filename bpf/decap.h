@@ -62,8 +62,8 @@ enum decap_verdict {
 };
 
 struct decap_info {
-	__u32 counter;     /* enum xlb_decap_counter_index to count */
-	__u16 l2_len;      /* Ethernet header incl. VLAN tag: 14 or 18 */
+	__u32 counter;	   /* enum xlb_decap_counter_index to count */
+	__u16 l2_len;	   /* Ethernet header incl. VLAN tag: 14 or 18 */
 	__u16 strip_len;   /* outer IP (+ UDP) bytes to remove */
 	__u16 outer_proto; /* ethertype of the outer header, host order */
 	__u16 inner_proto; /* ethertype of the inner header, host order */

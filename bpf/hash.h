@@ -34,8 +34,8 @@
 struct flow_tuple {
 	__be32 saddr[4]; /* net; IPv4 in [0] */
 	__be32 daddr[4]; /* net */
-	__be16 sport;    /* net; 0 for ICMP */
-	__be16 dport;    /* net */
+	__be16 sport;	 /* net; 0 for ICMP */
+	__be16 dport;	 /* net */
 	__u8 proto;
 	__u8 family; /* enum xlb_family */
 	__u8 pad[2];
@@ -46,25 +46,44 @@ static __always_inline __u32 rol32(__u32 word, unsigned int shift)
 	return (word << shift) | (word >> ((-shift) & 31));
 }
 
-#define jhash_mix(a, b, c)                      \
-	do {                                    \
-		a -= c; a ^= rol32(c, 4);  c += b; \
-		b -= a; b ^= rol32(a, 6);  a += c; \
-		c -= b; c ^= rol32(b, 8);  b += a; \
-		a -= c; a ^= rol32(c, 16); c += b; \
-		b -= a; b ^= rol32(a, 19); a += c; \
-		c -= b; c ^= rol32(b, 4);  b += a; \
+#define jhash_mix(a, b, c)         \
+	do {                       \
+		a -= c;            \
+		a ^= rol32(c, 4);  \
+		c += b;            \
+		b -= a;            \
+		b ^= rol32(a, 6);  \
+		a += c;            \
+		c -= b;            \
+		c ^= rol32(b, 8);  \
+		b += a;            \
+		a -= c;            \
+		a ^= rol32(c, 16); \
+		c += b;            \
+		b -= a;            \
+		b ^= rol32(a, 19); \
+		a += c;            \
+		c -= b;            \
+		c ^= rol32(b, 4);  \
+		b += a;            \
 	} while (0)
 
-#define jhash_final(a, b, c)                \
-	do {                                \
-		c ^= b; c -= rol32(b, 14);  \
-		a ^= c; a -= rol32(c, 11);  \
-		b ^= a; b -= rol32(a, 25);  \
-		c ^= b; c -= rol32(b, 16);  \
-		a ^= c; a -= rol32(c, 4);   \
-		b ^= a; b -= rol32(a, 14);  \
-		c ^= b; c -= rol32(b, 24);  \
+#define jhash_final(a, b, c)       \
+	do {                       \
+		c ^= b;            \
+		c -= rol32(b, 14); \
+		a ^= c;            \
+		a -= rol32(c, 11); \
+		b ^= a;            \
+		b -= rol32(a, 25); \
+		c ^= b;            \
+		c -= rol32(b, 16); \
+		a ^= c;            \
+		a -= rol32(c, 4);  \
+		b ^= a;            \
+		b -= rol32(a, 14); \
+		c ^= b;            \
+		c -= rol32(b, 24); \
 	} while (0)
 
 /* jhash2(); n is a compile-time constant at every call site. */

@@ -39,12 +39,12 @@
 #define XLB_V6_MIN_MTU 1280
 
 /* Pointers to the IP and ICMP headers recorded by the parser. */
-#define PKT_HDR(ctx, off, type, ptr)                                  \
-	({                                                            \
-		void *__d = (void *)(long)(ctx)->data;                \
-		void *__e = (void *)(long)(ctx)->data_end;            \
-		(ptr) = __d + ((off) & 0x3fff);                       \
-		(void *)((type *)(ptr) + 1) > __e;                    \
+#define PKT_HDR(ctx, off, type, ptr)                       \
+	({                                                 \
+		void *__d = (void *)(long)(ctx)->data;     \
+		void *__e = (void *)(long)(ctx)->data_end; \
+		(ptr) = __d + ((off)&0x3fff);              \
+		(void *)((type *)(ptr) + 1) > __e;         \
 	})
 
 /*

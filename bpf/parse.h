@@ -45,9 +45,9 @@
 /* Negative results of the parsers. */
 enum parse_err {
 	PARSE_E_MALFORMED = -1, /* truncated or inconsistent header */
-	PARSE_E_OPTIONS = -2,   /* IPv4 header with options */
-	PARSE_E_FRAGMENT = -3,  /* IPv4 or IPv6 fragment */
-	PARSE_E_EXT_HDRS = -4,  /* IPv6 extension chain too long or unknown */
+	PARSE_E_OPTIONS = -2,	/* IPv4 header with options */
+	PARSE_E_FRAGMENT = -3,	/* IPv4 or IPv6 fragment */
+	PARSE_E_EXT_HDRS = -4,	/* IPv6 extension chain too long or unknown */
 };
 
 struct cursor {

@@ -49,8 +49,7 @@ static __always_inline int record(struct xlb_pkt *p, int action)
 	count(XLB_CNT_ACTION + act);
 	if (p->reason < XLB_R_COUNT)
 		count(XLB_CNT_REASON + p->reason);
-	if (p->has_vip &&
-	    (p->reason == XLB_R_FORWARD || p->reason == XLB_R_FORWARD_ICMP_ERROR)) {
+	if (p->has_vip && (p->reason == XLB_R_FORWARD || p->reason == XLB_R_FORWARD_ICMP_ERROR)) {
 		count_bytes(&vip_stats, p->vip_id, p->pkt_len);
 		count_bytes(&real_stats, p->real_id, p->pkt_len);
 	}

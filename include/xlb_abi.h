@@ -77,9 +77,9 @@ enum xlb_vip_flags {
 /* Key of the `vips` hash map. port 0 = every port of address+proto. */
 struct xlb_vip_key {
 	__be32 addr[4]; /* net */
-	__be16 port;    /* net; 0 = any port */
-	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 family;    /* enum xlb_family */
+	__be16 port;	/* net; 0 = any port */
+	__u8 proto;	/* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;	/* enum xlb_family */
 };
 
 /*
@@ -91,10 +91,10 @@ struct xlb_vip_key {
 
 /* Value of the `vips` hash map. */
 struct xlb_vip_meta {
-	__u32 vip_id;    /* host; index into `rings` and `vip_stats` */
-	__u32 flags;     /* host; enum xlb_vip_flags */
+	__u32 vip_id;	 /* host; index into `rings` and `vip_stats` */
+	__u32 flags;	 /* host; enum xlb_vip_flags */
 	__u32 ring_size; /* host; entries in this VIP's ring (a prime) */
-	__u32 reserved;  /* zero */
+	__u32 reserved;	 /* zero */
 };
 
 /*
@@ -119,12 +119,12 @@ enum xlb_real_flags {
 
 struct xlb_real {
 	__be32 addr[4]; /* net */
-	__u8 mac[6];    /* next-hop MAC for flat L2; all zero = use config */
-	__u8 family;    /* enum xlb_family */
-	__u8 flags;     /* enum xlb_real_flags */
-	__u32 gen;      /* host; allocation generation of this id */
-	__u32 vip_id;   /* host; the VIP this id serves */
-	__u32 weight;   /* host; Maglev weight (control plane only) */
+	__u8 mac[6];	/* next-hop MAC for flat L2; all zero = use config */
+	__u8 family;	/* enum xlb_family */
+	__u8 flags;	/* enum xlb_real_flags */
+	__u32 gen;	/* host; allocation generation of this id */
+	__u32 vip_id;	/* host; the VIP this id serves */
+	__u32 weight;	/* host; Maglev weight (control plane only) */
 	__u32 reserved; /* zero */
 };
 
@@ -142,14 +142,14 @@ struct xlb_flow_v4 {
 struct xlb_flow_v6 {
 	__be32 saddr[4]; /* net */
 	__be32 daddr[4]; /* net */
-	__be16 sport;    /* net */
-	__be16 dport;    /* net */
+	__be16 sport;	 /* net */
+	__be16 dport;	 /* net */
 	__u8 proto;
 	__u8 pad[3]; /* zero */
 };
 
 struct xlb_conn {
-	__u32 real_id;  /* host */
+	__u32 real_id;	/* host */
 	__u32 real_gen; /* host; must equal reals[real_id].gen to be valid */
 	__u64 atime_ns; /* host; bpf_ktime_get_ns() at last use (UDP ageing) */
 };
@@ -165,16 +165,16 @@ enum xlb_config_flags {
 };
 
 struct xlb_config {
-	__u8 gw_mac[6];     /* next-hop MAC in routed mode; zero = unset */
-	__be16 gue_port;    /* net; GUE destination UDP port */
-	__be32 src_v4;      /* net; outer IPv4 source base, low 16 bits vary */
-	__be32 src_v6[4];   /* net; outer IPv6 source base, low 32 bits vary */
-	__u32 mtu;          /* host; max outer packet (L3) size; 0 = no check */
-	__u32 flags;        /* host; enum xlb_config_flags */
-	__u32 hash_seed;    /* host; Maglev flow-hash seed, same on all nodes */
-	__u32 reserved;     /* zero */
-	__u32 pad;          /* zero; explicit padding before the __u64 */
-	__u64 udp_ttl_ns;   /* host; idle time after which a UDP entry is a miss */
+	__u8 gw_mac[6];	  /* next-hop MAC in routed mode; zero = unset */
+	__be16 gue_port;  /* net; GUE destination UDP port */
+	__be32 src_v4;	  /* net; outer IPv4 source base, low 16 bits vary */
+	__be32 src_v6[4]; /* net; outer IPv6 source base, low 32 bits vary */
+	__u32 mtu;	  /* host; max outer packet (L3) size; 0 = no check */
+	__u32 flags;	  /* host; enum xlb_config_flags */
+	__u32 hash_seed;  /* host; Maglev flow-hash seed, same on all nodes */
+	__u32 reserved;	  /* zero */
+	__u32 pad;	  /* zero; explicit padding before the __u64 */
+	__u64 udp_ttl_ns; /* host; idle time after which a UDP entry is a miss */
 };
 
 /* ---- Counters ---------------------------------------------------------- */
@@ -187,21 +187,21 @@ struct xlb_counter {
 
 /* Why the program returned what it returned. Recorded once, at the exit. */
 enum xlb_reason {
-	XLB_R_FORWARD = 0,          /* encapsulated to a real (XDP_TX) */
-	XLB_R_PASS_NOT_IP,          /* ARP, LLDP, ... */
-	XLB_R_PASS_NOT_VIP,         /* IP but no VIP matches */
-	XLB_R_PASS_PROTO,           /* to a VIP address, not TCP/UDP/ICMP */
-	XLB_R_PASS_IP_OPTIONS,      /* IPv4 with options: not balanced */
-	XLB_R_PASS_FRAGMENT,        /* IPv4/IPv6 fragment: not balanced */
-	XLB_R_PASS_EXT_HDRS,        /* IPv6 extension chain too long/unknown */
-	XLB_R_PASS_ICMP,            /* ICMP we do not handle */
-	XLB_R_DROP_MALFORMED,       /* truncated or inconsistent headers */
-	XLB_R_DROP_NO_REAL,         /* VIP has no ring or an empty slot */
-	XLB_R_DROP_ENCAP,           /* could not grow/shape the packet */
-	XLB_R_DROP_NO_ROUTE,        /* no next-hop MAC could be found */
-	XLB_R_TX_ICMP_ECHO,         /* answered an echo request to a VIP */
-	XLB_R_TX_ICMP_TOO_BIG,      /* told the client the path MTU */
-	XLB_R_FORWARD_ICMP_ERROR,   /* PMTU error routed to the owning real */
+	XLB_R_FORWARD = 0,	  /* encapsulated to a real (XDP_TX) */
+	XLB_R_PASS_NOT_IP,	  /* ARP, LLDP, ... */
+	XLB_R_PASS_NOT_VIP,	  /* IP but no VIP matches */
+	XLB_R_PASS_PROTO,	  /* to a VIP address, not TCP/UDP/ICMP */
+	XLB_R_PASS_IP_OPTIONS,	  /* IPv4 with options: not balanced */
+	XLB_R_PASS_FRAGMENT,	  /* IPv4/IPv6 fragment: not balanced */
+	XLB_R_PASS_EXT_HDRS,	  /* IPv6 extension chain too long/unknown */
+	XLB_R_PASS_ICMP,	  /* ICMP we do not handle */
+	XLB_R_DROP_MALFORMED,	  /* truncated or inconsistent headers */
+	XLB_R_DROP_NO_REAL,	  /* VIP has no ring or an empty slot */
+	XLB_R_DROP_ENCAP,	  /* could not grow/shape the packet */
+	XLB_R_DROP_NO_ROUTE,	  /* no next-hop MAC could be found */
+	XLB_R_TX_ICMP_ECHO,	  /* answered an echo request to a VIP */
+	XLB_R_TX_ICMP_TOO_BIG,	  /* told the client the path MTU */
+	XLB_R_FORWARD_ICMP_ERROR, /* PMTU error routed to the owning real */
 	XLB_R_COUNT,
 };
 
@@ -213,8 +213,8 @@ enum xlb_counter_index {
 	/* enum xlb_reason maps to XLB_CNT_REASON + reason. */
 	XLB_CNT_REASON = XLB_CNT_ACTION + XLB_CNT_ACTION_COUNT,
 	XLB_CNT_CONN_HIT = XLB_CNT_REASON + XLB_R_COUNT,
-	XLB_CNT_CONN_MISS,     /* no entry, or entry for a retired real */
-	XLB_CNT_CONN_EXPIRED,  /* UDP entry older than udp_ttl_ns */
+	XLB_CNT_CONN_MISS,	/* no entry, or entry for a retired real */
+	XLB_CNT_CONN_EXPIRED,	/* UDP entry older than udp_ttl_ns */
 	XLB_CNT_CONN_SYN_RESET, /* SYN for a known 5-tuple: reselected */
 	XLB_CNT_COUNT,
 };
@@ -224,26 +224,72 @@ enum xlb_counter_index {
 /* Key of `decap_addrs`: local outer destination addresses we decapsulate. */
 struct xlb_decap_addr {
 	__be32 addr[4]; /* net */
-	__u8 family;    /* enum xlb_family */
-	__u8 pad[3];    /* zero */
+	__u8 family;	/* enum xlb_family */
+	__u8 pad[3];	/* zero */
 };
 
 struct xlb_decap_config {
 	__be16 gue_port; /* net; 0 = GUE not decapsulated */
-	__u8 pad[6];     /* zero */
+	__u8 pad[6];	 /* zero */
 };
 
 /* Indexes of the decap program's `decap_counters` per-CPU array of __u64. */
 enum xlb_decap_counter_index {
-	XLB_DCNT_IPIP = 0,      /* IPv4 in IPv4 stripped */
-	XLB_DCNT_IP6IP6,        /* IPv6 in IPv6 stripped */
-	XLB_DCNT_4IN6,          /* IPv4 in IPv6 stripped */
-	XLB_DCNT_GUE,           /* GUE (v4 or v6 outer) stripped */
+	XLB_DCNT_IPIP = 0,	 /* IPv4 in IPv4 stripped */
+	XLB_DCNT_IP6IP6,	 /* IPv6 in IPv6 stripped */
+	XLB_DCNT_4IN6,		 /* IPv4 in IPv6 stripped */
+	XLB_DCNT_GUE,		 /* GUE (v4 or v6 outer) stripped */
 	XLB_DCNT_PASS_NOT_ENCAP, /* ordinary traffic, untouched */
-	XLB_DCNT_PASS_FOREIGN,  /* encapsulated but not to a local address */
+	XLB_DCNT_PASS_FOREIGN,	 /* encapsulated but not to a local address */
 	XLB_DCNT_DROP_MALFORMED, /* encapsulated but truncated/inconsistent */
-	XLB_DCNT_PASS_FRAGMENT, /* outer fragment/options to a local address */
+	XLB_DCNT_PASS_FRAGMENT,	 /* outer fragment/options to a local address */
 	XLB_DCNT_COUNT,
+};
+
+/* ---- Health-check probe path (bpf/healthcheck.bpf.c) ----------------- */
+
+/*
+ * The control plane's probe sockets carry SO_MARK = XLB_HC_MARK_BASE | n
+ * (n = 1 .. XLB_HC_MAX_TARGETS). At tc egress of the balancer's interface
+ * the program looks the whole mark up in `hc_targets` and encapsulates the
+ * probe to that real the way the balancer would, so the probe to VIP:port
+ * travels the clients' path. The outer source prefix, GUE port, gateway MAC
+ * and FIB flag come from the balancer's (shared, pinned) `config` map.
+ */
+#ifndef XLB_MAX_HC_TARGETS
+#define XLB_MAX_HC_TARGETS 65535
+#endif
+
+enum xlb_hc_limits {
+	XLB_HC_MARK_BASE = 0x786c0000, /* "xl" in the upper 16 bits */
+	XLB_HC_MARK_INDEX_BITS = 16,   /* low bits: the target's index */
+	XLB_HC_LIMIT_MAX_TARGETS = XLB_MAX_HC_TARGETS,
+};
+
+enum xlb_hc_target_flags {
+	XLB_HC_F_NONE = 0,
+	XLB_HC_F_GUE = 1 << 0, /* GUE (UDP) instead of IP-in-IP */
+};
+
+/* Value of `hc_targets` (key: __u32 mark, host order). */
+struct xlb_hc_target {
+	__be32 addr[4]; /* net; the real: outer destination */
+	__u8 mac[6];	/* next-hop MAC; all zero = config gw_mac, else FIB */
+	__u8 family;	/* enum xlb_family of addr */
+	__u8 flags;	/* enum xlb_hc_target_flags */
+};
+
+/* Indexes of the `hc_counters` per-CPU array of __u64. */
+enum xlb_hc_counter_index {
+	XLB_HCNT_PASS_UNMARKED = 0, /* not a probe: untouched */
+	XLB_HCNT_ENCAP_V4,	    /* probe encapsulated in outer IPv4 */
+	XLB_HCNT_ENCAP_V6,	    /* probe encapsulated in outer IPv6 */
+	XLB_HCNT_FIB_REDIRECT,	    /* next hop left to bpf_redirect_neigh() */
+	XLB_HCNT_DROP_NO_TARGET,    /* probe mark without a target */
+	XLB_HCNT_DROP_MALFORMED,    /* not IPv4/IPv6, or unreadable */
+	XLB_HCNT_DROP_ENCAP,	    /* could not grow or write the packet */
+	XLB_HCNT_DROP_NO_ROUTE,	    /* no MAC, no gateway MAC, no FIB lookup */
+	XLB_HCNT_COUNT,
 };
 
 #endif /* XLB_ABI_H */
