@@ -46,11 +46,17 @@ _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def xlb_libbpf_log(level: int, message: Any) -> None:
-    text = ffi.string(message).decode(errors="replace")
-    lines = getattr(_capture, "lines", None)
-    if lines is not None:
-        lines.append(text)
-    log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.rstrip())
+    # An exception cannot cross back into C: cffi would print and drop it.
+    # That matters for signals (SIGTERM's SystemExit can land here), so keep
+    # it and re-raise it when the surrounding capture block ends.
+    try:
+        text = ffi.string(message).decode(errors="replace")
+        lines = getattr(_capture, "lines", None)
+        if lines is not None:
+            lines.append(text)
+        log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.rstrip())
+    except BaseException as exc:
+        _capture.pending = exc
 
 
 lib.xlb_route_libbpf_print()
@@ -66,6 +72,10 @@ def capture_libbpf_log() -> Iterator[list[str]]:
         yield lines
     finally:
         _capture.lines = previous
+        pending = getattr(_capture, "pending", None)
+        if pending is not None:
+            _capture.pending = None
+            raise pending
 
 
 def check(

@@ -56,8 +56,8 @@ def enter(name: str | None) -> Iterator[None]:
     if not path.exists():
         raise NotFoundError(f"no network namespace named {name!r}")
     with open("/proc/thread-self/ns/net") as home, open(path) as target:
-        _setns(target.fileno())
-        try:
+        try:  # setns inside the try: a signal between the two cannot strand us
+            _setns(target.fileno())
             yield
         finally:
             _setns(home.fileno())

@@ -1,0 +1,1456 @@
+"""The network-namespace lab: clients, a balancer and reals on one machine.
+
+    from xlb.lab import Lab
+
+    with Lab(reals=4) as lab:                  # routed, native XDP, IPv4 + IPv6
+        services = lab.add_default_services()  # TCP 80 + UDP 7 on lab.vip4 and lab.vip6
+        replies = lab.client.http_get(lab.vip4, count=200)
+        print(replies.by_real())               # Counter({'real3': 55, 'real1': 52, ...})
+        print(lab.balancer.counters(), lab.decap_counters())
+
+Topology (every link carries IPv4 and IPv6):
+
+  routed   client(s) --- router --- balancer(s)      VIP routes on the router point
+                           |------- real1..N         at the balancer; the balancer
+                                                     sends encapsulated packets back
+                                                     to the router's MAC (gateway)
+  bridged  client(s), balancer(s), reals on one bridge; the client routes the
+           VIPs to the balancer, which sends to each real's MAC directly.
+
+The balancer (an `xlb.Balancer` in its namespace, `lab.balancer`) XDP_TXes
+encapsulated packets out of its only interface; each real strips them with
+`xlb.decap.Decap`, has the VIPs on loopback and runs `xlb.labserver`, and
+answers the client directly (direct server return).
+
+Things this kernel needs (each found the hard way, each handled here):
+- native XDP_TX on a veth reaches the peer only if the peer runs an XDP
+  program (NAPI mode; GRO alone loses frames): hub ports facing a balancer
+  get bpf/pass.bpf.c;
+- packets that reach native XDP must carry complete checksums: TX checksum
+  offload is turned off on every lab veth (else reals see bad TCP checksums);
+- links from the balancer to the reals have room for the outer header
+  (`server_mtu`, 1600 by default, clients keep 1500);
+- veths get one queue per CPU before XDP is attached;
+- `ip netns exec` remounts /sys and hides bpffs pins: everything here uses
+  xlb.netns (setns of one thread, or nsenter --net).
+
+Everything a lab creates is recorded in a state file (/run/xlb/lab/<name>.json)
+before it is created; `Lab.close()` (context manager, SIGTERM/SIGINT/SIGHUP,
+interpreter exit) removes it all, and `cleanup_all()` (`python -m xlb.lab
+cleanup`) removes what a crashed run left: namespaces named `xlbl-*`, pins
+under /sys/fs/bpf/xlb-lab, lab server processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import collections
+import contextlib
+import ctypes
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal, TypeVar
+
+from . import netns
+from ._bpf import BpfObject, XdpLink, XdpMode
+from .balancer import Balancer
+from .decap import Decap, DecapMode
+from .errors import ConfigError, XlbError
+from .model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+
+log = logging.getLogger("xlb.lab")
+
+LAB_PREFIX = "xlbl-"
+STATE_DIR = Path("/run/xlb/lab")
+PIN_ROOT = Path("/sys/fs/bpf/xlb-lab")
+PASS_OBJECT = Path(__file__).resolve().parent / "_bpf_objects" / "pass.bpf.o"
+PASS_PROGRAM = "xlb_pass"
+LABSERVER = Path(__file__).resolve().parent / "labserver.py"
+
+Topology = Literal["routed", "bridged"]
+TOPOLOGIES: tuple[Topology, ...] = ("routed", "bridged")
+Family = Literal[4, 6]
+
+DEFAULT_VIP4 = ipaddress.IPv4Address("10.100.0.1")
+DEFAULT_VIP6 = ipaddress.IPv6Address("fd00:100::1")
+#: Source ports below this are never ephemeral in a lab client: callers may
+#: pick them to replay the same 5-tuple (see `ClientNode.http_get(sports=...)`).
+FIXED_SPORT_BASE = 10000
+EPHEMERAL_PORTS = "32768 60999"
+
+T = TypeVar("T")
+
+_KIND_CODE = {"client": 1, "lb": 2, "real": 3}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _ip(netns_name: str, commands: Sequence[str]) -> None:
+    """Run `ip` commands in a namespace in one process (`ip -n NS -batch -`)."""
+    if not commands:
+        return
+    result = subprocess.run(
+        ["ip", "-n", netns_name, "-batch", "-"],
+        input="\n".join(commands) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise XlbError(
+            f"ip in {netns_name} failed: {result.stderr.strip()}\n" + "\n".join(commands)
+        )
+
+
+def _sysctl(settings: dict[str, str | int]) -> None:
+    """Write sysctls of the calling thread's network namespace."""
+    for key, value in settings.items():
+        Path("/proc/sys", key.replace(".", "/")).write_text(f"{value}\n")
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+def _tx_checksum_off(interface: str) -> None:
+    """`ethtool -K <if> tx off` in the calling thread's namespace (one ioctl)."""
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+    ifreq = bytearray(struct.pack("16sP", interface.encode(), ctypes.addressof(value)))
+    ifreq += bytes(40 - len(ifreq))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (None if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    now = _proc_start_time(pid)
+    return now is not None and (start is None or now == start)
+
+
+def _netns_inode(name: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(netns.NETNS_DIR / name)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _pids_in_netns(name: str) -> list[int]:
+    """Processes whose network namespace is `name` (like `ip netns pids`)."""
+    target = _netns_inode(name)
+    if target is None:
+        return []
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            st = os.stat(proc / "ns" / "net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == target:
+            found.append(int(proc.name))
+    return found
+
+
+def _kill(pids: Iterable[int], timeout: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL what is still there after `timeout`."""
+    pending = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+            pending.append(pid)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if _proc_start_time(p) is not None and not _zombie(p)]
+        if pending:
+            time.sleep(0.02)
+    for pid in pending:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _lab_namespaces() -> list[str]:
+    if not netns.NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in netns.NETNS_DIR.iterdir() if p.name.startswith(LAB_PREFIX))
+
+
+def _dev_stats(interface: str) -> tuple[int, int]:
+    """(rx_packets, tx_packets) of an interface in the calling thread's namespace."""
+    for line in Path("/proc/thread-self/net/dev").read_text().splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        if name.strip() == interface:
+            fields = rest.split()
+            return int(fields[1]), int(fields[9])
+    raise XlbError(f"no interface {interface} in this namespace")
+
+
+# -------------------------------------------------------------------- nodes
+
+
+@dataclass
+class Node:
+    """A namespace with one interface (`eth0`) into the lab."""
+
+    role: str  # client1, lb1, real3
+    kind: str  # client, lb, real
+    index: int
+    netns: str
+    ipv4: ipaddress.IPv4Address
+    ipv6: ipaddress.IPv6Address
+    prefix4: int
+    prefix6: int
+    mac: str
+    hub_port: str  # this node's port in the router/bridge namespace
+    hub_mac: str
+    interface: str = "eth0"
+
+    def address(self, family: int) -> IPAddress:
+        return self.ipv4 if family == 4 else self.ipv6
+
+    def link_stats(self) -> tuple[int, int]:
+        """(rx_packets, tx_packets) of this node's interface."""
+        with netns.enter(self.netns):
+            return _dev_stats(self.interface)
+
+    def run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command in this node's namespace (no /sys remount)."""
+        return netns.run(self.netns, cmd, check=check)
+
+
+@dataclass
+class RealNode(Node):
+    """A real: VIPs on loopback, Decap on eth0, xlb.labserver running."""
+
+    decap: Decap | None = None
+    server: subprocess.Popen[bytes] | None = None
+    control: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.role
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.pid if self.server is not None else None
+
+    def server_stats(self) -> dict[str, Any]:
+        """The lab server's counters (connections, requests, datagrams)."""
+        if self.control is None:
+            raise XlbError(f"{self.role} runs no lab server")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(str(self.control))
+            sock.sendall(b"stats\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        result: dict[str, Any] = json.loads(data)
+        return result
+
+
+@dataclass
+class BalancerNode(Node):
+    balancer: Balancer | None = None
+    pin_dir: Path | None = None
+
+
+# ------------------------------------------------------------ client side
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One request: which real answered (None on failure) and from which local port."""
+
+    real: str | None
+    sport: int
+    error: str | None = None
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Replies:
+    """The replies of a batch of requests."""
+
+    replies: list[Reply] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Reply]:
+        return iter(self.replies)
+
+    def __len__(self) -> int:
+        return len(self.replies)
+
+    @property
+    def failures(self) -> list[Reply]:
+        return [r for r in self.replies if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def by_real(self) -> collections.Counter[str]:
+        return collections.Counter(r.real for r in self.replies if r.real is not None)
+
+    def by_sport(self) -> dict[int, str | None]:
+        return {r.sport: r.real for r in self.replies}
+
+
+REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: xlb-lab\r\nConnection: close\r\n\r\n"
+REQUEST_KEEP = b"GET / HTTP/1.1\r\nHost: xlb-lab\r\n\r\n"
+
+
+def _http_body(response: bytes) -> str:
+    head, sep, body = response.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/1.1 200"):
+        raise XlbError(f"bad HTTP response {response[:60]!r}")
+    return body.decode()
+
+
+class HeldConnection:
+    """A kept-alive HTTP/1.1 connection from a client to a VIP.
+
+    `real` is the real that answered the first request; `request()` sends
+    another GET on the same connection and returns who answered it (the
+    same real, as long as the connection survives).
+    """
+
+    def __init__(self, client: ClientNode, dst: IPAddress, port: int) -> None:
+        self.client = client
+        self.dst = dst
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.sport = 0
+        self.real: str | None = None
+        self.requests = 0
+        self._buffer = b""
+
+    async def _open(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if self.dst.version == 6 else socket.AF_INET)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (str(self.dst), self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.sport = sock.getsockname()[1]
+        self.real = await self._request(timeout)
+
+    async def _request(self, timeout: float) -> str:
+        if self.sock is None:
+            raise XlbError("the held connection is closed")
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            await loop.sock_sendall(self.sock, REQUEST_KEEP)
+            while True:
+                head, sep, rest = self._buffer.partition(b"\r\n\r\n")
+                if sep:
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        key, _, value = line.partition(b":")
+                        if key.strip().lower() == b"content-length":
+                            length = int(value)
+                    if len(rest) >= length:
+                        self._buffer = rest[length:]
+                        self.requests += 1
+                        return _http_body(head + sep + rest[:length])
+                chunk = await loop.sock_recv(self.sock, 65536)
+                if not chunk:
+                    raise ConnectionResetError("the real closed the held connection")
+                self._buffer += chunk
+
+    def request(self, timeout: float = 3.0) -> str:
+        """Send one more GET; the name of the real that answered."""
+        return self.client.call(self._request(timeout), timeout + 1)
+
+    def try_request(self, timeout: float = 3.0) -> Reply:
+        """Like `request()` but a failure is a Reply with `error` set."""
+        start = time.monotonic()
+        try:
+            name = self.request(timeout)
+        except (OSError, TimeoutError, XlbError) as exc:
+            return Reply(None, self.sport, f"{type(exc).__name__}: {exc}", time.monotonic() - start)
+        return Reply(name, self.sport, None, time.monotonic() - start)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __repr__(self) -> str:
+        return f"<HeldConnection [{self.dst}]:{self.port} sport={self.sport} real={self.real}>"
+
+
+class ClientNode(Node):
+    """A client namespace with an event loop running inside it.
+
+    Sockets are created by a thread that has entered the namespace, so every
+    request really leaves from the client. Methods are synchronous and may be
+    called from any thread.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.held: list[HeldConnection] = []
+
+    # -------------------------------------------------------------- loop
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                with netns.enter(self.netns):
+                    loop = asyncio.new_event_loop()
+                    self._loop = loop
+                    ready.set()
+                    loop.run_forever()
+                    pending = asyncio.all_tasks(loop)  # an interrupted request, a Traffic
+                    for task in pending:
+                        task.cancel()
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                    loop.close()
+            except BaseException as exc:  # reported to start()
+                failure.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=main, name=f"xlb-lab-{self.role}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise XlbError(f"client loop of {self.role} failed: {failure[0]}")
+
+    def stop(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.held.clear()
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+        self._loop = self._thread = None
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the client's loop (inside its namespace)."""
+        if self._loop is None:
+            coro.close()
+            raise XlbError(f"client {self.role} is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # ------------------------------------------------------------- TCP
+
+    async def _http_once(self, dst: IPAddress, port: int, sport: int, timeout: float) -> Reply:
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        local = sport
+        try:
+            if sport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (str(dst), port))
+                local = sock.getsockname()[1]
+                await loop.sock_sendall(sock, REQUEST_CLOSE)
+                data = b""
+                while chunk := await loop.sock_recv(sock, 65536):
+                    data += chunk
+            return Reply(_http_body(data), local, None, time.monotonic() - start)
+        except (OSError, TimeoutError, XlbError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Reply(None, local, error, time.monotonic() - start)
+        finally:
+            sock.close()
+
+    async def _batch(self, make: Any, jobs: Sequence[int], concurrency: int) -> Replies:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(sport: int) -> Reply:
+            async with gate:
+                result: Reply = await make(sport)
+                return result
+
+        return Replies(list(await asyncio.gather(*(one(s) for s in jobs))))
+
+    def http_get(
+        self,
+        dst: IPAddress | str,
+        port: int = 80,
+        count: int = 1,
+        *,
+        sports: Sequence[int] | None = None,
+        concurrency: int = 32,
+        timeout: float = 3.0,
+    ) -> Replies:
+        """`count` HTTP GETs, each on a new TCP connection (closed by the
+        server); or one per given source port (`sports`, below 32768)."""
+        address = ipaddress.ip_address(dst)
+        jobs = list(sports) if sports is not None else [0] * count
+        return self.call(
+            self._batch(lambda s: self._http_once(address, port, s, timeout), jobs, concurrency),
+            timeout * (len(jobs) // concurrency + 2) + 10,
+        )
+
+    def hold(
+        self, dst: IPAddress | str, port: int = 80, count: int = 1, timeout: float = 3.0
+    ) -> list[HeldConnection]:
+        """Open `count` kept-alive HTTP connections (each answers once)."""
+        address = ipaddress.ip_address(dst)
+
+        async def open_all() -> list[HeldConnection]:
+            conns = [HeldConnection(self, address, port) for _ in range(count)]
+            await asyncio.gather(*(c._open(timeout) for c in conns))
+            return conns
+
+        conns = self.call(open_all(), timeout + 10)
+        self.held.extend(conns)
+        return conns
+
+    # ------------------------------------------------------------- UDP
+
+    async def _udp_once(
+        self, dst: IPAddress, port: int, sport: int, timeout: float, tries: int
+    ) -> Reply:
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        local = sport
+        error = "TimeoutError"
+        try:
+            if sport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
+            sock.connect((str(dst), port))
+            local = sock.getsockname()[1]
+            payload = secrets.token_hex(8).encode()
+            for _ in range(tries):
+                await loop.sock_sendall(sock, payload)
+                try:
+                    async with asyncio.timeout(timeout / tries):
+                        data = await loop.sock_recv(sock, 65536)
+                except TimeoutError:
+                    continue
+                name, sep, echo = data.partition(b"|")
+                if not sep or echo != payload:
+                    error = f"bad UDP answer {data[:60]!r}"
+                    break
+                return Reply(name.decode(), local, None, time.monotonic() - start)
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            sock.close()
+        return Reply(None, local, error, time.monotonic() - start)
+
+    def udp_exchange(
+        self,
+        dst: IPAddress | str,
+        port: int = 7,
+        count: int = 1,
+        *,
+        sports: Sequence[int] | None = None,
+        concurrency: int = 64,
+        timeout: float = 2.0,
+        tries: int = 2,
+    ) -> Replies:
+        """`count` UDP request/answer exchanges, each from a new socket (a new flow)."""
+        address = ipaddress.ip_address(dst)
+        jobs = list(sports) if sports is not None else [0] * count
+        return self.call(
+            self._batch(
+                lambda s: self._udp_once(address, port, s, timeout, tries), jobs, concurrency
+            ),
+            timeout * (len(jobs) // concurrency + 2) + 10,
+        )
+
+    # ------------------------------------------------------- background
+
+    def traffic(
+        self,
+        targets: Sequence[tuple[IPAddress | str, int, str]],
+        held: Sequence[HeldConnection] = (),
+        *,
+        pause: float = 0.005,
+    ) -> Traffic:
+        """Background load until `stop()`: see `Traffic`."""
+        return Traffic(self, targets, held, pause=pause)
+
+
+class Traffic:
+    """Continuous load from one client, as a context manager:
+
+        with lab.client.traffic([(lab.vip4, 80, "tcp"), (lab.vip6, 7, "udp")], held) as t:
+            ...                     # change things on the balancer
+        assert t.report.failed == 0
+
+    Each round makes one new connection (TCP: a GET; UDP: an exchange) to
+    every target and one request on every held connection, then pauses.
+    """
+
+    def __init__(
+        self,
+        client: ClientNode,
+        targets: Sequence[tuple[IPAddress | str, int, str]],
+        held: Sequence[HeldConnection] = (),
+        *,
+        pause: float = 0.005,
+    ) -> None:
+        self.client = client
+        self.targets = [(ipaddress.ip_address(a), p, proto) for a, p, proto in targets]
+        self.held = list(held)
+        self.pause = pause
+        self.report = TrafficReport()
+        self._stop = threading.Event()
+        self._future: Any = None
+
+    async def _run(self) -> None:
+        c = self.client
+        while not self._stop.is_set():
+            jobs: list[Coroutine[Any, Any, Reply]] = []
+            for address, port, proto in self.targets:
+                if proto == "tcp":
+                    jobs.append(c._http_once(address, port, 0, 3.0))
+                else:
+                    jobs.append(c._udp_once(address, port, 0, 3.0, 3))
+            results = await asyncio.gather(*jobs)
+            for reply in results:
+                self.report.add("new", reply)
+            for conn in self.held:
+                start = time.monotonic()
+                try:
+                    name = await conn._request(3.0)
+                    error = None if name == conn.real else f"answered by {name}, not {conn.real}"
+                except (OSError, TimeoutError, XlbError) as exc:
+                    name, error = None, f"{type(exc).__name__}: {exc}"
+                self.report.add("held", Reply(name, conn.sport, error, time.monotonic() - start))
+            await asyncio.sleep(self.pause)
+
+    def start(self) -> Traffic:
+        if self.client._loop is None:
+            raise XlbError(f"client {self.client.role} is not running")
+        self._future = asyncio.run_coroutine_threadsafe(self._run(), self.client._loop)
+        return self
+
+    def stop(self) -> TrafficReport:
+        self._stop.set()
+        if self._future is not None:
+            self._future.result(30)
+            self._future = None
+        return self.report
+
+    def __enter__(self) -> Traffic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class TrafficReport:
+    """What a `Traffic` run saw: counts per kind ("new", "held") and every failure."""
+
+    ok: collections.Counter[str] = field(default_factory=collections.Counter)
+    failures: list[tuple[str, Reply]] = field(default_factory=list)
+    max_latency_s: float = 0.0
+    by_real: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def add(self, kind: str, reply: Reply) -> None:
+        if reply.ok:
+            self.ok[kind] += 1
+            if reply.real:
+                self.by_real[reply.real] += 1
+        else:
+            self.failures.append((kind, reply))
+        self.max_latency_s = max(self.max_latency_s, reply.latency_s)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def total(self) -> int:
+        return sum(self.ok.values()) + self.failed
+
+    def __str__(self) -> str:
+        parts = [f"{kind} ok={n}" for kind, n in sorted(self.ok.items())]
+        latency = f"max latency {self.max_latency_s * 1000:.0f} ms"
+        return f"{', '.join(parts)}, failed={self.failed}, {latency}"
+
+
+# ---------------------------------------------------------------------- lab
+
+
+class Lab:
+    """Build a lab of network namespaces, always tear it down (see module doc).
+
+    reals / clients: how many of each (balancers: one for now; the address
+        plan and the router's ECMP routes leave room for more).
+    topology: "routed" (through a router namespace, the balancer sends to
+        the router's MAC) or "bridged" (one L2 segment, the balancer sends to
+        each real's MAC).
+    xdp_mode: the balancer's attach mode; decap_mode: the reals' ("native",
+        "generic" XDP or "tc").
+    tcp_port / udp_port: where the lab servers listen (the default services).
+    server_mtu: MTU of the links the balancer and the reals are on.
+    """
+
+    def __init__(
+        self,
+        *,
+        reals: int = 4,
+        clients: int = 1,
+        balancers: int = 1,
+        topology: Topology = "routed",
+        xdp_mode: XdpMode = "native",
+        decap_mode: DecapMode = "native",
+        vip4: str | ipaddress.IPv4Address = DEFAULT_VIP4,
+        vip6: str | ipaddress.IPv6Address = DEFAULT_VIP6,
+        tcp_port: int = 80,
+        udp_port: int = 7,
+        server_mtu: int = 1600,
+        balancer_config: BalancerConfig | None = None,
+        name: str | None = None,
+    ) -> None:
+        if topology not in TOPOLOGIES:
+            raise ConfigError(f"invalid topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
+        if not 1 <= reals <= 200 or not 1 <= clients <= 200:
+            raise ConfigError("a lab has 1-200 reals and 1-200 clients")
+        if balancers != 1:
+            raise ConfigError("a lab has one balancer for now")
+        self.topology: Topology = topology
+        self.xdp_mode: XdpMode = xdp_mode
+        self.decap_mode: DecapMode = decap_mode
+        self.vip4 = ipaddress.IPv4Address(vip4)
+        self.vip6 = ipaddress.IPv6Address(vip6)
+        self.tcp_port = tcp_port
+        self.udp_port = udp_port
+        self.server_mtu = server_mtu
+        self._n_reals, self._n_clients, self._n_balancers = reals, clients, balancers
+        self._balancer_config = balancer_config
+        self.name = name or ""
+        self._requested_name = name
+        self.hub = ""
+        self.clients: list[ClientNode] = []
+        self.balancers: list[BalancerNode] = []
+        self.reals: list[RealNode] = []
+        self._pass_obj: BpfObject | None = None
+        self._pass_links: list[XdpLink] = []
+        self._state: dict[str, Any] = {}
+        self._started = False
+        self._closed = False
+        self._old_handlers: dict[signal.Signals, Any] = {}
+        self.setup_seconds = 0.0
+
+    # ------------------------------------------------------------- naming
+
+    @property
+    def state_file(self) -> Path:
+        return STATE_DIR / f"{self.name}.json"
+
+    @property
+    def run_dir(self) -> Path:
+        return STATE_DIR / self.name
+
+    @property
+    def pin_root(self) -> Path:
+        return PIN_ROOT / self.name
+
+    def _claim_name(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            self.name = self._requested_name or f"{LAB_PREFIX}{secrets.token_hex(3)}"
+            if not self.name.startswith(LAB_PREFIX):
+                raise ConfigError(f"lab names start with {LAB_PREFIX!r}")
+            try:
+                fd = os.open(self.state_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                if self._requested_name:
+                    raise XlbError(f"a lab named {self.name} exists (xlb lab cleanup?)") from None
+                continue
+            os.close(fd)
+            break
+        else:  # pragma: no cover
+            raise XlbError("could not find a free lab name")
+        self._state = {
+            "name": self.name,
+            "owner_pid": os.getpid(),
+            "owner_start": _proc_start_time(os.getpid()),
+            "created": time.time(),
+            "topology": self.topology,
+            "namespaces": [],
+            "processes": [],
+            "pin_dirs": [str(self.pin_root)],
+            "run_dir": str(self.run_dir),
+        }
+        self._save_state()
+
+    def _save_state(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state, indent=1))
+        tmp.replace(self.state_file)
+
+    def _ns(self, role: str) -> str:
+        return f"{self.name}-{role}"
+
+    # ----------------------------------------------------------- building
+
+    def start(self) -> Lab:
+        """Build everything; on any failure tear down what was built and raise."""
+        if self._started:
+            return self
+        self._started = True
+        started = time.monotonic()
+        self._install_signal_handlers()
+        atexit.register(self.close)
+        try:
+            self._claim_name()
+            self.run_dir.mkdir(mode=0o700, exist_ok=True)
+            self._build_hub()
+            for i in range(1, self._n_clients + 1):
+                self.clients.append(self._add_node(ClientNode, "client", i))
+            for i in range(1, self._n_balancers + 1):
+                self.balancers.append(self._add_node(BalancerNode, "lb", i))
+            for i in range(1, self._n_reals + 1):
+                self.reals.append(self._add_node(RealNode, "real", i))
+            self._route_vips()
+            self._attach_pass_programs()
+            for real in self.reals:
+                self._start_real(real)
+            self._wait_servers(self.reals)
+            for client in self.clients:
+                client.start()
+            for node in self.balancers:
+                self._start_balancer(node)
+        except BaseException:
+            self.close()
+            raise
+        self.setup_seconds = time.monotonic() - started
+        log.info("lab %s up in %.2f s", self.name, self.setup_seconds)
+        return self
+
+    def __enter__(self) -> Lab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _create_netns(self, role: str) -> str:
+        name = self._ns(role)
+        self._state["namespaces"].append(name)
+        self._save_state()
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        with netns.enter(name):
+            settings: dict[str, str | int] = {
+                # Set before any interface exists: new interfaces copy "default".
+                "net.ipv6.conf.all.accept_dad": 0,
+                "net.ipv6.conf.default.accept_dad": 0,
+                "net.ipv6.conf.default.accept_ra": 0,
+                "net.ipv6.conf.all.accept_ra": 0,
+                "net.ipv4.conf.all.rp_filter": 0,
+                "net.ipv4.conf.default.rp_filter": 0,
+            }
+            _sysctl(settings)
+        _ip(name, ["link set lo up"])
+        return name
+
+    def _build_hub(self) -> None:
+        if self.topology == "routed":
+            self.hub = self._create_netns("router")
+            with netns.enter(self.hub):
+                _sysctl({"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1})
+        else:
+            self.hub = self._create_netns("switch")
+            _ip(
+                self.hub,
+                ["link add br0 type bridge stp_state 0 mcast_snooping 0", "link set br0 up"],
+            )
+
+    def _plan(self, kind: str, index: int) -> dict[str, Any]:
+        code = _KIND_CODE[kind]
+        if not 1 <= index <= 254:
+            raise ConfigError(f"{kind} index {index} out of range 1-254")
+        mac = f"02:00:00:{code:02x}:00:{index:02x}"
+        hub_mac = f"02:00:00:{code:02x}:01:{index:02x}"
+        if self.topology == "routed":
+            subnet = {"client": 10, "lb": 20, "real": 30}[kind]
+            return {
+                "ipv4": ipaddress.IPv4Address(f"10.{subnet}.{index}.2"),
+                "ipv6": ipaddress.IPv6Address(f"fd00:{subnet}:{index:x}::2"),
+                "gw4": ipaddress.IPv4Address(f"10.{subnet}.{index}.1"),
+                "gw6": ipaddress.IPv6Address(f"fd00:{subnet}:{index:x}::1"),
+                "prefix4": 24,
+                "prefix6": 64,
+                "mac": mac,
+                "hub_mac": hub_mac,
+            }
+        return {
+            "ipv4": ipaddress.IPv4Address(f"10.0.{code}.{index}"),
+            "ipv6": ipaddress.IPv6Address(f"fd00::{code}:{index:x}"),
+            "gw4": None,
+            "gw6": None,
+            "prefix4": 16,
+            "prefix6": 64,
+            "mac": mac,
+            "hub_mac": hub_mac,
+        }
+
+    def _add_node(self, cls: type[Any], kind: str, index: int) -> Any:
+        role = f"{kind}{index}"
+        plan = self._plan(kind, index)
+        ns = self._create_netns(role)
+        port = {"client": "c", "lb": "lb", "real": "r"}[kind] + str(index)
+        mtu = 1500 if kind == "client" else self.server_mtu
+        queues = f"numtxqueues {os.cpu_count() or 1} numrxqueues {os.cpu_count() or 1}"
+        hub_cmds = [
+            f"link add {port} address {plan['hub_mac']} mtu {mtu} {queues} type veth "
+            f"peer name eth0 netns {ns} address {plan['mac']} mtu {mtu} {queues}",
+            f"link set {port} up",
+        ]
+        if self.topology == "routed":
+            hub_cmds += [
+                f"addr add {plan['gw4']}/{plan['prefix4']} dev {port}",
+                f"addr add {plan['gw6']}/{plan['prefix6']} dev {port} nodad",
+            ]
+        else:
+            hub_cmds.insert(1, f"link set {port} master br0")
+        _ip(self.hub, hub_cmds)
+        node_cmds = [
+            "link set eth0 up",
+            f"addr add {plan['ipv4']}/{plan['prefix4']} dev eth0",
+            f"addr add {plan['ipv6']}/{plan['prefix6']} dev eth0 nodad",
+        ]
+        if self.topology == "routed":
+            node_cmds += [
+                f"route add default via {plan['gw4']}",
+                f"route add default via {plan['gw6']}",
+            ]
+        if kind == "real":
+            node_cmds += [
+                f"addr add {self.vip4}/32 dev lo",
+                f"addr add {self.vip6}/128 dev lo nodad",
+            ]
+        _ip(ns, node_cmds)
+        with netns.enter(ns):
+            _tx_checksum_off("eth0")
+            if kind == "real":
+                _sysctl(
+                    {
+                        "net.ipv4.conf.all.arp_ignore": 1,
+                        "net.ipv4.conf.all.arp_announce": 2,
+                        "net.ipv4.conf.eth0.rp_filter": 0,
+                    }
+                )
+            if kind == "client":
+                _sysctl({"net.ipv4.ip_local_port_range": EPHEMERAL_PORTS})
+        with netns.enter(self.hub):
+            _tx_checksum_off(port)
+        return cls(
+            role=role,
+            kind=kind,
+            index=index,
+            netns=ns,
+            ipv4=plan["ipv4"],
+            ipv6=plan["ipv6"],
+            prefix4=plan["prefix4"],
+            prefix6=plan["prefix6"],
+            mac=plan["mac"],
+            hub_port=port,
+            hub_mac=plan["hub_mac"],
+        )
+
+    def _route_vips(self) -> None:
+        """Send VIP traffic to the balancer(s): ECMP over every balancer node."""
+        if self.topology == "routed":
+            where, targets = self.hub, self.balancers
+        else:
+            where, targets = "", self.balancers
+        for family, vip in ((4, self.vip4), (6, self.vip6)):
+            hops = [b.address(family) for b in targets]
+            prefix = 32 if family == 4 else 128
+            if len(hops) == 1:
+                route = f"route replace {vip}/{prefix} via {hops[0]}"
+            else:
+                route = f"route replace {vip}/{prefix} " + " ".join(
+                    f"nexthop via {h}" for h in hops
+                )
+            if where:
+                _ip(where, [route])
+            else:
+                for client in self.clients:
+                    _ip(client.netns, [route])
+
+    def _attach_pass_programs(self) -> None:
+        """XDP_PASS on every hub port facing a balancer (see the module doc)."""
+        if not PASS_OBJECT.is_file():
+            raise XlbError(f"{PASS_OBJECT} is missing: run `python3 build.py build`")
+        self._pass_obj = BpfObject(PASS_OBJECT)
+        prog = self._pass_obj.program(PASS_PROGRAM)
+        with netns.enter(self.hub):
+            for node in self.balancers:
+                self._pass_links.append(XdpLink.attach(prog, node.hub_port, "native"))
+
+    def _start_real(self, real: RealNode) -> None:
+        with netns.enter(real.netns):
+            real.decap = Decap(
+                real.interface, addresses=[real.ipv4, real.ipv6], mode=self.decap_mode
+            )
+        real.control = self.run_dir / f"{real.role}.sock"
+        errors = open(self.run_dir / f"{real.role}.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            real.server = netns.popen(
+                real.netns,
+                [
+                    sys.executable,
+                    str(LABSERVER),
+                    "--name",
+                    real.role,
+                    "--tcp",
+                    str(self.tcp_port),
+                    "--udp",
+                    str(self.udp_port),
+                    "--control",
+                    str(real.control),
+                    "--parent",
+                    str(os.getpid()),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            errors.close()
+        self._state["processes"].append(
+            {"pid": real.server.pid, "start": _proc_start_time(real.server.pid), "role": real.role}
+        )
+        self._save_state()
+
+    def _wait_servers(self, reals: Sequence[RealNode], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for real in reals:
+            assert real.server is not None and real.server.stdout is not None
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([real.server.stdout], [], [], left)
+            line = real.server.stdout.readline() if ready else b""
+            if line.strip() != b"ready":
+                log_text = (self.run_dir / f"{real.role}.log").read_text(errors="replace")
+                raise XlbError(f"lab server of {real.role} did not start: {log_text.strip()}")
+
+    def _start_balancer(self, node: BalancerNode) -> None:
+        node.pin_dir = self.pin_root / node.role
+        node.balancer = self._open_balancer(node)
+
+    def _open_balancer(self, node: BalancerNode) -> Balancer:
+        config = self._balancer_config or BalancerConfig(mtu=self.server_mtu)
+        if self.topology == "routed":
+            config = BalancerConfig(
+                **{
+                    **{f: getattr(config, f) for f in config.__dataclass_fields__},
+                    "gateway_mac": node.hub_mac,
+                }
+            )
+        with netns.enter(node.netns):
+            return Balancer(node.interface, self.xdp_mode, pin_dir=node.pin_dir, config=config)
+
+    # ------------------------------------------------------------ access
+
+    @property
+    def client(self) -> ClientNode:
+        return self.clients[0]
+
+    @property
+    def balancer(self) -> Balancer:
+        """The (first) balancer node's xlb.Balancer."""
+        lb = self.balancers[0].balancer
+        if lb is None:
+            raise XlbError("the lab's balancer is not running")
+        return lb
+
+    def real(self, name: str) -> RealNode:
+        for real in self.reals:
+            if real.role == name:
+                return real
+        raise XlbError(f"no real named {name!r} (have {[r.role for r in self.reals]})")
+
+    def real_by_address(self, address: IPAddress | str) -> RealNode:
+        addr = ipaddress.ip_address(address)
+        for real in self.reals:
+            if addr in (real.ipv4, real.ipv6):
+                return real
+        raise XlbError(f"no real has address {addr}")
+
+    def name_of(self, address: IPAddress | None) -> str | None:
+        """The lab name (real3) of a real's address, e.g. from lb.predict()."""
+        return None if address is None else self.real_by_address(address).role
+
+    def vip_address(self, family: int) -> IPAddress:
+        return self.vip4 if family == 4 else self.vip6
+
+    def vip(self, family: int = 4, proto: str = "tcp") -> Vip:
+        """The Vip of a default service (the port follows the protocol)."""
+        port = self.tcp_port if proto == "tcp" else self.udp_port
+        return Vip(self.vip_address(family), port, proto)
+
+    def backends(
+        self,
+        family: int,
+        names: Iterable[str] | None = None,
+        weights: dict[str, int] | None = None,
+    ) -> list[Real]:
+        """xlb.Real objects for lab reals (their `family` address; the MAC
+        too in bridged mode, where the balancer has no gateway)."""
+        chosen = [self.real(n) for n in names] if names is not None else self.reals
+        weights = weights or {}
+        return [
+            Real(
+                r.address(family),
+                weights.get(r.role, 1),
+                r.mac if self.topology == "bridged" else None,
+            )
+            for r in chosen
+        ]
+
+    def add_default_services(
+        self,
+        names: Iterable[str] | None = None,
+        flags: VipFlags = VipFlags.NONE,
+        ring_size: int | None = None,
+    ) -> list[Vip]:
+        """TCP and UDP VIPs on vip4 and vip6 with every real (or `names`)."""
+        chosen = list(names) if names is not None else None
+        vips = []
+        for family in (4, 6):
+            for proto in ("tcp", "udp"):
+                vip = self.vip(family, proto)
+                if ring_size is None:
+                    self.balancer.add_vip(vip, flags)
+                else:
+                    self.balancer.add_vip(vip, flags, ring_size)
+                self.balancer.set_reals(vip, self.backends(family, chosen))
+                vips.append(vip)
+        return vips
+
+    def predict(
+        self, vip: Vip, sports: Iterable[int], client: ClientNode | None = None
+    ) -> dict[int, str | None]:
+        """sport -> the real (name) the ring gives a new flow from the client."""
+        from .model import Flow
+
+        c = client or self.client
+        src = c.address(vip.family)
+        return {
+            sport: self.name_of(
+                self.balancer.predict(Flow(src, vip.address, sport, vip.port, vip.proto))
+            )
+            for sport in sports
+        }
+
+    def ring_shares(self, vip: Vip) -> dict[str, float]:
+        """The ring's share of each real, by lab name."""
+        return {self.real_by_address(a).role: s for a, s in self.balancer.ring_shares(vip).items()}
+
+    # ---------------------------------------------------------- counters
+
+    def decap_counters(self) -> dict[str, dict[str, int]]:
+        """Each real's decap counters by name."""
+        return {r.role: r.decap.counters() for r in self.reals if r.decap is not None}
+
+    def server_stats(self) -> dict[str, dict[str, Any]]:
+        return {r.role: r.server_stats() for r in self.reals if r.server is not None}
+
+    def hub_port_stats(self) -> dict[str, tuple[int, int]]:
+        """(rx, tx) packets of every hub port, by node role (router/switch side)."""
+        with netns.enter(self.hub):
+            return {
+                node.role: _dev_stats(node.hub_port)
+                for node in [*self.clients, *self.balancers, *self.reals]
+            }
+
+    # ------------------------------------------------------ balancer life
+
+    def reopen_balancer(self, node: BalancerNode | None = None) -> Balancer:
+        """Drop the Balancer handle without detaching and open a new one that
+        adopts the pinned data plane (what a restarted control plane does)."""
+        node = node or self.balancers[0]
+        if node.balancer is not None:
+            node.balancer.close(detach=False)
+            node.balancer = None
+        node.balancer = self._open_balancer(node)
+        return node.balancer
+
+    def release_balancer(self, node: BalancerNode | None = None) -> None:
+        """Close the Balancer handle, leave the data plane forwarding (pinned)."""
+        node = node or self.balancers[0]
+        if node.balancer is not None:
+            node.balancer.close(detach=False)
+            node.balancer = None
+
+    # ----------------------------------------------------------- teardown
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # SystemExit raised while a cffi callback runs (libbpf's log hook)
+            # is printed and dropped: until the teardown starts, signal again.
+            def resend() -> None:
+                time.sleep(0.5)
+                if not self._closed:
+                    os.kill(os.getpid(), signum)
+
+            threading.Thread(target=resend, daemon=True).start()
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self._old_handlers[sig] = signal.signal(sig, on_signal)
+
+    def close(self) -> None:
+        """Tear everything down (idempotent; every step is attempted)."""
+        if self._closed or not self._started:
+            return
+        self._closed = True
+        in_main = threading.current_thread() is threading.main_thread()
+        masked: dict[signal.Signals, Any] = {}
+        if in_main:  # a second Ctrl-C must not interrupt the teardown
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                masked[sig] = signal.signal(sig, signal.SIG_IGN)
+        try:
+            self._teardown()
+        finally:
+            if in_main:
+                for sig, handler in masked.items():
+                    signal.signal(sig, self._old_handlers.get(sig, handler))
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.close)
+
+    def _teardown(self) -> None:
+        def attempt(what: str, fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # keep tearing down
+                log.error("lab %s: %s failed: %s", self.name, what, exc)
+
+        for client in self.clients:
+            attempt(f"stopping {client.role}", client.stop)
+        servers = [r.server for r in self.reals if r.server is not None]
+        attempt("stopping lab servers", _kill, [s.pid for s in servers])
+        for server in servers:
+            with contextlib.suppress(Exception):
+                server.wait(1)
+                if server.stdout is not None:
+                    server.stdout.close()
+        for real in self.reals:
+            if real.decap is not None:
+                decap = real.decap
+                real.decap = None
+
+                def close_decap(ns: str = real.netns, d: Decap = decap) -> None:
+                    with netns.enter(ns):  # tc detach goes through this netns' netlink
+                        d.close()
+
+                attempt(f"closing decap of {real.role}", close_decap)
+        for node in self.balancers:
+            if node.balancer is not None:
+                attempt(f"closing balancer {node.role}", node.balancer.close, True)
+                node.balancer = None
+        for link in self._pass_links:
+            attempt("detaching pass program", link.detach)
+        self._pass_links.clear()
+        if self._pass_obj is not None:
+            self._pass_obj.close()
+            self._pass_obj = None
+        if self.name:
+            attempt("removing the lab's leftovers", _remove_state, self._state)
+
+
+def _remove_state(state: dict[str, Any]) -> list[str]:
+    """Remove everything a state file lists; what was removed, for reports.
+
+    Each step is attempted even if an earlier one failed; the state file goes
+    last, and only when nothing it lists is left."""
+    removed: list[str] = []
+    problems: list[str] = []
+
+    def attempt(what: str, fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            problems.append(f"{what}: {exc}")
+
+    def kill_processes() -> None:
+        pids = {p["pid"] for p in state.get("processes", []) if _alive(p["pid"], p.get("start"))}
+        for name in state.get("namespaces", []):
+            pids.update(_pids_in_netns(name))
+        if pids:
+            _kill(sorted(pids))
+            removed.extend(f"process {pid}" for pid in sorted(pids))
+
+    def delete_namespace(name: str) -> None:
+        if netns.exists(name):
+            result = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
+            if result.returncode != 0 and netns.exists(name):
+                raise XlbError(result.stderr.strip())
+            removed.append(f"netns {name}")
+
+    def remove_dir(path: str, what: str) -> None:
+        if Path(path).exists():
+            shutil.rmtree(path)
+            removed.append(f"{what} {path}")
+
+    attempt("killing processes", kill_processes)
+    for name in state.get("namespaces", []):
+        attempt(f"deleting netns {name}", lambda n=name: delete_namespace(n))
+    for pin_dir in state.get("pin_dirs", []):
+        attempt(f"removing {pin_dir}", lambda d=pin_dir: remove_dir(d, "pins"))
+    if state.get("run_dir"):
+        attempt(f"removing {state['run_dir']}", lambda: remove_dir(state["run_dir"], "files"))
+    if problems:
+        for problem in problems:
+            log.error("lab %s: %s", state.get("name", "leftovers"), problem)
+    elif state.get("name"):
+        with contextlib.suppress(FileNotFoundError):
+            (STATE_DIR / f"{state['name']}.json").unlink()
+    return removed
+
+
+def running_labs() -> list[dict[str, Any]]:
+    """State of every lab whose owning process is still alive."""
+    labs = []
+    for path in sorted(STATE_DIR.glob(f"{LAB_PREFIX}*.json")) if STATE_DIR.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(path.read_text())
+            if _alive(state["owner_pid"], state.get("owner_start")):
+                labs.append(state)
+    return labs
+
+
+def cleanup_all(include_running: bool = False) -> list[str]:
+    """Remove what labs left behind: namespaces `xlbl-*`, their processes,
+    pins under /sys/fs/bpf/xlb-lab, state files. Labs whose owner process is
+    alive are left alone unless `include_running`. Returns what was removed."""
+    removed: list[str] = []
+    live: set[str] = set()
+    for path in sorted(STATE_DIR.glob(f"{LAB_PREFIX}*.json")) if STATE_DIR.is_dir() else []:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        if not include_running and _alive(state.get("owner_pid", 0), state.get("owner_start")):
+            live.add(state["name"])
+            continue
+        removed += _remove_state(state)
+    # Anything named like a lab but not owned by a live lab: a crash before
+    # the state file was written, or a state file that was lost.
+    orphans = [n for n in _lab_namespaces() if not any(n.startswith(f"{lab}-") for lab in live)]
+    if orphans:
+        removed += _remove_state({"namespaces": orphans})
+    for directory in (PIN_ROOT, STATE_DIR):
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            owner = path.name.removesuffix(".json").removesuffix(".tmp")
+            if owner.startswith(LAB_PREFIX) and owner not in live:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(f"{path}")
+    return removed
+
+
+def leftovers() -> list[str]:
+    """What of any lab still exists (empty when everything is clean)."""
+    found = [f"netns {n}" for n in _lab_namespaces()]
+    if PIN_ROOT.is_dir():
+        found += [f"pins {p}" for p in PIN_ROOT.iterdir()]
+    if STATE_DIR.is_dir():
+        found += [f"state {p}" for p in STATE_DIR.iterdir()]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (proc / "cmdline").read_bytes()
+                if b"labserver" in cmdline and b"--control" in cmdline:
+                    args = cmdline.decode(errors="replace").split("\0")
+                    control = Path(args[args.index("--control") + 1])
+                    found.append(f"process {proc.name} ({control.parent.name})")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlb.lab", description="xlb's namespace lab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    clean = sub.add_parser("cleanup", help="remove what crashed labs left behind")
+    clean.add_argument("--all", action="store_true", help="also labs whose owner is running")
+    sub.add_parser("list", help="labs that are running and leftovers")
+    args = parser.parse_args(argv)
+    if args.command == "cleanup":
+        removed = cleanup_all(include_running=args.all)
+        for item in removed:
+            print(f"removed {item}")
+        if not removed:
+            print("nothing to clean up")
+        return 0
+    for state in running_labs():
+        print(f"{state['name']}: pid {state['owner_pid']}, {len(state['namespaces'])} namespaces")
+    live = {s["name"] for s in running_labs()}
+    for item in leftovers():
+        if not any(lab in item for lab in live):
+            print(f"leftover: {item}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
