@@ -65,18 +65,25 @@ each round every real below quota proposes to its next ``deficit`` slots
 that it could still win (free, or held with a worse key); each slot keeps
 the best key it has seen, and displaced or rejected reals propose again in
 the next round. Rejection is permanent (a slot's key only improves), so a
-real never revisits a rank. A round finds each real's proposals either by
-scanning its next ranks (cheap while free slots are plentiful) or, late
-on, by inverting its permutation on the few slots still contested (rank =
-(slot - offset) * skip**-1 mod size). About 20-30 rounds fill the table,
-none of which materialises a reals x size matrix. The C reference runs
+real never revisits a rank.
+
+Round one proposes every real's first min(quota) ranks; no real can fill
+up that early, so the slots it gives out are final and only the slots it
+leaves free are contested afterwards. Later rounds keep that contested
+set, narrowed each round to the slots whose key some active real could
+still beat, as a boolean map. A round finds each real's proposals either
+by scanning its next ranks (sized from the density of contested slots;
+the scan is one broadcast over rows of consecutive ranks, and the map
+drops most probes before any key is read) or, when the contested slots
+are fewer than the ranks it would scan, by inverting its permutation on
+them (rank = (slot - offset) * skip**-1 mod size). About 12-20 rounds
+fill the table, none of which materialises a reals x size matrix. The C reference runs
 step 5 literally; tests check that both give identical tables.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,20 +207,39 @@ class _Participants:
     input_indexes: list[int]  # where each one was in the caller's sequence
 
 
-def _canonical_participants(addresses: list[bytes], weights: list[int]) -> _Participants:
+_LENGTH_PREFIX = {4: b"\x04", 16: b"\x10"}
+
+
+def _canonical_order(addresses: list[bytes]) -> list[int]:
+    """Positions of `addresses` in canonical order; duplicates are an error."""
+    if len(set(addresses)) != len(addresses):
+        _reject_duplicates(addresses)
+    if all(len(a) == 4 for a in addresses):
+        # IPv4 only, the common case: sort them as big-endian 32-bit integers.
+        as_integers = np.frombuffer(b"".join(addresses), dtype=">u4")
+        order: list[int] = np.argsort(as_integers, kind="stable").tolist()
+        return order
     # A length byte in front makes plain bytes order the (length, bytes) order.
-    sort_keys = [len(a).to_bytes(1, "big") + a for a in addresses]
-    order = sorted(range(len(addresses)), key=sort_keys.__getitem__)
-    for earlier, later in itertools.pairwise(order):
-        if addresses[earlier] == addresses[later]:
-            shown = ipaddress.ip_address(addresses[later])
-            raise ValueError(f"real {shown} is given more than once")
-    kept = [i for i in order if weights[i] > 0]
+    sort_keys = [_LENGTH_PREFIX[len(a)] + a for a in addresses]
+    return sorted(range(len(addresses)), key=sort_keys.__getitem__)
+
+
+def _canonical_participants(addresses: list[bytes], weights: list[int]) -> _Participants:
+    order = _canonical_order(addresses)
+    kept = order if all(weights) else [i for i in order if weights[i] > 0]
     return _Participants(
         addresses=[addresses[i] for i in kept],
         weights=[weights[i] for i in kept],
         input_indexes=kept,
     )
+
+
+def _reject_duplicates(addresses: list[bytes]) -> None:
+    seen = set()
+    for address in addresses:
+        if address in seen:
+            raise ValueError(f"real {ipaddress.ip_address(address)} is given more than once")
+        seen.add(address)
 
 
 # ---- Spec steps 3 and 4: permutations and quotas ---------------------------------
@@ -239,6 +265,11 @@ def _splitmix64_mix(x: UInt64Array) -> UInt64Array:
 
 def _address_hashes(addresses: Sequence[bytes]) -> UInt64Array:
     """FNV-1a 64 of each address, vectorised per address length."""
+    lengths = {len(a) for a in addresses}
+    if len(lengths) == 1:  # one family: no need to split
+        length = lengths.pop()
+        rows = np.frombuffer(b"".join(addresses), dtype=np.uint8)
+        return _fnv1a64(rows.reshape(len(addresses), length))
     hashes = np.empty(len(addresses), dtype=np.uint64)
     for length in (4, 16):
         where = [i for i, a in enumerate(addresses) if len(a) == length]
@@ -281,7 +312,11 @@ def quotas(weights: Sequence[int], size: int) -> Int64Array:
 
 @dataclass(slots=True)
 class _Fill:
-    """State of deferred acceptance; index j is a participant."""
+    """State of deferred acceptance; index j is a participant.
+
+    A slot's owner is not stored: it is ``slot_key % count``, since every
+    key is ``rank * count + j``.
+    """
 
     size: int
     offset: Int64Array
@@ -290,38 +325,27 @@ class _Fill:
     quota: Int64Array
     held: Int64Array  # slots currently held
     next_rank: Int64Array  # ranks below this are proposed or known lost
-    hit_rate: npt.NDArray[np.float64]  # share of scanned ranks found winnable
     slot_key: Int64Array  # best key proposed to each slot; _NO_KEY if free
-    slot_owner: Int64Array  # participant holding each slot; -1 if free
-    ramp: Int64Array  # 0, 1, 2, ...: sliced instead of calling arange
+    contested: Int64Array  # slots some active real may still win (a superset)
+    # contested as a map, plus a last entry that is always False: probes
+    # past the end of a permutation are pointed there.
+    open_map: npt.NDArray[np.bool_]
 
     @property
     def count(self) -> int:
         return len(self.offset)
 
 
-@dataclass(slots=True)
-class _Proposals:
-    slot: Int64Array
-    key: Int64Array
-    participant: Int64Array
-
-
-def _no_proposals() -> _Proposals:
-    empty = np.empty(0, dtype=np.int64)
-    return _Proposals(slot=empty, key=empty, participant=empty)
-
-
 # A real finds proposals by inverting its permutation on the contested slots
 # when its scan would be this many times longer than the list of those slots:
 # one inverted candidate costs about as much as two scanned ranks.
 _INVERT_WHEN_SCAN_EXCEEDS = 2.0
-# Do not bother counting contested slots while most of the table is free.
-_CONTESTED_CHECK_BELOW = 0.25
+# How many more ranks a scan covers than it is expected to need.
+_OVERSCAN = 1.25
 
 
 def _reduce_mod(values: Int64Array, modulus: int) -> Int64Array:
-    """values % modulus, in place (floor division by a scalar is ~3x faster than %)."""
+    """values % modulus for values >= 0, in place (about 3x faster than %)."""
     values -= values // modulus * modulus
     return values
 
@@ -334,180 +358,197 @@ def _skip_inverses(fill: _Fill, reals: Int64Array) -> Int64Array:
     return fill.skip_inverse[reals]
 
 
-def _new_fill(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> _Fill:
+def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
+    """Owner (participant index) of every slot, spec step 5."""
+    fill = _first_round(offset, skip, quota, size)
+    while True:
+        deficit = fill.quota - fill.held
+        active = np.flatnonzero(deficit > 0)
+        if active.size == 0:
+            return _reduce_mod(fill.slot_key, fill.count)
+        _run_round(fill, active, deficit[active])
+
+
+def _first_round(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> _Fill:
+    """Round one: the table is empty, so every real proposes its first ranks.
+
+    Each proposes min(quota) ranks, so that the proposals form a full
+    (rank, real) grid with key rank * n + j. No real
+    can fill up within these ranks, so every slot they win is final (the
+    greedy of step 5 takes it at once), and only the slots left free are
+    contested from here on. Reals with a larger quota go on in the later
+    rounds: deferred acceptance does not care how proposals are spread over
+    rounds.
+    """
     count = len(offset)
+    ranks = int(quota.min())
+    rank = np.arange(ranks, dtype=np.int64)
+    real = np.arange(count, dtype=np.int64)
+    # Lay the grid out with the longer side innermost: numpy broadcasts
+    # slowly over short rows. The key stays rank * n + j either way.
+    if ranks >= count:
+        slot, key = skip[:, None] * rank, rank * count + real[:, None]
+        slot += offset[:, None]
+    else:
+        slot, key = rank[:, None] * skip, rank[:, None] * count + real
+        slot += offset
+    slot = _reduce_mod(slot, size)
+    slot_key = np.full(size, _NO_KEY, dtype=np.int64)
+    np.minimum.at(slot_key, slot.ravel(), key.ravel())
+    won = np.flatnonzero(slot_key[slot] == key)
+    held = np.bincount(_reduce_mod(key.ravel()[won], count), minlength=count)
+    free = np.flatnonzero(slot_key == _NO_KEY)
     return _Fill(
         size=size,
         offset=offset,
         skip=skip,
         skip_inverse=np.zeros(count, dtype=np.int64),
         quota=quota,
-        held=np.zeros(count, dtype=np.int64),
-        next_rank=np.zeros(count, dtype=np.int64),
-        hit_rate=np.ones(count, dtype=np.float64),
-        slot_key=np.full(size, _NO_KEY, dtype=np.int64),
-        slot_owner=np.full(size, -1, dtype=np.int64),
-        ramp=np.arange(2 * size, dtype=np.int64),
+        held=held,
+        next_rank=np.full(count, ranks, dtype=np.int64),
+        slot_key=slot_key,
+        contested=free,
+        open_map=np.zeros(size + 1, dtype=np.bool_),
     )
-
-
-def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
-    """Owner (participant index) of every slot, spec step 5."""
-    fill = _new_fill(offset, skip, quota, size)
-    _run_first_round(fill)
-    while True:
-        deficit = fill.quota - fill.held
-        active = np.flatnonzero(deficit > 0)
-        if active.size == 0:
-            return fill.slot_owner
-        _run_round(fill, active, deficit[active])
-
-
-def _run_first_round(fill: _Fill) -> None:
-    """Round one: the table is empty, so every real proposes its first ranks.
-
-    Each proposes min(quota) ranks, so that the proposals form a full
-    (rank, real) grid whose flat position is the key, rank * n + j. Reals
-    with a larger quota go on in the later rounds: deferred acceptance
-    does not care how proposals are spread over rounds.
-    """
-    count = fill.count
-    ranks = int(fill.quota.min())
-    key = fill.ramp[: ranks * count]
-    rank = key // count
-    participant = key - rank * count
-    slot = rank * np.tile(fill.skip, ranks)
-    slot += np.tile(fill.offset, ranks)
-    _accept(fill, _Proposals(slot=_reduce_mod(slot, fill.size), key=key, participant=participant))
-    fill.next_rank[:] = ranks
 
 
 def _run_round(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:
-    scan_length = np.minimum(
-        np.ceil(deficit / fill.hit_rate[active]).astype(np.int64),
-        fill.size - fill.next_rank[active],
-    )
-    lowest_key = int((fill.next_rank[active] * fill.count + active).min())
-    contested = _contested_slots(fill, lowest_key, int(deficit.sum()))
-    invert = scan_length > _INVERT_WHEN_SCAN_EXCEEDS * contested.size
-    if contested.size == 0:
-        invert[:] = False
-    batches = [
-        _proposals_by_scanning(fill, active[~invert], deficit[~invert], scan_length[~invert]),
-        _proposals_by_inverting(fill, active[invert], deficit[invert], contested),
-    ]
-    _accept(
-        fill,
-        _Proposals(
-            slot=np.concatenate([b.slot for b in batches]),
-            key=np.concatenate([b.key for b in batches]),
-            participant=np.concatenate([b.participant for b in batches]),
-        ),
-    )
+    """One round: every real below quota proposes, then slots choose."""
+    _narrow_contested(fill, int((fill.next_rank[active] * fill.count + active).min()))
+    scan_length = _scan_lengths(fill, active, deficit)
+    invert = scan_length > _INVERT_WHEN_SCAN_EXCEEDS * fill.contested.size
+    scan = ~invert
+    if scan.any():
+        _accept(fill, *_proposals_by_scanning(fill, active[scan], deficit[scan], scan_length[scan]))
+    if invert.any():
+        _accept(fill, *_proposals_by_inverting(fill, active[invert], deficit[invert]))
 
 
-def _contested_slots(fill: _Fill, lowest_key: int, total_deficit: int) -> Int64Array:
-    """Slots some active real may still win; empty while that is most slots.
+def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64Array:
+    """Ranks each real should scan to find `deficit` winnable slots.
 
-    Free slots number exactly the total deficit, so while that is a large
-    share of the table, scanning is the cheaper way for every real.
+    The winnable slots of a real are among the contested ones, spread
+    evenly over the ranks it has not scanned yet; scanning a little more
+    than the expected need spares most reals a second scan.
     """
-    if total_deficit > _CONTESTED_CHECK_BELOW * fill.size:
-        return np.empty(0, dtype=np.int64)
-    return np.flatnonzero(fill.slot_key > lowest_key)
+    unscanned = fill.size - fill.next_rank[reals]
+    expected = deficit * unscanned * (_OVERSCAN / max(fill.contested.size, 1))
+    return np.minimum(expected.astype(np.int64) + 1, unscanned)
+
+
+def _narrow_contested(fill: _Fill, lowest_key: int) -> None:
+    """Keep the contested slots whose key an active real could still beat.
+
+    No proposal from now on has a key below `lowest_key` (active reals
+    propose at their next ranks or later; a displaced real goes on after the
+    slot it lost, whose key was worse than the one that took it), and slot
+    keys only decrease, so slots dropped here never come back.
+    """
+    fill.open_map[fill.contested] = False
+    fill.contested = fill.contested[fill.slot_key[fill.contested] > lowest_key]
+    fill.open_map[fill.contested] = True
+
+
+def _block_width(scan_length: Int64Array) -> int:
+    """Width of the rows that scans are cut into: about half a typical scan."""
+    typical = max(int(scan_length.sum()) // (2 * scan_length.size), 1)
+    return min(max(1 << (typical.bit_length() - 1), 4), 1024)
 
 
 def _proposals_by_scanning(
     fill: _Fill, reals: Int64Array, deficit: Int64Array, scan_length: Int64Array
-) -> _Proposals:
+) -> tuple[Int64Array, Int64Array, Int64Array]:
     """Each real's first `deficit` winnable slots among its next ranks.
 
-    Probes of all reals are laid end to end: probe t belongs to the real
-    whose segment [start, end) holds t, at rank next_rank + t - start. Rank
-    and key are both affine in t within a segment, so each costs one
-    repeat of a per-real constant.
+    Each real's scan is cut into rows of `width` consecutive ranks, so that
+    the slots of all probes are one broadcast (row start + step * skip),
+    and the contested map weeds out most probes before keys are looked at.
     """
-    if reals.size == 0:
-        return _no_proposals()
     size, count = fill.size, fill.count
-    ends = np.cumsum(scan_length)
-    starts = ends - scan_length
-    total = int(ends[-1])
-    if total > fill.ramp.size:
-        fill.ramp = np.arange(total, dtype=np.int64)
-    probe = fill.ramp[:total]
-    first_rank = fill.next_rank[reals]
-    skip = fill.skip[reals]
+    width = _block_width(scan_length)
+    rows = -(-scan_length // width)
+    row_owner = np.repeat(np.arange(reals.size), rows)  # position in `reals`
+    first_row = np.cumsum(rows) - rows
+    row_real = reals[row_owner]
+    row_rank = fill.next_rank[row_real] + (np.arange(row_owner.size) - first_row[row_owner]) * width
 
-    slot_at_zero = (fill.offset[reals] + (first_rank - starts) % size * skip) % size
-    slot = probe * np.repeat(skip, scan_length)
-    slot += np.repeat(slot_at_zero, scan_length)
-    slot = _reduce_mod(slot, size)
-    holder_key = fill.slot_key[slot]
+    steps = np.arange(width, dtype=np.int64)
+    slots = fill.skip[row_real][:, None] * steps
+    slots += _reduce_mod(fill.offset[row_real] + row_rank * fill.skip[row_real], size)[:, None]
+    slots = _reduce_mod(slots, size)
+    past_end = size - row_rank  # steps at or after this wrap around the permutation
+    if int(past_end.min()) < width:
+        slots[steps >= past_end[:, None]] = size  # never open
 
-    # Cheap filter: no probe's key is below the lowest starting key.
-    lowest_key = int((first_rank * count + reals).min())
-    maybe = np.flatnonzero(holder_key > lowest_key)
-    segment = np.searchsorted(ends, maybe, side="right")
-    key = (maybe - starts[segment] + first_rank[segment]) * count + reals[segment]
-    winnable = np.flatnonzero(key < holder_key[maybe])
-    hits, segment, key = maybe[winnable], segment[winnable], key[winnable]
+    probe = np.flatnonzero(fill.open_map[slots])
+    row = probe >> (width.bit_length() - 1)  # width is a power of 2
+    owner = row_owner[row]
+    key = (row_rank[row] + (probe & (width - 1))) * count + reals[owner]
+    slot = slots.ravel()[probe]
+    winnable = np.flatnonzero(key < fill.slot_key[slot])
+    owner, key, slot = owner[winnable], key[winnable], slot[winnable]
 
-    # Keep each real's first `deficit` hits; it resumes after the last kept
-    # one, or after its whole segment if it found fewer.
-    first_hit = np.searchsorted(hits, starts)
-    found = np.searchsorted(hits, ends) - first_hit
-    keep = np.flatnonzero(np.arange(hits.size) - first_hit[segment] < deficit[segment])
-    enough = found >= deficit
-    last_kept = np.append(hits, 0)[np.where(enough, first_hit + deficit - 1, hits.size)]
-    resume_at = np.where(enough, last_kept + 1, ends)
-    fill.next_rank[reals] = first_rank + resume_at - starts
-    fill.hit_rate[reals] = (found + 0.5) / scan_length
-    return _Proposals(slot=slot[hits[keep]], key=key[keep], participant=reals[segment[keep]])
+    keep, found, last_kept = _first_of_each(owner, deficit, reals.size)
+    scanned_to = np.minimum(fill.next_rank[reals] + rows * width, size)
+    resume_at = np.append(key // count + 1, 0)[last_kept]
+    fill.next_rank[reals] = np.where(found >= deficit, resume_at, scanned_to)
+    return slot[keep], key[keep], reals[owner[keep]]
+
+
+def _first_of_each(
+    owner: Int64Array, limit: Int64Array, owners: int
+) -> tuple[Int64Array, Int64Array, Int64Array]:
+    """The first limit[o] items of each owner o, in a list sorted by owner.
+
+    Returns (indexes kept, items found per owner, index of each owner's
+    last kept item, or len(owner) for an owner that found fewer than
+    limit[o]).
+    """
+    start = np.searchsorted(owner, np.arange(owners))
+    found = np.bincount(owner, minlength=owners)
+    keep = np.flatnonzero(np.arange(owner.size) - start[owner] < limit[owner])
+    last_kept = np.where(found >= limit, start + limit - 1, owner.size)
+    return keep, found, last_kept
 
 
 def _proposals_by_inverting(
-    fill: _Fill, reals: Int64Array, deficit: Int64Array, contested: Int64Array
-) -> _Proposals:
-    """Each real's first `deficit` winnable slots, found among `contested`.
+    fill: _Fill, reals: Int64Array, deficit: Int64Array
+) -> tuple[Int64Array, Int64Array, Int64Array]:
+    """Each real's first `deficit` winnable slots, found among the contested.
 
-    `contested` holds every slot any of these reals could still win, so
-    ranking it through the inverse permutation finds the same slots the
-    scan would, without walking the ranks in between.
+    The contested slots hold every slot any of these reals could still
+    win, so ranking them through the inverse permutation (rank = (slot -
+    offset) * skip**-1 mod size) finds the same slots the scan would,
+    without walking the ranks in between.
     """
-    if reals.size == 0:
-        return _no_proposals()
     size, count = fill.size, fill.count
-    offset = fill.offset[reals][:, None]
-    distance = _reduce_mod(contested[None, :] - offset, size)
-    rank = _reduce_mod(distance * _skip_inverses(fill, reals)[:, None], size)
+    contested = fill.contested
+    distance = contested - fill.offset[reals][:, None]
+    distance += size
+    rank = _reduce_mod(_reduce_mod(distance, size) * _skip_inverses(fill, reals)[:, None], size)
     key = rank * count + reals[:, None]
     winnable = (rank >= fill.next_rank[reals][:, None]) & (key < fill.slot_key[contested])
-    row, column = np.nonzero(winnable)
-    order = np.argsort(row * size + rank[row, column])  # by real, then by rank
-    row, column = row[order], column[order]
-    first_of_row = np.searchsorted(row, np.arange(reals.size))
-    keep = np.flatnonzero(np.arange(row.size) - first_of_row[row] < deficit[row])
-    row, column = row[keep], column[keep]
-    # Theory guarantees each real at least `deficit` winnable slots here.
-    last = np.searchsorted(row, np.arange(reals.size), side="right") - 1
-    fill.next_rank[reals] = rank[row[last], column[last]] + 1
-    return _Proposals(slot=contested[column], key=key[row, column], participant=reals[row])
+    owner, column = np.nonzero(winnable)
+    by_rank = np.argsort(owner * size + rank[owner, column])  # by real, then by rank
+    owner, column = owner[by_rank], column[by_rank]
+    # Each real has at least `deficit` winnable slots: those it will end up with.
+    keep, _, last_kept = _first_of_each(owner, deficit, reals.size)
+    fill.next_rank[reals] = rank[owner[last_kept], column[last_kept]] + 1
+    owner, column = owner[keep], column[keep]
+    return contested[column], key[owner, column], reals[owner]
 
 
-def _accept(fill: _Fill, proposals: _Proposals) -> None:
+def _accept(fill: _Fill, slot: Int64Array, key: Int64Array, real: Int64Array) -> None:
     """Each proposed slot keeps its best key; displaced holders lose it."""
-    slot, key = proposals.slot, proposals.key
+    before = fill.slot_key[slot]
     np.minimum.at(fill.slot_key, slot, key)
     # Keys are unique, so each slot has one winner. Integer gathers are
     # several times faster than boolean-mask indexing here.
     won = np.flatnonzero(fill.slot_key[slot] == key)
-    won_slot = slot[won]
-    winners = proposals.participant[won]
-    displaced = fill.slot_owner[won_slot]
-    fill.slot_owner[won_slot] = winners
-    fill.held += np.bincount(winners, minlength=fill.count)
-    fill.held -= np.bincount(displaced[displaced >= 0], minlength=fill.count)
+    displaced = before[won]
+    displaced = _reduce_mod(displaced[displaced != _NO_KEY], fill.count)
+    fill.held += np.bincount(real[won], minlength=fill.count)
+    fill.held -= np.bincount(displaced, minlength=fill.count)
 
 
 def _fill_table_literally(
@@ -575,7 +616,11 @@ def _prepare(
     reals: Sequence[Address], size: int, weights: Sequence[int] | None
 ) -> tuple[int, _Participants]:
     size = _validated_size(size)
-    addresses = [packed_address(real) for real in reals]
+    # Packed addresses, the common input, skip the general conversion.
+    addresses = [
+        real if type(real) is bytes and len(real) in (4, 16) else packed_address(real)
+        for real in reals
+    ]
     participants = _canonical_participants(addresses, _validated_weights(weights, len(reals)))
     count = len(participants.addresses)
     if count > size:

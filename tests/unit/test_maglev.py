@@ -269,6 +269,19 @@ def test_table_does_not_depend_on_the_order_of_reals() -> None:
         assert np.array_equal(owners(shuffled, table), reference)
 
 
+def test_ipv4_only_tables_follow_bytewise_order() -> None:
+    # IPv4-only input is sorted as integers, mixed input as bytes: both must
+    # give the canonical order, including across octet boundaries.
+    reals = [ipaddress.IPv4Address(v) for v in random.Random(3).sample(range(1 << 32), 200)]
+    reals += [ipaddress.IPv4Address("10.0.0.255"), ipaddress.IPv4Address("10.0.1.0")]
+    table = owners(reals, maglev.build_table(reals, 1009))
+    by_bytes = sorted(reals, key=lambda r: r.packed)
+    assert np.array_equal(owners(by_bytes, maglev.build_table(by_bytes, 1009)), table)
+    with_v6 = [*reals, ipaddress.IPv6Address("2001:db8::1")]
+    table_v6 = owners(with_v6, maglev.build_table(with_v6, 1009, [1] * len(reals) + [0]))
+    assert np.array_equal(table_v6, table)
+
+
 def test_table_is_the_same_in_another_process_with_another_hash_seed() -> None:
     reals = [str(r) for r in v4_reals(50)] + ["2001:db8::1", "2001:db8::2"]
     script = (
