@@ -102,9 +102,17 @@ def create_venv() -> None:
         run([sys.executable, "-m", "venv", str(VENV)])
     log("installing xlb (editable) with its test and lint extras")
     pip = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
-    run([*pip, "-e", f"{ROOT}[test,lint]"])
+    quiet_pip([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
+    quiet_pip([*pip, "-e", f"{ROOT}[test,lint]"])
     stamp.write_text(python_deps_stamp())
+
+
+def quiet_pip(cmd: list[str]) -> None:
+    """Run pip; show its (noisy) output only when it fails."""
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        sys.exit(f"[build] pip failed: {' '.join(cmd[3:])}")
 
 
 def bootstrap() -> None:
