@@ -22,6 +22,7 @@ from .errors import (
     XlbError,
 )
 from .model import BalancerConfig, Counter, Flow, Real, Vip, VipFlags
+from .service import Service
 
 __all__ = [
     "AttachError",
@@ -37,6 +38,7 @@ __all__ = [
     "NotFoundError",
     "Real",
     "RunResult",
+    "Service",
     "VerifierError",
     "Vip",
     "VipFlags",

@@ -11,12 +11,14 @@ the switch restores every entry it wrote, so the maps end byte-identical.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +62,64 @@ class RunResult:
     duration_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateEvent:
+    """One finished change of the data plane, handed to observers (metrics, logs).
+
+    op: the Balancer method called (add_vip, set_reals, configure, ...);
+    vip: the VIP it changed (None for configure); seconds: how long the
+    change took, validation and map writes included; ok: False if it raised
+    (the data plane was left as it was); ring_swaps: rings switched (0 when
+    only flags, or nothing the ring depends on, changed).
+    """
+
+    op: str
+    vip: Vip | None
+    seconds: float
+    ok: bool
+    ring_swaps: int
+
+
+UpdateObserver = Callable[[UpdateEvent], None]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _observed(
+    method: Callable[Concatenate[Balancer, _P], _R],
+) -> Callable[Concatenate[Balancer, _P], _R]:
+    """Time a public change and tell the observers; nested calls (add_real ->
+    set_reals) are one event, named after the outermost method."""
+
+    def wrapper(self: Balancer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._observe_depth or not self._observers:
+            return method(self, *args, **kwargs)
+        vip = args[0] if args and isinstance(args[0], Vip) else kwargs.get("vip")
+        swaps_before, started, ok = self.ring_swaps, time.perf_counter(), False
+        self._observe_depth += 1
+        try:
+            result = method(self, *args, **kwargs)
+            ok = True
+            return result
+        finally:
+            self._observe_depth -= 1
+            event = UpdateEvent(
+                method.__name__,
+                vip if isinstance(vip, Vip) else None,
+                time.perf_counter() - started,
+                ok,
+                self.ring_swaps - swaps_before,
+            )
+            for observer in list(self._observers):
+                try:
+                    observer(event)
+                except Exception:  # an observer must never break a change
+                    log.exception("update observer %r failed", observer)
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
+
+
 @dataclass(slots=True)
 class _Member:
     real: Real
@@ -97,6 +157,10 @@ class Balancer:
         config: BalancerConfig | None = None,
         object_path: str | Path | None = None,
     ) -> None:
+        self._observers: list[UpdateObserver] = []
+        self._observe_depth = 0
+        #: Rings switched by this handle (every set_reals that changed a ring).
+        self.ring_swaps = 0
         if mode not in ("native", "generic"):
             raise ConfigError(f"invalid XDP mode {mode!r}: 'native' or 'generic'")
         if interface is not None:
@@ -189,6 +253,14 @@ class Balancer:
         self._map = new.maps
         old.close()
 
+    def add_observer(self, observer: UpdateObserver) -> None:
+        """Call `observer(UpdateEvent)` after every change made through this handle."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: UpdateObserver) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)
+
     # ---------------------------------------------------------- adoption
 
     def _read_vips(self) -> dict[Vip, _VipState]:
@@ -249,6 +321,7 @@ class Balancer:
     def config(self) -> BalancerConfig:
         return self._config
 
+    @_observed
     def configure(self, config: BalancerConfig) -> None:
         """Replace the global data-plane settings (one map update)."""
         if not isinstance(config, BalancerConfig):
@@ -268,6 +341,7 @@ class Balancer:
     def ring_size(self, vip: Vip) -> int:
         return self._state(vip).ring_size
 
+    @_observed
     def add_vip(
         self, vip: Vip, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
     ) -> None:
@@ -289,6 +363,7 @@ class Balancer:
             raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
 
+    @_observed
     def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
         """Change a VIP's flags in place (one map update)."""
         state = self._state(vip)
@@ -298,6 +373,7 @@ class Balancer:
         )
         state.flags = flags
 
+    @_observed
     def remove_vip(self, vip: Vip) -> None:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         state = self._state(vip)
@@ -343,6 +419,7 @@ class Balancer:
         members = self._state(vip).members.values()
         return sorted((m.real for m in members), key=lambda r: _address_sort_key(r.address))
 
+    @_observed
     def add_real(self, vip: Vip, real: Real) -> None:
         """Add one real to a VIP."""
         state = self._state(vip)
@@ -350,6 +427,7 @@ class Balancer:
             raise ExistsError(f"real {real.address} is already in VIP {vip}")
         self.set_reals(vip, [*(m.real for m in state.members.values()), real])
 
+    @_observed
     def remove_real(self, vip: Vip, address: AddressLike) -> None:
         """Remove a real: its flows re-select among the others."""
         state = self._state(vip)
@@ -358,6 +436,7 @@ class Balancer:
             raise NotFoundError(f"real {addr} is not in VIP {vip}")
         self.set_reals(vip, [m.real for m in state.members.values() if m.real.address != addr])
 
+    @_observed
     def set_weight(self, vip: Vip, address: AddressLike, weight: int) -> None:
         """Change one real's weight (0 drains it)."""
         state = self._state(vip)
@@ -369,6 +448,7 @@ class Balancer:
             vip, [Real(r.address, weight, r.mac) if r.address == addr else r for r in reals]
         )
 
+    @_observed
     def set_reals(self, vip: Vip, reals: Iterable[Real]) -> None:
         """Replace the VIP's reals in one transaction (see the module docstring)."""
         state = self._state(vip)
@@ -457,12 +537,15 @@ class Balancer:
         if ring is None:
             with contextlib.suppress(BpfError):
                 self._map["rings"].delete(key)
+            if state.ring is not None:
+                self.ring_swaps += 1
             return
         inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), lib.BPF_F_INNER_MAP)
         try:
             slots = np.arange(len(ring), dtype=np.uint32)
             inner.update_batch(slots.tobytes(), ring.astype(np.uint32).tobytes(), len(ring))
             self._map["rings"].update_fd(key, inner.fd)
+            self.ring_swaps += 1
         finally:
             inner.close()  # the outer map holds its own reference
 
@@ -654,4 +737,4 @@ def _vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
     return vip.family, vip.address.packed, vip.port, vip.proto
 
 
-__all__ = ["Balancer", "RunResult", "counter_names"]
+__all__ = ["Balancer", "RunResult", "UpdateEvent", "UpdateObserver", "counter_names"]

@@ -1,0 +1,483 @@
+"""Prometheus metrics of a running balancer.
+
+    from xlb.metrics import start_metrics_server
+
+    server = start_metrics_server(balancer, "127.0.0.1:9100", health_source=svc.health)
+    ...
+    server.close()
+
+Data-plane counters are read at scrape time, straight from the per-CPU maps
+and summed over CPUs (`BalancerCollector`): nothing is cached, so a scrape
+shows what the kernel counted up to that moment, and a restarted daemon
+reports the same totals (they live in the pinned maps, not in this process).
+Control-plane events (ring swaps, update latency) come from a Balancer
+observer and count what this process did since it started.
+
+Every metric is documented in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .balancer import Balancer, UpdateEvent, counter_names
+from .errors import ConfigError, XlbError
+from .model import Vip
+
+log = logging.getLogger("xlb.metrics")
+
+DEFAULT_ADDRESS = "127.0.0.1:9100"
+#: Where a running metrics server says where it listens (for `xlb list`).
+DISCOVERY_DIR = Path("/run/xlb/metrics")
+
+#: What `health_source()` returns (see `_health_metrics`); usually Service.health.
+HealthSource = Callable[[], Mapping[str, Any]]
+
+# Buckets of the update-latency histogram: map writes take tens of
+# microseconds, a ring of 655373 slots with many reals tens of milliseconds.
+UPDATE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+_CONN_COUNTERS = {
+    "conn_hit": ("xlb_conn_table_hits", "Packets whose flow was found in the connection table."),
+    "conn_miss": (
+        "xlb_conn_table_misses",
+        "Packets with no valid connection-table entry (new flow, or its real was retired).",
+    ),
+    "conn_expired": (
+        "xlb_conn_table_expired",
+        "UDP connection-table entries found older than udp_ttl (the flow re-selected).",
+    ),
+    "conn_syn_reset": (
+        "xlb_conn_table_syn_resets",
+        "TCP SYNs for a 5-tuple already in the table (the flow re-selected).",
+    ),
+}
+
+
+# ============================================================== collector
+
+
+class BalancerCollector(Collector):
+    """Reads the balancer's maps at scrape time (custom collector).
+
+    The daemon changes the Balancer from its event loop while scrapes run
+    in the HTTP server's threads: a VIP removed between listing and reading
+    is skipped, never an error.
+    """
+
+    def __init__(self, balancer: Balancer, health_source: HealthSource | None = None) -> None:
+        self.balancer = balancer
+        self.health_source = health_source
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        lb = self.balancer
+        vip_packets = CounterMetricFamily(
+            "xlb_vip_packets", "Packets forwarded to a real, per VIP.", labels=["vip"]
+        )
+        vip_bytes = CounterMetricFamily(
+            "xlb_vip_bytes",
+            "Bytes (as received, before encapsulation) forwarded, per VIP.",
+            labels=["vip"],
+        )
+        vip_reals = GaugeMetricFamily(
+            "xlb_vip_reals", "Reals configured in the data plane, per VIP.", labels=["vip"]
+        )
+        vip_ring = GaugeMetricFamily(
+            "xlb_vip_ring_size", "Slots of the VIP's Maglev ring.", labels=["vip"]
+        )
+        real_packets = CounterMetricFamily(
+            "xlb_real_packets", "Packets forwarded, per VIP and real.", labels=["vip", "real"]
+        )
+        real_bytes = CounterMetricFamily(
+            "xlb_real_bytes", "Bytes forwarded, per VIP and real.", labels=["vip", "real"]
+        )
+        real_weight = GaugeMetricFamily(
+            "xlb_real_weight", "Maglev weight (0 = draining).", labels=["vip", "real"]
+        )
+        real_share = GaugeMetricFamily(
+            "xlb_real_ring_share",
+            "Fraction of the VIP's ring slots the real owns (0-1).",
+            labels=["vip", "real"],
+        )
+        vips = _snapshot_vips(lb)
+        for vip in vips:
+            name = str(vip)
+            try:
+                stats = lb.stats(vip)
+                per_real = lb.real_stats(vip)
+                reals = lb.reals(vip)
+                shares = lb.ring_shares(vip)
+                ring_size = lb.ring_size(vip)
+            except (KeyError, RuntimeError):  # removed while we read
+                continue
+            vip_packets.add_metric([name], stats.packets)
+            vip_bytes.add_metric([name], stats.bytes)
+            vip_reals.add_metric([name], len(reals))
+            vip_ring.add_metric([name], ring_size)
+            for real in reals:
+                labels = [name, str(real.address)]
+                counter = per_real.get(real.address)
+                if counter is not None:
+                    real_packets.add_metric(labels, counter.packets)
+                    real_bytes.add_metric(labels, counter.bytes)
+                real_weight.add_metric(labels, real.weight)
+                real_share.add_metric(labels, shares.get(real.address, 0.0))
+        yield GaugeMetricFamily("xlb_vips", "VIPs configured in the data plane.", len(vips))
+        yield from (vip_packets, vip_bytes, vip_reals, vip_ring)
+        yield from (real_packets, real_bytes, real_weight, real_share)
+        yield from _global_counters(lb.counters())
+        if self.health_source is not None:
+            try:
+                health = self.health_source()
+            except Exception:  # a broken health source must not break the scrape
+                log.exception("health source failed")
+            else:
+                yield from _health_metrics(health)
+        yield GaugeMetricFamily(
+            "xlb_scrape_duration_seconds",
+            "Time this scrape took to read the data plane.",
+            time.perf_counter() - started,
+        )
+
+
+def _snapshot_vips(lb: Balancer) -> list[Vip]:
+    for _ in range(5):
+        try:
+            return lb.vips()
+        except RuntimeError:  # dict changed size during iteration: try again
+            time.sleep(0.001)
+    return []
+
+
+def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
+    actions = CounterMetricFamily(
+        "xlb_xdp_actions",
+        "Packets by the XDP action the program returned.",
+        labels=["action"],
+    )
+    reasons = CounterMetricFamily(
+        "xlb_packets",
+        "Packets by why the program did what it did (forward, pass_not_vip, drop_no_real, ...).",
+        labels=["reason"],
+    )
+    conn: list[Metric] = []
+    action_names = {"xdp_aborted", "xdp_drop", "xdp_pass", "xdp_tx", "xdp_redirect"}
+    for name in counter_names().values():
+        value = counters.get(name, 0)
+        if name in action_names:
+            actions.add_metric([name.removeprefix("xdp_")], value)
+        elif name in _CONN_COUNTERS:
+            metric, help_text = _CONN_COUNTERS[name]
+            conn.append(CounterMetricFamily(metric, help_text, value=value))
+        else:
+            reasons.add_metric([name], value)
+    yield actions
+    yield reasons
+    yield from conn
+
+
+def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
+    """Health metrics from a snapshot shaped like `Service.metrics()` (or
+    `Service.health()`, which is its "vips" part):
+
+        {"vips": {"10.0.0.1:80/tcp": {"healthy": True, "unhealthy_transitions": 0,
+                  "reals": {"10.0.1.1": {"state": "up", "probes_ok": 5,
+                            "probes_failed": 0, "transitions_up": 0,
+                            "transitions_down": 0, ...}}}},
+         "service": {"reloads": 1, ...}, "probe_path": {"encap_v4": 10, ...}}
+
+    Missing keys are left out; a real without a check ("unchecked") has no
+    xlb_real_up.
+    """
+    real_up = GaugeMetricFamily(
+        "xlb_real_up",
+        "1 if the real passes its health check, 0 if it is down.",
+        labels=["vip", "real"],
+    )
+    transitions = CounterMetricFamily(
+        "xlb_real_health_transitions",
+        "Health state changes of a real, by the state it changed to.",
+        labels=["vip", "real", "to"],
+    )
+    probes = CounterMetricFamily(
+        "xlb_real_health_probes",
+        "Health probes of a real, by result.",
+        labels=["vip", "real", "result"],
+    )
+    vip_healthy = GaugeMetricFamily(
+        "xlb_vip_healthy", "1 if the VIP has a real that is up (it can serve).", labels=["vip"]
+    )
+    vip_unhealthy = CounterMetricFamily(
+        "xlb_vip_unhealthy_transitions",
+        "Times the VIP lost its last healthy real.",
+        labels=["vip"],
+    )
+    vip_serving = GaugeMetricFamily(
+        "xlb_vip_reals_up", "Reals of the VIP that pass their check.", labels=["vip"]
+    )
+    for vip, entry in sorted(_vip_entries(health).items()):
+        if "healthy" in entry:
+            vip_healthy.add_metric([vip], 1.0 if entry["healthy"] else 0.0)
+        if "unhealthy_transitions" in entry:
+            vip_unhealthy.add_metric([vip], entry["unhealthy_transitions"])
+        serving = entry.get("serving", entry.get("reals_up"))
+        if isinstance(serving, int | float):
+            vip_serving.add_metric([vip], serving)
+        for real, state in sorted(_real_entries(entry).items()):
+            labels = [vip, real]
+            up = state.get("state", state.get("up"))
+            if up in ("up", "down", True, False):  # "unchecked": no check, no state
+                real_up.add_metric(labels, 1.0 if up in ("up", True) else 0.0)
+            for key, to in (("transitions_up", "up"), ("transitions_down", "down")):
+                if key in state:
+                    transitions.add_metric([*labels, to], state[key])
+            for key, result in (("probes_ok", "ok"), ("probes_failed", "failed")):
+                if key in state:
+                    probes.add_metric([*labels, result], state[key])
+    yield from (vip_healthy, vip_unhealthy, vip_serving, real_up, transitions, probes)
+    service = health.get("service")
+    if isinstance(service, Mapping):
+        events = CounterMetricFamily(
+            "xlb_service_events",
+            "Events of the xlb serve daemon (reloads, real_up, real_down, ...).",
+            labels=["event"],
+        )
+        for event, count in sorted(service.items()):
+            if isinstance(count, int | float):
+                events.add_metric([str(event)], count)
+        yield events
+    probe_path = health.get("probe_path")
+    if isinstance(probe_path, Mapping):
+        hc = CounterMetricFamily(
+            "xlb_healthcheck_packets",
+            "Health-check probe packets seen by the tc egress program, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(probe_path.items()):
+            if isinstance(count, int | float):
+                hc.add_metric([str(outcome)], count)
+        yield hc
+
+
+def _vip_entries(health: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """`Service.health()` is keyed by VIP; `Service.metrics()` has it under "vips"."""
+    vips = health.get("vips", health)
+    if not isinstance(vips, Mapping):
+        return {}
+    return {str(k): v for k, v in vips.items() if isinstance(v, Mapping)}
+
+
+def _real_entries(entry: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    reals = entry.get("reals", {})
+    if isinstance(reals, Mapping):
+        return {str(k): v for k, v in reals.items() if isinstance(v, Mapping)}
+    if isinstance(reals, list):  # [{"address": ..., "state": ...}, ...]
+        return {str(r.get("address", r.get("real"))): r for r in reals if isinstance(r, Mapping)}
+    return {}
+
+
+# ========================================================= control plane
+
+
+class UpdateMetrics:
+    """Counts the balancer's changes (a Balancer observer): ring swaps per
+    VIP, changes per operation and result, and how long they took."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ring_updates = Counter(
+            "xlb_ring_updates",
+            "Maglev rings swapped in by this control plane, per VIP.",
+            ["vip"],
+            registry=registry,
+        )
+        self.updates = Counter(
+            "xlb_updates",
+            "Changes made to the data plane by this control plane, per operation and result.",
+            ["op", "result"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "xlb_update_duration_seconds",
+            "Time one change of the data plane took (validation, Maglev, map writes).",
+            ["op"],
+            buckets=UPDATE_BUCKETS,
+            registry=registry,
+        )
+
+    def __call__(self, event: UpdateEvent) -> None:
+        self.updates.labels(event.op, "ok" if event.ok else "error").inc()
+        self.duration.labels(event.op).observe(event.seconds)
+        if event.ring_swaps and event.vip is not None:
+            self.ring_updates.labels(str(event.vip)).inc(event.ring_swaps)
+
+
+# ================================================================ server
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """ "HOST:PORT", "[V6]:PORT" or ":PORT" (127.0.0.1) -> (host, port)."""
+    text = address.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"invalid metrics address {address!r}: expected HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"invalid metrics address {address!r}: HOST must be an IP") from None
+    return host, int(port_text)
+
+
+class _Handler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics %s: " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """The HTTP endpoint (GET /metrics) and what feeds it; `close()` stops it."""
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        address: str = DEFAULT_ADDRESS,
+        health_source: HealthSource | None = None,
+    ) -> None:
+        host, port = parse_address(address)
+        self.balancer = balancer
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = BalancerCollector(balancer, health_source)
+        self.registry.register(self.collector)
+        self.updates = UpdateMetrics(self.registry)
+        server_class = _Server6 if ":" in host else _Server
+        try:
+            self._httpd = make_server(
+                host, port, make_wsgi_app(self.registry), server_class, _Handler
+            )
+        except OSError as exc:
+            raise XlbError(f"cannot serve metrics on {address}: {exc.strerror}") from exc
+        bound = self._httpd.server_address
+        self.host, self.port = str(bound[0]), int(bound[1])
+        balancer.add_observer(self.updates)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="xlb-metrics", daemon=True
+        )
+        self._thread.start()
+        self._discovery = self._announce()
+        log.info("metrics on http://%s/metrics", self.address)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/metrics"
+
+    def _announce(self) -> Path | None:
+        """Write where we listen, so `xlb list` on this host finds health states."""
+        if self.balancer.pin_dir is None:
+            return None
+        path = discovery_file(self.balancer.pin_dir)
+        info = {"pid": os.getpid(), "address": self.address, "pin_dir": str(self.balancer.pin_dir)}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(info))
+            tmp.replace(path)
+        except OSError as exc:  # not fatal: only the CLI's health column needs it
+            log.warning("cannot write %s: %s", path, exc)
+            return None
+        return path
+
+    def close(self) -> None:
+        self.balancer.remove_observer(self.updates)
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+        if self._discovery is not None:
+            with contextlib.suppress(OSError):
+                info = json.loads(self._discovery.read_text())
+                if info.get("pid") == os.getpid():
+                    self._discovery.unlink()
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def discovery_file(pin_dir: str | Path) -> Path:
+    """Where the metrics server of the data plane pinned at `pin_dir` announces itself."""
+    key = str(Path(pin_dir)).strip("/").replace("/", "_") or "root"
+    return DISCOVERY_DIR / f"{key}.json"
+
+
+def start_metrics_server(
+    balancer: Balancer,
+    address: str = DEFAULT_ADDRESS,
+    health_source: HealthSource | None = None,
+) -> MetricsServer:
+    """Serve the balancer's metrics on http://ADDRESS/metrics in a thread.
+
+    address: "HOST:PORT" (127.0.0.1 by default: counters are not for the
+        internet; port 0 picks a free port, see `.port`).
+    health_source: a callable returning the health snapshot (e.g. the
+        daemon's `Service.health`), called at each scrape; None: no health
+        metrics.
+    """
+    return MetricsServer(balancer, address, health_source)
+
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "BalancerCollector",
+    "HealthSource",
+    "MetricsServer",
+    "UpdateMetrics",
+    "discovery_file",
+    "parse_address",
+    "start_metrics_server",
+]
