@@ -1,0 +1,1258 @@
+"""The `xlb serve` configuration: a TOML file, its model, diffing and saving.
+
+Three pure parts, no I/O beyond reading the file:
+
+- `load(path)` / `loads(text)` turn TOML into a `Config`. Validation keeps
+  going after the first problem and raises one `ConfigFileError` listing
+  every issue with its location (`lb.toml: vip[1].reals[2].weight: ...`).
+- `diff(running, wanted)` compares two `DataPlaneState`s (what the
+  balancer holds, what it should hold) and returns the ordered list of
+  `Change`s that turn one into the other; `apply(balancer, changes)` runs
+  them, transactionally per VIP.
+- `from_balancer(balancer)` and `dumps(config)` turn a running data plane
+  back into a file that `load()` accepts (for `xlb save`).
+
+The schema is documented in docs/config.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from ._bpf import lib
+from .errors import ConfigError, XlbError
+from .model import (
+    IPPROTO,
+    BalancerConfig,
+    IPAddress,
+    Real,
+    Vip,
+    VipFlags,
+    check_mac,
+    parse_address,
+)
+
+if TYPE_CHECKING:
+    from .balancer import Balancer
+
+XdpMode = Literal["native", "generic"]
+Encapsulation = Literal["ipip", "gue"]
+OnFailure = Literal["remove", "drain"]
+AllDown = Literal["keep", "drop"]
+CheckType = Literal["tcp", "http", "https", "udp", "command"]
+
+XDP_MODES: tuple[XdpMode, ...] = ("native", "generic")
+ENCAPSULATIONS: tuple[Encapsulation, ...] = ("ipip", "gue")
+ON_FAILURE: tuple[OnFailure, ...] = ("remove", "drain")
+ALL_DOWN: tuple[AllDown, ...] = ("keep", "drop")
+CHECK_TYPES: tuple[CheckType, ...] = ("tcp", "http", "https", "udp", "command")
+
+RING_SIZE_DEFAULT = int(lib.XLB_RING_SIZE_DEFAULT)
+RING_SIZE_MAX = int(lib.XLB_RING_SIZE_MAX)
+MAX_WEIGHT = 0xFFFF
+DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/xlb")
+DEFAULT_LOCK_DIR = Path("/run/xlb")
+# Policy-routing table and rule priority of the health-check probe path
+# (see xlb/health.py): arbitrary, but fixed so a restart finds its own.
+DEFAULT_PROBE_TABLE = 30818
+DEFAULT_PROBE_RULE_PRIORITY = 30818
+INTERFACE_RE = re.compile(r"^[^\s/:]{1,15}$")
+
+_DEFAULTS = BalancerConfig()
+
+
+# ================================================================== model
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTiming:
+    """When to probe and how many results in a row change a real's state."""
+
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """How to tell that a real serves a VIP.
+
+    The probe goes to (address, port) -- by default the VIP's own address
+    and port -- through the tunnel to one real (`via_vip`), so it tests the
+    path clients take. Fields that do not apply to `type` keep their default.
+    """
+
+    type: CheckType
+    timing: CheckTiming = CheckTiming()
+    port: int | None = None  # None: the VIP's port
+    address: IPAddress | None = None  # None: the VIP's address
+    via_vip: bool = True  # False: probe the real's own address instead
+    # http / https
+    path: str = "/"
+    host: str | None = None  # Host header; None: the probed address
+    expect_status: tuple[int, ...] = (200,)
+    expect_body: str | None = None
+    tls_verify: bool = False
+    # udp
+    send: str = ""
+    expect: str | None = None  # None: any reply passes
+    # command
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VipConfig:
+    """One VIP of the file: what the data plane gets plus how health acts on it."""
+
+    vip: Vip
+    reals: tuple[Real, ...] = ()
+    flags: VipFlags = VipFlags.NONE  # without GUE: that is `encapsulation`
+    encapsulation: Encapsulation | None = None  # None: the global setting
+    ring_size: int = RING_SIZE_DEFAULT
+    on_failure: OnFailure = "remove"
+    all_down: AllDown = "keep"
+    check: Check | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The [balancer] table: where and how the data plane runs."""
+
+    interface: str | None = None
+    xdp_mode: XdpMode = "native"
+    gateway_mac: str | None = None
+    fib_lookup: bool = False
+    encapsulation: Encapsulation = "ipip"
+    gue_port: int = _DEFAULTS.gue_port
+    mtu: int = _DEFAULTS.mtu
+    pin_dir: Path | None = None  # None: /sys/fs/bpf/xlb/<interface>
+    metrics: str | None = None  # "host:port" to serve metrics on (later)
+    hash_seed: int = _DEFAULTS.hash_seed
+    udp_ttl: float = _DEFAULTS.udp_ttl_s
+    src_v4: str = _DEFAULTS.src_v4
+    src_v6: str = _DEFAULTS.src_v6
+    lock_dir: Path = DEFAULT_LOCK_DIR
+
+    @property
+    def effective_pin_dir(self) -> Path | None:
+        if self.pin_dir is not None:
+            return self.pin_dir
+        return DEFAULT_PIN_ROOT / self.interface if self.interface else None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    """The [health] table: defaults for every check and the probe plumbing."""
+
+    timing: CheckTiming = CheckTiming()
+    route_table: int = DEFAULT_PROBE_TABLE
+    rule_priority: int = DEFAULT_PROBE_RULE_PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole configuration file."""
+
+    settings: Settings = Settings()
+    health: HealthSettings = HealthSettings()
+    vips: tuple[VipConfig, ...] = ()
+    source: str = "<config>"  # the file name, for messages
+
+    def vip(self, vip: Vip) -> VipConfig:
+        for entry in self.vips:
+            if entry.vip == vip:
+                return entry
+        raise KeyError(vip)
+
+
+def balancer_config(settings: Settings) -> BalancerConfig:
+    """The data plane's global settings. GUE is set per VIP, never `gue_all`,
+    so a VIP can override the global encapsulation in either direction."""
+    return BalancerConfig(
+        gateway_mac=settings.gateway_mac,
+        fib_lookup=settings.fib_lookup,
+        src_v4=settings.src_v4,
+        src_v6=settings.src_v6,
+        mtu=settings.mtu,
+        gue_port=settings.gue_port,
+        gue_all=False,
+        hash_seed=settings.hash_seed,
+        udp_ttl_s=settings.udp_ttl,
+    )
+
+
+def effective_encapsulation(entry: VipConfig, settings: Settings) -> Encapsulation:
+    return entry.encapsulation or settings.encapsulation
+
+
+def effective_flags(entry: VipConfig, settings: Settings) -> VipFlags:
+    """The VIP's flags as the data plane stores them (GUE included)."""
+    if effective_encapsulation(entry, settings) == "gue":
+        return entry.flags | VipFlags.GUE
+    return entry.flags & ~VipFlags.GUE
+
+
+def probe_destination(entry: VipConfig) -> tuple[IPAddress, int]:
+    """Where a VIP's check connects: the VIP (or the check's override)."""
+    check = entry.check
+    if check is None:
+        return entry.vip.address, entry.vip.port
+    port = check.port if check.port is not None else entry.vip.port
+    return check.address or entry.vip.address, port
+
+
+# ================================================================= errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a configuration file, with where it is."""
+
+    source: str
+    location: str  # "vip[1].reals[2].weight"; "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.location}" if self.location else self.source
+        return f"{where}: {self.message}"
+
+
+class ConfigFileError(ConfigError):
+    """A configuration file is invalid; `issues` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        count = len(self.issues)
+        head = f"{count} error{'s' if count != 1 else ''} in the configuration"
+        super().__init__("\n".join([head, *(f"  {issue}" for issue in self.issues)]))
+
+
+# ================================================================ loading
+
+T = TypeVar("T")
+
+
+class _Issues:
+    """Collects problems so validation can report all of them at once."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[ConfigIssue] = []
+
+    def add(self, location: str, message: str) -> None:
+        self.items.append(ConfigIssue(self.source, location, message))
+
+
+class _Table:
+    """A TOML table being read: typed getters that record issues, not raise.
+
+    A getter returns the default when the key is missing *or* invalid (the
+    issue is recorded), so reading can go on and find the next problem.
+    `finish()` reports keys nobody asked for: a typo is an error, not a
+    silently ignored setting.
+    """
+
+    def __init__(self, data: Mapping[str, Any], path: str, issues: _Issues) -> None:
+        self.data = data
+        self.path = path
+        self.issues = issues
+        self.seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> None:
+        self.issues.add(self.where(key) if key else self.path, message)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def _get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def raw(self, key: str) -> Any:
+        return self._get(key)
+
+    def get_str(
+        self, key: str, default: T, choices: Sequence[str] | None = None, required: bool = False
+    ) -> str | T:
+        value = self._get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return default
+        if not isinstance(value, str):
+            self.error(key, f"must be a string, not {_kind(value)}")
+            return default
+        if choices is not None and value not in choices:
+            self.error(key, f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+            return default
+        return value
+
+    def get_int(self, key: str, default: T, low: int, high: int, required: bool = False) -> int | T:
+        value = self._get(key)
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            bound = f">= {low}" if high >= 2**62 else f"{low}-{high}"
+            self.error(key, f"must be an integer {bound}, not {value!r}")
+            return default
+        return value
+
+    def get_float(self, key: str, default: float, low: float, high: float = math.inf) -> float:
+        """Seconds and the like: an integer or a float, low < value <= high."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(key, f"must be a number, not {_kind(value)}")
+            return default
+        if not (low < value <= high) or math.isnan(value):
+            self.error(
+                key,
+                f"must be a number > {low:g}" + (f" and <= {high:g}" if high < math.inf else ""),
+            )
+            return default
+        return float(value)
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.error(key, f"must be true or false, not {value!r}")
+            return default
+        return value
+
+    def table(self, key: str) -> _Table | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.error(key, f"must be a table, not {_kind(value)}")
+            return None
+        return _Table(value, self.where(key), self.issues)
+
+    def tables(self, key: str) -> list[_Table]:
+        """An array of tables ([[key]]), each with its index in its path."""
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.error(key, f"must be an array of tables ([[{key}]]), not {_kind(value)}")
+            return []
+        return [_Table(v, f"{self.where(key)}[{i}]", self.issues) for i, v in enumerate(value)]
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                self.error(key, "unknown key")
+
+
+def _kind(value: object) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    names |= {list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _guard(issues: _Issues, location: str, make: Callable[[], T]) -> T | None:
+    """Build a model value; a ConfigError it raises becomes an issue."""
+    try:
+        return make()
+    except ConfigError as exc:
+        issues.add(location, str(exc))
+        return None
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a configuration file (every issue reported at once)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigFileError(
+            [ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]
+        ) from None
+    return loads(text, source=str(path))
+
+
+def loads(text: str, source: str = "<config>") -> Config:
+    """Validate configuration text; `source` names it in messages."""
+    issues = _Issues(source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError([ConfigIssue(source, "", f"invalid TOML: {exc}")]) from None
+    config = _read_config(_Table(data, "", issues), source)
+    if issues.items or config is None:
+        raise ConfigFileError(issues.items)
+    return config
+
+
+def _read_config(root: _Table, source: str) -> Config | None:
+    settings_table = root.table("balancer")
+    settings = _read_settings(settings_table or _Table({}, "balancer", root.issues))
+    health_table = root.table("health")
+    health = _read_health(health_table or _Table({}, "health", root.issues))
+    vips = [_read_vip(t, settings, health) for t in root.tables("vip")]
+    root.finish()
+    _check_vips_unique(root.issues, vips)
+    if any(v is None for v in vips):
+        return None
+    return Config(settings, health, tuple(cast(list[VipConfig], vips)), source)
+
+
+def _read_settings(t: _Table) -> Settings:
+    d = Settings()
+    interface = t.get_str("interface", None)
+    if interface is not None and not INTERFACE_RE.match(interface):
+        t.error("interface", f"{interface!r} is not a valid interface name")
+        interface = None
+    settings = Settings(
+        interface=interface,
+        xdp_mode=cast(XdpMode, t.get_str("xdp_mode", d.xdp_mode, XDP_MODES)),
+        gateway_mac=_mac(t, "gateway_mac"),
+        fib_lookup=t.get_bool("fib_lookup", d.fib_lookup),
+        encapsulation=cast(
+            Encapsulation, t.get_str("encapsulation", d.encapsulation, ENCAPSULATIONS)
+        ),
+        gue_port=t.get_int("gue_port", d.gue_port, 1, 65535),
+        mtu=_mtu(t),
+        pin_dir=_path(t, "pin_dir", None),
+        metrics=_metrics_address(t),
+        hash_seed=t.get_int("hash_seed", d.hash_seed, 0, 2**32 - 1),
+        udp_ttl=t.get_float("udp_ttl", d.udp_ttl, 0.0),
+        src_v4=_source_prefix(t, "src_v4", 4, d.src_v4),
+        src_v6=_source_prefix(t, "src_v6", 6, d.src_v6),
+        lock_dir=_path(t, "lock_dir", d.lock_dir) or d.lock_dir,
+    )
+    t.finish()
+    return settings
+
+
+def _mac(t: _Table, key: str) -> str | None:
+    value = t.get_str(key, None)
+    if value is None:
+        return None
+    try:
+        return check_mac(value)
+    except ConfigError:
+        t.error(key, f"{value!r} is not a MAC address (six hex bytes like 02:00:00:00:00:01)")
+        return None
+
+
+def _mtu(t: _Table) -> int:
+    value = t.get_int("mtu", _DEFAULTS.mtu, 0, 65535)
+    if value != 0 and value < 576:
+        t.error("mtu", f"must be 0 (no check) or 576-65535, not {value}")
+        return _DEFAULTS.mtu
+    return value
+
+
+def _path(t: _Table, key: str, default: Path | None) -> Path | None:
+    value = t.get_str(key, None)
+    if value is None:
+        return default
+    if not value.startswith("/"):
+        t.error(key, f"must be an absolute path, not {value!r}")
+        return default
+    return Path(value)
+
+
+def _metrics_address(t: _Table) -> str | None:
+    value = t.get_str("metrics", None)
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d{1,5})", value)
+    host_ok = False
+    if match:
+        try:
+            ipaddress.ip_address(match.group(1).strip("[]"))
+            host_ok = True
+        except ValueError:
+            host_ok = re.fullmatch(r"[A-Za-z0-9.-]+", match.group(1)) is not None
+    if not match or not host_ok or not 0 <= int(match.group(2)) <= 65535:
+        t.error("metrics", f"must be HOST:PORT (like 127.0.0.1:9100 or [::1]:9100), not {value!r}")
+        return None
+    return value
+
+
+def _source_prefix(t: _Table, key: str, version: int, default: str) -> str:
+    value = t.get_str(key, default)
+    try:
+        if ipaddress.ip_address(value).version == version:
+            return value
+    except ValueError:
+        pass
+    t.error(key, f"must be an IPv{version} address, not {value!r}")
+    return default
+
+
+def _read_timing(t: _Table, base: CheckTiming) -> CheckTiming:
+    interval = t.get_float("interval", base.interval, 0.0, 3600.0)
+    timeout = t.get_float("timeout", base.timeout, 0.0, 3600.0)
+    if timeout > interval:
+        # A probe must end before the next one starts; an inherited timeout
+        # shrinks to fit a shorter interval, an explicit one is an error.
+        if t.has("timeout"):
+            t.error("timeout", f"must be <= interval ({timeout:g} > {interval:g})")
+        timeout = interval
+    return CheckTiming(
+        interval=interval,
+        timeout=timeout,
+        rise=t.get_int("rise", base.rise, 1, 1000),
+        fall=t.get_int("fall", base.fall, 1, 1000),
+    )
+
+
+def _read_health(t: _Table) -> HealthSettings:
+    d = HealthSettings()
+    health = HealthSettings(
+        timing=_read_timing(t, d.timing),
+        route_table=t.get_int("route_table", d.route_table, 1, 2**31 - 1),
+        rule_priority=t.get_int("rule_priority", d.rule_priority, 1, 2**31 - 1),
+    )
+    t.finish()
+    return health
+
+
+def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfig | None:
+    issues = t.issues
+    address = t.get_str("address", None, required=True)
+    port = t.get_int("port", None, 0, 65535, required=True)
+    proto = t.get_str("protocol", "tcp", tuple(IPPROTO))
+    vip = None
+    if address is not None and port is not None:
+        vip = _guard(issues, t.where("address"), lambda: Vip(address, port, proto))
+    flags, encapsulation = _read_flags(t)
+    ring_size = _ring_size(t)
+    on_failure = cast(OnFailure, t.get_str("on_failure", "remove", ON_FAILURE))
+    all_down = cast(AllDown, t.get_str("all_down", "keep", ALL_DOWN))
+    reals = [_read_real(r) for r in t.tables("reals")]
+    check_table = t.table("check")
+    check = _read_check(check_table, health.timing) if check_table is not None else None
+    t.finish()
+    if vip is None or None in reals or (check_table is not None and check is None):
+        return None
+    entry = VipConfig(
+        vip=vip,
+        reals=tuple(cast(list[Real], reals)),
+        flags=flags,
+        encapsulation=encapsulation,
+        ring_size=ring_size,
+        on_failure=on_failure,
+        all_down=all_down,
+        check=check,
+    )
+    _check_vip_consistency(t, entry, settings)
+    return entry
+
+
+def _read_flags(t: _Table) -> tuple[VipFlags, Encapsulation | None]:
+    encapsulation = cast(Encapsulation | None, t.get_str("encapsulation", None, ENCAPSULATIONS))
+    raw = t.raw("flags")
+    if raw is None:
+        return VipFlags.NONE, encapsulation
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        t.error("flags", f"must be an array of flag names, not {_kind(raw)}")
+        return VipFlags.NONE, encapsulation
+    flags = _guard(t.issues, t.where("flags"), lambda: VipFlags.parse(raw))
+    if flags is None:
+        return VipFlags.NONE, encapsulation
+    if VipFlags.NO_SPORT in flags and VipFlags.DPORT_ONLY in flags:
+        t.error("flags", "no_sport and dport_only exclude each other")
+    if VipFlags.GUE in flags:
+        # "gue" as a flag is another way to say encapsulation = "gue".
+        if encapsulation == "ipip":
+            t.error("flags", 'flag "gue" contradicts encapsulation = "ipip"')
+        encapsulation = "gue"
+        flags &= ~VipFlags.GUE
+    return flags, encapsulation
+
+
+def _ring_size(t: _Table) -> int:
+    size = t.get_int("ring_size", RING_SIZE_DEFAULT, 2, RING_SIZE_MAX)
+    if not is_prime(size):
+        t.error("ring_size", f"must be a prime number (like 65537 or 655373), not {size}")
+        return RING_SIZE_DEFAULT
+    return size
+
+
+def _read_real(t: _Table) -> Real | None:
+    address = t.get_str("address", None, required=True)
+    weight = t.get_int("weight", 1, 0, MAX_WEIGHT)
+    mac = _mac(t, "mac")
+    t.finish()
+    if address is None:
+        return None
+    try:
+        parse_address(address)
+    except ConfigError:
+        t.error("address", f"{address!r} is not an IPv4 or IPv6 address")
+        return None
+    return _guard(t.issues, t.path, lambda: Real(address, weight, mac))
+
+
+_CHECK_KEYS: dict[str, set[str]] = {
+    "tcp": set(),
+    "http": {"path", "host", "expect_status", "expect_body"},
+    "https": {"path", "host", "expect_status", "expect_body", "tls_verify"},
+    "udp": {"send", "expect"},
+    "command": {"command"},
+}
+_COMMON_CHECK_KEYS = {"type", "port", "address", "via_vip", "interval", "timeout", "rise", "fall"}
+
+
+def _read_check(t: _Table, defaults: CheckTiming) -> Check | None:
+    kind = t.get_str("type", None, CHECK_TYPES, required=True)
+    if kind is None:
+        t.seen.update(t.data)  # without a type, other keys cannot be judged
+        return None
+    for key in t.data:
+        if key not in _COMMON_CHECK_KEYS and key not in _CHECK_KEYS[kind]:
+            t.seen.add(key)
+            known = set().union(*_CHECK_KEYS.values())
+            hint = f"not used by a {kind!r} check" if key in known else "unknown key"
+            t.error(key, hint)
+    check = Check(
+        type=cast(CheckType, kind),
+        timing=_read_timing(t, defaults),
+        port=t.get_int("port", None, 1, 65535),
+        address=_check_address(t),
+        via_vip=t.get_bool("via_vip", True),
+        path=_http_path(t),
+        host=t.get_str("host", None),
+        expect_status=_expect_status(t),
+        expect_body=t.get_str("expect_body", None),
+        tls_verify=t.get_bool("tls_verify", False),
+        send=t.get_str("send", ""),
+        expect=t.get_str("expect", None),
+        command=_command(t, kind),
+    )
+    t.finish()
+    return check
+
+
+def _check_address(t: _Table) -> IPAddress | None:
+    value = t.get_str("address", None)
+    if value is None:
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        t.error("address", f"{value!r} is not an IPv4 or IPv6 address")
+        return None
+
+
+def _http_path(t: _Table) -> str:
+    path = t.get_str("path", "/")
+    if not path.startswith("/") or any(c in path for c in " \r\n"):
+        t.error("path", f"must start with / and contain no spaces, not {path!r}")
+        return "/"
+    return path
+
+
+def _expect_status(t: _Table) -> tuple[int, ...]:
+    raw = t.raw("expect_status")
+    if raw is None:
+        return (200,)
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in values
+    ):
+        t.error(
+            "expect_status", f"must be an HTTP status (100-599) or an array of them, not {raw!r}"
+        )
+        return (200,)
+    return tuple(values)
+
+
+def _command(t: _Table, kind: str) -> tuple[str, ...]:
+    raw = t.raw("command")
+    if raw is None:
+        if kind == "command":
+            t.error("command", 'is required for a "command" check (an array: program, args...)')
+        return ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, str) for v in raw):
+        t.error(
+            "command", 'must be a non-empty array of strings, like ["/usr/bin/check", "{real}"]'
+        )
+        return ()
+    return tuple(raw)
+
+
+def _check_vip_consistency(t: _Table, entry: VipConfig, settings: Settings) -> None:
+    """Rules that need the whole VIP (and the global settings) at once."""
+    vip = entry.vip
+    seen: dict[IPAddress, int] = {}
+    for i, real in enumerate(entry.reals):
+        where = f"{t.path}.reals[{i}]"
+        if real.address in seen:
+            t.issues.add(
+                f"{where}.address", f"{real.address} is already reals[{seen[real.address]}]"
+            )
+        seen.setdefault(real.address, i)
+        if vip.family == 6 and real.address.version == 4:
+            t.issues.add(
+                f"{where}.address", f"IPv4 real for IPv6 VIP {vip} (no 6-in-4 encapsulation)"
+            )
+        if real.mac is None and settings.gateway_mac is None and not settings.fib_lookup:
+            t.issues.add(
+                where,
+                "no next hop: set mac here, or balancer.gateway_mac, or balancer.fib_lookup = true",
+            )
+    serving = sum(1 for r in entry.reals if r.weight > 0)
+    if serving > entry.ring_size:
+        t.error("ring_size", f"{entry.ring_size} is smaller than the {serving} serving reals")
+    check = entry.check
+    if check is not None and check.port is None and vip.port == 0 and check.type != "command":
+        t.issues.add(f"{t.path}.check.port", "is required: the VIP has port 0 (every port)")
+    if check is not None and check.address is not None and check.address.version != vip.family:
+        t.issues.add(f"{t.path}.check.address", f"must be an IPv{vip.family} address like the VIP")
+    if check is not None and check.type == "udp" and vip.proto == "tcp" and check.port is None:
+        t.issues.add(f"{t.path}.check.type", "a udp check of a tcp VIP needs its own port")
+
+
+def _check_vips_unique(issues: _Issues, vips: list[VipConfig | None]) -> None:
+    seen: dict[Vip, int] = {}
+    for i, entry in enumerate(vips):
+        if entry is None:
+            continue
+        if entry.vip in seen:
+            issues.add(f"vip[{i}]", f"VIP {entry.vip} is already vip[{seen[entry.vip]}]")
+        seen.setdefault(entry.vip, i)
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+# ========================================================== desired state
+
+
+@dataclass(frozen=True, slots=True)
+class VipState:
+    """One VIP as the data plane holds it. `reals` is sorted by address."""
+
+    flags: VipFlags
+    ring_size: int
+    reals: tuple[Real, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reals", sort_reals(self.reals))
+
+
+@dataclass(frozen=True, slots=True)
+class DataPlaneState:
+    """Everything `diff` compares. `config` None: leave the global settings alone."""
+
+    vips: Mapping[Vip, VipState] = field(default_factory=dict)
+    config: BalancerConfig | None = None
+
+
+def sort_reals(reals: Iterable[Real]) -> tuple[Real, ...]:
+    return tuple(sorted(reals, key=lambda r: (r.address.version, r.address.packed)))
+
+
+def vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
+    return vip.family, vip.address.packed, vip.port, vip.proto
+
+
+def desired_state(
+    config: Config, reals_of: Callable[[VipConfig], Iterable[Real]] | None = None
+) -> DataPlaneState:
+    """What the data plane should hold for `config`.
+
+    `reals_of` lets the health checker substitute each VIP's reals (down
+    ones removed or drained); by default every configured real serves.
+    """
+    pick = reals_of or (lambda entry: entry.reals)
+    vips = {
+        entry.vip: VipState(
+            effective_flags(entry, config.settings), entry.ring_size, tuple(pick(entry))
+        )
+        for entry in config.vips
+    }
+    return DataPlaneState(vips, balancer_config(config.settings))
+
+
+def state_of_balancer(balancer: Balancer) -> DataPlaneState:
+    """What a running balancer holds, in the form `diff` compares."""
+    vips = {
+        vip: VipState(balancer.vip_flags(vip), balancer.ring_size(vip), tuple(balancer.reals(vip)))
+        for vip in balancer.vips()
+    }
+    return DataPlaneState(vips, balancer.config)
+
+
+# ================================================================ changes
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """Replace the global data-plane settings."""
+
+    config: BalancerConfig
+    vip: None = None
+
+    def apply(self, balancer: Balancer) -> None:
+        balancer.configure(self.config)
+
+    def __str__(self) -> str:
+        return "configure"
+
+
+@dataclass(frozen=True, slots=True)
+class AddVip:
+    vip: Vip
+    flags: VipFlags
+    ring_size: int
+
+    def apply(self, balancer: Balancer) -> None:
+        balancer.add_vip(self.vip, self.flags, self.ring_size)
+
+    def __str__(self) -> str:
+        flags = ",".join(self.flags.names()) or "none"
+        return f"add vip {self.vip} flags={flags} ring_size={self.ring_size}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetVipFlags:
+    vip: Vip
+    flags: VipFlags
+
+    def apply(self, balancer: Balancer) -> None:
+        balancer.set_vip_flags(self.vip, self.flags)
+
+    def __str__(self) -> str:
+        return f"set flags {self.vip} {','.join(self.flags.names()) or 'none'}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetReals:
+    vip: Vip
+    reals: tuple[Real, ...]
+
+    def apply(self, balancer: Balancer) -> None:
+        balancer.set_reals(self.vip, self.reals)
+
+    def __str__(self) -> str:
+        reals = " ".join(f"{r.address}*{r.weight}" for r in self.reals) or "(none)"
+        return f"set reals {self.vip} {reals}"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveVip:
+    vip: Vip
+
+    def apply(self, balancer: Balancer) -> None:
+        balancer.remove_vip(self.vip)
+
+    def __str__(self) -> str:
+        return f"remove vip {self.vip}"
+
+
+Change = Configure | AddVip | SetVipFlags | SetReals | RemoveVip
+
+
+def diff(running: DataPlaneState | Config, wanted: DataPlaneState | Config) -> list[Change]:
+    """The changes that turn `running` into `wanted`, in the order to apply them.
+
+    Order: the global settings, then each added or changed VIP in address
+    order (add, flags, reals), then the removed VIPs. Adding before removing
+    means a failure half-way leaves old services up rather than new ones
+    missing. A VIP whose ring size changes is removed and added again (the
+    data plane cannot resize a ring in place; its flows re-select).
+    Equal states give an empty list.
+    """
+    old, new = _as_state(running), _as_state(wanted)
+    changes: list[Change] = []
+    if new.config is not None and new.config != old.config:
+        changes.append(Configure(new.config))
+    for vip in sorted(new.vips, key=vip_sort_key):
+        changes += _vip_changes(vip, old.vips.get(vip), new.vips[vip])
+    for vip in sorted(old.vips.keys() - new.vips.keys(), key=vip_sort_key):
+        changes.append(RemoveVip(vip))
+    return changes
+
+
+def _as_state(value: DataPlaneState | Config) -> DataPlaneState:
+    return desired_state(value) if isinstance(value, Config) else value
+
+
+def _vip_changes(vip: Vip, old: VipState | None, new: VipState) -> list[Change]:
+    out: list[Change] = []
+    if old is not None and old.ring_size != new.ring_size:
+        out.append(RemoveVip(vip))
+        old = None
+    if old is None:
+        out.append(AddVip(vip, new.flags, new.ring_size))
+        if new.reals:
+            out.append(SetReals(vip, new.reals))
+        return out
+    if old.flags != new.flags:
+        out.append(SetVipFlags(vip, new.flags))
+    if old.reals != new.reals:
+        out.append(SetReals(vip, new.reals))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyFailure:
+    """A group of changes (one VIP's, or the global settings) that was undone."""
+
+    vip: Vip | None
+    changes: tuple[Change, ...]
+    error: Exception
+    undo_error: Exception | None = None  # the rollback failed too (state unknown)
+
+    def __str__(self) -> str:
+        what = f"VIP {self.vip}" if self.vip else "global settings"
+        changes = "; ".join(map(str, self.changes))
+        if self.undo_error is not None:
+            return f"{what}: {self.error} (undo of [{changes}] failed: {self.undo_error})"
+        return f"{what}: {self.error} (undone: {changes})"
+
+
+def apply(balancer: Balancer, changes: Sequence[Change]) -> list[ApplyFailure]:
+    """Apply changes; each VIP's group is all-or-nothing.
+
+    A group that fails is rolled back to the VIP's state before the group
+    and reported; the other groups still go ahead (one bad VIP does not
+    keep the rest of a reload from taking effect).
+    """
+    failures: list[ApplyFailure] = []
+    for vip, group in _groups(changes):
+        snapshot = _snapshot(balancer, vip)
+        try:
+            for change in group:
+                change.apply(balancer)
+        except XlbError as exc:
+            failures.append(ApplyFailure(vip, tuple(group), exc, _undo(balancer, vip, snapshot)))
+    return failures
+
+
+def _undo(balancer: Balancer, vip: Vip | None, snapshot: _Snapshot) -> XlbError | None:
+    try:
+        _restore(balancer, vip, snapshot)
+    except XlbError as exc:  # reported with the failure; nothing more to try
+        return exc
+    return None
+
+
+def _groups(changes: Sequence[Change]) -> list[tuple[Vip | None, list[Change]]]:
+    """Consecutive changes of the same VIP form one group."""
+    groups: list[tuple[Vip | None, list[Change]]] = []
+    for change in changes:
+        if groups and groups[-1][0] == change.vip and change.vip is not None:
+            groups[-1][1].append(change)
+        else:
+            groups.append((change.vip, [change]))
+    return groups
+
+
+_Snapshot = VipState | BalancerConfig | None
+
+
+def _snapshot(balancer: Balancer, vip: Vip | None) -> _Snapshot:
+    if vip is None:
+        return balancer.config
+    if vip not in balancer.vips():
+        return None
+    return VipState(balancer.vip_flags(vip), balancer.ring_size(vip), tuple(balancer.reals(vip)))
+
+
+def _restore(balancer: Balancer, vip: Vip | None, snapshot: _Snapshot) -> None:
+    """Put one VIP (or the global settings) back as `_snapshot` saw it."""
+    if isinstance(snapshot, BalancerConfig):
+        balancer.configure(snapshot)
+        return
+    if vip is None:
+        return
+    present = vip in balancer.vips()
+    if snapshot is None:
+        if present:
+            balancer.remove_vip(vip)
+        return
+    if present and balancer.ring_size(vip) != snapshot.ring_size:
+        balancer.remove_vip(vip)
+        present = False
+    if not present:
+        balancer.add_vip(vip, snapshot.flags, snapshot.ring_size)
+    balancer.set_vip_flags(vip, snapshot.flags)
+    balancer.set_reals(vip, snapshot.reals)
+
+
+# ================================================================= saving
+
+
+def from_balancer(balancer: Balancer, base: Config | None = None) -> Config:
+    """A running data plane as a Config (for `xlb save`).
+
+    Global settings and VIPs come from the balancer; what the data plane
+    does not hold (checks, on_failure, all_down, health settings) comes
+    from `base` for VIPs it names, else the defaults.
+    """
+    settings = _settings_from(balancer, base.settings if base else Settings())
+    known = {entry.vip: entry for entry in base.vips} if base else {}
+    running = balancer.vips()
+    # The base file's order first, so a saved file diffs well against it.
+    ordered = [vip for vip in known if vip in running] + [v for v in running if v not in known]
+    vips = []
+    for vip in ordered:
+        flags = balancer.vip_flags(vip)
+        is_gue = VipFlags.GUE in flags or balancer.config.gue_all
+        encapsulation: Encapsulation = "gue" if is_gue else "ipip"
+        template = known.get(vip, VipConfig(vip))
+        vips.append(
+            replace(
+                template,
+                reals=sort_reals(balancer.reals(vip)),
+                flags=flags & ~VipFlags.GUE,
+                encapsulation=None if encapsulation == settings.encapsulation else encapsulation,
+                ring_size=balancer.ring_size(vip),
+            )
+        )
+    health = base.health if base else HealthSettings()
+    return Config(settings, health, tuple(vips), base.source if base else "<balancer>")
+
+
+def _settings_from(balancer: Balancer, base: Settings) -> Settings:
+    cfg = balancer.config
+    default_pin = DEFAULT_PIN_ROOT / balancer.interface if balancer.interface else None
+    return replace(
+        base,
+        interface=balancer.interface,
+        xdp_mode=balancer.mode,
+        gateway_mac=cfg.gateway_mac,
+        fib_lookup=cfg.fib_lookup,
+        encapsulation="gue" if cfg.gue_all else base.encapsulation,
+        gue_port=cfg.gue_port,
+        mtu=cfg.mtu,
+        pin_dir=balancer.pin_dir if balancer.pin_dir != default_pin else None,
+        hash_seed=cfg.hash_seed,
+        udp_ttl=cfg.udp_ttl_s,
+        src_v4=cfg.src_v4,
+        src_v6=cfg.src_v6,
+    )
+
+
+def dumps(config: Config) -> str:
+    """A Config as TOML that `loads()` reads back to an equal Config.
+
+    Settings equal to their default are left out so the file stays short;
+    VIP fields are written in full so each VIP reads on its own.
+    """
+    out = _TomlWriter()
+    out.table("balancer", _settings_items(config.settings))
+    out.table("health", _health_items(config.health))
+    for entry in config.vips:
+        out.array_table("vip", _vip_items(entry, config.health.timing))
+        for real in entry.reals:
+            items: list[tuple[str, object]] = [
+                ("address", str(real.address)),
+                ("weight", real.weight),
+            ]
+            if real.mac:
+                items.append(("mac", real.mac))
+            out.array_table("vip.reals", items)
+        if entry.check is not None:
+            out.table("vip.check", _check_items(entry.check, config.health.timing))
+    return out.text()
+
+
+def _non_default(pairs: Iterable[tuple[str, object, object]]) -> list[tuple[str, object]]:
+    return [(key, value) for key, value, default in pairs if value is not None and value != default]
+
+
+def _settings_items(s: Settings) -> list[tuple[str, object]]:
+    d = Settings()
+    return _non_default(
+        [
+            ("interface", s.interface, None),
+            ("xdp_mode", s.xdp_mode, d.xdp_mode),
+            ("gateway_mac", s.gateway_mac, None),
+            ("fib_lookup", s.fib_lookup, d.fib_lookup),
+            ("encapsulation", s.encapsulation, d.encapsulation),
+            ("gue_port", s.gue_port, d.gue_port),
+            ("mtu", s.mtu, d.mtu),
+            ("pin_dir", str(s.pin_dir) if s.pin_dir else None, None),
+            ("metrics", s.metrics, None),
+            ("hash_seed", s.hash_seed, d.hash_seed),
+            ("udp_ttl", s.udp_ttl, d.udp_ttl),
+            ("src_v4", s.src_v4, d.src_v4),
+            ("src_v6", s.src_v6, d.src_v6),
+            ("lock_dir", str(s.lock_dir), str(d.lock_dir)),
+        ]
+    )
+
+
+def _timing_items(t: CheckTiming, base: CheckTiming) -> list[tuple[str, object, object]]:
+    return [
+        ("interval", t.interval, base.interval),
+        ("timeout", t.timeout, base.timeout),
+        ("rise", t.rise, base.rise),
+        ("fall", t.fall, base.fall),
+    ]
+
+
+def _health_items(h: HealthSettings) -> list[tuple[str, object]]:
+    d = HealthSettings()
+    return _non_default(
+        [
+            *_timing_items(h.timing, d.timing),
+            ("route_table", h.route_table, d.route_table),
+            ("rule_priority", h.rule_priority, d.rule_priority),
+        ]
+    )
+
+
+def _vip_items(entry: VipConfig, timing: CheckTiming) -> list[tuple[str, object]]:
+    items: list[tuple[str, object]] = [
+        ("address", str(entry.vip.address)),
+        ("port", entry.vip.port),
+        ("protocol", entry.vip.proto),
+        ("flags", entry.flags.names()),
+    ]
+    if entry.encapsulation is not None:
+        items.append(("encapsulation", entry.encapsulation))
+    items += [
+        ("ring_size", entry.ring_size),
+        ("on_failure", entry.on_failure),
+        ("all_down", entry.all_down),
+    ]
+    return items
+
+
+def _check_items(check: Check, health_timing: CheckTiming) -> list[tuple[str, object]]:
+    d = Check(check.type)
+    pairs: list[tuple[str, object, object]] = [
+        ("type", check.type, None),
+        *_timing_items(check.timing, health_timing),
+        ("port", check.port, None),
+        ("address", str(check.address) if check.address else None, None),
+        ("via_vip", check.via_vip, d.via_vip),
+    ]
+    if check.type in ("http", "https"):
+        pairs += [
+            ("path", check.path, d.path),
+            ("host", check.host, None),
+            ("expect_status", list(check.expect_status), list(d.expect_status)),
+            ("expect_body", check.expect_body, None),
+        ]
+    if check.type == "https":
+        pairs.append(("tls_verify", check.tls_verify, d.tls_verify))
+    if check.type == "udp":
+        pairs += [("send", check.send, d.send), ("expect", check.expect, None)]
+    if check.type == "command":
+        pairs.append(("command", list(check.command), None))
+    return _non_default(pairs)
+
+
+class _TomlWriter:
+    """Just enough TOML output for a Config: tables, arrays of tables, scalars."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def table(self, name: str, items: list[tuple[str, object]]) -> None:
+        if items:
+            self._block(f"[{name}]", items)
+
+    def array_table(self, name: str, items: list[tuple[str, object]]) -> None:
+        self._block(f"[[{name}]]", items)
+
+    def _block(self, header: str, items: list[tuple[str, object]]) -> None:
+        if self.lines:
+            self.lines.append("")
+        self.lines.append(header)
+        self.lines += [f"{key} = {toml_value(value)}" for key, value in items]
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def toml_value(value: object) -> str:
+    """One TOML value: string, integer, float, boolean or array of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML cannot hold {value!r} here")
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+_TOML_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+__all__ = [
+    "AddVip",
+    "ApplyFailure",
+    "Change",
+    "Check",
+    "CheckTiming",
+    "Config",
+    "ConfigFileError",
+    "ConfigIssue",
+    "Configure",
+    "DataPlaneState",
+    "HealthSettings",
+    "RemoveVip",
+    "SetReals",
+    "SetVipFlags",
+    "Settings",
+    "VipConfig",
+    "VipState",
+    "apply",
+    "balancer_config",
+    "desired_state",
+    "diff",
+    "dumps",
+    "effective_flags",
+    "from_balancer",
+    "load",
+    "loads",
+    "probe_destination",
+    "state_of_balancer",
+]
