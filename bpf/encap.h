@@ -11,7 +11,7 @@
  * The inner IP packet follows byte for byte as it arrived (any Ethernet
  * padding after it stays after it).
  * Outer: TTL/hop limit 64, TOS/traffic class copied from the inner, IPv4
- * DF set and id 0, IPv6 flow label = hash & 0xfffff; source = config
+ * DF copied from the inner (RFC 2003) and id 0, IPv6 flow label = hash & 0xfffff; source = config
  * source with its low 16 (IPv4) / 32 (IPv6) bits replaced by the flow
  * hash, destination = the real.
  * Next hop: dst MAC = real.mac, else config.gw_mac, else (with
@@ -70,14 +70,14 @@ static __always_inline __be16 gue_src_port(__u32 hash)
 
 static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 					const struct xlb_config *cfg, const struct xlb_real *real,
-					struct next_hop *nh)
+					__u32 hdr_len, struct next_hop *nh)
 {
 	struct bpf_fib_lookup fib;
 	long rc;
 
 	__builtin_memset(&fib, 0, sizeof(fib));
 	fib.ifindex = ctx->ingress_ifindex;
-	fib.tot_len = p->l3_len + outer_hdr_len(real->family, 0);
+	fib.tot_len = p->l3_len + hdr_len;
 	if (real->family == XLB_FAMILY_V4) {
 		fib.family = XLB_AF_INET;
 		fib.tos = p->tos;
@@ -90,7 +90,13 @@ static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 		v6_outer_src(fib.ipv6_src, cfg, p->hash);
 		__builtin_memcpy(fib.ipv6_dst, real->addr, sizeof(fib.ipv6_dst));
 	}
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	/*
+	 * A forwarding lookup (no BPF_FIB_LOOKUP_OUTPUT): with OUTPUT the IPv4
+	 * lookup only considers routes out of the ingress device, so a real
+	 * behind another device would be unreachable. It needs forwarding
+	 * enabled on the ingress device, as any router does.
+	 */
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_ROUTE);
 	__builtin_memcpy(nh->dmac, fib.dmac, 6);
@@ -103,7 +109,8 @@ static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 /* Fill *nh: real.mac, else gw_mac, else the FIB, else DROP_NO_ROUTE. */
 static __always_inline int resolve_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 					    const struct xlb_config *cfg,
-					    const struct xlb_real *real, struct next_hop *nh)
+					    const struct xlb_real *real, __u32 hdr_len,
+					    struct next_hop *nh)
 {
 	nh->ifindex = 0;
 	__builtin_memcpy(nh->smac, p->eth_dst, 6);
@@ -116,7 +123,7 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, struct xlb_pkt *
 		return XLB_CONTINUE;
 	}
 	if (cfg->flags & XLB_CFG_F_FIB_LOOKUP)
-		return fib_next_hop(ctx, p, cfg, real, nh);
+		return fib_next_hop(ctx, p, cfg, real, hdr_len, nh);
 	return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_ROUTE);
 }
 
@@ -181,7 +188,7 @@ static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 	iph->tos = p->tos;
 	iph->tot_len = bpf_htons(p->l3_len + hdr_len);
 	iph->id = 0;
-	iph->frag_off = bpf_htons(XLB_IP_DF);
+	iph->frag_off = p->df ? bpf_htons(XLB_IP_DF) : 0;
 	iph->ttl = XLB_TTL;
 	iph->protocol = gue ? IPPROTO_UDP : IPPROTO_IPIP;
 	iph->check = 0;

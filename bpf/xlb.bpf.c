@@ -163,9 +163,11 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 /*
  * Encapsulate to `real` and transmit; first, for client traffic (reason
  * FORWARD), enforce config.mtu: IPv6, and IPv4 with DF, get an ICMP
- * error back; IPv4 without DF is encapsulated anyway and the outer packet
- * may be fragmented on the way. Routed ICMP errors are never answered with
- * ICMP (RFC 1122), they are forwarded whatever their size.
+ * error back; IPv4 without DF is encapsulated anyway when the real is IPv4
+ * (the outer header copies DF, so routers may fragment it), but answered
+ * like DF when the outer header is IPv6, which routers never fragment.
+ * Routed ICMP errors are never answered with ICMP (RFC 1122), they are
+ * forwarded whatever their size.
  */
 static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p,
 				   const struct xlb_vip_meta *vip, const struct xlb_config *cfg,
@@ -187,10 +189,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p,
 		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
 		if (p->flow.family == XLB_FAMILY_V6)
 			return v6_reply_too_big(ctx, p, mtu);
-		if (p->df)
+		if (p->df || real->family == XLB_FAMILY_V6)
 			return v4_reply_too_big(ctx, p, mtu);
 	}
-	action = resolve_next_hop(ctx, p, cfg, real, &nh);
+	action = resolve_next_hop(ctx, p, cfg, real, hdr_len, &nh);
 	if (action != XLB_CONTINUE)
 		return action;
 	p->reason = reason;

@@ -439,11 +439,27 @@ class Doctor:
                 f"MTU {mtu} (data plane mtu {configured}) fits {needed}-byte encapsulated packets",
             )
 
+    def check_forwarding_for_fib(self) -> int:
+        """bpf_fib_lookup answers only on a device that forwards."""
+        path = Path(f"/proc/sys/net/ipv4/conf/{self.interface}/forwarding")
+        if not path.exists() or path.read_text().strip() == "1":
+            return 0
+        self.add(
+            "fail",
+            "route",
+            f"fib_lookup is on but IPv4 forwarding is off on {self.interface}: the kernel's "
+            "FIB lookup refuses, so reals without a MAC are dropped (drop_no_route)",
+            f"sysctl -w net.ipv4.conf.{self.interface}.forwarding=1",
+        )
+        return 1
+
     def check_next_hops(self, lb: Any) -> None:
         cfg = lb.config
         neighbours = _ip_json("neigh", "show", "dev", self.interface) or []
         macs = {str(n.get("lladdr", "")).lower() for n in neighbours}
         problems = 0
+        if cfg.fib_lookup:
+            problems += self.check_forwarding_for_fib()
         for vip in lb.vips():
             for real in lb.reals(vip):
                 if real.mac:

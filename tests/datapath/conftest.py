@@ -30,3 +30,26 @@ def lb():  # type: ignore[no-untyped-def]
     balancer = Balancer(config=BalancerConfig(gateway_mac=GATEWAY_MAC))
     yield balancer
     balancer.close()
+
+
+@pytest.fixture(scope="session")
+def shared_balancer():  # type: ignore[no-untyped-def]
+    """One test-run-only Balancer for the packet tables: loading the object
+    costs ~0.3 s, so the table cases share it and `packet_lb` resets it."""
+    from xlb import Balancer
+
+    balancer = Balancer()
+    yield balancer
+    balancer.close()
+
+
+@pytest.fixture
+def packet_lb(shared_balancer):  # type: ignore[no-untyped-def]
+    """`packet_lb(setup)`: the shared Balancer programmed with exactly a
+    pkt_defs.Setup's services and config, connection tables emptied."""
+    from pkt_defs import apply
+
+    def program(setup):  # type: ignore[no-untyped-def]
+        return apply(shared_balancer, setup)
+
+    yield program
