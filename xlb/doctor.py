@@ -446,7 +446,7 @@ class Doctor:
             return 0
         self.add(
             "fail",
-            "route",
+            "forwarding",
             f"fib_lookup is on but IPv4 forwarding is off on {self.interface}: the kernel's "
             "FIB lookup refuses, so reals without a MAC are dropped (drop_no_route)",
             f"sysctl -w net.ipv4.conf.{self.interface}.forwarding=1",

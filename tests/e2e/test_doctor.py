@@ -106,11 +106,14 @@ def test_balancer_traps_are_found_then_cleared(make_netns: Any, pin_dir: Path) -
         code, report = doctor(lb_ns, "-i", "eth0", "--pin-dir", str(pin_dir))
         assert report["role"] == "balancer" and code == 1
         problems = failed(report)
-        assert set(problems) == {"mode", "checksum", "mtu", "route", "rp_filter"}, problems
+        assert set(problems) == {"mode", "checksum", "mtu", "route", "rp_filter", "forwarding"}, (
+            problems
+        )
         assert "peer eth1" in problems["mode"] and "runs no XDP program" in problems["mode"]
         assert "checksum offload trap" in problems["checksum"] and "eth1" in problems["checksum"]
         assert "MTU too small" in problems["mtu"] and "1600" in problems["mtu"]
         assert "no route to real 10.30.1.2" in problems["route"]
+        assert "forwarding is off on eth0" in problems["forwarding"]
         assert "drops replies from 10.100.0.1" in problems["rp_filter"]
 
         # The fixes the doctor suggests.
@@ -122,6 +125,8 @@ def test_balancer_traps_are_found_then_cleared(make_netns: Any, pin_dir: Path) -
             netns.run(ns, ["ip", "link", "set", dev, "mtu", "1600"])
         netns.run(lb_ns, ["ip", "route", "add", "10.30.0.0/16", "via", "10.0.0.2"])
         netns.run(lb_ns, ["ip", "route", "add", "10.100.0.0/24", "via", "10.0.0.2"])
+        with netns.enter(lb_ns):  # the kernel's FIB lookup answers only where it forwards
+            _sysctl({"net.ipv4.conf.eth0.forwarding": 1})
         code, report = doctor(lb_ns, "-i", "eth0", "--pin-dir", str(pin_dir))
         assert failed(report) == {} and code == 0, report
         ok = {f["check"] for f in report["findings"] if f["status"] == "ok"}
