@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,50 @@ def test_stats_and_counters_count_what_was_forwarded(lb: Balancer) -> None:
     assert counters["forward"] == 100
     assert counters["pass_not_vip"] == 1
     assert counters["xdp_pass"] == 1
+
+
+def age_connection_table(lb: Balancer, seconds: float) -> int:
+    """Make every connection-table entry look idle for `seconds` (returns how many)."""
+    from xlb._abi import parse_conn, to_bytes
+    from xlb._bpf import ffi
+
+    now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns()
+    aged = 0
+    for name in ("conn_v4", "conn_v6"):
+        table = lb.map(name)
+        for key, value in list(table.items()):
+            real_id, gen, _ = parse_conn(value)
+            conn = ffi.new("struct xlb_conn *")
+            conn.real_id, conn.real_gen = real_id, gen
+            conn.atime_ns = max(0, now_ns - int(seconds * 1e9))
+            table.update(key, to_bytes(conn))
+            aged += 1
+    return aged
+
+
+def test_idle_tcp_keeps_its_real_idle_udp_reselects(lb: Balancer) -> None:
+    """No timer on TCP entries: the pooled connection idle for hours that IPVS
+    would have expired keeps its real, even after the ring changed."""
+    udp_vip = Vip("10.200.0.1", 53, "udp")
+    lb.configure(BalancerConfig(gateway_mac=GATEWAY_MAC, udp_ttl_s=30))
+    for vip in (VIP4, udp_vip):
+        lb.add_vip(vip)
+        lb.set_reals(vip, REALS4)
+    tcp_flows = random_flows(200, VIP4, seed=21)
+    udp_flows = random_flows(200, udp_vip, seed=22)
+    tcp_owner = {f: destination(lb, packet_for(f, "S")) for f in tcp_flows}
+    udp_owner = {f: destination(lb, packet_for(f)) for f in udp_flows}
+    assert age_connection_table(lb, 8 * 3600) == 400
+
+    new_reals = [Real("10.0.0.1", weight=4), *REALS4[1:], Real("10.0.0.5", weight=4)]
+    for vip in (VIP4, udp_vip):
+        lb.set_reals(vip, new_reals)
+    for f in tcp_flows:
+        assert destination(lb, packet_for(f, "A")) == tcp_owner[f]
+    moved = 0
+    for f in udp_flows:
+        now = destination(lb, packet_for(f))
+        assert now == str(lb.predict(f))  # expired: the new ring decides
+        moved += now != udp_owner[f]
+    assert moved > 0
+    assert lb.counters()["conn_expired"] == len(udp_flows)
