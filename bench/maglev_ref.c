@@ -100,18 +100,17 @@ static int compare_remainders(const void *a, const void *b)
  * the algorithm, not malloc.
  */
 struct scratch {
-	uint32_t *participant;  /* canonical index of each participant */
+	uint32_t *participant; /* canonical index of each participant */
 	uint64_t *quota;
 	uint64_t *held;
-	uint64_t *position;     /* current preferred slot of each participant */
+	uint64_t *position; /* current preferred slot of each participant */
 	uint64_t *skip;
 	uint32_t *active;
 	struct remainder *rems;
 };
 
-static void compute_quotas(const struct real *reals, uint32_t m,
-			   const uint32_t *participant, uint64_t size,
-			   struct scratch *s)
+static void compute_quotas(const struct real *reals, uint32_t m, const uint32_t *participant,
+			   uint64_t size, struct scratch *s)
 {
 	uint64_t total_weight = 0, assigned = 0;
 
@@ -131,8 +130,8 @@ static void compute_quotas(const struct real *reals, uint32_t m,
 		s->quota[s->rems[r].index]++;
 }
 
-static void build_table(const struct real *reals, uint32_t n, uint32_t size,
-			int32_t *table, struct scratch *s)
+static void build_table(const struct real *reals, uint32_t n, uint32_t size, int32_t *table,
+			struct scratch *s)
 {
 	uint32_t m = 0, n_active = 0;
 
@@ -287,8 +286,8 @@ int main(int argc, char **argv)
 	s.skip = malloc((n + 1) * sizeof(*s.skip));
 	s.active = malloc((n + 1) * sizeof(*s.active));
 	s.rems = malloc((n + 1) * sizeof(*s.rems));
-	if (!reals || !table || !s.participant || !s.quota || !s.held ||
-	    !s.position || !s.skip || !s.active || !s.rems)
+	if (!reals || !table || !s.participant || !s.quota || !s.held || !s.position || !s.skip ||
+	    !s.active || !s.rems)
 		die("out of memory");
 
 	for (uint32_t r = 0; r < (repeat ? repeat : 1); r++) {
@@ -308,8 +307,7 @@ int main(int argc, char **argv)
 
 	for (uint32_t i = 0; i < size; i++)
 		checksum += (uint64_t)(int64_t)(table[i] + 1) * (2ull * i + 1);
-	printf("n=%u size=%u best_ns=%" PRIu64 " checksum=%" PRIu64 "\n", n,
-	       size, best, checksum);
+	printf("n=%u size=%u best_ns=%" PRIu64 " checksum=%" PRIu64 "\n", n, size, best, checksum);
 	if (dump)
 		for (uint32_t i = 0; i < size; i++)
 			printf("%d\n", table[i]);

@@ -17,7 +17,8 @@ Algorithm: Bob Jenkins' lookup3 ``hashword`` as Linux ``jhash2()`` over
 
 from __future__ import annotations
 
-from typing import Final, Sequence
+from collections.abc import Sequence
+from typing import Final
 
 __all__ = [
     "VIP_F_DPORT_ONLY",
