@@ -234,6 +234,7 @@ class Balancer:
 
     @property
     def program(self) -> Program:
+        """The loaded balancer program (for test runs and introspection)."""
         return self._prog
 
     def map(self, name: str) -> Map:
@@ -258,6 +259,7 @@ class Balancer:
         self._observers.append(observer)
 
     def remove_observer(self, observer: UpdateObserver) -> None:
+        """Stop calling an observer added with add_observer (no error if absent)."""
         with contextlib.suppress(ValueError):
             self._observers.remove(observer)
 
@@ -319,6 +321,7 @@ class Balancer:
 
     @property
     def config(self) -> BalancerConfig:
+        """The data-plane settings in force (the `config` map)."""
         return self._config
 
     @_observed
@@ -336,9 +339,11 @@ class Balancer:
         return sorted(self._vips, key=_vip_sort_key)
 
     def vip_flags(self, vip: Vip) -> VipFlags:
+        """The VIP's behaviour flags."""
         return self._state(vip).flags
 
     def ring_size(self, vip: Vip) -> int:
+        """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
     @_observed

@@ -54,6 +54,7 @@ class VipFlags(enum.IntFlag):
         return flags
 
     def names(self) -> list[str]:
+        """The set flags' names in lower case, in bit order."""
         return [m.name.lower() for m in VipFlags if m.value and m in self and m.name]
 
 
@@ -116,6 +117,7 @@ class Vip:
 
     @property
     def family(self) -> int:
+        """4 or 6."""
         return self.address.version
 
     def __str__(self) -> str:

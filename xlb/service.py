@@ -230,6 +230,7 @@ class Service:
 
     @property
     def metrics_url(self) -> str | None:
+        """Where the metrics endpoint listens, or None if it is off."""
         return str(self._metrics.url) if self._metrics is not None else None
 
     async def _release(self) -> None:
