@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +78,41 @@ def best_time(
         table = build()
         best = min(best, time.perf_counter() - start)
     return best, table
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Figure 4 for `python -m bench`: every CONFIGS row, C vs numpy vs Python loop."""
+    repeat = 3 if quick else 10
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = compile_reference(Path(tmp), "gcc")
+        for count, size in CONFIGS:
+            reals = addresses(count)
+            packed = [real.packed for real in reals]
+            c_seconds, c_sum = time_c(binary, reals, size, repeat)
+            np_seconds, table = best_time(partial(maglev.build_table, packed, size), repeat)
+            start = time.perf_counter()
+            literal = maglev.build_table_literally(packed, size)
+            py_seconds = time.perf_counter() - start
+            rows[f"{count}x{size}"] = {
+                "reals": count,
+                "size": size,
+                "c_ms": round(c_seconds * 1e3, 3),
+                "numpy_ms": round(np_seconds * 1e3, 3),
+                "python_loop_ms": round(py_seconds * 1e3, 1),
+                "numpy_vs_c": round(np_seconds / c_seconds, 2),
+                "python_loop_vs_c": round(py_seconds / c_seconds, 1),
+                "tables_equal": checksum(table) == c_sum and bool(np.array_equal(literal, table)),
+            }
+    return {
+        "method": (
+            f"best of {repeat} builds (after one warm-up), from packed addresses to finished "
+            "table; C = bench/maglev_ref.c built with gcc -O2 in this run, timed inside the "
+            "binary; Python loop = xlb.maglev.build_table_literally, one build"
+        ),
+        "rows": rows,
+        "maglev_vs_c": max(r["numpy_vs_c"] for r in rows.values()),
+    }
 
 
 def main() -> int:

@@ -1,0 +1,109 @@
+"""Run the benchmarks: `python3 build.py bench [--quick] [--only NAME ...]`.
+
+Writes bench/results.json (every figure, named) and bench/RESULTS.md (the
+table and the analysis). Each section measures its own baselines in the
+same run; see the docstring of each module for what exactly is timed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # no BLAS threads spinning beside the runs
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from typing import Any
+
+from . import conntable, control, growth, maglev_bench, pktpath, report, throughput
+from .common import BENCH_DIR, log, machine
+
+SECTIONS = {
+    "pktpath": pktpath.run,
+    "conntable": conntable.run,
+    "throughput": throughput.run,
+    "maglev": maglev_bench.run,
+    "control": control.run,
+    "growth": growth.run,
+}
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The named headline figures (worst case over rows)."""
+    s = results["sections"]
+    ratios: dict[str, Any] = {}
+    update: dict[str, Any] = {}
+    if "pktpath" in s:
+        ratios["hit_vs_min_encap"] = s["pktpath"]["hit_vs_min_encap"]
+        ratios["syn_vs_min_encap"] = s["pktpath"]["syn_vs_min_encap"]
+    if "throughput" in s:
+        ratios["xlb_vs_reflector_1core"] = s["throughput"]["xlb_vs_reflector_1core"]
+        ratios["xlb_vs_nft_1core"] = s["throughput"]["xlb_vs_nft_1core"]
+    if "maglev" in s:
+        ratios["maglev_vs_c"] = s["maglev"]["maglev_vs_c"]
+    if "control" in s:
+        for name, value in s["control"]["ms"].items():
+            update[name] = value
+    return {"ratios": ratios, "update_ms": update}
+
+
+TARGETS = {
+    "ratios.hit_vs_min_encap": ("<=", 1.6),
+    "ratios.syn_vs_min_encap": ("<=", 3.0),
+    "ratios.xlb_vs_reflector_1core": (">=", 0.85),
+    "ratios.xlb_vs_nft_1core": (">=", 6.0),
+    "ratios.maglev_vs_c": ("<=", 3.0),
+    "update_ms.set_reals_1000": ("<=", 10.0),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 minutes)")
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run these sections")
+    parser.add_argument("--out", default=str(BENCH_DIR), help="directory for the two reports")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        log("the benchmarks load BPF programs and create namespaces: run as root")
+        return 1
+    started = time.time()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "mode": "quick" if args.quick else "full",
+        "command": "python3 build.py bench" + (" --quick" if args.quick else ""),
+        "sections": {},
+        "errors": {},
+    }
+    for name in args.only or list(SECTIONS):
+        t0 = time.time()
+        log(f"== {name}")
+        try:
+            results["sections"][name] = SECTIONS[name](args.quick)
+        except Exception:
+            results["errors"][name] = traceback.format_exc()
+            log(f"{name} failed:\n{results['errors'][name]}")
+        log(f"== {name}: {time.time() - t0:.1f}s")
+    results.update(summary(results))
+    results["targets"] = {key: {"target": f"{op} {value}"} for key, (op, value) in TARGETS.items()}
+    for key, entry in results["targets"].items():
+        group, name = key.split(".")
+        value = results.get(group, {}).get(name)
+        op, limit = TARGETS[key]
+        entry["value"] = value
+        entry["met"] = None if value is None else (value <= limit if op == "<=" else value >= limit)
+    results["elapsed_s"] = round(time.time() - started, 1)
+    out = os.path.abspath(args.out)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=False)
+        f.write("\n")
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write(report.render(results))
+    log(f"wrote {out}/results.json and {out}/RESULTS.md in {results['elapsed_s']}s")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
