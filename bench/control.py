@@ -13,8 +13,8 @@ Cases (a test-run-only Balancer, ring 65537, IPv4 reals):
   add_real_1000     add one real to a VIP of 1000
   remove_real_1000  remove it again
 Baseline in the same run: `ring_swap_floor`, the kernel work any ring
-change needs (create a 65537-entry inner map, write it with one batch
-update, swap it into `rings`), with the ring precomputed.
+change needs (create a 65537-entry inner map, write it through mmap, swap
+it into `rings`), with the ring precomputed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from xlb import Balancer, BalancerConfig, Real, Vip
-from xlb._bpf import Map, lib
+from xlb.balancer import ring_map
 from xlb.testing import GATEWAY_MAC
 from xlb.testing.packets import decode_encapsulated, tcp_packet
 
@@ -77,9 +77,7 @@ def timed_ms(lb: Balancer, check: Checker, call: Callable[[], None]) -> float:
 def ring_swap_floor(lb: Balancer, ring: np.ndarray) -> tuple[float, float]:
     """(ms to create and fill the inner map, ms of the one swap update)."""
     start = time.perf_counter()
-    inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), lib.BPF_F_INNER_MAP)
-    slots = np.arange(len(ring), dtype=np.uint32)
-    inner.update_batch(slots.tobytes(), ring.astype(np.uint32).tobytes(), len(ring))
+    inner = ring_map(ring)
     filled = time.perf_counter()
     lb.map("rings").update_fd(struct.pack("<I", 1), inner.fd)  # a spare slot: vip_id 1
     swapped = time.perf_counter()

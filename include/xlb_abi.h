@@ -99,8 +99,9 @@ struct xlb_vip_meta {
 
 /*
  * `rings` is an ARRAY_OF_MAPS indexed by vip_id. Each inner map is an
- * ARRAY (key __u32 slot, value __u32 real_id, flag BPF_F_INNER_MAP so sizes
- * may differ) of ring_size entries. The control plane builds a new inner
+ * ARRAY (key __u32 slot, value __u32 real_id, flags BPF_F_INNER_MAP so sizes
+ * may differ and BPF_F_MMAPABLE so it is written in one copy) of ring_size
+ * entries. The control plane builds a new inner
  * map and swaps it in with one update of `rings`.
  */
 

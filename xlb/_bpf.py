@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import socket
 import threading
@@ -293,6 +294,27 @@ class Map:
                 return bytes(all_keys), bytes(all_values), total
             ffi.memmove(in_batch, out_batch, token_size)
             first = False
+
+    def fill_mmapped(self, values: npt.NDArray[Any]) -> None:
+        """Write a whole BPF_F_MMAPABLE array in one copy through a shared mapping.
+
+        `values` holds max_entries values of value_size bytes each; the kernel
+        lays array elements out 8-byte aligned, so they are spread to that
+        stride on the way in."""
+        if values.nbytes != self.value_size * self.max_entries:
+            raise MapSizeError(
+                f"map {self.name!r}: {values.nbytes} bytes given, the array holds "
+                f"{self.value_size * self.max_entries}"
+            )
+        stride = (self.value_size + 7) // 8 * 8
+        laid_out = np.zeros((self.max_entries, stride), dtype=np.uint8)
+        laid_out[:, : self.value_size] = np.frombuffer(values.tobytes(), dtype=np.uint8).reshape(
+            self.max_entries, self.value_size
+        )
+        length = -(-laid_out.nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+        prot = mmap.PROT_READ | mmap.PROT_WRITE
+        with mmap.mmap(self.fd, length, mmap.MAP_SHARED, prot) as region:
+            region[: laid_out.nbytes] = laid_out.tobytes()
 
     # -- per-CPU values
 

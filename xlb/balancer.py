@@ -177,8 +177,9 @@ class Balancer:
         self._attached_here = False
         self._closed = False
         try:
+            self._read_reals()
             self._vips = self._read_vips()
-            self._real_gen, self._real_active = self._read_real_ids()
+            self._mark_members_active()
             self._adopt_config(config)
             if interface is not None:
                 self._attach(interface, mode)
@@ -266,38 +267,36 @@ class Balancer:
     # ---------------------------------------------------------- adoption
 
     def _read_vips(self) -> dict[Vip, _VipState]:
+        """VIPs and their members from the maps (a fresh data plane: none)."""
         vips: dict[Vip, _VipState] = {}
         for key, value in self._map["vips"].items():
             vip_id, flags, ring_size = _abi.parse_vip_meta(value)
             vips[_abi.parse_vip_key(key)] = _VipState(vip_id, VipFlags(flags), ring_size)
         by_id = {s.vip_id: s for s in vips.values()}
-        keys, values, count = self._map["reals"].lookup_batch(chunk=8192)
-        size = self._map["reals"].value_size
-        for i in range(count):
-            entry = _abi.parse_real_entry(values[i * size : (i + 1) * size])
+        active = _abi.real_field(self._reals_raw, "flags", np.uint8) & lib.XLB_REAL_F_ACTIVE
+        for real_id in np.flatnonzero(active).tolist():
+            entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
             state = by_id.get(entry["vip_id"])
-            if not entry["active"] or state is None:
-                continue
-            real_id = _abi.read_u32(keys[i * 4 : i * 4 + 4])
-            real = Real(entry["address"], entry["weight"], entry["mac"])
-            state.members[real.address] = _Member(real, real_id, entry["gen"])
+            if state is not None:
+                real = Real(entry["address"], entry["weight"], entry["mac"])
+                state.members[real.address] = _Member(real, real_id, entry["gen"])
         for state in vips.values():
             state.ring = self._read_ring(state.vip_id)
         return vips
 
-    def _read_real_ids(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
-        gens = np.zeros(MAX_REALS, dtype=np.uint32)
-        active = np.zeros(MAX_REALS, dtype=bool)
+    def _read_reals(self) -> None:
+        """Mirror the `reals` map (we are its only writer): the mirror gives a
+        failed change its undo, and adoption its members, without more reads."""
+        _, values, count = self._map["reals"].lookup_batch(chunk=8192)
+        size = self._map["reals"].value_size
+        self._reals_raw = np.frombuffer(values, dtype=np.uint8).reshape(count, size).copy()
+        self._real_gen = _abi.real_field(self._reals_raw, "gen", np.uint32)
+
+    def _mark_members_active(self) -> None:
+        self._real_active = np.zeros(len(self._reals_raw), dtype=bool)
         for state in self._vips.values():
             for m in state.members.values():
-                gens[m.real_id], active[m.real_id] = m.gen, True
-        keys, values, count = self._map["reals"].lookup_batch(chunk=8192)
-        size = self._map["reals"].value_size
-        ids = np.frombuffer(keys, dtype=np.uint32, count=count)
-        raw = np.frombuffer(values, dtype=np.uint8).reshape(count, size)
-        gen_offset = ffi.offsetof("struct xlb_real", "gen")
-        gens[ids] = raw[:, gen_offset : gen_offset + 4].copy().view(np.uint32)[:, 0]
-        return gens, active
+                self._real_active[m.real_id] = True
 
     def _read_ring(self, vip_id: int) -> npt.NDArray[np.uint32] | None:
         inner_id = self._map["rings"].lookup(_abi.u32(vip_id))
@@ -385,8 +384,7 @@ class Balancer:
         self._map["vips"].delete(_abi.vip_key(vip))
         with contextlib.suppress(BpfError):
             self._map["rings"].delete(_abi.u32(state.vip_id))
-        for member in state.members.values():
-            self._retire(member)
+        self._retire(list(state.members.values()))
         self._count_vip_address(vip, -1)
         del self._vips[vip]
 
@@ -467,8 +465,7 @@ class Balancer:
         ring = self._build_ring(state.ring_size, members)
         removed = [m for addr, m in state.members.items() if addr not in members]
         self._apply(state, members, added, ring)
-        for member in removed:
-            self._retire(member)
+        self._retire(removed)
         state.members, state.ring = members, ring
 
     def _plan_members(
@@ -478,11 +475,10 @@ class Balancer:
         members: dict[IPAddress, _Member] = {}
         added: list[_Member] = []
         new = [r for r in wanted if r.address not in state.members]
-        free = np.flatnonzero(~self._real_active)[: len(new)]
-        if len(free) < len(new):
-            raise CapacityError(f"no room for {len(new)} more reals (limit {MAX_REALS})")
-        for real, real_id in zip(new, free.tolist(), strict=True):
-            member = _Member(real, real_id, (int(self._real_gen[real_id]) + 1) & 0xFFFFFFFF)
+        free = self._free_real_ids(len(new))
+        for real, real_id in zip(new, free, strict=True):
+            gen = int(self._real_gen[real_id]) % 0xFFFFFFFF + 1  # never 0: 0 means unused
+            member = _Member(real, real_id, gen)
             members[real.address] = member
             added.append(member)
         for real in wanted:
@@ -490,6 +486,16 @@ class Balancer:
                 old = state.members[real.address]
                 members[real.address] = _Member(real, old.real_id, old.gen)
         return members, added
+
+    def _free_real_ids(self, count: int) -> list[int]:
+        """Ids never handed out first (their stats are known zeros), then retired ones."""
+        free = ~self._real_active
+        fresh = np.flatnonzero(free & (self._real_gen == 0))
+        reused = np.flatnonzero(free & (self._real_gen != 0))
+        ids = np.concatenate([fresh, reused])[:count]
+        if len(ids) < count:
+            raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
+        return [int(i) for i in ids]
 
     def _build_ring(
         self, size: int, members: dict[IPAddress, _Member]
@@ -516,28 +522,56 @@ class Balancer:
             for m in members.values()
             if m.real_id in added_ids or m.real != state.members[m.real.address].real
         ]
-        undo: list[tuple[Map, bytes, bytes]] = []
-
-        def write(m: Map, key: bytes, value: bytes) -> None:
-            undo.append((m, key, m.lookup(key) or bytes(m.stored_value_size)))
-            m.update(key, value)
-
+        # Stats of an id never handed out are zeros already: reset reused ones only.
+        reused = sorted(i for i in added_ids if self._real_gen[i] != 0)
+        stats_undo = self._zero_real_stats(reused)
+        reals_undo = self._write_reals(changed, state.vip_id, active=True)
         try:
-            for m in changed:
-                key = _abi.u32(m.real_id)
-                if m.real_id in added_ids:
-                    stats = self._map["real_stats"]
-                    write(stats, key, bytes(stats.stored_value_size))
-                write(self._map["reals"], key, self._real_entry(state, m, active=True))
             self._swap_ring(state, ring)
         except BaseException:
-            for target, key, old in reversed(undo):
-                target.update(key, old)
+            self._put_reals(*reals_undo)
+            self._map["real_stats"].update_batch(*stats_undo)
             raise
         for m in added:
             self._real_gen[m.real_id], self._real_active[m.real_id] = m.gen, True
 
+    def _zero_real_stats(self, ids: list[int]) -> tuple[bytes, bytes, int]:
+        """Zero these ids' per-real counters; returns the batch that undoes it."""
+        stats = self._map["real_stats"]
+        size = stats.stored_value_size
+        old = b"".join(stats.lookup(_abi.u32(i)) or bytes(size) for i in ids)
+        if ids:
+            stats.update_batch(_ids_key_bytes(ids), bytes(size * len(ids)), len(ids))
+        return _ids_key_bytes(ids), old, len(ids)
+
+    def _write_reals(
+        self, members: list[_Member], vip_id: int, active: bool
+    ) -> tuple[list[int], npt.NDArray[np.uint8]]:
+        """Write these members' `reals` entries in one batch; returns the undo."""
+        ids = [m.real_id for m in members]
+        old = self._reals_raw[ids].copy()
+        rows = _abi.real_entries(
+            [m.real.address for m in members],
+            [m.real.mac for m in members],
+            [m.gen for m in members],
+            vip_id,
+            [m.real.weight if active else 0 for m in members],
+            active,
+        )
+        self._put_reals(ids, rows)
+        return ids, old
+
+    def _put_reals(self, ids: list[int], rows: npt.NDArray[np.uint8]) -> None:
+        if ids:
+            self._map["reals"].update_batch(_ids_key_bytes(ids), rows.tobytes(), len(ids))
+            self._reals_raw[ids] = rows
+
     def _swap_ring(self, state: _VipState, ring: npt.NDArray[np.uint32] | None) -> None:
+        """Point the VIP at a freshly built ring (or none).
+
+        The kernel returns from an update of an ARRAY_OF_MAPS only after an
+        RCU grace period, so when this returns no packet still reads the
+        old ring: retiring the reals that left is safe right after."""
         key = _abi.u32(state.vip_id)
         if ring is None:
             with contextlib.suppress(BpfError):
@@ -545,27 +579,18 @@ class Balancer:
             if state.ring is not None:
                 self.ring_swaps += 1
             return
-        inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), lib.BPF_F_INNER_MAP)
+        inner = ring_map(ring)
         try:
-            slots = np.arange(len(ring), dtype=np.uint32)
-            inner.update_batch(slots.tobytes(), ring.astype(np.uint32).tobytes(), len(ring))
             self._map["rings"].update_fd(key, inner.fd)
             self.ring_swaps += 1
         finally:
             inner.close()  # the outer map holds its own reference
 
-    def _retire(self, member: _Member) -> None:
-        """Mark an id unused: connection-table entries pointing at it become misses."""
-        key = _abi.u32(member.real_id)
-        self._map["reals"].update(
-            key, _abi.real_entry(member.real.address, member.real.mac, member.gen, 0, 0, False)
-        )
-        self._real_active[member.real_id] = False
-
-    def _real_entry(self, state: _VipState, m: _Member, active: bool) -> bytes:
-        return _abi.real_entry(
-            m.real.address, m.real.mac, m.gen, state.vip_id, m.real.weight, active
-        )
+    def _retire(self, members: list[_Member]) -> None:
+        """Mark ids unused (one batch): connection-table entries pointing at
+        them become misses, so their flows re-select."""
+        self._write_reals(members, 0, active=False)
+        self._real_active[[m.real_id for m in members]] = False
 
     def _zero_percpu(self, map_name: str, index: int) -> None:
         m = self._map[map_name]
@@ -734,6 +759,22 @@ def _check_reals(vip: Vip, reals: list[Any]) -> list[Real]:
     return reals
 
 
+def ring_map(ring: npt.NDArray[np.uint32]) -> Map:
+    """A new inner ring map (slot -> real id) holding `ring`, ready to swap in."""
+    flags = lib.BPF_F_INNER_MAP | lib.BPF_F_MMAPABLE
+    inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), flags)
+    try:
+        inner.fill_mmapped(ring.astype(np.uint32, copy=False))
+    except BaseException:
+        inner.close()
+        raise
+    return inner
+
+
+def _ids_key_bytes(ids: list[int]) -> bytes:
+    return np.asarray(ids, dtype=np.uint32).tobytes()
+
+
 def _address_sort_key(address: IPAddress) -> tuple[int, bytes]:
     return address.version, address.packed
 
@@ -742,4 +783,4 @@ def _vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
     return vip.family, vip.address.packed, vip.port, vip.proto
 
 
-__all__ = ["Balancer", "RunResult", "UpdateEvent", "UpdateObserver", "counter_names"]
+__all__ = ["Balancer", "RunResult", "ring_map", "UpdateEvent", "UpdateObserver", "counter_names"]
