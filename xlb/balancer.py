@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _abi, maglev
-from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ffi, ifindex, lib
+from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ifindex, lib
 from .errors import BpfError, CapacityError, ConfigError, ExistsError, NotFoundError
 from .flowhash import flow_hash
 from .model import (
@@ -783,4 +783,4 @@ def _vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
     return vip.family, vip.address.packed, vip.port, vip.proto
 
 
-__all__ = ["Balancer", "RunResult", "ring_map", "UpdateEvent", "UpdateObserver", "counter_names"]
+__all__ = ["Balancer", "RunResult", "UpdateEvent", "UpdateObserver", "counter_names", "ring_map"]

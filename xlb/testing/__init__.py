@@ -1,7 +1,8 @@
-"""Test support for services that use xlb: packet builders and pytest fixtures.
+"""Test support for services that use xlb: packet builders, wire captures
+and pytest fixtures.
 
-Enable the fixtures with `pytest -p xlb.testing.plugin`, or rely on the
-`pytest11` entry point installed with the package. See docs/testing.md.
+The fixtures come with the `pytest11` entry point `xlb` installed with the
+package (with plugin autoloading off: `pytest -p xlb`). See docs/testing.md.
 """
 
 from .packets import (
@@ -10,18 +11,27 @@ from .packets import (
     LB_MAC,
     Encapsulated,
     decode_encapsulated,
+    flow_hash_of,
     outer_destination,
+    outer_source,
     tcp_packet,
     udp_packet,
 )
+from .wire import Capture, Captured, client_next_hop_mac, send_frames
 
 __all__ = [
     "CLIENT_MAC",
     "GATEWAY_MAC",
     "LB_MAC",
+    "Capture",
+    "Captured",
     "Encapsulated",
+    "client_next_hop_mac",
     "decode_encapsulated",
+    "flow_hash_of",
     "outer_destination",
+    "outer_source",
+    "send_frames",
     "tcp_packet",
     "udp_packet",
 ]

@@ -15,7 +15,16 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from ..model import AddressLike, IPAddress, parse_address
+from ..flowhash import flow_hash, outer_source_v4, outer_source_v6
+from ..model import (
+    IPPROTO,
+    AddressLike,
+    BalancerConfig,
+    Flow,
+    IPAddress,
+    VipFlags,
+    parse_address,
+)
 
 CLIENT_MAC = "02:00:00:00:00:01"
 LB_MAC = "02:00:00:00:00:02"
@@ -115,3 +124,27 @@ def decode_encapsulated(frame: bytes) -> Encapsulated:
         gue=gue,
         inner=rest,
     )
+
+
+def flow_hash_of(flow: Flow, config: BalancerConfig, flags: VipFlags = VipFlags.NONE) -> int:
+    """The data plane's 32-bit hash of `flow` under `config` and the VIP's `flags`."""
+    return flow_hash(
+        flow.src.packed,
+        flow.dst.packed,
+        flow.sport,
+        flow.dport,
+        IPPROTO[flow.proto],
+        config.hash_seed,
+        int(flags),
+    )
+
+
+def outer_source(
+    flow: Flow, real_family: int, config: BalancerConfig, flags: VipFlags = VipFlags.NONE
+) -> IPAddress:
+    """The outer source address the balancer gives `flow` towards a real of
+    `real_family`: config.src_v4 / src_v6 with its low 16 / 32 bits from the hash."""
+    h = flow_hash_of(flow, config, flags)
+    if real_family == 4:
+        return ipaddress.IPv4Address(outer_source_v4(parse_address(config.src_v4).packed, h))
+    return ipaddress.IPv6Address(outer_source_v6(parse_address(config.src_v6).packed, h))
