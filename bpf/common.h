@@ -23,17 +23,20 @@
 #define XLB_AF_INET6 10
 #define XLB_TTL 64
 
+/* A MAC field that copy_mac() may access as 4 + 2 bytes. */
+#define XLB_MAC_ALIGNED __attribute__((aligned(4)))
+
 struct xlb_pkt {
-	struct flow_tuple flow; /* the client -> VIP flow being balanced */
-	__u8 eth_dst[6];	/* original destination MAC (our interface) */
-	__u8 eth_src[6];	/* original source MAC */
-	__u32 pkt_len;		/* frame length on arrival (stats bytes) */
-	__u32 hash;		/* flow hash (valid once a VIP matched) */
+	struct flow_tuple flow;		 /* the client -> VIP flow being balanced */
+	__u8 eth_dst[6] XLB_MAC_ALIGNED; /* original destination MAC (our interface) */
+	__u16 l3_off;			 /* offset of the IP header from data */
+	__u8 eth_src[6] XLB_MAC_ALIGNED; /* original source MAC */
+	__u16 l4_off;			 /* offset of the L4 header from data */
+	__u32 pkt_len;			 /* frame length on arrival (stats bytes) */
+	__u32 hash;			 /* flow hash (valid once a VIP matched) */
 	__u32 vip_id;
 	__u32 real_id;
-	__u16 l3_off; /* offset of the IP header from data */
 	__u16 l3_len; /* IP total length */
-	__u16 l4_off; /* offset of the L4 header from data */
 	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
 	__u8 tcp_syn; /* TCP SYN without ACK */
 	__u8 df;      /* IPv4 DF bit set */
@@ -49,9 +52,23 @@ static __always_inline int set_verdict(struct xlb_pkt *p, int action, enum xlb_r
 	return action;
 }
 
+/*
+ * MACs as one 4-byte and one 2-byte access: struct ethhdr is packed, so a
+ * memcpy to or from it becomes six byte accesses plus shifts. Packet
+ * pointers may be unaligned (the JITs that run XDP allow it); a MAC on
+ * the stack or in a map value must be 4-byte aligned (XLB_MAC_ALIGNED),
+ * as the verifier wants stack accesses aligned.
+ */
+static __always_inline void copy_mac(void *dst, const void *src)
+{
+	*(__u32 *)dst = *(const __u32 *)src;
+	*(__u16 *)(dst + 4) = *(const __u16 *)(src + 4);
+}
+
+/* `mac`: 4-byte aligned or in the packet (see copy_mac()). */
 static __always_inline int is_zero_mac(const __u8 *mac)
 {
-	return !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]);
+	return !(*(const __u32 *)mac | *(const __u16 *)(mac + 4));
 }
 
 #endif /* XLB_COMMON_H */

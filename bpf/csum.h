@@ -51,6 +51,17 @@ static __always_inline __u16 v4_csum_hdr(const struct iphdr *iph)
 }
 
 /*
+ * Header checksum of an option-less IPv4 header from its five 32-bit words
+ * as they are stored (check zero), summed from registers: reading back a
+ * header just written with narrower stores stalls store forwarding. A ones'
+ * complement sum of 32-bit words folds to the sum of their 16-bit halves.
+ */
+static __always_inline __u16 v4_csum_words(__u32 w0, __u32 w1, __u32 w2, __u32 w3, __u32 w4)
+{
+	return csum_fold((__u64)w0 + w1 + w2 + w3 + w4);
+}
+
+/*
  * Add `len` bytes starting at `start` (a packet pointer) to `sum`; an odd
  * last byte is padded with zero as RFC 1071 says. Stops at data_end and
  * after XLB_CSUM_MAX_BYTES. Callers make sure len bytes are present.

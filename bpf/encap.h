@@ -37,8 +37,8 @@
 #include "parse.h"
 
 struct next_hop {
-	__u8 dmac[6];
-	__u8 smac[6];
+	__u8 dmac[6] XLB_MAC_ALIGNED;
+	__u8 smac[6] XLB_MAC_ALIGNED;
 	__u32 ifindex; /* 0: XDP_TX out of the ingress interface */
 };
 
@@ -113,13 +113,13 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, struct xlb_pkt *
 					    struct next_hop *nh)
 {
 	nh->ifindex = 0;
-	__builtin_memcpy(nh->smac, p->eth_dst, 6);
+	copy_mac(nh->smac, p->eth_dst);
 	if (!is_zero_mac(real->mac)) {
-		__builtin_memcpy(nh->dmac, real->mac, 6);
+		copy_mac(nh->dmac, real->mac);
 		return XLB_CONTINUE;
 	}
 	if (!is_zero_mac(cfg->gw_mac)) {
-		__builtin_memcpy(nh->dmac, cfg->gw_mac, 6);
+		copy_mac(nh->dmac, cfg->gw_mac);
 		return XLB_CONTINUE;
 	}
 	if (cfg->flags & XLB_CFG_F_FIB_LOOKUP)
@@ -130,9 +130,10 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, struct xlb_pkt *
 static __always_inline void write_eth(struct ethhdr *eth, const __u8 *dst, const __u8 *src,
 				      __u16 proto)
 {
-	__builtin_memcpy(eth->h_dest, dst, 6);
-	__builtin_memcpy(eth->h_source, src, 6);
-	eth->h_proto = bpf_htons(proto);
+	copy_mac(eth->h_dest, dst);
+	copy_mac(eth->h_source, src);
+	/* one 2-byte store, not two byte stores (packed struct) */
+	*(__be16 *)((void *)eth + __builtin_offsetof(struct ethhdr, h_proto)) = bpf_htons(proto);
 }
 
 /*
@@ -161,6 +162,29 @@ static __always_inline void write_gue(struct udphdr *uh, const struct xlb_config
 	uh->check = 0;
 }
 
+/*
+ * The outer IPv4 header as whole 32-bit words, checksum included, computed
+ * from the values rather than re-read from the packet.
+ */
+static __always_inline void v4_write_outer(struct iphdr *iph, const struct xlb_pkt *p,
+					   __u16 tot_len, __u8 proto, __be32 saddr, __be32 daddr)
+{
+	/* version 4, ihl 5, tos | tot_len */
+	__u32 w0 = bpf_htonl((0x45U << 24) | ((__u32)p->tos << 16) | tot_len);
+	/* id 0 | frag_off */
+	__u32 w1 = bpf_htonl(p->df ? XLB_IP_DF : 0);
+	/* ttl, protocol | check 0 */
+	__u32 w2 = bpf_htonl(((__u32)XLB_TTL << 24) | ((__u32)proto << 16));
+	__u32 *w = (__u32 *)iph;
+
+	w[0] = w0;
+	w[1] = w1;
+	w[2] = w2;
+	w[3] = saddr;
+	w[4] = daddr;
+	iph->check = v4_csum_words(w0, w1, w2, saddr, daddr);
+}
+
 /* IPv4 in IPv4 (IPIP), or IPv4 + UDP (GUE). */
 static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 				    const struct xlb_config *cfg, const struct xlb_real *real,
@@ -183,18 +207,8 @@ static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 
 	write_eth(eth, nh->dmac, nh->smac, ETH_P_IP);
-	iph->version = 4;
-	iph->ihl = 5;
-	iph->tos = p->tos;
-	iph->tot_len = bpf_htons(p->l3_len + hdr_len);
-	iph->id = 0;
-	iph->frag_off = p->df ? bpf_htons(XLB_IP_DF) : 0;
-	iph->ttl = XLB_TTL;
-	iph->protocol = gue ? IPPROTO_UDP : IPPROTO_IPIP;
-	iph->check = 0;
-	iph->saddr = v4_outer_src(cfg, p->hash);
-	iph->daddr = real->addr[0];
-	iph->check = v4_csum_hdr(iph);
+	v4_write_outer(iph, p, p->l3_len + hdr_len, gue ? IPPROTO_UDP : IPPROTO_IPIP,
+		       v4_outer_src(cfg, p->hash), real->addr[0]);
 	if (gue)
 		write_gue(uh, cfg, p);
 	return tx_action(nh);

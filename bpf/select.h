@@ -13,7 +13,8 @@
  *   - TCP entries never expire; UDP entries idle for more than
  *     config.udp_ttl_ns (when nonzero) are a miss (CONN_EXPIRED and
  *     CONN_MISS are both counted); UDP hits refresh atime at most once
- *     per second;
+ *     per second; times are CLOCK_MONOTONIC at tick resolution
+ *     (conn_clock_ns());
  *   - a TCP SYN without ACK skips the lookup, goes to the ring and
  *     overwrites the entry; it counts CONN_MISS, and CONN_SYN_RESET when
  *     an entry for the 5-tuple already existed;
@@ -34,6 +35,17 @@
 #include "stats.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
+
+/*
+ * The connection table's clock: CLOCK_MONOTONIC at tick resolution (1-10
+ * ms), which is plenty for a UDP idle timeout counted in seconds and a
+ * 1-second atime refresh. bpf_ktime_get_ns() reads the clocksource and
+ * costs ~25 ns per call on this VM, a quarter of a UDP conn-table hit.
+ */
+static __always_inline __u64 conn_clock_ns(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
 
 union conn_key {
 	struct xlb_flow_v4 v4;
@@ -78,44 +90,86 @@ static __always_inline long update_conn(const union conn_key *key, __u8 family,
 	return bpf_map_update_elem(&conn_v6, &key->v6, conn, flags);
 }
 
-/* Record the flow's real; a SYN overwriting an entry counts SYN_RESET. */
-static __always_inline void record_conn(const union conn_key *key, const struct xlb_pkt *p,
-					const struct xlb_real *real)
+/*
+ * Rewrite an existing entry in place. real_id and real_gen go in one 8-byte
+ * store, so a reader on another CPU sees the old pair or the new one; were
+ * it ever to pair one entry's id with the other's gen, check_conn() would
+ * almost always fail it (a miss: the ring picks the same real), and a pair
+ * that passed names a real that is active for this VIP either way.
+ */
+static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_conn *src)
+{
+	__builtin_memcpy(dst, src, 2 * sizeof(__u32));
+	dst->atime_ns = src->atime_ns;
+}
+
+/*
+ * Record the flow's real; a SYN overwriting an entry counts SYN_RESET.
+ * `old`: the entry select_real() already found for this key (stale or
+ * expired), or NULL. An entry that exists is rewritten in place, never
+ * through bpf_map_update_elem(): an LRU update takes a node off the free
+ * list even when BPF_NOEXIST then fails, and BPF_ANY takes another to
+ * replace the entry, so a SYN retransmit cost two node allocations.
+ * Writing through the lookup's pointer is safe in practice: LRU nodes are
+ * never freed, and our lookup has just set the node's reference bit, so
+ * the owning CPU's LRU skips it when it evicts; only a forced shrink of a
+ * full table in the same nanoseconds could recycle it meanwhile.
+ */
+static __always_inline void record_conn(const union conn_key *key, struct xlb_conn *old,
+					const struct xlb_pkt *p, const struct xlb_real *real)
 {
 	struct xlb_conn conn = {
 		.real_id = p->real_id,
 		.real_gen = real->gen,
-		.atime_ns = bpf_ktime_get_ns(),
+		.atime_ns = conn_clock_ns(),
 	};
 
 	if (p->tcp_syn) {
+		/* a SYN skipped the lookup in select_real(): do it here */
+		old = lookup_conn(key, p->flow.family);
+		if (old)
+			count(XLB_CNT_CONN_SYN_RESET);
+	}
+	if (old) {
+		rewrite_conn(old, &conn);
+		return;
+	}
+	if (p->tcp_syn) {
 		if (update_conn(key, p->flow.family, &conn, BPF_NOEXIST) != -EEXIST)
 			return;
+		/* another CPU inserted the key since the lookup */
 		count(XLB_CNT_CONN_SYN_RESET);
 	}
 	update_conn(key, p->flow.family, &conn, BPF_ANY);
 }
 
-/* The conn entry's real if the entry is still valid for this VIP. */
-static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, __u32 vip_id,
-						   const struct xlb_config *cfg, __u8 proto)
+/*
+ * The conn entry's real if the entry is still valid for this VIP (and then
+ * p->real_id). real_id is read once: record_conn() may rewrite the entry
+ * in place on another CPU meanwhile.
+ */
+static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct xlb_pkt *p,
+						   __u32 vip_id, const struct xlb_config *cfg)
 {
-	struct xlb_real *real = lookup_real(conn->real_id);
+	__u32 real_id = conn->real_id;
+	struct xlb_real *real = lookup_real(real_id);
 	__u64 now, idle;
 
 	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen ||
 	    real->vip_id != vip_id)
 		return NULL;
-	if (proto != IPPROTO_UDP)
-		return real;
-	now = bpf_ktime_get_ns();
-	idle = now - conn->atime_ns;
-	if (cfg->udp_ttl_ns && idle > cfg->udp_ttl_ns) {
-		count(XLB_CNT_CONN_EXPIRED);
-		return NULL;
+	if (p->flow.proto == IPPROTO_UDP) {
+		now = conn_clock_ns();
+		/* an atime written with a finer clock may be a tick ahead */
+		idle = now > conn->atime_ns ? now - conn->atime_ns : 0;
+		if (cfg->udp_ttl_ns && idle > cfg->udp_ttl_ns) {
+			count(XLB_CNT_CONN_EXPIRED);
+			return NULL;
+		}
+		if (idle > XLB_ATIME_REFRESH_NS)
+			conn->atime_ns = now;
 	}
-	if (idle > XLB_ATIME_REFRESH_NS)
-		conn->atime_ns = now;
+	p->real_id = real_id;
 	return real;
 }
 
@@ -123,7 +177,7 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, __u32 
 static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_vip_meta *vip,
 					    struct xlb_real **real_out)
 {
-	__u32 vip_id = vip->vip_id, slot, *real_id;
+	__u32 vip_id = vip->vip_id, slot, real_id, *slot_real;
 	struct xlb_real *real;
 	void *ring;
 
@@ -131,13 +185,14 @@ static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_
 	if (!ring || !vip->ring_size)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
 	slot = p->hash % vip->ring_size;
-	real_id = bpf_map_lookup_elem(ring, &slot);
-	if (!real_id)
+	slot_real = bpf_map_lookup_elem(ring, &slot);
+	if (!slot_real)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
-	real = lookup_real(*real_id);
+	real_id = *slot_real;
+	real = lookup_real(real_id);
 	if (!real || !(real->flags & XLB_REAL_F_ACTIVE))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
-	p->real_id = *real_id;
+	p->real_id = real_id;
 	*real_out = real;
 	return XLB_CONTINUE;
 }
@@ -152,9 +207,9 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 				       struct xlb_real **real_out)
 {
 	int use_table = !(vip->flags & XLB_VIP_F_NO_CONN_TABLE);
+	struct xlb_conn *conn = NULL;
 	struct xlb_real *real;
 	union conn_key key;
-	struct xlb_conn *conn;
 	int action;
 
 	if (use_table) {
@@ -162,10 +217,9 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 		if (!p->tcp_syn) {
 			conn = lookup_conn(&key, p->flow.family);
 			if (conn) {
-				real = check_conn(conn, vip->vip_id, cfg, p->flow.proto);
+				real = check_conn(conn, p, vip->vip_id, cfg);
 				if (real) {
 					count(XLB_CNT_CONN_HIT);
-					p->real_id = conn->real_id;
 					*real_out = real;
 					return XLB_CONTINUE;
 				}
@@ -177,7 +231,7 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	if (action != XLB_CONTINUE)
 		return action;
 	if (use_table && learn)
-		record_conn(&key, p, *real_out);
+		record_conn(&key, conn, p, *real_out);
 	return XLB_CONTINUE;
 }
 

@@ -23,15 +23,26 @@ static __always_inline void fill_vip_key(struct xlb_vip_key *key, const __be32 *
 	key->family = family;
 }
 
-/* The VIP of (daddr, dport, proto): exact port first, then port 0. */
-static __always_inline struct xlb_vip_meta *lookup_vip(const struct flow_tuple *f)
+/* Can `vips` hold an any-port (port 0) entry? See XLB_CFG_F_NO_ANY_PORT_VIP. */
+static __always_inline int may_have_any_port_vip(const struct xlb_config *cfg)
+{
+	return !(cfg->flags & XLB_CFG_F_NO_ANY_PORT_VIP);
+}
+
+/*
+ * The VIP of (daddr, dport, proto): exact port first, then port 0 unless
+ * the control plane says no any-port VIP exists (traffic to no VIP would
+ * otherwise always pay two hash lookups).
+ */
+static __always_inline struct xlb_vip_meta *lookup_vip(const struct flow_tuple *f,
+						       const struct xlb_config *cfg)
 {
 	struct xlb_vip_key key;
 	struct xlb_vip_meta *vip;
 
 	fill_vip_key(&key, f->daddr, f->family, f->dport, f->proto);
 	vip = bpf_map_lookup_elem(&vips, &key);
-	if (vip || !f->dport)
+	if (vip || !f->dport || !may_have_any_port_vip(cfg))
 		return vip;
 	key.port = 0;
 	return bpf_map_lookup_elem(&vips, &key);
@@ -41,16 +52,19 @@ static __always_inline struct xlb_vip_meta *lookup_vip(const struct flow_tuple *
  * Is `addr` the address of some VIP? True when it has an any-port TCP VIP,
  * an any-port UDP VIP, or an entry in the optional `vip_addrs` map.
  */
-static __always_inline int is_vip_addr(const __be32 *addr, __u8 family)
+static __always_inline int is_vip_addr(const __be32 *addr, __u8 family,
+				       const struct xlb_config *cfg)
 {
 	struct xlb_vip_key key;
 
 	fill_vip_key(&key, addr, family, 0, IPPROTO_TCP);
-	if (bpf_map_lookup_elem(&vips, &key))
-		return 1;
-	key.proto = IPPROTO_UDP;
-	if (bpf_map_lookup_elem(&vips, &key))
-		return 1;
+	if (may_have_any_port_vip(cfg)) {
+		if (bpf_map_lookup_elem(&vips, &key))
+			return 1;
+		key.proto = IPPROTO_UDP;
+		if (bpf_map_lookup_elem(&vips, &key))
+			return 1;
+	}
 	key.proto = 0;
 	return bpf_map_lookup_elem(&vip_addrs, &key) != NULL;
 }

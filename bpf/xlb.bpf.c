@@ -141,8 +141,8 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 	proto = parse_eth(&c, &eth);
 	if (proto < 0)
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_IP);
-	__builtin_memcpy(p->eth_dst, eth->h_dest, 6);
-	__builtin_memcpy(p->eth_src, eth->h_source, 6);
+	copy_mac(p->eth_dst, eth->h_dest);
+	copy_mac(p->eth_src, eth->h_source);
 	p->l3_off = c.pos - data;
 	if (proto == ETH_P_IP)
 		proto = v4_parse_l3(&c, p);
@@ -210,7 +210,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 	struct xlb_real *real;
 	int action;
 
-	vip = lookup_vip(&p->flow);
+	vip = lookup_vip(&p->flow, cfg);
 	if (!vip)
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
 	p->vip_id = vip->vip_id;
@@ -241,7 +241,7 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 		err = v6_read_quoted_flow(ctx, p, &flow);
 	if (err)
 		return XLB_CONTINUE;
-	vip = lookup_vip(&flow);
+	vip = lookup_vip(&flow, cfg);
 	if (!vip)
 		return XLB_CONTINUE;
 	p->flow = flow;
@@ -274,7 +274,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct xlb_pkt *p,
 	code = icmph->code;
 	if (p->flow.family == XLB_FAMILY_V4) {
 		if (type == ICMP_ECHO) {
-			if (!is_vip_addr(p->flow.daddr, p->flow.family))
+			if (!is_vip_addr(p->flow.daddr, p->flow.family, cfg))
 				return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
 			return v4_reply_echo(ctx, p);
 		}
@@ -285,7 +285,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct xlb_pkt *p,
 		}
 	} else {
 		if (type == ICMPV6_ECHO_REQUEST) {
-			if (!is_vip_addr(p->flow.daddr, p->flow.family))
+			if (!is_vip_addr(p->flow.daddr, p->flow.family, cfg))
 				return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
 			return v6_reply_echo(ctx, p);
 		}
@@ -295,7 +295,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct xlb_pkt *p,
 				return action;
 		}
 	}
-	if (is_vip_addr(p->flow.daddr, p->flow.family))
+	if (is_vip_addr(p->flow.daddr, p->flow.family, cfg))
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_ICMP);
 	return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
 }
@@ -333,7 +333,7 @@ int xlb_balancer(struct xdp_md *ctx)
 		}
 		/* fallthrough */
 	default:
-		if (is_vip_addr(pkt.flow.daddr, pkt.flow.family))
+		if (is_vip_addr(pkt.flow.daddr, pkt.flow.family, cfg))
 			action = set_verdict(&pkt, XDP_PASS, XLB_R_PASS_PROTO);
 		else
 			action = set_verdict(&pkt, XDP_PASS, XLB_R_PASS_NOT_VIP);

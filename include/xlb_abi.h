@@ -152,7 +152,8 @@ struct xlb_flow_v6 {
 struct xlb_conn {
 	__u32 real_id;	/* host */
 	__u32 real_gen; /* host; must equal reals[real_id].gen to be valid */
-	__u64 atime_ns; /* host; bpf_ktime_get_ns() at last use (UDP ageing) */
+	/* host; CLOCK_MONOTONIC ns at last use, tick resolution (UDP ageing) */
+	__u64 atime_ns;
 };
 
 /* ---- Global configuration (`config`, ARRAY of one) ------------------- */
@@ -163,6 +164,13 @@ enum xlb_config_flags {
 	XLB_CFG_F_FIB_LOOKUP = 1 << 0,
 	/* GUE for every VIP (as if each had XLB_VIP_F_GUE). */
 	XLB_CFG_F_GUE_ALL = 1 << 1,
+	/*
+	 * No VIP has port 0: a packet whose exact port has no VIP is not
+	 * looked up again with port 0. The control plane sets it while no
+	 * any-port VIP exists and clears it before adding one; clear (the
+	 * default) always makes the port-0 lookup.
+	 */
+	XLB_CFG_F_NO_ANY_PORT_VIP = 1 << 2,
 };
 
 struct xlb_config {

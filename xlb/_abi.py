@@ -219,7 +219,9 @@ def parse_conn(raw: bytes) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- config
 
 
-def config_value(cfg: BalancerConfig) -> bytes:
+def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes:
+    """The `config` value; `no_any_port_vip` is data-plane state the
+    balancer keeps (XLB_CFG_F_NO_ANY_PORT_VIP), not a setting."""
     value = ffi.new("struct xlb_config *")
     ffi.memmove(value.gw_mac, mac_bytes(cfg.gateway_mac), 6)
     value.gue_port = htons(cfg.gue_port)
@@ -229,9 +231,16 @@ def config_value(cfg: BalancerConfig) -> bytes:
     value.flags = (lib.XLB_CFG_F_FIB_LOOKUP if cfg.fib_lookup else 0) | (
         lib.XLB_CFG_F_GUE_ALL if cfg.gue_all else 0
     )
+    if no_any_port_vip:
+        value.flags |= lib.XLB_CFG_F_NO_ANY_PORT_VIP
     value.hash_seed = cfg.hash_seed
     value.udp_ttl_ns = int(cfg.udp_ttl_s * 1e9)
     return to_bytes(value)
+
+
+def config_no_any_port_vip(raw: bytes) -> bool:
+    """Whether a `config` value has XLB_CFG_F_NO_ANY_PORT_VIP set."""
+    return bool(struct_from("struct xlb_config", raw).flags & lib.XLB_CFG_F_NO_ANY_PORT_VIP)
 
 
 def parse_config(raw: bytes) -> BalancerConfig:

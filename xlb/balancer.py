@@ -311,8 +311,11 @@ class Balancer:
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
+        self._no_any_port_vip = False  # what the map says until written below
         if config is None and raw is not None and raw != bytes(len(raw)):
             self._config = _abi.parse_config(raw)
+            self._no_any_port_vip = _abi.config_no_any_port_vip(raw)
+            self._sync_any_port_flag()
             return
         self.configure(config or BalancerConfig())
 
@@ -328,8 +331,26 @@ class Balancer:
         """Replace the global data-plane settings (one map update)."""
         if not isinstance(config, BalancerConfig):
             raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
-        self._map["config"].update(_abi.u32(0), _abi.config_value(config))
+        self._no_any_port_vip = not self._has_any_port_vip()
+        self._write_config(config)
         self._config = config
+
+    def _write_config(self, config: BalancerConfig) -> None:
+        value = _abi.config_value(config, no_any_port_vip=self._no_any_port_vip)
+        self._map["config"].update(_abi.u32(0), value)
+
+    def _has_any_port_vip(self) -> bool:
+        return any(vip.port == 0 for vip in self._vips)
+
+    def _sync_any_port_flag(self, adding_any_port: bool = False) -> None:
+        """Keep XLB_CFG_F_NO_ANY_PORT_VIP true to `vips`: the data plane
+        skips its port-0 lookup while the flag is set, so the flag is
+        cleared before an any-port VIP is inserted (`adding_any_port`) and
+        set only after the last one was deleted."""
+        no_any_port = not adding_any_port and not self._has_any_port_vip()
+        if no_any_port != self._no_any_port_vip:
+            self._no_any_port_vip = no_any_port
+            self._write_config(self._config)
 
     # --------------------------------------------------------------- VIPs
 
@@ -359,11 +380,14 @@ class Balancer:
         self._zero_percpu("vip_stats", vip_id)
         self._count_vip_address(vip, +1)
         try:
+            if vip.port == 0:
+                self._sync_any_port_flag(adding_any_port=True)
             self._map["vips"].update(
                 _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size), lib.BPF_NOEXIST
             )
         except BaseException:
             self._count_vip_address(vip, -1)
+            self._sync_any_port_flag()
             raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
 
@@ -387,6 +411,7 @@ class Balancer:
         self._retire(list(state.members.values()))
         self._count_vip_address(vip, -1)
         del self._vips[vip]
+        self._sync_any_port_flag()
 
     def _count_vip_address(self, vip: Vip, delta: int) -> None:
         """Keep `vip_addrs` (address -> number of VIPs on it): it makes the

@@ -181,6 +181,69 @@ def test_remove_vip_passes_its_traffic(lb: Balancer) -> None:
     assert lb.vips() == []
 
 
+def no_any_port_flag(lb: Balancer) -> bool:
+    from xlb._abi import config_no_any_port_vip, u32
+
+    raw = lb.map("config").lookup(u32(0))
+    assert raw is not None
+    return config_no_any_port_vip(raw)
+
+
+def test_no_any_port_flag_follows_the_vips(lb: Balancer) -> None:
+    """XLB_CFG_F_NO_ANY_PORT_VIP lets traffic to no VIP skip the port-0
+    lookup: set while no VIP has port 0, cleared while one does."""
+    any_port = Vip(VIP4.address, 0, "tcp")
+    to_443 = tcp_packet("198.51.100.1", VIP4.address, 40000, 443, flags="S")
+    assert no_any_port_flag(lb)
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    assert no_any_port_flag(lb)
+    assert lb.run(to_443).action == "XDP_PASS"
+
+    lb.add_vip(any_port)
+    lb.set_reals(any_port, REALS4)
+    assert not no_any_port_flag(lb)
+    assert lb.run(to_443).action == "XDP_TX"
+    lb.configure(BalancerConfig(gateway_mac=GATEWAY_MAC, mtu=9000))  # keeps the flag true
+    assert not no_any_port_flag(lb)
+    assert lb.run(to_443).action == "XDP_TX"
+
+    lb.remove_vip(any_port)
+    assert no_any_port_flag(lb)
+    assert lb.run(to_443).action == "XDP_PASS"
+    lb.configure(BalancerConfig(gateway_mac=GATEWAY_MAC))
+    assert no_any_port_flag(lb)
+
+
+def test_data_plane_skips_port_0_only_when_told(lb: Balancer) -> None:
+    """The flag is what the data plane trusts: forced on beside an any-port
+    VIP, that VIP goes unseen (so a control plane must never do that)."""
+    from xlb._abi import config_value, u32
+
+    any_port = Vip(VIP4.address, 0, "tcp")
+    lb.add_vip(any_port)
+    lb.set_reals(any_port, REALS4)
+    to_443 = tcp_packet("198.51.100.1", VIP4.address, 40000, 443, flags="S")
+    assert lb.run(to_443).action == "XDP_TX"
+    lb.map("config").update(u32(0), config_value(lb.config, no_any_port_vip=True))
+    assert lb.run(to_443).action == "XDP_PASS"
+
+
+def test_adoption_sets_the_flag_an_older_control_plane_left_clear(pin_dir: Path) -> None:
+    from xlb._abi import config_value, u32
+
+    first = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
+    first.add_vip(VIP4)
+    first.map("config").update(u32(0), config_value(first.config))  # flag clear
+    first.close()
+    second = Balancer(pin_dir=pin_dir)
+    try:
+        assert no_any_port_flag(second)
+        assert second.config == BalancerConfig(gateway_mac=GATEWAY_MAC)
+    finally:
+        second.close(detach=True)
+
+
 def test_adopt_after_restart_keeps_every_connection(pin_dir: Path) -> None:
     config = BalancerConfig(gateway_mac=GATEWAY_MAC)
     first = Balancer(pin_dir=pin_dir, config=config)
@@ -247,7 +310,7 @@ def age_connection_table(lb: Balancer, seconds: float) -> int:
     from xlb._abi import parse_conn, to_bytes
     from xlb._bpf import ffi
 
-    now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns()
+    now_ns = time.monotonic_ns()  # the conn table's clock (CLOCK_MONOTONIC)
     aged = 0
     for name in ("conn_v4", "conn_v6"):
         table = lb.map(name)
