@@ -143,6 +143,30 @@ def multiarch_include() -> str:
     return f"/usr/include/{triplet}"
 
 
+def compile_bpf(
+    src: Path,
+    obj: Path,
+    include_dirs: list[Path] | None = None,
+    defines: dict[str, int] | None = None,
+) -> None:
+    """Compile one BPF C file with the project's flags (also used by the
+    tests and the benchmarks for their own small programs)."""
+    includes = [INCLUDE, BPF_SRC, *(include_dirs or [])]
+    run(
+        [
+            "clang",
+            *CLANG_BPF_FLAGS,
+            *(f"-I{d}" for d in includes),
+            f"-I{multiarch_include()}",
+            *(f"-D{key}={value:#x}" for key, value in (defines or {}).items()),
+            "-c",
+            str(src),
+            "-o",
+            str(obj),
+        ]
+    )
+
+
 def compile_bpf_objects() -> list[Path]:
     """Compile every bpf/*.bpf.c whose object is older than its inputs."""
     BPF_OUT.mkdir(parents=True, exist_ok=True)
@@ -153,19 +177,7 @@ def compile_bpf_objects() -> list[Path]:
         if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, headers_mtime):
             continue
         log(f"clang {src.relative_to(ROOT)} -> {obj.relative_to(ROOT)}")
-        run(
-            [
-                "clang",
-                *CLANG_BPF_FLAGS,
-                f"-I{INCLUDE}",
-                f"-I{BPF_SRC}",
-                f"-I{multiarch_include()}",
-                "-c",
-                str(src),
-                "-o",
-                str(obj),
-            ]
-        )
+        compile_bpf(src, obj)
         built.append(obj)
     return built
 

@@ -16,44 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import build  # the repository root's build.py: one way to compile BPF
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 BUILD_DIR = ROOT / "build" / "bench"
-CLANG_BPF_FLAGS = ["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"]
 
 
 def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
-def multiarch_include() -> str:
-    triplet = subprocess.run(
-        ["gcc", "-print-multiarch"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return f"/usr/include/{triplet}"
-
-
 def compile_bpf(name: str, defines: dict[str, int] | None = None) -> Path:
     """Compile bench/<name>.bpf.c (always: the objects are part of the run)."""
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    src = BENCH_DIR / f"{name}.bpf.c"
     obj = BUILD_DIR / f"{name}.bpf.o"
-    flags = [f"-D{key}={value:#x}" for key, value in (defines or {}).items()]
-    subprocess.run(
-        [
-            "clang",
-            *CLANG_BPF_FLAGS,
-            f"-I{ROOT / 'include'}",
-            f"-I{BENCH_DIR}",
-            f"-I{multiarch_include()}",
-            *flags,
-            "-c",
-            str(src),
-            "-o",
-            str(obj),
-        ],
-        check=True,
-    )
+    build.compile_bpf(BENCH_DIR / f"{name}.bpf.c", obj, [BENCH_DIR], defines)
     return obj
 
 

@@ -73,41 +73,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 # ------------------------------------------------------------ BPF helpers
 
 
-def multiarch_include() -> str:
-    triplet = subprocess.run(
-        ["gcc", "-print-multiarch"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return f"/usr/include/{triplet}"
-
-
 @pytest.fixture(scope="session")
 def compile_bpf(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Compile a test BPF C file with the project's flags; returns the .o path."""
+    import build  # the repository root's build.py (pytest's pythonpath)
+
     out_dir = tmp_path_factory.mktemp("bpf")
 
     def compile_one(src: Path) -> Path:
         obj = out_dir / src.name.replace(".bpf.c", ".bpf.o")
         if not obj.exists():
-            subprocess.run(
-                [
-                    "clang",
-                    "-target",
-                    "bpf",
-                    "-O2",
-                    "-g",
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    f"-I{ROOT / 'include'}",
-                    f"-I{ROOT / 'bpf'}",
-                    f"-I{multiarch_include()}",
-                    "-c",
-                    str(src),
-                    "-o",
-                    str(obj),
-                ],
-                check=True,
-            )
+            build.compile_bpf(src, obj)
         return obj
 
     return compile_one
