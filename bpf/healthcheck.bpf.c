@@ -46,14 +46,9 @@ struct {
 	__type(value, struct xlb_hc_target);
 } hc_targets SEC(".maps");
 
-/* The balancer's `config` (bpf/maps.h): same definition, so the pinned map
- * of the running balancer is reused and the two programs agree. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct xlb_config);
-} config SEC(".maps");
+/* The balancer's `config`: the same definition, so the running balancer's
+ * pinned map is reused and the two programs agree. */
+#include "config_map.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -75,12 +75,8 @@ struct {
 	__type(value, struct xlb_conn);
 } conn_v6 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct xlb_config);
-} config SEC(".maps");
+/* `config` is in config_map.h, shared with the health-check program. */
+#include "config_map.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
