@@ -350,3 +350,30 @@ def test_idle_tcp_keeps_its_real_idle_udp_reselects(lb: Balancer) -> None:
         moved += now != udp_owner[f]
     assert moved > 0
     assert lb.counters()["conn_expired"] == len(udp_flows)
+
+
+def test_two_nodes_with_the_same_config_agree_on_every_flow() -> None:
+    """ECMP: a flow may land on any balancer node. Nodes that reached the
+    same configuration by different histories (order of reals, adds,
+    removals, reweights, restarts) must send every new flow to the same
+    real, so losing a node moves no connection."""
+    config = BalancerConfig(gateway_mac=GATEWAY_MAC)
+    final = [Real("10.0.0.1"), Real("10.0.0.2", weight=2), Real("10.0.0.3"), Real("10.0.0.4")]
+    node_a, node_b = Balancer(config=config), Balancer(config=config)
+    try:
+        node_a.add_vip(VIP4)
+        node_a.set_reals(VIP4, final)
+
+        node_b.add_vip(VIP4)
+        node_b.set_reals(VIP4, [Real("10.0.0.9"), *reversed(final[2:])])
+        node_b.add_real(VIP4, Real("10.0.0.2", weight=7))
+        node_b.add_real(VIP4, Real("10.0.0.1"))
+        node_b.remove_real(VIP4, "10.0.0.9")
+        node_b.set_weight(VIP4, "10.0.0.2", 2)
+
+        for flow in random_flows(2000, VIP4, seed=31):
+            packet = packet_for(flow, "S")
+            assert destination(node_a, packet) == destination(node_b, packet)
+    finally:
+        node_a.close()
+        node_b.close()
