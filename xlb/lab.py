@@ -11,16 +11,33 @@
 Topology (every link carries IPv4 and IPv6):
 
   routed   client(s) --- router --- balancer(s)      VIP routes on the router point
-                           |------- real1..N         at the balancer; the balancer
+                           |------- real1..N         at the balancer(s): one ECMP
+                                                     route over every announced
+                                                     balancer node; each balancer
                                                      sends encapsulated packets back
                                                      to the router's MAC (gateway)
-  bridged  client(s), balancer(s), reals on one bridge; the client routes the
+  bridged  client(s), balancer, reals on one bridge; the client routes the
            VIPs to the balancer, which sends to each real's MAC directly.
 
-The balancer (an `xlb.Balancer` in its namespace, `lab.balancer`) XDP_TXes
-encapsulated packets out of its only interface; each real strips them with
-`xlb.decap.Decap`, has the VIPs on loopback and runs `xlb.labserver`, and
-answers the client directly (direct server return).
+Each balancer node (an `xlb.Balancer` in its namespace, pinned under its own
+directory; `lab.balancer` is the first node's) XDP_TXes encapsulated packets
+out of its only interface; each real strips them with `xlb.decap.Decap`, has
+the VIPs on loopback and runs `xlb.labserver`, and answers the client
+directly (direct server return).
+
+Several balancer nodes (`Lab(balancers=N)`, routed only) are what operators
+run behind routers doing ECMP (see docs/ecmp.md):
+
+    with Lab(reals=3, balancers=2) as lab:
+        lab.add_default_services()             # programs every node the same way
+        lab.balancers_do(lambda lb: lb.set_weight(vip, addr, 2))   # any change, every node
+        lab.withdraw("lb1")                    # the router's ECMP routes drop lb1 (BGP withdraw)
+        lab.kill_data_plane("lb1")             # detach its XDP (or how="link-down")
+        lab.restore_data_plane("lb1")          # a fresh Balancer, configured like its peers
+        lab.announce("lb1")                    # back into the ECMP routes
+
+The router hashes on the L4 5-tuple (fib_multipath_hash_policy=1, IPv4 and
+IPv6), so the client's flows to one VIP spread over the nodes by port.
 
 Things this kernel needs (each found the hard way, each handled here):
 - native XDP_TX on a veth reaches the peer only if the peer runs an XDP
@@ -32,7 +49,14 @@ Things this kernel needs (each found the hard way, each handled here):
   (`server_mtu`, 1600 by default, clients keep 1500);
 - veths get one queue per CPU before XDP is attached;
 - `ip netns exec` remounts /sys and hides bpffs pins: everything here uses
-  xlb.netns (setns of one thread, or nsenter --net).
+  xlb.netns (setns of one thread, or nsenter --net);
+- the router's default multipath hash is L3 only (every flow of one client
+  to one VIP takes the same node) and, for IPv6, includes the flow label,
+  which the client's kernel re-rolls after a TCP retransmission timeout
+  (net.core.txrehash: a flow could hop nodes by itself): the router hashes
+  L4 instead;
+- taking a balancer's link down deletes its IPv6 addresses and its routes:
+  bringing it back re-adds them (`restore_data_plane`).
 
 Everything a lab creates is recorded in a state file (/run/xlb/lab/<name>.json)
 before it is created; `Lab.close()` (context manager, SIGTERM/SIGINT/SIGHUP,
@@ -64,7 +88,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -89,6 +113,8 @@ LABSERVER = Path(__file__).resolve().parent / "labserver.py"
 Topology = Literal["routed", "bridged"]
 TOPOLOGIES: tuple[Topology, ...] = ("routed", "bridged")
 Family = Literal[4, 6]
+#: How `Lab.kill_data_plane` takes a balancer node's data plane away.
+KillHow = Literal["detach", "link-down"]
 
 DEFAULT_VIP4 = ipaddress.IPv4Address("10.100.0.1")
 DEFAULT_VIP6 = ipaddress.IPv6Address("fd00:100::1")
@@ -290,8 +316,15 @@ class RealNode(Node):
 
 @dataclass
 class BalancerNode(Node):
+    """A balancer node: its xlb.Balancer (None while its data plane is killed)."""
+
     balancer: Balancer | None = None
     pin_dir: Path | None = None
+    killed: KillHow | None = None
+
+    @property
+    def name(self) -> str:
+        return self.role
 
 
 # ------------------------------------------------------------ client side
@@ -735,8 +768,10 @@ class TrafficReport:
 class Lab:
     """Build a lab of network namespaces, always tear it down (see module doc).
 
-    reals / clients: how many of each (balancers: one for now; the address
-        plan and the router's ECMP routes leave room for more).
+    reals / clients / balancers: how many of each. Several balancers need
+        the routed topology: the router spreads each VIP over them with one
+        ECMP route (L4 hash); every lab helper that configures the balancer
+        configures every node the same way (`balancers_do`).
     topology: "routed" (through a router namespace, the balancer sends to
         the router's MAC) or "bridged" (one L2 segment, the balancer sends to
         each real's MAC).
@@ -767,8 +802,13 @@ class Lab:
             raise ConfigError(f"invalid topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
         if not 1 <= reals <= 200 or not 1 <= clients <= 200:
             raise ConfigError("a lab has 1-200 reals and 1-200 clients")
-        if balancers != 1:
-            raise ConfigError("a lab has one balancer for now")
+        if not 1 <= balancers <= 254:
+            raise ConfigError("a lab has 1-254 balancers")
+        if balancers != 1 and topology != "routed":
+            raise ConfigError(
+                f"a {topology} lab has one balancer: several balancer nodes need the "
+                "routed topology, where the router spreads the VIPs over them (ECMP)"
+            )
         self.topology: Topology = topology
         self.xdp_mode: XdpMode = xdp_mode
         self.decap_mode: DecapMode = decap_mode
@@ -785,6 +825,8 @@ class Lab:
         self.clients: list[ClientNode] = []
         self.balancers: list[BalancerNode] = []
         self.reals: list[RealNode] = []
+        #: Roles of the balancer nodes in the router's VIP routes (all, until withdrawn).
+        self.announced: set[str] = set()
         self._pass_obj: BpfObject | None = None
         self._pass_links: list[XdpLink] = []
         self._state: dict[str, Any] = {}
@@ -862,6 +904,7 @@ class Lab:
                 self.clients.append(self._add_node(ClientNode, "client", i))
             for i in range(1, self._n_balancers + 1):
                 self.balancers.append(self._add_node(BalancerNode, "lb", i))
+            self.announced = {node.role for node in self.balancers}
             for i in range(1, self._n_reals + 1):
                 self.reals.append(self._add_node(RealNode, "real", i))
             self._route_vips()
@@ -909,7 +952,15 @@ class Lab:
         if self.topology == "routed":
             self.hub = self._create_netns("router")
             with netns.enter(self.hub):
-                _sysctl({"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1})
+                _sysctl(
+                    {
+                        "net.ipv4.ip_forward": 1,
+                        "net.ipv6.conf.all.forwarding": 1,
+                        # ECMP over balancer nodes by the L4 5-tuple (see the module doc)
+                        "net.ipv4.fib_multipath_hash_policy": 1,
+                        "net.ipv6.fib_multipath_hash_policy": 1,
+                    }
+                )
         else:
             self.hub = self._create_netns("switch")
             _ip(
@@ -1011,25 +1062,38 @@ class Lab:
         )
 
     def _route_vips(self) -> None:
-        """Send VIP traffic to the balancer(s): ECMP over every balancer node."""
+        """Send VIP traffic to the balancer(s): one ECMP route over every
+        announced balancer node, in node order (the same set of nodes always
+        gives the same flow -> node mapping); none announced: no route."""
         if self.topology == "routed":
             where, targets = self.hub, self.balancers
         else:
             where, targets = "", self.balancers
+        targets = [b for b in targets if b.role in self.announced]
         for family, vip in ((4, self.vip4), (6, self.vip6)):
             hops = [b.address(family) for b in targets]
             prefix = 32 if family == 4 else 128
-            if len(hops) == 1:
-                route = f"route replace {vip}/{prefix} via {hops[0]}"
+            if not hops:
+                # Nodes are withdrawn one at a time: the route has one hop left.
+                routes = [f"route del {vip}/{prefix}"]
+            elif len(hops) == 1:
+                routes = [f"route replace {vip}/{prefix} via {hops[0]}"]
             else:
-                route = f"route replace {vip}/{prefix} " + " ".join(
-                    f"nexthop via {h}" for h in hops
-                )
+                # One replace swaps the whole multipath route atomically.
+                routes = [
+                    f"route replace {vip}/{prefix} " + " ".join(f"nexthop via {h}" for h in hops)
+                ]
             if where:
-                _ip(where, [route])
+                _ip(where, routes)
             else:
                 for client in self.clients:
-                    _ip(client.netns, [route])
+                    _ip(client.netns, routes)
+
+    def vip_routes(self, family: int) -> str:
+        """The router's route to the VIP of `family`, as `ip route` shows it."""
+        vip = self.vip_address(family)
+        where = self.hub if self.topology == "routed" else self.client.netns
+        return netns.run(where, ["ip", f"-{family}", "route", "show", f"{vip}"]).stdout.strip()
 
     def _attach_pass_programs(self) -> None:
         """XDP_PASS on every hub port facing a balancer (see the module doc)."""
@@ -1117,6 +1181,49 @@ class Lab:
             raise XlbError("the lab's balancer is not running")
         return lb
 
+    def balancer_node(self, node: BalancerNode | str) -> BalancerNode:
+        """A balancer node by itself or by its role ("lb2")."""
+        if isinstance(node, BalancerNode):
+            if node not in self.balancers:
+                raise XlbError(f"{node.role} is not a balancer node of this lab")
+            return node
+        for candidate in self.balancers:
+            if candidate.role == node:
+                return candidate
+        raise XlbError(f"no balancer node {node!r} (have {[b.role for b in self.balancers]})")
+
+    def running_balancers(self) -> list[BalancerNode]:
+        """The balancer nodes whose data plane runs (not killed), in node order."""
+        return [b for b in self.balancers if b.balancer is not None]
+
+    def _balancer_of(self, node: BalancerNode | str | None) -> Balancer:
+        """`node`'s Balancer; None: the first running node's."""
+        if node is None:
+            running = self.running_balancers()
+            if not running:
+                raise XlbError("no balancer node of the lab is running")
+            node = running[0]
+        lb = self.balancer_node(node).balancer
+        if lb is None:
+            raise XlbError(f"the data plane of {self.balancer_node(node).role} is killed")
+        return lb
+
+    def balancers_do(self, fn: Callable[[Balancer], T]) -> list[T]:
+        """Apply one configuration step to every running balancer node, in
+        node order (what a config push to the fleet does); the results.
+
+        Nodes whose data plane is killed are skipped: `restore_data_plane`
+        configures them like their peers when they come back. A node whose
+        handle was released (`release_balancer`) still forwards and cannot
+        be skipped: that is an error, before any node is changed."""
+        released = [b.role for b in self.balancers if b.balancer is None and b.killed is None]
+        if released:
+            raise XlbError(
+                f"the Balancer of {', '.join(released)} is released (reopen_balancer first): "
+                "changing only the other nodes would make the nodes disagree"
+            )
+        return [fn(b.balancer) for b in self.running_balancers() if b.balancer is not None]
+
     def real(self, name: str) -> RealNode:
         for real in self.reals:
             if real.role == name:
@@ -1173,32 +1280,42 @@ class Lab:
         for family in (4, 6):
             for proto in ("tcp", "udp"):
                 vip = self.vip(family, proto)
-                if ring_size is None:
-                    self.balancer.add_vip(vip, flags)
-                else:
-                    self.balancer.add_vip(vip, flags, ring_size)
-                self.balancer.set_reals(vip, self.backends(family, chosen))
+                reals = self.backends(family, chosen)
+
+                def program(lb: Balancer, vip: Vip = vip, reals: list[Real] = reals) -> None:
+                    if ring_size is None:
+                        lb.add_vip(vip, flags)
+                    else:
+                        lb.add_vip(vip, flags, ring_size)
+                    lb.set_reals(vip, reals)
+
+                self.balancers_do(program)
                 vips.append(vip)
         return vips
 
     def predict(
-        self, vip: Vip, sports: Iterable[int], client: ClientNode | None = None
+        self,
+        vip: Vip,
+        sports: Iterable[int],
+        client: ClientNode | None = None,
+        node: BalancerNode | str | None = None,
     ) -> dict[int, str | None]:
-        """sport -> the real (name) the ring gives a new flow from the client."""
+        """sport -> the real (name) the ring gives a new flow from the client,
+        on balancer `node` (default: the first running one)."""
         from .model import Flow
 
+        lb = self._balancer_of(node)
         c = client or self.client
         src = c.address(vip.family)
         return {
-            sport: self.name_of(
-                self.balancer.predict(Flow(src, vip.address, sport, vip.port, vip.proto))
-            )
+            sport: self.name_of(lb.predict(Flow(src, vip.address, sport, vip.port, vip.proto)))
             for sport in sports
         }
 
-    def ring_shares(self, vip: Vip) -> dict[str, float]:
-        """The ring's share of each real, by lab name."""
-        return {self.real_by_address(a).role: s for a, s in self.balancer.ring_shares(vip).items()}
+    def ring_shares(self, vip: Vip, node: BalancerNode | str | None = None) -> dict[str, float]:
+        """The ring's share of each real, by lab name (on `node`, default the first running)."""
+        shares = self._balancer_of(node).ring_shares(vip)
+        return {self.real_by_address(a).role: s for a, s in shares.items()}
 
     # ---------------------------------------------------------- counters
 
@@ -1235,6 +1352,93 @@ class Lab:
         if node.balancer is not None:
             node.balancer.close(detach=False)
             node.balancer = None
+
+    # ------------------------------------------------------- ECMP (routed)
+
+    def withdraw(self, node: BalancerNode | str) -> None:
+        """Take a balancer node out of the router's ECMP routes to the VIPs
+        (what a BGP withdraw does): one `ip route replace` per family (a
+        delete for the last node), so flows of the other nodes never see a
+        gap. Its data plane keeps
+        running: packets already on their way are still forwarded."""
+        role = self._ecmp_node(node).role
+        if role not in self.announced:
+            raise XlbError(f"{role} is not announced")
+        self.announced.discard(role)
+        self._route_vips()
+
+    def announce(self, node: BalancerNode | str) -> None:
+        """Put a balancer node back into the router's ECMP routes."""
+        target = self._ecmp_node(node)
+        if target.role in self.announced:
+            raise XlbError(f"{target.role} is already announced")
+        self.announced.add(target.role)
+        self._route_vips()
+
+    def _ecmp_node(self, node: BalancerNode | str) -> BalancerNode:
+        if self.topology != "routed":
+            raise XlbError("announce/withdraw need the routed topology (a router doing ECMP)")
+        return self.balancer_node(node)
+
+    def kill_data_plane(self, node: BalancerNode | str, how: KillHow = "detach") -> None:
+        """Stop a balancer node from forwarding anything.
+
+        "detach": close its Balancer, detaching XDP and removing its pins:
+            its connection table is gone (a node that crashed and rebooted);
+            packets that still reach it go to its stack, which drops them.
+        "link-down": take its interface down (Balancer and maps stay). The
+            router is not told: until the node is withdrawn its share of the
+            flows is black-holed, as with a real link failure before BGP
+            notices.
+        """
+        target = self.balancer_node(node)
+        if target.killed is not None:
+            raise XlbError(f"the data plane of {target.role} is already killed ({target.killed})")
+        if how == "detach":
+            if target.balancer is not None:
+                target.balancer.close(detach=True)
+                target.balancer = None
+        elif how == "link-down":
+            _ip(target.netns, [f"link set {target.interface} down"])
+        else:
+            raise ConfigError(f"invalid how {how!r}: 'detach' or 'link-down'")
+        target.killed = how
+
+    def restore_data_plane(self, node: BalancerNode | str) -> Balancer:
+        """Bring a killed node back, configured like its peers: after a
+        detach, a fresh Balancer (empty connection table) that gets every
+        VIP, flag, ring size and real of the first running peer (in a real
+        deployment: the same config file); after a link-down, the link (and
+        the addresses and routes the kernel dropped with it). Does not
+        announce it: `announce` when it is ready, as a BGP speaker would."""
+        target = self.balancer_node(node)
+        if target.killed == "link-down":
+            self._link_up(target)
+        elif target.killed == "detach":
+            peers = [b.balancer for b in self.running_balancers() if b is not target]
+            fresh = self._open_balancer(target)
+            try:
+                if peers and peers[0] is not None:
+                    _copy_services(peers[0], fresh)
+            except BaseException:
+                fresh.close(detach=True)
+                raise
+            target.balancer = fresh
+        target.killed = None
+        return self._balancer_of(target)
+
+    def _link_up(self, node: BalancerNode) -> None:
+        plan = self._plan(node.kind, node.index)
+        _ip(
+            node.netns,
+            [
+                f"link set {node.interface} up",
+                f"addr replace {plan['ipv4']}/{plan['prefix4']} dev {node.interface}",
+                f"addr replace {plan['ipv6']}/{plan['prefix6']} dev {node.interface} nodad",
+                f"route replace default via {plan['gw4']}",
+                f"route replace default via {plan['gw6']}",
+            ],
+        )
 
     # ----------------------------------------------------------- teardown
 
@@ -1313,6 +1517,13 @@ class Lab:
             self._pass_obj = None
         if self.name:
             attempt("removing the lab's leftovers", _remove_state, self._state)
+
+
+def _copy_services(source: Balancer, target: Balancer) -> None:
+    """Give `target` every VIP of `source`: flags, ring size, reals, weights."""
+    for vip in source.vips():
+        target.add_vip(vip, source.vip_flags(vip), source.ring_size(vip))
+        target.set_reals(vip, source.reals(vip))
 
 
 def _remove_state(state: dict[str, Any]) -> list[str]:
