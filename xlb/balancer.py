@@ -486,6 +486,8 @@ class Balancer:
             raise CapacityError(
                 f"VIP {vip} has {serving} reals with weight > 0 but a ring of {state.ring_size}"
             )
+        if {r.address: r for r in wanted} == {a: m.real for a, m in state.members.items()}:
+            return  # nothing changes: no ring swap (and no RCU wait) for a no-op
         members, added = self._plan_members(state, wanted)
         ring = self._build_ring(state.ring_size, members)
         removed = [m for addr, m in state.members.items() if addr not in members]

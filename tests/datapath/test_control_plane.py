@@ -377,3 +377,15 @@ def test_two_nodes_with_the_same_config_agree_on_every_flow() -> None:
     finally:
         node_a.close()
         node_b.close()
+
+
+def test_setting_the_same_reals_again_swaps_no_ring(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    ring_before = lb.map("rings").lookup(bytes(4))
+    swaps = lb.ring_swaps
+    lb.set_reals(VIP4, list(reversed(REALS4)))
+    assert lb.ring_swaps == swaps
+    assert lb.map("rings").lookup(bytes(4)) == ring_before  # the same inner map
+    lb.set_weight(VIP4, "10.0.0.1", 2)
+    assert lb.ring_swaps == swaps + 1
