@@ -229,4 +229,4 @@ def build(tmpdir: Path) -> Path:
 
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
-    print(build(target))
+    build(target)
