@@ -107,18 +107,6 @@ def parse_vip_meta(raw: bytes) -> tuple[int, int, int]:
 # ----------------------------------------------------------------- reals
 
 
-def real_entry(
-    address: IPAddress, mac: str | None, gen: int, vip_id: int, weight: int, active: bool
-) -> bytes:
-    real = ffi.new("struct xlb_real *")
-    set_addr(real.addr, address)
-    ffi.memmove(real.mac, mac_bytes(mac), 6)
-    real.family = FAMILY[address.version]
-    real.flags = lib.XLB_REAL_F_ACTIVE if active else 0
-    real.gen, real.vip_id, real.weight = gen, vip_id, weight
-    return to_bytes(real)
-
-
 def real_entries(
     addresses: list[IPAddress],
     macs: list[str | None],
@@ -171,29 +159,6 @@ def parse_real_entry(raw: bytes) -> dict[str, Any]:
         "vip_id": int(real.vip_id),
         "weight": int(real.weight),
     }
-
-
-def real_gen(raw: bytes) -> int:
-    return int(struct_from("struct xlb_real", raw).gen)
-
-
-# ------------------------------------------------------- connection table
-
-
-def flow_key(flow: Flow) -> tuple[str, bytes]:
-    """(map name, key bytes) of a flow in the connection table."""
-    if flow.src.version == 4:
-        key = ffi.new("struct xlb_flow_v4 *")
-        key.saddr = int.from_bytes(flow.src.packed, "little")
-        key.daddr = int.from_bytes(flow.dst.packed, "little")
-        name = "conn_v4"
-    else:
-        key = ffi.new("struct xlb_flow_v6 *")
-        set_addr(key.saddr, flow.src)
-        set_addr(key.daddr, flow.dst)
-        name = "conn_v6"
-    key.sport, key.dport, key.proto = htons(flow.sport), htons(flow.dport), IPPROTO[flow.proto]
-    return name, to_bytes(key)
 
 
 def parse_flow_key(map_name: str, raw: bytes) -> Flow:
