@@ -10,7 +10,6 @@ import os
 import platform
 import statistics
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +82,6 @@ class Rounds:
         return median(
             [a / b for a, b in zip(self.samples[name], self.samples[baseline], strict=True)]
         )
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
 
 
 def machine() -> dict[str, Any]:

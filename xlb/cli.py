@@ -591,10 +591,6 @@ def _encap(lb: Balancer, vip: Vip) -> str:
     return "GUE" if VipFlags.GUE in lb.vip_flags(vip) or lb.config.gue_all else "Tunnel"
 
 
-def _flags_text(flags: VipFlags) -> str:
-    return ",".join(n for n in flags.names() if n != "gue") or "-"
-
-
 def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, Any]]:
     out = []
     for vip in lb.vips():
