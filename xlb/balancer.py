@@ -25,7 +25,14 @@ import numpy.typing as npt
 
 from . import _abi, maglev
 from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ifindex, lib
-from .errors import BpfError, CapacityError, ConfigError, ExistsError, NotFoundError
+from .errors import (
+    BpfError,
+    CapacityError,
+    ConfigError,
+    ExistsError,
+    MapKeyError,
+    NotFoundError,
+)
 from .flowhash import flow_hash
 from .model import (
     IPPROTO,
@@ -724,6 +731,21 @@ class Balancer:
                 real_id, gen, _ = _abi.parse_conn(value)
                 yield _abi.parse_flow_key(name, key), owners.get((real_id, gen))
                 seen += 1
+
+    def clear_flows(self) -> int:
+        """Empty the connection table; returns how many entries went.
+
+        Established flows then follow the ring again, as if they had just
+        arrived from another balancer node: with an unchanged ring that is
+        the real they already have."""
+        cleared = 0
+        for name in ("conn_v4", "conn_v6"):
+            table = self._map[name]
+            for key in list(table.keys()):
+                with contextlib.suppress(MapKeyError):  # aged out meanwhile
+                    table.delete(key)
+                    cleared += 1
+        return cleared
 
 
 # ------------------------------------------------------------------ checks

@@ -389,3 +389,15 @@ def test_setting_the_same_reals_again_swaps_no_ring(lb: Balancer) -> None:
     assert lb.map("rings").lookup(bytes(4)) == ring_before  # the same inner map
     lb.set_weight(VIP4, "10.0.0.1", 2)
     assert lb.ring_swaps == swaps + 1
+
+
+def test_clear_flows_empties_the_table_and_flows_follow_the_ring(lb: Balancer) -> None:
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    flows = random_flows(100, VIP4, seed=41)
+    owner = {f: destination(lb, packet_for(f, "S")) for f in flows}
+    assert lb.clear_flows() == 100
+    assert list(lb.flows()) == []
+    for f in flows:  # unchanged ring: the same real, now as a miss
+        assert destination(lb, packet_for(f, "A")) == owner[f]
+    assert lb.counters()["conn_miss"] == 200

@@ -40,10 +40,7 @@ def forget_flows(lab: Lab) -> None:
     would make `carriers` see a new flow on a node it never went through."""
     for node in lab.running_balancers():
         assert node.balancer is not None
-        for name in ("conn_v4", "conn_v6"):
-            table = node.balancer.map(name)
-            for key in list(table.keys()):
-                table.delete(key)
+        node.balancer.clear_flows()
 
 
 def carriers(lab: Lab, vip: Vip, sports: Iterable[int]) -> dict[int, list[str]]:
