@@ -559,6 +559,22 @@ class XdpLink:
         return cls(fd, index)
 
     @classmethod
+    def attach_or_adopt(
+        cls, program: Program, interface: str, mode: XdpMode, pin_path: Path | None
+    ) -> tuple[XdpLink, bool]:
+        """The link pinned at `pin_path`, now running `program` (a new build
+        swaps in atomically; the same one is a no-op), or, if none is pinned,
+        a new attachment pinned there. Returns (link, attached_here)."""
+        if pin_path is not None and pin_path.exists():
+            link = cls.open_pinned(pin_path, ifindex(interface))
+            link.update(program)
+            return link, False
+        link = cls.attach(program, interface, mode)
+        if pin_path is not None:
+            link.pin(pin_path)
+        return link, True
+
+    @classmethod
     def open_pinned(cls, path: str | Path, ifindex: int = 0) -> XdpLink:
         fd = lib.bpf_obj_get(str(path).encode())
         if fd < 0:

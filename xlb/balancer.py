@@ -206,15 +206,11 @@ class Balancer:
 
     def _attach(self, interface: str, mode: XdpMode) -> None:
         link_pin = self.pin_dir / LINK_PIN_NAME if self.pin_dir else None
-        if link_pin is not None and link_pin.exists():
-            self._link = XdpLink.open_pinned(link_pin, ifindex(interface))
-            self._link.update(self._prog)  # same program id is a no-op swap; a new build upgrades
+        self._link, self._attached_here = XdpLink.attach_or_adopt(
+            self._prog, interface, mode, link_pin
+        )
+        if not self._attached_here:
             log.info("adopted the data plane pinned at %s", self.pin_dir)
-            return
-        self._link = XdpLink.attach(self._prog, interface, mode)
-        self._attached_here = True
-        if link_pin is not None:
-            self._link.pin(link_pin)
 
     def close(self, detach: bool | None = None) -> None:
         """Release this handle. `detach`: None = only if this Balancer attached;

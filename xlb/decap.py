@@ -162,16 +162,12 @@ class Decap:
             self._attached_here = True
             return
         link_pin = self.pin_dir / LINK_PIN_NAME if self.pin_dir is not None else None
-        if link_pin is not None and link_pin.exists():
-            self._link = XdpLink.open_pinned(link_pin, ifindex(interface))
-            self._link.update(self._prog)
-            log.info("adopted the decap program pinned at %s", self.pin_dir)
-            return
         xdp_mode: XdpMode = "native" if self.mode == "native" else "generic"
-        self._link = XdpLink.attach(self._prog, interface, xdp_mode)
-        self._attached_here = True
-        if link_pin is not None:
-            self._link.pin(link_pin)
+        self._link, self._attached_here = XdpLink.attach_or_adopt(
+            self._prog, interface, xdp_mode, link_pin
+        )
+        if not self._attached_here:
+            log.info("adopted the decap program pinned at %s", self.pin_dir)
 
     def close(self, detach: bool | None = None) -> None:
         """Release this handle. `detach`: None = only what this instance
