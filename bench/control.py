@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from xlb import Balancer, BalancerConfig, Real, Vip
-from xlb.balancer import ring_map
+from xlb.rings import ring_map
 from xlb.testing import GATEWAY_MAC
 from xlb.testing.packets import decode_encapsulated, tcp_packet
 

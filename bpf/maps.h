@@ -44,10 +44,10 @@ struct xlb_ring {
 	__type(value, __u32);
 };
 
-/* vip_id -> ring (inner map), swapped whole by the control plane. */
+/* vip_id * XLB_RINGS_PER_VIP + ring_slot -> ring (inner map). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, XLB_MAX_VIPS);
+	__uint(max_entries, XLB_MAX_VIPS * XLB_RINGS_PER_VIP);
 	__type(key, __u32);
 	__array(values, struct xlb_ring);
 } rings SEC(".maps");

@@ -173,15 +173,21 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 	return real;
 }
 
-/* Maglev: real_id = ring[hash % ring_size]; the real must be ACTIVE. */
+/*
+ * Maglev: real_id = ring[hash % ring_size], from the VIP's live ring slot;
+ * the real must be ACTIVE.
+ */
 static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_vip_meta *vip,
 					    struct xlb_real **real_out)
 {
-	__u32 vip_id = vip->vip_id, slot, real_id, *slot_real;
+	__u32 ring_index, slot, real_id, *slot_real;
 	struct xlb_real *real;
 	void *ring;
 
-	ring = bpf_map_lookup_elem(&rings, &vip_id);
+	if (vip->ring_slot >= XLB_RINGS_PER_VIP)
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
+	ring_index = vip->vip_id * XLB_RINGS_PER_VIP + vip->ring_slot;
+	ring = bpf_map_lookup_elem(&rings, &ring_index);
 	if (!ring || !vip->ring_size)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
 	slot = p->hash % vip->ring_size;

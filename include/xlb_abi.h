@@ -49,6 +49,10 @@ enum xlb_limits {
 	XLB_RING_SIZE_MAX = 655373,
 	/* IPv6 extension headers walked before giving up. */
 	XLB_MAX_V6_EXT_HDRS = 4,
+	/* Ring slots each VIP owns in `rings` (one live, the others refilled). */
+	XLB_RINGS_PER_VIP = 3,
+	/* xlb_vip_meta.ring_slot of a VIP with no ring (its packets drop). */
+	XLB_RING_SLOT_NONE = 255,
 };
 
 /* ---- Address families as stored in keys ------------------------------- */
@@ -91,18 +95,20 @@ struct xlb_vip_key {
 
 /* Value of the `vips` hash map. */
 struct xlb_vip_meta {
-	__u32 vip_id;	 /* host; index into `rings` and `vip_stats` */
+	__u32 vip_id;	 /* host; index into `vip_stats`; owns `rings` slots */
 	__u32 flags;	 /* host; enum xlb_vip_flags */
 	__u32 ring_size; /* host; entries in this VIP's ring (a prime) */
-	__u32 reserved;	 /* zero */
+	__u32 ring_slot; /* host; live ring, < XLB_RINGS_PER_VIP, or _NONE */
 };
 
 /*
- * `rings` is an ARRAY_OF_MAPS indexed by vip_id. Each inner map is an
- * ARRAY (key __u32 slot, value __u32 real_id, flags BPF_F_INNER_MAP so sizes
- * may differ and BPF_F_MMAPABLE so it is written in one copy) of ring_size
- * entries. The control plane builds a new inner
- * map and swaps it in with one update of `rings`.
+ * `rings` is an ARRAY_OF_MAPS of XLB_MAX_VIPS * XLB_RINGS_PER_VIP entries;
+ * the VIP's live ring is at vip_id * XLB_RINGS_PER_VIP + ring_slot. Each
+ * inner map is an ARRAY (key __u32 slot, value __u32 real_id, flags
+ * BPF_F_INNER_MAP so sizes may differ and BPF_F_MMAPABLE so it is written
+ * in one copy) of ring_size entries. The control plane writes a new ring
+ * into a slot no packet reads and then flips ring_slot with one update of
+ * the VIP's `vips` entry (see xlb/rings.py).
  */
 
 /* ---- Reals -------------------------------------------------------------- */

@@ -92,16 +92,16 @@ def parse_vip_key(raw: bytes) -> Vip:
     return Vip(get_addr(key.addr, key.family), ntohs(key.port), PROTO_NAMES[key.proto])
 
 
-def vip_meta(vip_id: int, flags: int, ring_size: int) -> bytes:
+def vip_meta(vip_id: int, flags: int, ring_size: int, ring_slot: int) -> bytes:
     meta = ffi.new("struct xlb_vip_meta *")
-    meta.vip_id, meta.flags, meta.ring_size = vip_id, flags, ring_size
+    meta.vip_id, meta.flags, meta.ring_size, meta.ring_slot = vip_id, flags, ring_size, ring_slot
     return to_bytes(meta)
 
 
-def parse_vip_meta(raw: bytes) -> tuple[int, int, int]:
-    """(vip_id, flags, ring_size)"""
+def parse_vip_meta(raw: bytes) -> tuple[int, int, int, int]:
+    """(vip_id, flags, ring_size, ring_slot)"""
     meta = struct_from("struct xlb_vip_meta", raw)
-    return int(meta.vip_id), int(meta.flags), int(meta.ring_size)
+    return int(meta.vip_id), int(meta.flags), int(meta.ring_size), int(meta.ring_slot)
 
 
 # ----------------------------------------------------------------- reals

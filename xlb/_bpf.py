@@ -140,11 +140,14 @@ class Map:
         value_size: int,
         max_entries: int,
         flags: int = 0,
+        inner_map_fd: int = 0,
     ) -> Map:
-        """Create a standalone map (e.g. an inner ring map)."""
+        """Create a standalone map (e.g. an inner ring map; a map of maps
+        needs `inner_map_fd`, a map whose shape its entries share)."""
         opts = ffi.new("struct bpf_map_create_opts *")
         opts.sz = ffi.sizeof("struct bpf_map_create_opts")
         opts.map_flags = flags
+        opts.inner_map_fd = inner_map_fd
         with capture_libbpf_log() as lines:
             fd = lib.bpf_map_create(
                 map_type, name.encode()[:15], key_size, value_size, max_entries, opts

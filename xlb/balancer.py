@@ -2,10 +2,15 @@
 
 Every change follows one order so that no packet ever sees a half-made
 state: validate everything first; write new reals (inactive ids become
-active) before any ring points at them; build the VIP's new ring in a fresh
-inner map off to the side; switch the VIP to it with one update of the
-outer `rings` map; only then retire the reals that left. A failure before
-the switch restores every entry it wrote, so the maps end byte-identical.
+active) before any ring points at them; write the VIP's new ring into one
+of its ring slots that no packet reads (xlb/rings.py); flip the VIP's entry
+to that slot with one map update; only then retire the reals that left. A
+failure before the flip restores every entry it wrote, so the maps end as
+they were (a spare ring slot may hold the unused ring).
+
+A retired real id is handed out again only after an RCU grace period, so a
+packet that read the old ring just before the flip can never reach the
+id's next owner.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from .model import (
     VipFlags,
     parse_address,
 )
+from .rings import NO_RING, RingSlots, VipRings
 
 log = logging.getLogger("xlb.balancer")
 
@@ -141,6 +147,7 @@ class _VipState:
     ring_size: int
     members: dict[IPAddress, _Member] = field(default_factory=dict)
     ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
+    rings: VipRings = field(default_factory=VipRings)  # where the ring lives
 
 
 class Balancer:
@@ -183,6 +190,7 @@ class Balancer:
         self._link: XdpLink | None = None
         self._attached_here = False
         self._closed = False
+        self._slots = RingSlots(self._map["rings"])
         try:
             self._read_reals()
             self._vips = self._read_vips()
@@ -191,6 +199,7 @@ class Balancer:
             if interface is not None:
                 self._attach(interface, mode)
         except BaseException:
+            self._slots.close()
             self._obj.close()
             raise
 
@@ -226,6 +235,7 @@ class Balancer:
                 self._link.detach()
             else:
                 self._link.close()
+        self._slots.close()
         self._obj.close()
         if detach and self.pin_dir is not None:
             shutil.rmtree(self.pin_dir, ignore_errors=True)
@@ -256,6 +266,7 @@ class Balancer:
         old, self._obj = self._obj, new
         self._prog = new.program(PROGRAM_NAME)
         self._map = new.maps
+        self._slots.outer = new.maps["rings"]
         old.close()
 
     def add_observer(self, observer: UpdateObserver) -> None:
@@ -273,18 +284,18 @@ class Balancer:
         """VIPs and their members from the maps (a fresh data plane: none)."""
         vips: dict[Vip, _VipState] = {}
         for key, value in self._map["vips"].items():
-            vip_id, flags, ring_size = _abi.parse_vip_meta(value)
-            vips[_abi.parse_vip_key(key)] = _VipState(vip_id, VipFlags(flags), ring_size)
+            vip_id, flags, ring_size, ring_slot = _abi.parse_vip_meta(value)
+            state = _VipState(vip_id, VipFlags(flags), ring_size)
+            state.rings, state.ring = self._slots.adopt(vip_id, ring_slot, ring_size)
+            vips[_abi.parse_vip_key(key)] = state
         by_id = {s.vip_id: s for s in vips.values()}
         active = _abi.real_field(self._reals_raw, "flags", np.uint8) & lib.XLB_REAL_F_ACTIVE
         for real_id in np.flatnonzero(active).tolist():
             entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
-            state = by_id.get(entry["vip_id"])
-            if state is not None:
+            owner = by_id.get(entry["vip_id"])
+            if owner is not None:
                 real = Real(entry["address"], entry["weight"], entry["mac"])
-                state.members[real.address] = _Member(real, real_id, entry["gen"])
-        for state in vips.values():
-            state.ring = self._read_ring(state.vip_id)
+                owner.members[real.address] = _Member(real, real_id, entry["gen"])
         return vips
 
     def _read_reals(self) -> None:
@@ -300,17 +311,12 @@ class Balancer:
         for state in self._vips.values():
             for m in state.members.values():
                 self._real_active[m.real_id] = True
-
-    def _read_ring(self, vip_id: int) -> npt.NDArray[np.uint32] | None:
-        inner_id = self._map["rings"].lookup(_abi.u32(vip_id))
-        if inner_id is None:
-            return None
-        ring_map = Map.from_id(_abi.read_u32(inner_id), "ring")
-        try:
-            _, values, count = ring_map.lookup_batch(chunk=65536)
-            return np.frombuffer(values, dtype=np.uint32, count=count).copy()
-        finally:
-            ring_map.close()
+        # Grace ticket after which a retired id may be handed out again; ids
+        # an earlier process retired wait for one grace period from now.
+        self._real_reusable_after = np.zeros(len(self._reals_raw), dtype=np.int64)
+        retired = ~self._real_active & (self._real_gen != 0)
+        if retired.any():
+            self._real_reusable_after[retired] = self._slots.grace.ticket()
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
@@ -386,7 +392,7 @@ class Balancer:
             if vip.port == 0:
                 self._sync_any_port_flag(adding_any_port=True)
             self._map["vips"].update(
-                _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size), lib.BPF_NOEXIST
+                _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size, NO_RING), lib.BPF_NOEXIST
             )
         except BaseException:
             self._count_vip_address(vip, -1)
@@ -399,9 +405,7 @@ class Balancer:
         """Change a VIP's flags in place (one map update)."""
         state = self._state(vip)
         flags = _check_flags(flags)
-        self._map["vips"].update(
-            _abi.vip_key(vip), _abi.vip_meta(state.vip_id, flags, state.ring_size)
-        )
+        self._write_vip_meta(vip, state, flags, state.rings.live)
         state.flags = flags
 
     @_observed
@@ -409,12 +413,15 @@ class Balancer:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         state = self._state(vip)
         self._map["vips"].delete(_abi.vip_key(vip))
-        with contextlib.suppress(BpfError):
-            self._map["rings"].delete(_abi.u32(state.vip_id))
+        self._slots.remove(state.vip_id)
         self._retire(list(state.members.values()))
         self._count_vip_address(vip, -1)
         del self._vips[vip]
         self._sync_any_port_flag()
+
+    def _write_vip_meta(self, vip: Vip, state: _VipState, flags: VipFlags, ring_slot: int) -> None:
+        meta = _abi.vip_meta(state.vip_id, flags, state.ring_size, ring_slot)
+        self._map["vips"].update(_abi.vip_key(vip), meta)
 
     def _count_vip_address(self, vip: Vip, delta: int) -> None:
         """Keep `vip_addrs` (address -> number of VIPs on it): it makes the
@@ -494,7 +501,7 @@ class Balancer:
         members, added = self._plan_members(state, wanted)
         ring = self._build_ring(state.ring_size, members)
         removed = [m for addr, m in state.members.items() if addr not in members]
-        self._apply(state, members, added, ring)
+        self._apply(vip, state, members, added, ring)
         self._retire(removed)
         state.members, state.ring = members, ring
 
@@ -518,14 +525,18 @@ class Balancer:
         return members, added
 
     def _free_real_ids(self, count: int) -> list[int]:
-        """Ids never handed out first (their stats are known zeros), then retired ones."""
+        """Ids never handed out first (their stats are known zeros), then
+        retired ones, earliest retired first, once their grace has passed."""
         free = ~self._real_active
         fresh = np.flatnonzero(free & (self._real_gen == 0))
-        reused = np.flatnonzero(free & (self._real_gen != 0))
-        ids = np.concatenate([fresh, reused])[:count]
-        if len(ids) < count:
+        retired = np.flatnonzero(free & (self._real_gen != 0))
+        if len(fresh) + len(retired) < count:
             raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
-        return [int(i) for i in ids]
+        reused = retired[np.argsort(self._real_reusable_after[retired], kind="stable")]
+        reused = reused[: max(0, count - len(fresh))]
+        if len(reused):
+            self._slots.grace.wait(int(self._real_reusable_after[reused].max()))
+        return [int(i) for i in np.concatenate([fresh[:count], reused])]
 
     def _build_ring(
         self, size: int, members: dict[IPAddress, _Member]
@@ -540,12 +551,13 @@ class Balancer:
 
     def _apply(
         self,
+        vip: Vip,
         state: _VipState,
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
     ) -> None:
-        """Write reals, then swap the ring; undo the writes if anything fails."""
+        """Write reals, then the ring, then flip; undo the writes if anything fails."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -557,11 +569,16 @@ class Balancer:
         stats_undo = self._zero_real_stats(reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True)
         try:
-            self._swap_ring(state, ring)
+            slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
+            if slot != state.rings.live:
+                self._write_vip_meta(vip, state, state.flags, slot)  # the flip
         except BaseException:
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
+        self._slots.flipped(state.rings, slot)
+        if ring is not None or state.ring is not None:
+            self.ring_swaps += 1
         for m in added:
             self._real_gen[m.real_id], self._real_active[m.real_id] = m.gen, True
 
@@ -596,31 +613,16 @@ class Balancer:
             self._map["reals"].update_batch(_ids_key_bytes(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
-    def _swap_ring(self, state: _VipState, ring: npt.NDArray[np.uint32] | None) -> None:
-        """Point the VIP at a freshly built ring (or none).
-
-        The kernel returns from an update of an ARRAY_OF_MAPS only after an
-        RCU grace period, so when this returns no packet still reads the
-        old ring: retiring the reals that left is safe right after."""
-        key = _abi.u32(state.vip_id)
-        if ring is None:
-            with contextlib.suppress(BpfError):
-                self._map["rings"].delete(key)
-            if state.ring is not None:
-                self.ring_swaps += 1
-            return
-        inner = ring_map(ring)
-        try:
-            self._map["rings"].update_fd(key, inner.fd)
-            self.ring_swaps += 1
-        finally:
-            inner.close()  # the outer map holds its own reference
-
     def _retire(self, members: list[_Member]) -> None:
         """Mark ids unused (one batch): connection-table entries pointing at
-        them become misses, so their flows re-select."""
+        them become misses, so their flows re-select. A packet that read the
+        old ring just before the flip and picks one of them is dropped; the
+        id is handed out again only after a grace period."""
+        ids = [m.real_id for m in members]
         self._write_reals(members, 0, active=False)
-        self._real_active[[m.real_id for m in members]] = False
+        self._real_active[ids] = False
+        if ids:
+            self._real_reusable_after[ids] = self._slots.grace.ticket()
 
     def _zero_percpu(self, map_name: str, index: int) -> None:
         m = self._map[map_name]
@@ -804,18 +806,6 @@ def _check_reals(vip: Vip, reals: list[Any]) -> list[Real]:
     return reals
 
 
-def ring_map(ring: npt.NDArray[np.uint32]) -> Map:
-    """A new inner ring map (slot -> real id) holding `ring`, ready to swap in."""
-    flags = lib.BPF_F_INNER_MAP | lib.BPF_F_MMAPABLE
-    inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), flags)
-    try:
-        inner.fill_mmapped(ring.astype(np.uint32, copy=False))
-    except BaseException:
-        inner.close()
-        raise
-    return inner
-
-
 def _ids_key_bytes(ids: list[int]) -> bytes:
     return np.asarray(ids, dtype=np.uint32).tobytes()
 
@@ -828,4 +818,4 @@ def _vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
     return vip.family, vip.address.packed, vip.port, vip.proto
 
 
-__all__ = ["Balancer", "RunResult", "UpdateEvent", "UpdateObserver", "counter_names", "ring_map"]
+__all__ = ["Balancer", "RunResult", "UpdateEvent", "UpdateObserver", "counter_names"]

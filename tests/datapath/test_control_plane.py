@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from xlb import Balancer, BalancerConfig, ConfigError, Flow, NotFoundError, Real, Vip
-from xlb.balancer import BALANCER_OBJECT
+from xlb._abi import read_u32, u32
+from xlb._bpf import Map
+from xlb.balancer import BALANCER_OBJECT, MAX_REALS
 from xlb.errors import BpfError, CapacityError, ExistsError
+from xlb.rings import RINGS_PER_VIP, GracePeriods, ring_index
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 
 VIP4 = Vip("10.200.0.1", 80, "tcp")
@@ -127,6 +130,119 @@ def test_ring_switch_under_a_packet_stream_only_old_or_new_reals(lb: Balancer) -
     final = {str(r.address) for r in sets[11 % len(sets)]}
     for f in random_flows(200, VIP4, seed=10):
         assert destination(lb, packet_for(f, "S")) in final
+
+
+def ring_slot_maps(lb: Balancer, vip_id: int = 0) -> dict[int, int]:
+    """slot -> id of the inner map in that ring slot of the VIP."""
+    maps = {}
+    for slot in range(RINGS_PER_VIP):
+        raw = lb.map("rings").lookup(u32(ring_index(vip_id, slot)))
+        if raw is not None:
+            maps[slot] = read_u32(raw)
+    return maps
+
+
+def test_ring_changes_refill_the_vip_slots_without_touching_rings(
+    lb: Balancer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the VIP's slots hold maps, a change writes a spare one and flips
+    the VIP entry: no new inner map, no update of `rings` (each would cost
+    an RCU grace period), and every change is live when the call returns."""
+    lb.add_vip(VIP4)
+    sets = [REALS4[:2], REALS4[2:], REALS4[1:3], REALS4]
+    for reals in sets[:RINGS_PER_VIP]:
+        lb.set_reals(VIP4, reals)
+    maps = ring_slot_maps(lb)
+    assert len(maps) == RINGS_PER_VIP
+    swap = type(lb.map("rings")).update_fd
+
+    def no_rings_update(self: Map, key: bytes, fd: int) -> None:
+        assert self.name != "rings", "a ring change updated the outer map"
+        swap(self, key, fd)
+
+    monkeypatch.setattr(type(lb.map("rings")), "update_fd", no_rings_update)
+    for i in range(8):
+        reals = sets[(i + RINGS_PER_VIP) % len(sets)]
+        lb.set_reals(VIP4, reals)
+        assert ring_slot_maps(lb) == maps
+        names = {str(r.address) for r in reals}
+        for f in random_flows(100, VIP4, seed=i):
+            sent = destination(lb, packet_for(f, "S"))
+            assert sent == str(lb.predict(f)) and sent in names
+
+
+def test_failed_flip_leaves_the_data_plane_as_it_was(
+    lb: Balancer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lb.add_vip(VIP4)
+    for reals in (REALS4[:2], REALS4[2:], REALS4[1:3]):  # every slot holds a map
+        lb.set_reals(VIP4, reals)
+    flows = random_flows(200, VIP4, seed=5)
+    owner = {f: destination(lb, packet_for(f, "S")) for f in flows}
+    before = dump_maps(lb)
+
+    def broken_flip(*args: object) -> None:
+        raise BpfError("update of map vips", 12)
+
+    monkeypatch.setattr(Balancer, "_write_vip_meta", broken_flip)
+    with pytest.raises(BpfError):
+        lb.set_reals(VIP4, [REALS4[0], Real("10.0.0.9", weight=5)])
+    monkeypatch.undo()
+    assert dump_maps(lb) == before
+    assert lb.reals(VIP4) == REALS4[1:3]
+    for f in flows:
+        assert destination(lb, packet_for(f, "S")) == owner[f]
+    lb.set_reals(VIP4, [REALS4[0], Real("10.0.0.9", weight=5)])  # and the next change works
+    for f in flows[:50]:
+        assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
+
+
+def test_grace_tickets_pass_in_order() -> None:
+    grace = GracePeriods()
+    try:
+        tickets = [grace.ticket() for _ in range(3)]
+        assert tickets == sorted(set(tickets))
+        grace.wait(tickets[-1])
+        assert all(grace.passed(t) for t in tickets)
+        later = grace.ticket()
+        assert later > tickets[-1]
+        grace.wait(later)
+        assert grace.passed(later)
+    finally:
+        grace.close()
+
+
+def test_a_retired_real_id_is_reused_only_after_a_grace_period(
+    lb: Balancer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every fresh id taken, a new real gets a retired id, and only
+    once a grace period has passed since its retirement: a packet that read
+    the old ring just before the flip never reaches the id's next owner."""
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    idle = Vip("10.200.0.2", 80, "tcp")
+    lb.add_vip(idle)
+    spare = MAX_REALS - len(REALS4)  # weight 0: ids, but no ring slots
+    lb.set_reals(
+        idle, [Real(f"10.{1 + i // 65536}.{i // 256 % 256}.{i % 256}", 0) for i in range(spare)]
+    )
+    with pytest.raises(CapacityError):
+        lb.add_real(VIP4, Real("10.0.0.8"))
+    grace = lb._slots.grace  # the tickets are the guarantee under test
+    waited: list[tuple[int, bool]] = []
+    wait = grace.wait
+
+    def recorded_wait(ticket: int) -> None:
+        wait(ticket)
+        waited.append((ticket, grace.passed(ticket)))
+
+    monkeypatch.setattr(grace, "wait", recorded_wait)
+    lb.remove_real(VIP4, "10.0.0.4")
+    retired_at = grace.ticket() - 1  # the ticket the retirement took
+    lb.add_real(VIP4, Real("10.0.0.8"))
+    assert waited and max(t for t, _ in waited) >= retired_at and all(ok for _, ok in waited)
+    for f in random_flows(200, VIP4, seed=3):
+        assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
 
 
 def test_failed_change_leaves_the_maps_byte_identical(

@@ -1,0 +1,235 @@
+"""Maglev rings in the data plane: ring slots per VIP, flips, grace periods.
+
+Each VIP owns RINGS_PER_VIP slots of the outer `rings` map (index vip_id *
+RINGS_PER_VIP + slot) and its `vips` entry names the live one. A ring change
+writes the new ring into a slot no packet reads, through mmap (one copy, no
+syscall per entry), then flips the VIP entry to that slot: a hash-map
+update, which the kernel publishes at once. Swapping an inner map into the
+outer map instead costs an RCU grace period per change (~11 ms here: the
+kernel waits in every update of a map of maps, maybe_wait_bpf_programs).
+
+A packet whose program read the VIP entry just before a flip may still read
+the old ring for the rest of that one run, so a slot stops being live with a
+grace ticket and is written again only once that ticket has passed (the
+same holds for the ids of reals retired at a flip: see Balancer). Tickets
+pass on a helper thread that waits out grace periods with updates of a
+private map of maps, so by the time a slot is needed again its wait is over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _abi
+from ._bpf import Map, lib
+from .errors import BpfError, XlbError
+
+log = logging.getLogger("xlb.rings")
+
+RINGS_PER_VIP = int(lib.XLB_RINGS_PER_VIP)
+NO_RING = int(lib.XLB_RING_SLOT_NONE)
+RING_MAP_FLAGS = lib.BPF_F_INNER_MAP | lib.BPF_F_MMAPABLE
+GRACE_TIMEOUT_S = 10.0  # a grace period takes milliseconds; this is "the kernel is stuck"
+
+
+def ring_map(ring: npt.NDArray[np.uint32]) -> Map:
+    """A new inner ring map (slot -> real id) holding `ring`."""
+    inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), RING_MAP_FLAGS)
+    try:
+        inner.fill_mmapped(ring.astype(np.uint32, copy=False))
+    except BaseException:
+        inner.close()
+        raise
+    return inner
+
+
+class GracePeriods:
+    """Tickets that pass once no BPF program still runs from before them.
+
+    `ticket()` marks now; `passed(t)` says whether a whole RCU grace period
+    has elapsed since. A daemon thread updates a private ARRAY_OF_MAPS, which
+    the kernel returns from only after a grace period that began after the
+    update started: every ticket handed out before that start has passed.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._issued = 0
+        self._passed = 0
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_grace_in", 4, 4, 1)
+        try:
+            self._outer = Map.create(
+                lib.BPF_MAP_TYPE_ARRAY_OF_MAPS, "xlb_grace", 4, 4, 1, inner_map_fd=self._inner.fd
+            )
+        except BaseException:
+            self._inner.close()
+            raise
+
+    def ticket(self) -> int:
+        """A ticket for "now", and a grace period started to pass it."""
+        with self._cond:
+            if self._closed:
+                raise XlbError("grace periods: closed")
+            self._issued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="xlb-grace", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+            return self._issued
+
+    def passed(self, ticket: int) -> bool:
+        return ticket <= self._passed
+
+    def wait(self, ticket: int) -> None:
+        """Block until `ticket` has passed."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: ticket <= self._passed or self._error is not None or self._closed,
+                GRACE_TIMEOUT_S,
+            )
+            if self._error is not None:
+                raise XlbError(f"waiting for an RCU grace period failed: {self._error}")
+            if not ok or ticket > self._passed:
+                raise XlbError(f"no RCU grace period completed within {GRACE_TIMEOUT_S} s")
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        self._outer.close()
+        self._inner.close()
+
+    def _run(self) -> None:
+        key = _abi.u32(0)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._issued > self._passed)
+                if self._closed:
+                    return
+                target = self._issued
+            try:
+                self._outer.update_fd(key, self._inner.fd)  # returns after a grace period
+            except BaseException as exc:  # report to waiters, never die silently
+                log.exception("grace period wait failed")
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._passed = target
+                self._cond.notify_all()
+
+
+@dataclass(slots=True)
+class VipRings:
+    """One VIP's ring slots: which is live, and when each other is free.
+
+    reusable_after[slot]: None = no inner map in that slot yet; otherwise
+    the grace ticket after which no packet reads it (0 = never live)."""
+
+    live: int = NO_RING
+    reusable_after: list[int | None] = field(default_factory=lambda: [None] * RINGS_PER_VIP)
+
+
+class RingSlots:
+    """Writes rings into the `rings` map's slots (see the module docstring)."""
+
+    def __init__(self, rings: Map) -> None:
+        self.outer = rings
+        self.grace = GracePeriods()
+        self._adopted = 0  # ticket covering slots found written by an earlier process
+
+    def close(self) -> None:
+        self.grace.close()
+
+    def adopt(
+        self, vip_id: int, live: int, size: int
+    ) -> tuple[VipRings, npt.NDArray[np.uint32] | None]:
+        """A pinned VIP's slots (every written one not live is reusable after
+        one grace period) and its live ring, read back from the kernel."""
+        state = VipRings(live if live < RINGS_PER_VIP else NO_RING)
+        live_ring = None
+        for slot in range(RINGS_PER_VIP):
+            inner = self._open(vip_id, slot)
+            if inner is None:
+                continue
+            with contextlib.closing(inner):
+                if slot == state.live:
+                    live_ring = _read_ring(inner)
+                elif inner.max_entries == size:
+                    if not self._adopted:
+                        self._adopted = self.grace.ticket()
+                    state.reusable_after[slot] = self._adopted
+        if live_ring is None:
+            state.live = NO_RING
+        return state, live_ring
+
+    def write(self, vip_id: int, state: VipRings, ring: npt.NDArray[np.uint32]) -> int:
+        """Put `ring` into a slot no packet reads; returns the slot to flip to.
+
+        Prefers a written slot whose grace ticket passed (one copy through
+        mmap); then an empty slot (a new inner map swapped in: that update
+        waits a grace period, paid once per slot); else waits for the slot
+        that went out of use first."""
+        others = [s for s in range(RINGS_PER_VIP) if s != state.live]
+        written = {s: t for s in others if (t := state.reusable_after[s]) is not None}
+        ready = [s for s, t in written.items() if self.grace.passed(t)]
+        empty = [s for s in others if s not in written]
+        if ready or not empty:
+            slot = ready[0] if ready else min(written, key=written.__getitem__)
+            self.grace.wait(written[slot])  # at once if it passed
+            inner = self._open(vip_id, slot)
+            if inner is not None:
+                with contextlib.closing(inner):
+                    inner.fill_mmapped(ring)
+                return slot
+            empty = [slot]  # its inner map went away: make a new one
+        slot = empty[0]
+        inner = ring_map(ring)
+        try:
+            self.outer.update_fd(_abi.u32(ring_index(vip_id, slot)), inner.fd)
+        finally:
+            inner.close()  # the outer map holds its own reference
+        state.reusable_after[slot] = 0
+        return slot
+
+    def flipped(self, state: VipRings, slot: int) -> None:
+        """The VIP entry now names `slot`: the slot it named starts its grace."""
+        if state.live != NO_RING and state.live != slot:
+            state.reusable_after[state.live] = self.grace.ticket()
+        state.live = slot
+
+    def remove(self, vip_id: int) -> None:
+        """Drop a removed VIP's inner maps (each delete waits a grace period,
+        so the vip_id is then free for a new VIP)."""
+        for slot in range(RINGS_PER_VIP):
+            with contextlib.suppress(BpfError):
+                self.outer.delete(_abi.u32(ring_index(vip_id, slot)))
+
+    def _open(self, vip_id: int, slot: int) -> Map | None:
+        inner_id = self.outer.lookup(_abi.u32(ring_index(vip_id, slot)))
+        if inner_id is None:
+            return None
+        return Map.from_id(_abi.read_u32(inner_id), "ring")
+
+
+def ring_index(vip_id: int, slot: int) -> int:
+    """The VIP's slot in the outer `rings` map."""
+    return vip_id * RINGS_PER_VIP + slot
+
+
+def _read_ring(inner: Map) -> npt.NDArray[np.uint32]:
+    _, values, count = inner.lookup_batch(chunk=65536)
+    return np.frombuffer(values, dtype=np.uint32, count=count).copy()
