@@ -47,7 +47,7 @@ struct xlb_ring {
 /* vip_id * XLB_RINGS_PER_VIP + ring_slot -> ring (inner map). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, XLB_MAX_VIPS * XLB_RINGS_PER_VIP);
+	__uint(max_entries, XLB_LIMIT_RING_SLOTS);
 	__type(key, __u32);
 	__array(values, struct xlb_ring);
 } rings SEC(".maps");

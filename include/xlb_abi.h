@@ -51,6 +51,8 @@ enum xlb_limits {
 	XLB_MAX_V6_EXT_HDRS = 4,
 	/* Ring slots each VIP owns in `rings` (one live, the others refilled). */
 	XLB_RINGS_PER_VIP = 3,
+	/* Entries of the outer `rings` map. */
+	XLB_LIMIT_RING_SLOTS = XLB_MAX_VIPS * XLB_RINGS_PER_VIP,
 	/* xlb_vip_meta.ring_slot of a VIP with no ring (its packets drop). */
 	XLB_RING_SLOT_NONE = 255,
 };
