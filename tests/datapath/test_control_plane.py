@@ -297,6 +297,22 @@ def test_remove_vip_passes_its_traffic(lb: Balancer) -> None:
     assert lb.vips() == []
 
 
+def test_a_vip_added_after_a_removed_one_starts_with_no_ring(lb: Balancer) -> None:
+    """The new VIP reuses the removed one's id: none of its old ring slots
+    may leak into it, before or after it gets reals."""
+    lb.add_vip(VIP4)
+    for reals in (REALS4[:2], REALS4[2:], REALS4):  # fill every ring slot
+        lb.set_reals(VIP4, reals)
+    lb.remove_vip(VIP4)
+    assert ring_slot_maps(lb) == {}
+    other = Vip("10.200.0.9", 443, "tcp")
+    lb.add_vip(other)
+    flow = Flow("198.51.100.1", other.address, 40000, 443)
+    assert lb.run(packet_for(flow)).action == "XDP_DROP"  # no reals, no ring
+    lb.set_reals(other, [Real("10.0.0.77")])
+    assert destination(lb, packet_for(flow)) == "10.0.0.77"
+
+
 def no_any_port_flag(lb: Balancer) -> bool:
     from xlb._abi import config_no_any_port_vip, u32
 
