@@ -34,6 +34,14 @@ struct {
 	__type(value, __u32);
 } vip_addrs SEC(".maps");
 
+/* Addresses that may have a connection-table VIP, as bits (xlb_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_VIP_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} vip_filter SEC(".maps");
+
 /* Template of the inner Maglev rings: slot -> real_id. */
 struct xlb_ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -20,6 +20,15 @@
  *     an entry for the 5-tuple already existed;
  *   - CONN_HIT + CONN_MISS = packets of conn-table VIPs that reached
  *     selection; NO_CONN_TABLE VIPs count neither.
+ *
+ * The fast path (established_real()): a packet that is not a SYN, to an
+ * address `vip_filter` marks, looks up its entry before any VIP. A valid
+ * entry (its real ACTIVE with the entry's gen, its VIP still using the
+ * table: reals carry a copy of their VIP's flags) decides alone: real, VIP
+ * (the real's), flags and hash (stored in the entry) are all known, so the
+ * VIP lookup and the flow hash are skipped. An established flow thus keeps
+ * its real even if a more specific VIP was added over its any-port VIP
+ * since. Anything else takes the VIP path, which reuses the lookup.
  */
 #ifndef XLB_SELECT_H
 #define XLB_SELECT_H
@@ -33,8 +42,11 @@
 #include "common.h"
 #include "maps.h"
 #include "stats.h"
+#include "vip.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
+/* check_conn() on the fast path: any VIP that uses the connection table. */
+#define XLB_ANY_VIP 0xffffffffU
 
 /*
  * The connection table's clock: CLOCK_MONOTONIC at tick resolution (1-10
@@ -50,6 +62,13 @@ static __always_inline __u64 conn_clock_ns(void)
 union conn_key {
 	struct xlb_flow_v4 v4;
 	struct xlb_flow_v6 v6;
+};
+
+/* The fast path's connection-table lookup, handed on to select_real(). */
+struct conn_probe {
+	union conn_key key;
+	struct xlb_conn *conn; /* the entry, which the fast path rejected, or NULL */
+	int done;	       /* key filled and looked up */
 };
 
 static __always_inline struct xlb_real *lookup_real(__u32 real_id)
@@ -101,6 +120,7 @@ static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_
 {
 	__builtin_memcpy(dst, src, 2 * sizeof(__u32));
 	dst->atime_ns = src->atime_ns;
+	dst->hash = src->hash;
 }
 
 /*
@@ -122,6 +142,7 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 		.real_id = p->real_id,
 		.real_gen = real->gen,
 		.atime_ns = conn_clock_ns(),
+		.hash = p->hash,
 	};
 
 	if (p->tcp_syn) {
@@ -144,9 +165,10 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 }
 
 /*
- * The conn entry's real if the entry is still valid for this VIP (and then
- * p->real_id). real_id is read once: record_conn() may rewrite the entry
- * in place on another CPU meanwhile.
+ * The conn entry's real if the entry is still valid (and then p->real_id):
+ * for VIP `vip_id`, or with XLB_ANY_VIP for whichever VIP the real serves
+ * as long as that VIP uses the table. real_id is read once: record_conn()
+ * may rewrite the entry in place on another CPU meanwhile.
  */
 static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct xlb_pkt *p,
 						   __u32 vip_id, const struct xlb_config *cfg)
@@ -155,8 +177,10 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 	struct xlb_real *real = lookup_real(real_id);
 	__u64 now, idle;
 
-	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen ||
-	    real->vip_id != vip_id)
+	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen)
+		return NULL;
+	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_NO_CONN_TABLE
+				  : real->vip_id != vip_id)
 		return NULL;
 	if (p->flow.proto == IPPROTO_UDP) {
 		now = conn_clock_ns();
@@ -204,31 +228,58 @@ static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_
 }
 
 /*
+ * The fast path: the real of an established flow, from its entry alone
+ * (see the top of this file); sets p->real_id, p->vip_id and p->hash.
+ * NULL: take the VIP path, with `probe` saying what was looked up.
+ */
+static __always_inline struct xlb_real *
+established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_probe *probe)
+{
+	struct xlb_real *real;
+
+	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
+		return NULL;
+	fill_conn_key(&probe->key, &p->flow);
+	probe->conn = lookup_conn(&probe->key, p->flow.family);
+	probe->done = 1;
+	if (!probe->conn)
+		return NULL;
+	real = check_conn(probe->conn, p, XLB_ANY_VIP, cfg);
+	if (!real)
+		return NULL;
+	count(XLB_CNT_CONN_HIT);
+	p->vip_id = real->vip_id;
+	p->hash = probe->conn->hash;
+	return real;
+}
+
+/*
  * Choose the real for p->flow (p->hash already set). `learn`: record a
  * ring choice in the connection table (false for routed ICMP errors,
- * which must not create entries). Sets p->real_id and *real_out.
+ * which must not create entries). `probe`: a lookup the fast path made
+ * (its entry, if any, is not valid: no second look). Sets p->real_id and
+ * *real_out.
  */
 static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_meta *vip,
 				       const struct xlb_config *cfg, int learn,
-				       struct xlb_real **real_out)
+				       struct conn_probe *probe, struct xlb_real **real_out)
 {
 	int use_table = !(vip->flags & XLB_VIP_F_NO_CONN_TABLE);
-	struct xlb_conn *conn = NULL;
 	struct xlb_real *real;
-	union conn_key key;
 	int action;
 
 	if (use_table) {
-		fill_conn_key(&key, &p->flow);
-		if (!p->tcp_syn) {
-			conn = lookup_conn(&key, p->flow.family);
-			if (conn) {
-				real = check_conn(conn, p, vip->vip_id, cfg);
-				if (real) {
-					count(XLB_CNT_CONN_HIT);
-					*real_out = real;
-					return XLB_CONTINUE;
-				}
+		if (!probe->done) {
+			fill_conn_key(&probe->key, &p->flow);
+			if (!p->tcp_syn)
+				probe->conn = lookup_conn(&probe->key, p->flow.family);
+		}
+		if (probe->conn && !probe->done) {
+			real = check_conn(probe->conn, p, vip->vip_id, cfg);
+			if (real) {
+				count(XLB_CNT_CONN_HIT);
+				*real_out = real;
+				return XLB_CONTINUE;
 			}
 		}
 		count(XLB_CNT_CONN_MISS);
@@ -237,7 +288,7 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	if (action != XLB_CONTINUE)
 		return action;
 	if (use_table && learn)
-		record_conn(&key, conn, p, *real_out);
+		record_conn(&probe->key, probe->conn, p, *real_out);
 	return XLB_CONTINUE;
 }
 

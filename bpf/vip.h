@@ -6,6 +6,7 @@
 #include <linux/types.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "xlb_abi.h"
 #include "common.h"
@@ -46,6 +47,28 @@ static __always_inline struct xlb_vip_meta *lookup_vip(const struct flow_tuple *
 		return vip;
 	key.port = 0;
 	return bpf_map_lookup_elem(&vips, &key);
+}
+
+/* The bit of `addr` in `vip_filter` (the rule is in xlb_abi.h). */
+static __always_inline __u32 vip_filter_bit(const __be32 *addr)
+{
+	__u32 folded =
+		bpf_ntohl(addr[0]) ^ bpf_ntohl(addr[1]) ^ bpf_ntohl(addr[2]) ^ bpf_ntohl(addr[3]);
+
+	return (folded * 2654435761U) >> (32 - XLB_VIP_FILTER_BITS_LOG2);
+}
+
+/*
+ * May a VIP with a connection table have address `addr` (all four words:
+ * an IPv4 flow's are zero past the first)? Decides whether a packet tries
+ * the connection table before the VIP lookup.
+ */
+static __always_inline int may_be_conn_vip_addr(const __be32 *addr)
+{
+	__u32 bit = vip_filter_bit(addr), word = bit / 64;
+	__u64 *bits = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return bits && (*bits >> (bit % 64)) & 1;
 }
 
 /*

@@ -169,11 +169,11 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
  * Routed ICMP errors are never answered with ICMP (RFC 1122), they are
  * forwarded whatever their size.
  */
-static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p,
-				   const struct xlb_vip_meta *vip, const struct xlb_config *cfg,
-				   const struct xlb_real *real, enum xlb_reason reason)
+static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 vip_flags,
+				   const struct xlb_config *cfg, const struct xlb_real *real,
+				   enum xlb_reason reason)
 {
-	int gue = (vip->flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
+	int gue = (vip_flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
 	struct next_hop nh;
 	__u32 hdr_len, mtu;
 	int action;
@@ -202,23 +202,29 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p,
 	return v6_encap(ctx, p, cfg, real, &nh, gue);
 }
 
-/* TCP/UDP: the VIP, its real, out. */
+/* TCP/UDP: an established flow's real (fast path), or the VIP, its real; out. */
 static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 				   const struct xlb_config *cfg)
 {
+	struct conn_probe probe;
 	struct xlb_vip_meta *vip;
 	struct xlb_real *real;
 	int action;
 
+	probe.conn = NULL;
+	probe.done = 0;
+	real = established_real(p, cfg, &probe);
+	if (real)
+		return forward(ctx, p, real->vip_flags, cfg, real, XLB_R_FORWARD);
 	vip = lookup_vip(&p->flow, cfg);
 	if (!vip)
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
 	p->vip_id = vip->vip_id;
 	p->hash = hash_flow(&p->flow, vip->flags, cfg->hash_seed);
-	action = select_real(p, vip, cfg, 1, &real);
+	action = select_real(p, vip, cfg, 1, &probe, &real);
 	if (action != XLB_CONTINUE)
 		return action;
-	return forward(ctx, p, vip, cfg, real, XLB_R_FORWARD);
+	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD);
 }
 
 /*
@@ -230,6 +236,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *p,
 					    const struct xlb_config *cfg)
 {
+	struct conn_probe probe;
 	struct xlb_vip_meta *vip;
 	struct flow_tuple flow;
 	struct xlb_real *real;
@@ -247,10 +254,12 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 	p->flow = flow;
 	p->vip_id = vip->vip_id;
 	p->hash = hash_flow(&flow, vip->flags, cfg->hash_seed);
-	action = select_real(p, vip, cfg, 0, &real);
+	probe.conn = NULL;
+	probe.done = 0;
+	action = select_real(p, vip, cfg, 0, &probe, &real);
 	if (action != XLB_CONTINUE)
 		return action;
-	return forward(ctx, p, vip, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
+	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
 }
 
 /*

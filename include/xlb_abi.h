@@ -53,6 +53,9 @@ enum xlb_limits {
 	XLB_RINGS_PER_VIP = 3,
 	/* Entries of the outer `rings` map. */
 	XLB_LIMIT_RING_SLOTS = XLB_MAX_VIPS * XLB_RINGS_PER_VIP,
+	/* `vip_filter`: 2^16 bits in 1024 words (see xlb_vip_filter_bit). */
+	XLB_VIP_FILTER_BITS_LOG2 = 16,
+	XLB_VIP_FILTER_WORDS = 1024,
 	/* xlb_vip_meta.ring_slot of a VIP with no ring (its packets drop). */
 	XLB_RING_SLOT_NONE = 255,
 };
@@ -95,6 +98,17 @@ struct xlb_vip_key {
  * errors quoting them. The control plane keeps it in step with `vips`.
  */
 
+/*
+ * `vip_filter` (ARRAY of XLB_VIP_FILTER_WORDS __u64) has bit
+ * xlb_vip_filter_bit(daddr) set when a VIP that uses the connection table
+ * may have that address; only such packets look up the connection table
+ * before the VIP (the fast path for established flows). A stale bit costs
+ * a lookup, a missing one the fast path: neither changes where a packet
+ * goes. The bit: fold the address's four 32-bit words (host order of the
+ * network-order words, zero past an IPv4 address) with XOR, multiply by
+ * 2654435761 modulo 2^32, keep the top XLB_VIP_FILTER_BITS_LOG2 bits.
+ */
+
 /* Value of the `vips` hash map. */
 struct xlb_vip_meta {
 	__u32 vip_id;	 /* host; index into `vip_stats`; owns `rings` slots */
@@ -127,14 +141,14 @@ enum xlb_real_flags {
 };
 
 struct xlb_real {
-	__be32 addr[4]; /* net */
-	__u8 mac[6];	/* next-hop MAC for flat L2; all zero = use config */
-	__u8 family;	/* enum xlb_family */
-	__u8 flags;	/* enum xlb_real_flags */
-	__u32 gen;	/* host; allocation generation of this id */
-	__u32 vip_id;	/* host; the VIP this id serves */
-	__u32 weight;	/* host; Maglev weight (control plane only) */
-	__u32 reserved; /* zero */
+	__be32 addr[4];	 /* net */
+	__u8 mac[6];	 /* next-hop MAC for flat L2; all zero = use config */
+	__u8 family;	 /* enum xlb_family */
+	__u8 flags;	 /* enum xlb_real_flags */
+	__u32 gen;	 /* host; allocation generation of this id */
+	__u32 vip_id;	 /* host; the VIP this id serves */
+	__u32 weight;	 /* host; Maglev weight (control plane only) */
+	__u32 vip_flags; /* host; the VIP's xlb_vip_meta.flags, for the fast path */
 };
 
 /* ---- Connection table (LRU hashes, per-CPU LRU lists) ---------------- */
@@ -162,6 +176,8 @@ struct xlb_conn {
 	__u32 real_gen; /* host; must equal reals[real_id].gen to be valid */
 	/* host; CLOCK_MONOTONIC ns at last use, tick resolution (UDP ageing) */
 	__u64 atime_ns;
+	__u32 hash;	/* host; the flow's hash when it was recorded (outer source) */
+	__u32 reserved; /* zero */
 };
 
 /* ---- Global configuration (`config`, ARRAY of one) ------------------- */

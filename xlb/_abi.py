@@ -114,6 +114,7 @@ def real_entries(
     vip_id: int,
     weights: list[int],
     active: bool,
+    vip_flags: int = 0,
 ) -> npt.NDArray[np.uint8]:
     """Many `struct xlb_real` at once, as rows of bytes (vectorised: a VIP
     of thousands of reals is packed in microseconds, not milliseconds)."""
@@ -134,6 +135,7 @@ def real_entries(
     put("gen", np.array(gens, dtype=np.uint32))
     put("vip_id", np.full(n, vip_id, dtype=np.uint32))
     put("weight", np.array(weights, dtype=np.uint32))
+    put("vip_flags", np.full(n, vip_flags, dtype=np.uint32))
     return rows
 
 
@@ -173,6 +175,15 @@ def parse_flow_key(map_name: str, raw: bytes) -> Flow:
         src = get_addr(key.saddr, lib.XLB_FAMILY_V6)
         dst = get_addr(key.daddr, lib.XLB_FAMILY_V6)
     return Flow(src, dst, ntohs(key.sport), ntohs(key.dport), PROTO_NAMES.get(key.proto, "tcp"))
+
+
+def vip_filter_bit(address: IPAddress) -> int:
+    """The bit of a VIP address in the `vip_filter` map (rule: xlb_abi.h)."""
+    words = address.packed.ljust(16, b"\0")
+    folded = 0
+    for i in range(0, 16, 4):
+        folded ^= int.from_bytes(words[i : i + 4], "big")
+    return ((folded * 2654435761) & 0xFFFFFFFF) >> (32 - int(lib.XLB_VIP_FILTER_BITS_LOG2))
 
 
 def parse_conn(raw: bytes) -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ class Balancer:
             self._read_reals()
             self._vips = self._read_vips()
             self._mark_members_active()
+            self._init_vip_filter()
             self._adopt_config(config)
             if interface is not None:
                 self._attach(interface, mode)
@@ -388,6 +390,7 @@ class Balancer:
         vip_id = self._free_vip_id()
         self._zero_percpu("vip_stats", vip_id)
         self._count_vip_address(vip, +1)
+        self._mark_vip_filter(vip, flags, +1)
         try:
             if vip.port == 0:
                 self._sync_any_port_flag(adding_any_port=True)
@@ -396,16 +399,27 @@ class Balancer:
             )
         except BaseException:
             self._count_vip_address(vip, -1)
+            self._mark_vip_filter(vip, flags, -1)
             self._sync_any_port_flag()
             raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
 
     @_observed
     def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
-        """Change a VIP's flags in place (one map update)."""
+        """Change a VIP's flags in place: its entry, and the copy its reals
+        carry for the data plane's fast path (one batch)."""
         state = self._state(vip)
         flags = _check_flags(flags)
-        self._write_vip_meta(vip, state, flags, state.rings.live)
+        self._mark_vip_filter(vip, flags, +1)
+        members = list(state.members.values())
+        reals_undo = self._write_reals(members, state.vip_id, active=True, vip_flags=flags)
+        try:
+            self._write_vip_meta(vip, state, flags, state.rings.live)
+        except BaseException:
+            self._put_reals(*reals_undo)
+            self._mark_vip_filter(vip, flags, -1)
+            raise
+        self._mark_vip_filter(vip, state.flags, -1)
         state.flags = flags
 
     @_observed
@@ -413,6 +427,7 @@ class Balancer:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         state = self._state(vip)
         self._map["vips"].delete(_abi.vip_key(vip))
+        self._mark_vip_filter(vip, state.flags, -1)
         self._slots.remove(state.vip_id)
         self._retire(list(state.members.values()))
         self._count_vip_address(vip, -1)
@@ -422,6 +437,35 @@ class Balancer:
     def _write_vip_meta(self, vip: Vip, state: _VipState, flags: VipFlags, ring_slot: int) -> None:
         meta = _abi.vip_meta(state.vip_id, flags, state.ring_size, ring_slot)
         self._map["vips"].update(_abi.vip_key(vip), meta)
+
+    # `vip_filter`: a bit per address hash, set while a VIP that uses the
+    # connection table may have that address (xlb_abi.h). Reference counts
+    # per bit; a bit is set before such a VIP exists and cleared after the
+    # last one went, though a wrong bit would only cost speed.
+
+    def _init_vip_filter(self) -> None:
+        self._filter_refs = np.zeros(1 << int(lib.XLB_VIP_FILTER_BITS_LOG2), dtype=np.int64)
+        for vip, state in self._vips.items():
+            if VipFlags.NO_CONN_TABLE not in state.flags:
+                self._filter_refs[_abi.vip_filter_bit(vip.address)] += 1
+        bits = np.packbits(self._filter_refs > 0, bitorder="little")
+        words = bits.view(np.uint64)  # bit i of word w is filter bit 64 * w + i
+        keys = np.arange(len(words), dtype=np.uint32)
+        self._map["vip_filter"].update_batch(keys.tobytes(), words.tobytes(), len(words))
+        self._filter_words = words.copy()
+
+    def _mark_vip_filter(self, vip: Vip, flags: VipFlags, delta: int) -> None:
+        """Count a VIP with `flags` in (+1) or out (-1) of its address's bit."""
+        if VipFlags.NO_CONN_TABLE in flags:
+            return
+        bit = _abi.vip_filter_bit(vip.address)
+        self._filter_refs[bit] += delta
+        word, mask = bit // 64, 1 << (bit % 64)
+        old = int(self._filter_words[word])
+        new = old | mask if self._filter_refs[bit] > 0 else old & ~mask
+        if new != old:
+            self._map["vip_filter"].update(_abi.u32(word), new.to_bytes(8, sys.byteorder))
+            self._filter_words[word] = new
 
     def _count_vip_address(self, vip: Vip, delta: int) -> None:
         """Keep `vip_addrs` (address -> number of VIPs on it): it makes the
@@ -567,7 +611,7 @@ class Balancer:
         # Stats of an id never handed out are zeros already: reset reused ones only.
         reused = sorted(i for i in added_ids if self._real_gen[i] != 0)
         stats_undo = self._zero_real_stats(reused)
-        reals_undo = self._write_reals(changed, state.vip_id, active=True)
+        reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
         try:
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
             if slot != state.rings.live:
@@ -592,7 +636,7 @@ class Balancer:
         return _ids_key_bytes(ids), old, len(ids)
 
     def _write_reals(
-        self, members: list[_Member], vip_id: int, active: bool
+        self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
     ) -> tuple[list[int], npt.NDArray[np.uint8]]:
         """Write these members' `reals` entries in one batch; returns the undo."""
         ids = [m.real_id for m in members]
@@ -604,6 +648,7 @@ class Balancer:
             vip_id,
             [m.real.weight if active else 0 for m in members],
             active,
+            vip_flags,
         )
         self._put_reals(ids, rows)
         return ids, old

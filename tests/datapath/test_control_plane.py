@@ -7,19 +7,31 @@ program sent them (the outer destination), which is what a user relies on.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 
-from xlb import Balancer, BalancerConfig, ConfigError, Flow, NotFoundError, Real, Vip
-from xlb._abi import read_u32, u32
+from xlb import (
+    Balancer,
+    BalancerConfig,
+    ConfigError,
+    Flow,
+    NotFoundError,
+    Real,
+    Vip,
+    VipFlags,
+)
+from xlb._abi import read_u32, u32, vip_filter_bit
 from xlb._bpf import Map
 from xlb.balancer import BALANCER_OBJECT, MAX_REALS
 from xlb.errors import BpfError, CapacityError, ExistsError
 from xlb.rings import RINGS_PER_VIP, GracePeriods, ring_index
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
+from xlb.testing.packets import decode_encapsulated
 
 VIP4 = Vip("10.200.0.1", 80, "tcp")
 VIP6 = Vip("2001:db8:200::1", 80, "tcp")
@@ -195,6 +207,71 @@ def test_failed_flip_leaves_the_data_plane_as_it_was(
     lb.set_reals(VIP4, [REALS4[0], Real("10.0.0.9", weight=5)])  # and the next change works
     for f in flows[:50]:
         assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
+
+
+@pytest.mark.parametrize("address", ["10.200.7.1", "192.0.2.77", "2001:db8:200::7", "fd00::1:2"])
+def test_established_flows_keep_their_real_when_a_narrower_vip_appears(
+    lb: Balancer, address: str
+) -> None:
+    """An established flow is found by its entry before any VIP (the fast
+    path): adding an exact-port VIP over its any-port VIP does not break it,
+    while new flows go to the new VIP. Only the fast path behaves so, which
+    also shows that the data plane and `vip_filter_bit` agree on the address."""
+    v6 = ":" in address
+    any_port, exact = Vip(address, 0, "tcp"), Vip(address, 80, "tcp")
+    old_reals = REALS6[:2] if v6 else REALS4[:2]
+    new_real = Real("2001:db8:1::99" if v6 else "10.0.0.99")
+    lb.add_vip(any_port)
+    lb.set_reals(any_port, old_reals)
+    flows = random_flows(100, exact, seed=31)
+    owner = {f: destination(lb, packet_for(f, "S")) for f in flows}
+    lb.add_vip(exact)
+    lb.set_reals(exact, [new_real])
+    for f in flows:
+        assert destination(lb, packet_for(f, "A")) == owner[f]
+        assert destination(lb, packet_for(f, "S")) == str(new_real.address)  # a new connection
+
+
+def test_vip_flag_changes_reach_established_flows(lb: Balancer) -> None:
+    """Reals carry their VIP's flags for the fast path: GUE and bypassing the
+    connection table apply to established flows at once."""
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    flows = random_flows(100, VIP4, seed=32)
+    owner = {f: destination(lb, packet_for(f, "S")) for f in flows}
+
+    lb.set_vip_flags(VIP4, VipFlags.GUE)
+    for f in flows:
+        out = decode_encapsulated(lb.run(packet_for(f, "A")).packet)
+        assert out.gue and str(out.outer_dst) == owner[f]
+
+    lb.set_vip_flags(VIP4, VipFlags.NO_CONN_TABLE)
+    lb.set_reals(VIP4, REALS4[:2])
+    for f in flows:  # the ring decides, not the entry
+        assert destination(lb, packet_for(f, "A")) == str(lb.predict(f))
+
+
+def test_vip_filter_marks_addresses_of_connection_table_vips(lb: Balancer) -> None:
+    def marked(address: str) -> bool:
+        bit = vip_filter_bit(ip_address(address))
+        raw = lb.map("vip_filter").lookup(u32(bit // 64))
+        assert raw is not None
+        return bool(int.from_bytes(raw, sys.byteorder) >> (bit % 64) & 1)
+
+    lb.add_vip(VIP4)
+    lb.add_vip(Vip(VIP4.address, 443, "tcp"))
+    bypass = Vip("10.200.0.50", 80, "tcp")
+    lb.add_vip(bypass, VipFlags.NO_CONN_TABLE)
+    assert marked(str(VIP4.address)) and not marked(str(bypass.address))
+    lb.remove_vip(VIP4)
+    assert marked(str(VIP4.address))  # the 443 VIP still uses the table
+    lb.set_vip_flags(Vip(VIP4.address, 443, "tcp"), VipFlags.NO_CONN_TABLE)
+    assert not marked(str(VIP4.address))
+    lb.set_vip_flags(bypass, VipFlags.NONE)
+    assert marked(str(bypass.address))
+    # A marked address with no VIP on the port: the lookup misses, the packet passes.
+    flow = Flow("198.51.100.1", bypass.address, 40000, 22)
+    assert lb.run(packet_for(flow, "A")).action == "XDP_PASS"
 
 
 def test_grace_tickets_pass_in_order() -> None:
@@ -439,17 +516,14 @@ def test_stats_and_counters_count_what_was_forwarded(lb: Balancer) -> None:
 
 def age_connection_table(lb: Balancer, seconds: float) -> int:
     """Make every connection-table entry look idle for `seconds` (returns how many)."""
-    from xlb._abi import parse_conn, to_bytes
-    from xlb._bpf import ffi
+    from xlb._abi import struct_from, to_bytes
 
     now_ns = time.monotonic_ns()  # the conn table's clock (CLOCK_MONOTONIC)
     aged = 0
     for name in ("conn_v4", "conn_v6"):
         table = lb.map(name)
         for key, value in list(table.items()):
-            real_id, gen, _ = parse_conn(value)
-            conn = ffi.new("struct xlb_conn *")
-            conn.real_id, conn.real_gen = real_id, gen
+            conn = struct_from("struct xlb_conn", value)
             conn.atime_ns = max(0, now_ns - int(seconds * 1e9))
             table.update(key, to_bytes(conn))
             aged += 1
