@@ -14,6 +14,7 @@ import errno
 import logging
 import mmap
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -452,7 +453,7 @@ class BpfObject:
             self._prepare(pin_dir, only)
             with capture_libbpf_log() as lines:
                 ret = lib.bpf_object__load(self._obj)
-            check(ret, f"loading BPF object {self.path.name}", lines, _load_error_class(lines))
+            check(ret, _load_failure(self.path.name, lines), lines, _load_error_class(lines))
         except BaseException:
             self.close()
             raise
@@ -528,6 +529,19 @@ class BpfObject:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _load_failure(name: str, lines: list[str]) -> str:
+    """What failed, in words an operator can act on."""
+    what = f"loading BPF object {name}"
+    mismatch = re.search(r"couldn't reuse pinned map at '([^']+)'", "".join(lines))
+    if mismatch:
+        what += (
+            f": the map pinned at {mismatch[1]} has another definition (pinned by an "
+            "incompatible build of xlb); tear that data plane down "
+            "(`xlb serve --teardown`, or Balancer.close(detach=True)) or use another pin directory"
+        )
+    return what
 
 
 def _load_error_class(lines: list[str]) -> type[BpfError]:

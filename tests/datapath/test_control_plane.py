@@ -476,6 +476,18 @@ def test_adopt_after_restart_keeps_every_connection(pin_dir: Path) -> None:
         second.close(detach=True)
 
 
+def test_pins_of_an_incompatible_build_are_a_clear_error(pin_dir: Path, tmp_path: Path) -> None:
+    import build  # the repository root's build.py
+
+    other_build = tmp_path / "xlb.bpf.o"
+    build.compile_bpf(
+        Path(build.BPF_SRC) / "xlb.bpf.c", other_build, defines={"XLB_MAX_VIPS": 1024}
+    )
+    Balancer(pin_dir=pin_dir, object_path=other_build).close()
+    with pytest.raises(BpfError, match=r"the map pinned at .*/vips has another definition"):
+        Balancer(pin_dir=pin_dir)
+
+
 def test_upgrade_keeps_flows(pin_dir: Path, tmp_path: Path) -> None:
     lb = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
     try:
