@@ -311,14 +311,15 @@ class Map:
                 f"{self.value_size * self.max_entries}"
             )
         stride = (self.value_size + 7) // 8 * 8
-        laid_out = np.zeros((self.max_entries, stride), dtype=np.uint8)
-        laid_out[:, : self.value_size] = np.frombuffer(values.tobytes(), dtype=np.uint8).reshape(
-            self.max_entries, self.value_size
-        )
-        length = -(-laid_out.nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+        source = np.ascontiguousarray(values).view(np.uint8).reshape(self.max_entries, -1)
+        length = -(-self.max_entries * stride // mmap.PAGESIZE) * mmap.PAGESIZE
         prot = mmap.PROT_READ | mmap.PROT_WRITE
         with mmap.mmap(self.fd, length, mmap.MAP_SHARED, prot) as region:
-            region[: laid_out.nbytes] = laid_out.tobytes()
+            slots = np.frombuffer(region, np.uint8, self.max_entries * stride)
+            try:
+                slots.reshape(self.max_entries, stride)[:, : self.value_size] = source
+            finally:
+                del slots  # the mapping cannot close while a view exports it
 
     # -- per-CPU values
 
