@@ -124,9 +124,7 @@ def real_entries(
         return rows
 
     def put(field: str, values: npt.NDArray[Any]) -> None:
-        offset = ffi.offsetof("struct xlb_real", field)
-        column = np.ascontiguousarray(values).view(np.uint8).reshape(n, -1)
-        rows[:, offset : offset + column.shape[1]] = column
+        set_real_field(rows, field, values)
 
     put("addr", _frombytes(b"".join(a.packed.ljust(16, b"\0") for a in addresses), 16, n))
     put("mac", _frombytes(b"".join(mac_bytes(m) for m in macs), 6, n))
@@ -141,6 +139,25 @@ def real_entries(
 
 def _frombytes(raw: bytes, width: int, n: int) -> npt.NDArray[np.uint8]:
     return np.frombuffer(raw, dtype=np.uint8).reshape(n, width)
+
+
+def set_real_field(rows: npt.NDArray[np.uint8], field: str, values: npt.NDArray[Any]) -> None:
+    """Write one field of many packed `struct xlb_real` rows (a value per row)."""
+    if len(rows) == 0:
+        return
+    offset = ffi.offsetof("struct xlb_real", field)
+    column = np.ascontiguousarray(values).view(np.uint8).reshape(len(rows), -1)
+    rows[:, offset : offset + column.shape[1]] = column
+
+
+def retired_real_entries(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """`rows` as retired ids: not active, no VIP, no weight (address, MAC and
+    gen kept, as real_entries(..., active=False) writes them)."""
+    retired = rows.copy()
+    for field, dtype in (("flags", np.uint8), ("vip_id", np.uint32), ("weight", np.uint32),
+                         ("vip_flags", np.uint32)):  # fmt: skip
+        set_real_field(retired, field, np.zeros(len(rows), dtype=dtype))
+    return retired
 
 
 def real_field(rows: npt.NDArray[np.uint8], field: str, dtype: npt.DTypeLike) -> npt.NDArray[Any]:

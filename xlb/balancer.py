@@ -540,7 +540,7 @@ class Balancer:
             raise CapacityError(
                 f"VIP {vip} has {serving} reals with weight > 0 but a ring of {state.ring_size}"
             )
-        if {r.address: r for r in wanted} == {a: m.real for a, m in state.members.items()}:
+        if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
         members, added = self._plan_members(state, wanted)
         ring = self._build_ring(state.ring_size, members)
@@ -549,23 +549,30 @@ class Balancer:
         self._retire(removed)
         state.members, state.ring = members, ring
 
+    @staticmethod
+    def _same_reals(state: _VipState, wanted: list[Real]) -> bool:
+        """Whether `wanted` (addresses unique) is exactly the VIP's reals."""
+        if len(wanted) != len(state.members):
+            return False
+        current = state.members
+        return all((m := current.get(r.address)) is not None and m.real == r for r in wanted)
+
     def _plan_members(
         self, state: _VipState, wanted: list[Real]
     ) -> tuple[dict[IPAddress, _Member], list[_Member]]:
         """Keep the ids of reals that stay; reserve free ids for new ones."""
         members: dict[IPAddress, _Member] = {}
-        added: list[_Member] = []
-        new = [r for r in wanted if r.address not in state.members]
-        free = self._free_real_ids(len(new))
-        for real, real_id in zip(new, free, strict=True):
-            gen = int(self._real_gen[real_id]) % 0xFFFFFFFF + 1  # never 0: 0 means unused
-            member = _Member(real, real_id, gen)
-            members[real.address] = member
-            added.append(member)
+        new: list[Real] = []
         for real in wanted:
-            if real.address in state.members:
-                old = state.members[real.address]
+            old = state.members.get(real.address)
+            if old is None:
+                new.append(real)
+            else:
                 members[real.address] = _Member(real, old.real_id, old.gen)
+        free = self._free_real_ids(len(new))
+        gens = (self._real_gen[free].astype(np.int64) % 0xFFFFFFFF + 1).tolist()  # never 0
+        added = [_Member(r, i, g) for r, i, g in zip(new, free, gens, strict=True)]
+        members.update((m.real.address, m) for m in added)
         return members, added
 
     def _free_real_ids(self, count: int) -> list[int]:
@@ -664,7 +671,7 @@ class Balancer:
         old ring just before the flip and picks one of them is dropped; the
         id is handed out again only after a grace period."""
         ids = [m.real_id for m in members]
-        self._write_reals(members, 0, active=False)
+        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids]))
         self._real_active[ids] = False
         if ids:
             self._real_reusable_after[ids] = self._slots.grace.ticket()
