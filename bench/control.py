@@ -34,7 +34,7 @@ import numpy as np
 from xlb import Balancer, BalancerConfig, Real, Vip
 from xlb._abi import parse_vip_meta, read_u32, u32, vip_key, vip_meta
 from xlb._bpf import Map
-from xlb.rings import RINGS_PER_VIP, ring_index, ring_map
+from xlb.rings import RINGS_PER_VIP, fill_ring, ring_index, ring_map
 from xlb.testing import GATEWAY_MAC
 from xlb.testing.packets import decode_encapsulated, tcp_packet
 
@@ -90,7 +90,7 @@ def ring_flip_floor(lb: Balancer, ring: np.ndarray, slot: int) -> float:
     raw = lb.map("rings").lookup(u32(ring_index(vip_id, slot)))
     assert raw is not None
     inner = Map.from_id(read_u32(raw))
-    inner.fill_mmapped(ring)
+    fill_ring(inner, ring)
     inner.close()
     lb.map("vips").update(vip_key(SPARE_VIP), vip_meta(vip_id, 0, RING_SIZE, slot))
     return (time.perf_counter() - start) * 1e3

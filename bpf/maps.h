@@ -45,11 +45,11 @@ struct {
 /* Template of the inner Maglev rings: slot -> real_id. */
 struct xlb_ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, XLB_RING_SIZE_DEFAULT);
+	__uint(max_entries, (XLB_RING_SIZE_DEFAULT + 1) / 2);
 	/* Any size; filled by the control plane through mmap, not per slot. */
 	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64); /* two __u32 real ids (xlb_abi.h) */
 };
 
 /* vip_id * XLB_RINGS_PER_VIP + ring_slot -> ring (inner map). */

@@ -198,13 +198,13 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 }
 
 /*
- * Maglev: real_id = ring[hash % ring_size], from the VIP's live ring slot;
- * the real must be ACTIVE.
+ * Maglev: real_id = ring[hash % ring_size], from the VIP's live ring slot
+ * (stored in pairs, see xlb_abi.h); the real must be ACTIVE.
  */
 static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_vip_meta *vip,
 					    struct xlb_real **real_out)
 {
-	__u32 ring_index, slot, real_id, *slot_real;
+	__u32 ring_index, slot, pair_index, real_id, *pair;
 	struct xlb_real *real;
 	void *ring;
 
@@ -215,10 +215,11 @@ static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_
 	if (!ring || !vip->ring_size)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
 	slot = p->hash % vip->ring_size;
-	slot_real = bpf_map_lookup_elem(ring, &slot);
-	if (!slot_real)
+	pair_index = slot / 2;
+	pair = bpf_map_lookup_elem(ring, &pair_index);
+	if (!pair)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);
-	real_id = *slot_real;
+	real_id = pair[slot & 1];
 	real = lookup_real(real_id);
 	if (!real || !(real->flags & XLB_REAL_F_ACTIVE))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_REAL);

@@ -120,11 +120,14 @@ struct xlb_vip_meta {
 /*
  * `rings` is an ARRAY_OF_MAPS of XLB_MAX_VIPS * XLB_RINGS_PER_VIP entries;
  * the VIP's live ring is at vip_id * XLB_RINGS_PER_VIP + ring_slot. Each
- * inner map is an ARRAY (key __u32 slot, value __u32 real_id, flags
- * BPF_F_INNER_MAP so sizes may differ and BPF_F_MMAPABLE so it is written
- * in one copy) of ring_size entries. The control plane writes a new ring
- * into a slot no packet reads and then flips ring_slot with one update of
- * the VIP's `vips` entry (see xlb/rings.py).
+ * inner map is an ARRAY (flags BPF_F_INNER_MAP so sizes may differ and
+ * BPF_F_MMAPABLE so it is written in one copy) of (ring_size + 1) / 2
+ * 8-byte elements, each two host __u32 real ids: ring slot s is the
+ * (s % 2)-th of element s / 2. Pairs, because an array element takes 8
+ * bytes whatever its value size: the ring is then a plain __u32 array in
+ * memory, half the size. The control plane writes a new ring into a slot
+ * no packet reads and then flips ring_slot with one update of the VIP's
+ * `vips` entry (see xlb/rings.py).
  */
 
 /* ---- Reals -------------------------------------------------------------- */

@@ -38,11 +38,24 @@ RING_MAP_FLAGS = lib.BPF_F_INNER_MAP | lib.BPF_F_MMAPABLE
 GRACE_TIMEOUT_S = 10.0  # a grace period takes milliseconds; this is "the kernel is stuck"
 
 
+def ring_pairs(ring_size: int) -> int:
+    """Elements of a ring map: two slots each (struct xlb_ring_pair)."""
+    return (ring_size + 1) // 2
+
+
+def fill_ring(inner: Map, ring: npt.NDArray[np.uint32]) -> None:
+    """Write `ring` (real id per slot) into an inner ring map, in one copy."""
+    pairs = np.zeros(2 * ring_pairs(len(ring)), dtype=np.uint32)
+    pairs[: len(ring)] = ring
+    inner.fill_mmapped(pairs)
+
+
 def ring_map(ring: npt.NDArray[np.uint32]) -> Map:
-    """A new inner ring map (slot -> real id) holding `ring`."""
-    inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 4, len(ring), RING_MAP_FLAGS)
+    """A new inner ring map holding `ring` (real id per slot)."""
+    size = ring_pairs(len(ring))
+    inner = Map.create(lib.BPF_MAP_TYPE_ARRAY, "xlb_ring", 4, 8, size, RING_MAP_FLAGS)
     try:
-        inner.fill_mmapped(ring.astype(np.uint32, copy=False))
+        fill_ring(inner, ring)
     except BaseException:
         inner.close()
         raise
@@ -167,8 +180,8 @@ class RingSlots:
                 continue
             with contextlib.closing(inner):
                 if slot == state.live:
-                    live_ring = _read_ring(inner)
-                elif inner.max_entries == size:
+                    live_ring = _read_ring(inner, size)
+                elif inner.max_entries == ring_pairs(size):
                     if not self._adopted:
                         self._adopted = self.grace.ticket()
                     state.reusable_after[slot] = self._adopted
@@ -193,7 +206,7 @@ class RingSlots:
             inner = self._open(vip_id, slot)
             if inner is not None:
                 with contextlib.closing(inner):
-                    inner.fill_mmapped(ring)
+                    fill_ring(inner, ring)
                 return slot
             empty = [slot]  # its inner map went away: make a new one
         slot = empty[0]
@@ -230,6 +243,6 @@ def ring_index(vip_id: int, slot: int) -> int:
     return vip_id * RINGS_PER_VIP + slot
 
 
-def _read_ring(inner: Map) -> npt.NDArray[np.uint32]:
-    _, values, count = inner.lookup_batch(chunk=65536)
-    return np.frombuffer(values, dtype=np.uint32, count=count).copy()
+def _read_ring(inner: Map, size: int) -> npt.NDArray[np.uint32]:
+    _, values, _ = inner.lookup_batch(chunk=65536)
+    return np.frombuffer(values, dtype=np.uint32, count=size).copy()
