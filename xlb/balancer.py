@@ -429,7 +429,7 @@ class Balancer:
         self._map["vips"].delete(_abi.vip_key(vip))
         self._mark_vip_filter(vip, state.flags, -1)
         self._slots.remove(state.vip_id)
-        self._retire(list(state.members.values()))
+        self._start_grace(self._retire(list(state.members.values())))
         self._count_vip_address(vip, -1)
         del self._vips[vip]
         self._sync_any_port_flag()
@@ -545,8 +545,9 @@ class Balancer:
         members, added = self._plan_members(state, wanted)
         ring = self._build_ring(state.ring_size, members)
         removed = [m for addr, m in state.members.items() if addr not in members]
-        self._apply(vip, state, members, added, ring)
-        self._retire(removed)
+        slot = self._apply(vip, state, members, added, ring)
+        ticket = self._start_grace(self._retire(removed))
+        self._slots.flipped(state.rings, slot, ticket)
         state.members, state.ring = members, ring
 
     @staticmethod
@@ -607,8 +608,9 @@ class Balancer:
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
-    ) -> None:
-        """Write reals, then the ring, then flip; undo the writes if anything fails."""
+    ) -> int:
+        """Write reals, then the ring, then flip; undo the writes if anything
+        fails. Returns the ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -627,11 +629,11 @@ class Balancer:
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
-        self._slots.flipped(state.rings, slot)
         if ring is not None or state.ring is not None:
             self.ring_swaps += 1
         for m in added:
             self._real_gen[m.real_id], self._real_active[m.real_id] = m.gen, True
+        return slot
 
     def _zero_real_stats(self, ids: list[int]) -> tuple[bytes, bytes, int]:
         """Zero these ids' per-real counters; returns the batch that undoes it."""
@@ -665,16 +667,23 @@ class Balancer:
             self._map["reals"].update_batch(_ids_key_bytes(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
-    def _retire(self, members: list[_Member]) -> None:
+    def _retire(self, members: list[_Member]) -> list[int]:
         """Mark ids unused (one batch): connection-table entries pointing at
         them become misses, so their flows re-select. A packet that read the
         old ring just before the flip and picks one of them is dropped; the
-        id is handed out again only after a grace period."""
+        id is handed out again only after a grace period (_start_grace)."""
         ids = [m.real_id for m in members]
         self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids]))
         self._real_active[ids] = False
-        if ids:
-            self._real_reusable_after[ids] = self._slots.grace.ticket()
+        return ids
+
+    def _start_grace(self, retired_ids: list[int]) -> int:
+        """One grace ticket for all a change took out of use, issued after
+        its flip and its retirements so that it covers both: the ring slot
+        that was live and the retired ids are reused once it has passed."""
+        ticket = self._slots.grace.ticket()
+        self._real_reusable_after[retired_ids] = ticket
+        return ticket
 
     def _zero_percpu(self, map_name: str, index: int) -> None:
         m = self._map[map_name]

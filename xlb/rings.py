@@ -218,10 +218,11 @@ class RingSlots:
         state.reusable_after[slot] = 0
         return slot
 
-    def flipped(self, state: VipRings, slot: int) -> None:
-        """The VIP entry now names `slot`: the slot it named starts its grace."""
+    def flipped(self, state: VipRings, slot: int, ticket: int) -> None:
+        """The VIP entry now names `slot`; the slot it named before is
+        reusable once `ticket` (issued after the flip) has passed."""
         if state.live != NO_RING and state.live != slot:
-            state.reusable_after[state.live] = self.grace.ticket()
+            state.reusable_after[state.live] = ticket
         state.live = slot
 
     def remove(self, vip_id: int) -> None:
