@@ -449,10 +449,13 @@ class Balancer:
             if VipFlags.NO_CONN_TABLE not in state.flags:
                 self._filter_refs[_abi.vip_filter_bit(vip.address)] += 1
         bits = np.packbits(self._filter_refs > 0, bitorder="little")
-        words = bits.view(np.uint64)  # bit i of word w is filter bit 64 * w + i
-        keys = np.arange(len(words), dtype=np.uint32)
-        self._map["vip_filter"].update_batch(keys.tobytes(), words.tobytes(), len(words))
-        self._filter_words = words.copy()
+        words = bits.view(np.uint64).copy()  # bit i of word w is filter bit 64 * w + i
+        _, raw, count = self._map["vip_filter"].lookup_batch()
+        stale = np.flatnonzero(np.frombuffer(raw, dtype=np.uint64, count=count) != words)
+        if stale.size:  # a fresh data plane, or one an older process left: write the difference
+            keys = stale.astype(np.uint32).tobytes()
+            self._map["vip_filter"].update_batch(keys, words[stale].tobytes(), stale.size)
+        self._filter_words = words
 
     def _mark_vip_filter(self, vip: Vip, flags: VipFlags, delta: int) -> None:
         """Count a VIP with `flags` in (+1) or out (-1) of its address's bit."""
