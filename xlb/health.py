@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h11
+
 from . import _abi
 from ._bpf import BpfObject, Map, Program, check, ffi, ifindex, lib
 from .config import Check, Settings, VipConfig, effective_encapsulation, probe_destination
@@ -268,9 +270,6 @@ async def _probe_http(target: Target, mark: int) -> ProbeResult:
     check = target.check
     sock = await _connected_socket(target, mark, socket.SOCK_STREAM)
     tls = _tls_context(check) if check.type == "https" else None
-    host = check.host or (
-        f"[{target.address}]" if target.address.version == 6 else str(target.address)
-    )
     try:
         reader, writer = await asyncio.open_connection(
             sock=sock, ssl=tls, server_hostname=(check.host or str(target.address)) if tls else None
@@ -279,43 +278,63 @@ async def _probe_http(target: Target, mark: int) -> ProbeResult:
         sock.close()
         raise
     try:
-        request = (
-            f"GET {check.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlb-health\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(request.encode())
+        http = h11.Connection(h11.CLIENT)
+        writer.write(http.send(_http_request(target)) + http.send(h11.EndOfMessage()))
         await writer.drain()
-        return await _judge_http(reader, check)
+        return await _judge_http(reader, http, check)
+    except h11.RemoteProtocolError as exc:
+        return ProbeResult(False, f"not an HTTP response: {exc}")
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
 
-async def _judge_http(reader: asyncio.StreamReader, check: Check) -> ProbeResult:
-    status_line = await reader.readline()
-    parts = status_line.split(maxsplit=2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return ProbeResult(False, f"not an HTTP response: {status_line[:60]!r}")
-    status = int(parts[1])
-    if status not in check.expect_status:
-        return ProbeResult(False, f"status {status}")
+def _http_request(target: Target) -> h11.Request:
+    check = target.check
+    host = check.host or (
+        f"[{target.address}]" if target.address.version == 6 else str(target.address)
+    )
+    headers = [
+        ("Host", host),
+        ("User-Agent", "xlb-health"),
+        ("Accept", "*/*"),
+        ("Connection", "close"),
+    ]
+    return h11.Request(method="GET", target=check.path, headers=headers)
+
+
+async def _judge_http(
+    reader: asyncio.StreamReader, http: h11.Connection, check: Check
+) -> ProbeResult:
+    """The status, then (with `expect_body`) the body as h11 decodes it
+    (chunked or not): the text must be in its first HTTP_READ_LIMIT bytes."""
+    response = await _next_event(reader, http)
+    while isinstance(response, h11.InformationalResponse):  # 100 Continue and the like
+        response = await _next_event(reader, http)
+    if not isinstance(response, h11.Response):
+        return ProbeResult(False, f"not an HTTP response: {type(response).__name__}")
+    if response.status_code not in check.expect_status:
+        return ProbeResult(False, f"status {response.status_code}")
     if check.expect_body is None:
         return ProbeResult(True)
-    body = await _read_body(reader)
-    if check.expect_body.encode() not in body:
-        return ProbeResult(False, f"body lacks {check.expect_body!r}")
-    return ProbeResult(True)
+    wanted = check.expect_body.encode()
+    body = bytearray()
+    while len(body) < HTTP_READ_LIMIT:
+        event = await _next_event(reader, http)
+        if not isinstance(event, h11.Data):  # EndOfMessage (or the connection closed)
+            break
+        body += event.data
+        if wanted in body[:HTTP_READ_LIMIT]:
+            return ProbeResult(True)
+    return ProbeResult(False, f"body lacks {check.expect_body!r}")
 
 
-async def _read_body(reader: asyncio.StreamReader) -> bytes:
-    """Headers skipped, then the body up to HTTP_READ_LIMIT (Connection: close)."""
-    while await reader.readline() not in (b"\r\n", b"\n", b""):
-        pass
-    body = b""
-    while len(body) < HTTP_READ_LIMIT and (chunk := await reader.read(HTTP_READ_LIMIT)):
-        body += chunk
-    return body
+async def _next_event(reader: asyncio.StreamReader, http: h11.Connection) -> Any:
+    """The next h11 event of the response, reading from the socket as needed."""
+    while (event := http.next_event()) is h11.NEED_DATA:
+        http.receive_data(await reader.read(16 * 1024))  # b"": the peer closed
+    return event
 
 
 def _tls_context(check: Check) -> ssl.SSLContext:

@@ -4,10 +4,14 @@ serves given its reals' health, target sharing, structured log lines."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import ipaddress
 import itertools
 import json
 import logging
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +22,11 @@ from xlb.health import (
     HealthChecker,
     JsonFormatter,
     ProbeResult,
+    Target,
     TargetHealth,
     format_value,
     log_event,
+    probe,
     target_for,
 )
 from xlb.model import IPAddress
@@ -189,3 +195,123 @@ def test_a_reload_that_retimes_a_check_keeps_a_down_real_down() -> None:
         return states  # type: ignore[return-value]
 
     assert asyncio.run(scenario()) == (False, True, True)  # R3 is new: it starts up
+
+
+# ------------------------------------------------------------ HTTP probes
+
+
+class _HttpReplies(http.server.BaseHTTPRequestHandler):
+    """A real HTTP/1.1 server; each path answers one way (see `_ROUTES`)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        _ROUTES[self.path](self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def chunked(self, status: int, *chunks: bytes) -> None:
+        """Each chunk written and flushed on its own, as a streaming server does."""
+        self.send_response(status)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def sized(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def until_close(self, body: bytes) -> None:
+        """No length, no chunks: the body ends when the connection does."""
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+        self.close_connection = True
+
+
+_ROUTES: dict[str, Callable[[_HttpReplies], None]] = {
+    "/split": lambda h: h.chunked(200, b'{"status": "hea', b'lthy", "ok": 1}'),
+    "/split-sick": lambda h: h.chunked(200, b'{"status": "hea', b'ling"}'),
+    # 26 bytes: the chunk-size line is "1a", which the body does not contain.
+    "/framing": lambda h: h.chunked(200, b"x" * 26),
+    "/sized": lambda h: h.sized(200, b"all healthy here"),
+    "/until-close": lambda h: h.until_close(b"healthy, no length"),
+    "/503": lambda h: h.sized(503, b"healthy but busy"),
+    "/late": lambda h: h.chunked(200, b"x" * 70_000, b"healthy"),  # past the 64 KiB read
+}
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HttpReplies)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def http_probe(port: int, path: str, expect_body: str | None) -> ProbeResult:
+    check = Check(
+        "http",
+        timing=CheckTiming(interval=5, timeout=5),
+        via_vip=False,
+        path=path,
+        expect_body=expect_body,
+    )
+    local = ipaddress.ip_address("127.0.0.1")
+    return asyncio.run(probe(Target(local, local, port, check), 0))
+
+
+@pytest.mark.parametrize(
+    ("path", "expect_body", "ok"),
+    [
+        ("/split", "healthy", True),  # the text spans two chunks
+        ("/split-sick", "healthy", False),
+        ("/framing", "1a", False),  # only the chunk framing holds the text
+        ("/framing", "x" * 26, True),
+        ("/sized", "healthy", True),
+        ("/until-close", "healthy", True),
+        ("/sized", None, True),
+        ("/503", "healthy", False),
+        ("/late", "healthy", False),  # only the first 64 KiB of the body count
+    ],
+)
+def test_http_probe_matches_the_decoded_body(
+    http_port: int, path: str, expect_body: str | None, ok: bool
+) -> None:
+    result = http_probe(http_port, path, expect_body)
+    assert result.ok is ok, result
+
+
+def test_http_probe_reasons_name_what_failed(http_port: int) -> None:
+    assert http_probe(http_port, "/503", None) == ProbeResult(False, "status 503")
+    assert http_probe(http_port, "/split-sick", "healthy") == ProbeResult(
+        False, "body lacks 'healthy'"
+    )
+
+
+def test_http_probe_of_something_that_is_not_http_fails() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        result = http_probe(port, "/", None)
+        thread.join(5)
+    assert not result.ok and result.reason.startswith("not an HTTP response"), result
