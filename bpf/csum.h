@@ -25,7 +25,15 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
-/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') for one 16-bit word. */
+/*
+ * RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') for one 16-bit word, except
+ * that 0x0000 comes out as 0xffff. The sum in the brackets cannot tell a
+ * message whose words sum to +0 (all zero: an ICMP echo reply with id 0,
+ * seq 0 and no data) from one summing to -0 (0xffff), and gives -0 for
+ * both; a checksum computed from scratch is 0xffff for the first (0x0000
+ * fails verification: Linux drops such a reply) and may be either for the
+ * second, so 0xffff is right in both cases.
+ */
 static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
 {
 	__u32 sum = (__u16)~check;
@@ -34,7 +42,8 @@ static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
 	sum += new;
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
+	sum = (__u16)~sum;
+	return sum ? sum : 0xffff;
 }
 
 /* Header checksum of an option-less IPv4 header (check must be 0). */

@@ -7,7 +7,9 @@
  * output untagged (a VLAN tag on input is removed), TTL/hop limit 64,
  * source = the VIP address the packet was sent to.
  *   - echo reply: the request with type 0 / 129, addresses swapped and
- *     checksums updated incrementally;
+ *     checksums updated incrementally; an ICMPv6 reply leaves out the
+ *     request's extension headers, and a request whose routing header has
+ *     segments left is not answered (PASS_ICMP);
  *   - IPv4 "fragmentation needed" (3/4): new IPv4 + ICMP header (TOS 0xc0,
  *     id 0, no DF) quoting the original IP packet up to 548 bytes (the
  *     reply is at most 576 bytes, RFC 1812);
@@ -90,26 +92,77 @@ static __always_inline int v4_reply_echo(struct xdp_md *ctx, struct xlb_pkt *p)
 	return reply_l2(ctx, p, ETH_P_IP);
 }
 
+/*
+ * Does the request carry a routing header with segments left? Then the
+ * VIP is only a waypoint on the way to another destination (RFC 8200
+ * 4.4), and the ICMPv6 checksum was computed over that destination.
+ * Walks the chain the parser accepted, from the IPv6 header to l4_off.
+ */
+static __always_inline int v6_routing_pending(struct xdp_md *ctx, const struct xlb_pkt *p,
+					      __u8 nexthdr)
+{
+	__u32 off = p->l3_off + sizeof(struct ipv6hdr);
+	struct v6_ext_hdr *ext;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < XLB_MAX_V6_EXT_HDRS; i++) {
+		if (off >= p->l4_off)
+			return 0;
+		if (PKT_HDR(ctx, off, struct v6_ext_hdr, ext))
+			return 1;
+		if (nexthdr == IPPROTO_ROUTING && ext->data[1]) /* segments left */
+			return 1;
+		nexthdr = ext->nexthdr;
+		off += (ext->hdrlen + 1) * 8;
+	}
+	return 0;
+}
+
+/*
+ * The reply is a new IPv6 header (traffic class and flow label kept) right
+ * in front of the request's ICMPv6 message: the request's extension
+ * headers (hop-by-hop, routing, destination options) are not echoed. The
+ * payload length shrinks by theirs, which leaves the checksum's
+ * upper-layer length, hence the checksum, as it was.
+ */
 static __always_inline int v6_reply_echo(struct xdp_md *ctx, struct xlb_pkt *p)
 {
+	__u32 ext_len = p->l4_off - p->l3_off - sizeof(struct ipv6hdr);
+	int delta = (int)p->l4_off - (int)(ETH_HLEN + sizeof(struct ipv6hdr));
 	struct icmp6hdr *icmp6h;
 	struct ipv6hdr *ip6h;
-	struct in6_addr addr;
+	struct ethhdr *eth;
 	__u16 old, *word;
+	__be32 first_word;
+	__u16 payload_len;
 
-	if (PKT_HDR(ctx, p->l3_off, struct ipv6hdr, ip6h) ||
-	    PKT_HDR(ctx, p->l4_off, struct icmp6hdr, icmp6h))
+	if (PKT_HDR(ctx, p->l3_off, struct ipv6hdr, ip6h))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_MALFORMED);
-	addr = ip6h->saddr;
-	ip6h->saddr = ip6h->daddr;
-	ip6h->daddr = addr;
+	if (ext_len && v6_routing_pending(ctx, p, ip6h->nexthdr))
+		return set_verdict(p, XDP_PASS, XLB_R_PASS_ICMP);
+	first_word = *(__be32 *)ip6h;
+	payload_len = bpf_ntohs(ip6h->payload_len) - ext_len;
+	if (delta && bpf_xdp_adjust_head(ctx, delta))
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+	eth = (void *)(long)ctx->data;
+	ip6h = (void *)(eth + 1);
+	icmp6h = (void *)(ip6h + 1);
+	if ((void *)(icmp6h + 1) > (void *)(long)ctx->data_end)
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+
+	write_eth(eth, p->eth_src, p->eth_dst, ETH_P_IPV6);
+	*(__be32 *)ip6h = first_word;
+	ip6h->payload_len = bpf_htons(payload_len);
+	ip6h->nexthdr = IPPROTO_ICMPV6;
 	ip6h->hop_limit = XLB_TTL;
+	__builtin_memcpy(ip6h->saddr.in6_u.u6_addr32, p->flow.daddr, 16);
+	__builtin_memcpy(ip6h->daddr.in6_u.u6_addr32, p->flow.saddr, 16);
 	word = (__u16 *)icmp6h;
 	old = *word;
 	icmp6h->icmp6_type = ICMPV6_ECHO_REPLY;
 	icmp6h->icmp6_cksum = csum_replace16(icmp6h->icmp6_cksum, old, *word);
-	p->reason = XLB_R_TX_ICMP_ECHO;
-	return reply_l2(ctx, p, ETH_P_IPV6);
+	return set_verdict(p, XDP_TX, XLB_R_TX_ICMP_ECHO);
 }
 
 /*

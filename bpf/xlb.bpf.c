@@ -227,10 +227,20 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD);
 }
 
+/* Same address (all four words: an IPv4 address's last three are zero)? */
+static __always_inline int same_addr(const __be32 *a, const __be32 *b)
+{
+	return !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]));
+}
+
 /*
  * An ICMP frag-needed / packet-too-big quoting a packet sent from a VIP
  * (by a real, to a client): send it to the real that owns the reversed
  * (client -> VIP) flow: conn table, else ring; no entry is created.
+ * The error must be addressed to that VIP: a router sends it to the
+ * quoted packet's source, and one sent to any other host is not ours to
+ * take (the VIP lookup of the quoted flow then also proves the error's
+ * destination is a VIP address, which vip_filter alone cannot).
  * XLB_CONTINUE when the quote is not from one of our VIPs.
  */
 static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *p,
@@ -246,7 +256,7 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 		err = v4_read_quoted_flow(ctx, p, &flow);
 	else
 		err = v6_read_quoted_flow(ctx, p, &flow);
-	if (err)
+	if (err || !same_addr(p->flow.daddr, flow.daddr))
 		return XLB_CONTINUE;
 	vip = lookup_vip(&flow, cfg);
 	if (!vip)
@@ -265,8 +275,10 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 /*
  * ICMP / ICMPv6:
  *   echo request to a VIP address (vip.h is_vip_addr)   TX    TX_ICMP_ECHO
- *   frag needed (3/4) / packet too big (2) quoting a
- *     packet from a VIP                                 TX    FORWARD_ICMP_ERROR
+ *     but ICMPv6 with a routing header that has
+ *     segments left (icmp.h v6_reply_echo)              PASS  PASS_ICMP
+ *   frag needed (3/4) / packet too big (2) to a VIP,
+ *     quoting a TCP/UDP packet from that VIP            TX    FORWARD_ICMP_ERROR
  *   anything else to a VIP address                      PASS  PASS_ICMP
  *   anything else                                       PASS  PASS_NOT_VIP
  */

@@ -313,12 +313,30 @@ def udp6(
     return ipv6(src, dst, **ip) / UDP(sport=sport, dport=_port(dst, dport, 53)) / Raw(payload)
 
 
-def echo4(dst: object = VIP4, *, src: object = CLIENT4, payload: bytes = b"ping!") -> Packet:
-    return ipv4(src, dst, df=False) / ICMP(type=8, id=0x77, seq=3) / Raw(payload)
+def echo4(
+    dst: object = VIP4,
+    *,
+    src: object = CLIENT4,
+    payload: bytes = b"ping!",
+    ident: int = 0x77,
+    seq: int = 3,
+) -> Packet:
+    return ipv4(src, dst, df=False) / ICMP(type=8, id=ident, seq=seq) / Raw(payload)
 
 
-def echo6(dst: object = VIP6, *, src: object = CLIENT6, payload: bytes = b"ping6!") -> Packet:
-    return ipv6(src, dst) / ICMPv6EchoRequest(id=0x66, seq=4, data=payload)
+def echo6(
+    dst: object = VIP6,
+    *,
+    src: object = CLIENT6,
+    payload: bytes = b"ping6!",
+    ext: Packet | None = None,
+) -> Packet:
+    """An ICMPv6 echo request; `ext`: extension headers between the IPv6
+    header and the ICMPv6 header."""
+    ip = ipv6(src, dst)
+    if ext is not None:
+        ip = ip / ext
+    return ip / ICMPv6EchoRequest(id=0x66, seq=4, data=payload)
 
 
 def reply_of(request: Packet) -> Packet:
@@ -336,21 +354,37 @@ def reply_of(request: Packet) -> Packet:
 
 
 def frag_needed4(
-    quoted: Packet, *, mtu: int = 1400, src: object = ROUTER4, quote_len: int = 28
+    quoted: Packet,
+    *,
+    mtu: int = 1400,
+    src: object = ROUTER4,
+    dst: object = None,
+    quote_len: int = 28,
 ) -> Packet:
-    """ICMP 3/4 from a router about `quoted` (a packet the real sent)."""
+    """ICMP 3/4 from a router about `quoted` (a packet the real sent), to
+    the quoted packet's source unless `dst`."""
     return (
-        ipv4(src, quoted.src, df=False, tos=0xC0)
+        ipv4(src, quoted.src if dst is None else dst, df=False, tos=0xC0)
         / ICMP(type=3, code=4, nexthopmtu=mtu)
         / Raw(bytes(quoted)[:quote_len])
     )
 
 
 def packet_too_big6(
-    quoted: Packet, *, mtu: int = 1280, src: object = ROUTER6, quote_len: int = 1232
+    quoted: Packet,
+    *,
+    mtu: int = 1280,
+    src: object = ROUTER6,
+    dst: object = None,
+    quote_len: int = 1232,
 ) -> Packet:
-    """ICMPv6 packet too big from a router about `quoted`."""
-    return ipv6(src, quoted.src) / ICMPv6PacketTooBig(mtu=mtu) / Raw(bytes(quoted)[:quote_len])
+    """ICMPv6 packet too big from a router about `quoted`, to the quoted
+    packet's source unless `dst`."""
+    return (
+        ipv6(src, quoted.src if dst is None else dst)
+        / ICMPv6PacketTooBig(mtu=mtu)
+        / Raw(bytes(quoted)[:quote_len])
+    )
 
 
 def frame(

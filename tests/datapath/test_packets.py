@@ -22,6 +22,7 @@ import pytest
 from pkt_defs import (
     CLIENT4,
     CLIENT6,
+    CLIENT6_B,
     CLIENT_MAC,
     ETH_P_8021Q,
     ETH_P_IP,
@@ -288,6 +289,24 @@ CASES: list[Case] = [
     echoed("v6_echo_port_specific_vip", echo6(VIP6)),
     echoed("v6_echo_any_port_vip", echo6(VIP6_ANY_TCP)),
     echoed("v6_echo_vlan_untagged_reply", echo6(VIP6), vlan=9),
+    # data summing to zero: the reply's checksum is 0xffff, never 0x0000 (RFC 1624)
+    echoed("v4_echo_zero_sum_checksum_ffff", echo4(VIP4, ident=0, seq=0, payload=b"")),
+    # extension headers of the request are not copied into the reply
+    echoed("v6_echo_hop_by_hop_removed", echo6(VIP6, ext=IPv6ExtHdrHopByHop())),
+    echoed("v6_echo_dest_opts_removed", echo6(VIP6, ext=IPv6ExtHdrDestOpt(), payload=b"x" * 33)),
+    echoed("v6_echo_routing_done_removed", echo6(VIP6_ANY_TCP, ext=IPv6ExtHdrRouting())),
+    echoed(
+        "v6_echo_three_ext_headers_removed_vlan",
+        echo6(VIP6, ext=IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt()),
+        vlan=7,
+    ),
+    # segments left: the VIP is a waypoint, not the destination
+    untouched(
+        "v6_echo_routing_segments_left_not_answered",
+        frame(echo6(VIP6, ext=IPv6ExtHdrRouting(addresses=[CLIENT6_B]))),
+        PASS,
+        "pass_icmp",
+    ),
     untouched("v4_echo_not_vip", frame(echo4(NOT_VIP4)), PASS, "pass_not_vip"),
     untouched("v6_echo_not_vip", frame(echo6(NOT_VIP6)), PASS, "pass_not_vip"),
     untouched("v4_icmp_timestamp_to_vip", frame(ipv4(dst=VIP4) / ICMP(type=13)), PASS, "pass_icmp"),
@@ -342,6 +361,31 @@ CASES: list[Case] = [
         REAL6,
         tcp6(),
         setup="mtu1000",
+    ),
+    # a PMTU error is ours only when sent to the VIP that sent the quoted packet
+    untouched(
+        "v4_frag_needed_to_other_host_quoting_vip_flow",
+        frame(frag_needed4(reply_of(tcp4()), dst=NOT_VIP4)),
+        PASS,
+        "pass_not_vip",
+    ),
+    untouched(
+        "v4_frag_needed_to_other_vip_quoting_vip_flow",
+        frame(frag_needed4(reply_of(tcp4()), dst=VIP4_ANY_TCP)),
+        PASS,
+        "pass_icmp",
+    ),
+    untouched(
+        "v6_packet_too_big_to_other_host_quoting_vip_flow",
+        frame(packet_too_big6(reply_of(tcp6()), dst=NOT_VIP6)),
+        PASS,
+        "pass_not_vip",
+    ),
+    untouched(
+        "v6_packet_too_big_to_a_real_quoting_vip_flow",
+        frame(packet_too_big6(reply_of(tcp6()), dst=REAL6.address)),
+        PASS,
+        "pass_not_vip",
     ),
     untouched(
         "v4_frag_needed_quoting_non_vip_port",
