@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import pwd
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +65,10 @@ DEFAULT_LOCK_DIR = Path("/run/xlb")
 DEFAULT_PROBE_TABLE = 30818
 DEFAULT_PROBE_RULE_PRIORITY = 30818
 INTERFACE_RE = re.compile(r"^[^\s/:]{1,15}$")
+# Where the daemon serves its metrics unless told otherwise (`metrics = false`:
+# nowhere). Not 9100 (node_exporter): 9100-9999 is Prometheus' exporter range,
+# every port of it allocated; 9090-9094 are Prometheus' own. See docs/metrics.md.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9077"
 
 _DEFAULTS = BalancerConfig()
 
@@ -106,6 +111,7 @@ class Check:
     expect: str | None = None  # None: any reply passes
     # command
     command: tuple[str, ...] = ()
+    user: str | None = None  # run the command as this user (None: as the daemon, root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,7 @@ class Settings:
     gue_port: int = _DEFAULTS.gue_port
     mtu: int = _DEFAULTS.mtu
     pin_dir: Path | None = None  # None: /sys/fs/bpf/xlb/<interface>
-    metrics: str | None = None  # "host:port" to serve metrics on (later)
+    metrics: str | None = DEFAULT_METRICS_ADDRESS  # HOST:PORT of the endpoint; None: off
     hash_seed: int = _DEFAULTS.hash_seed
     udp_ttl: float = _DEFAULTS.udp_ttl_s
     src_v4: str = _DEFAULTS.src_v4
@@ -165,6 +171,8 @@ class Config:
     health: HealthSettings = HealthSettings()
     vips: tuple[VipConfig, ...] = ()
     source: str = "<config>"  # the file name, for messages
+    # The file says `vips = []`: having no VIPs is meant, not a truncated file.
+    empty_on_purpose: bool = False
 
     def vip(self, vip: Vip) -> VipConfig:
         for entry in self.vips:
@@ -406,11 +414,26 @@ def _read_config(root: _Table, source: str) -> Config | None:
     health_table = root.table("health")
     health = _read_health(health_table or _Table({}, "health", root.issues))
     vips = [_read_vip(t, settings, health) for t in root.tables("vip")]
+    empty_on_purpose = _read_no_vips(root, len(vips))
     root.finish()
     _check_vips_unique(root.issues, vips)
     if any(v is None for v in vips):
         return None
-    return Config(settings, health, tuple(cast(list[VipConfig], vips)), source)
+    return Config(settings, health, tuple(cast(list[VipConfig], vips)), source, empty_on_purpose)
+
+
+def _read_no_vips(root: _Table, vip_count: int) -> bool:
+    """`vips = []`: the file has no VIPs on purpose (see `refuse_removing_every_vip`)."""
+    if not root.has("vips"):
+        return False
+    value = root.raw("vips")
+    if value != []:
+        root.error("vips", "may only be `vips = []` (no VIPs, on purpose); VIPs are [[vip]] tables")
+        return False
+    if vip_count:
+        root.error("vips", f"says there are no VIPs, but the file has {vip_count} [[vip]] tables")
+        return False
+    return True
 
 
 def _read_settings(t: _Table) -> Settings:
@@ -471,21 +494,43 @@ def _path(t: _Table, key: str, default: Path | None) -> Path | None:
 
 
 def _metrics_address(t: _Table) -> str | None:
-    value = t.get_str("metrics", None)
+    value = t.raw("metrics")
     if value is None:
+        return DEFAULT_METRICS_ADDRESS
+    if value is False:
         return None
-    match = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+):(\d{1,5})", value)
-    host_ok = False
-    if match:
-        try:
-            ipaddress.ip_address(match.group(1).strip("[]"))
-            host_ok = True
-        except ValueError:
-            host_ok = re.fullmatch(r"[A-Za-z0-9.-]+", match.group(1)) is not None
-    if not match or not host_ok or not 0 <= int(match.group(2)) <= 65535:
-        t.error("metrics", f"must be HOST:PORT (like 127.0.0.1:9100 or [::1]:9100), not {value!r}")
+    if not isinstance(value, str):
+        t.error("metrics", f"must be HOST:PORT or false, not {_kind(value)}")
+        return None
+    try:
+        parse_listen_address(value)
+    except ConfigError as exc:
+        t.error("metrics", str(exc))
         return None
     return value
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """Where to listen: "HOST:PORT" (an IP address or localhost), "[V6]:PORT",
+    or ":PORT" for every IPv4 address (0.0.0.0, as Prometheus exporters read
+    it). Port 0: any free port."""
+    match = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*):(\d{1,5})", text.strip())
+    host = match.group(1) if match else ""
+    port = int(match.group(2)) if match else -1
+    if host == "":
+        host = "0.0.0.0"
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        host_ok = True
+    except ValueError:
+        host_ok = host == "localhost"
+    if not (match and host_ok and 0 <= port <= 65535):
+        raise ConfigError(
+            "must be HOST:PORT with an IP address (like 127.0.0.1:9077 or [::1]:9077), "
+            f"or :PORT for every IPv4 address, not {text!r}"
+        )
+    return host, port
 
 
 def _source_prefix(t: _Table, key: str, version: int, default: str) -> str:
@@ -528,13 +573,12 @@ def _read_health(t: _Table) -> HealthSettings:
 
 
 def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfig | None:
-    issues = t.issues
-    address = t.get_str("address", None, required=True)
+    """One [[vip]]. Each part is checked on its own, and the rules that tie
+    parts together run on whatever parts are valid, so one bad value (the
+    port, say) never hides the errors of another (the address, a real)."""
+    address = _vip_address(t)
     port = t.get_int("port", None, 0, 65535, required=True)
     proto = t.get_str("protocol", "tcp", tuple(IPPROTO))
-    vip = None
-    if address is not None and port is not None:
-        vip = _guard(issues, t.where("address"), lambda: Vip(address, port, proto))
     flags, encapsulation = _read_flags(t)
     ring_size = _ring_size(t)
     on_failure = cast(OnFailure, t.get_str("on_failure", "remove", ON_FAILURE))
@@ -543,11 +587,19 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     check_table = t.table("check")
     check = _read_check(check_table, health.timing) if check_table is not None else None
     t.finish()
-    if vip is None or None in reals or (check_table is not None and check is None):
+    valid_reals = {i: real for i, real in enumerate(reals) if real is not None}
+    _check_reals(t, address, valid_reals, settings)
+    _check_ring_holds_reals(t, ring_size, valid_reals.values())
+    if check is not None:
+        _check_check(t, check, address, port, proto)
+    vip = None
+    if address is not None and port is not None:
+        vip = _guard(t.issues, t.where("address"), lambda: Vip(address, port, proto))
+    if vip is None or len(valid_reals) < len(reals) or (check_table and check is None):
         return None
-    entry = VipConfig(
+    return VipConfig(
         vip=vip,
-        reals=tuple(cast(list[Real], reals)),
+        reals=tuple(valid_reals.values()),
         flags=flags,
         encapsulation=encapsulation,
         ring_size=ring_size,
@@ -555,8 +607,17 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
         all_down=all_down,
         check=check,
     )
-    _check_vip_consistency(t, entry, settings)
-    return entry
+
+
+def _vip_address(t: _Table) -> IPAddress | None:
+    value = t.get_str("address", None, required=True)
+    if value is None:
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        t.error("address", f"{value!r} is not an IPv4 or IPv6 address")
+        return None
 
 
 def _read_flags(t: _Table) -> tuple[VipFlags, Encapsulation | None]:
@@ -609,7 +670,7 @@ _CHECK_KEYS: dict[str, set[str]] = {
     "http": {"path", "host", "expect_status", "expect_body"},
     "https": {"path", "host", "expect_status", "expect_body", "tls_verify"},
     "udp": {"send", "expect"},
-    "command": {"command"},
+    "command": {"command", "user"},
 }
 _COMMON_CHECK_KEYS = {"type", "port", "address", "via_vip", "interval", "timeout", "rise", "fall"}
 
@@ -639,9 +700,22 @@ def _read_check(t: _Table, defaults: CheckTiming) -> Check | None:
         send=t.get_str("send", ""),
         expect=t.get_str("expect", None),
         command=_command(t, kind),
+        user=_check_user(t),
     )
     t.finish()
     return check
+
+
+def _check_user(t: _Table) -> str | None:
+    name = t.get_str("user", None)
+    if name is None:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        t.error("user", f"no user {name!r} on this host")
+        return None
+    return name
 
 
 def _check_address(t: _Table) -> IPAddress | None:
@@ -692,36 +766,48 @@ def _command(t: _Table, kind: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _check_vip_consistency(t: _Table, entry: VipConfig, settings: Settings) -> None:
-    """Rules that need the whole VIP (and the global settings) at once."""
-    vip = entry.vip
+def _check_reals(
+    t: _Table, vip_address: IPAddress | None, reals: Mapping[int, Real], settings: Settings
+) -> None:
+    """Rules between a VIP's reals, its address family and the next hop."""
     seen: dict[IPAddress, int] = {}
-    for i, real in enumerate(entry.reals):
+    for i, real in reals.items():
         where = f"{t.path}.reals[{i}]"
         if real.address in seen:
             t.issues.add(
                 f"{where}.address", f"{real.address} is already reals[{seen[real.address]}]"
             )
         seen.setdefault(real.address, i)
-        if vip.family == 6 and real.address.version == 4:
+        if vip_address is not None and vip_address.version == 6 and real.address.version == 4:
             t.issues.add(
-                f"{where}.address", f"IPv4 real for IPv6 VIP {vip} (no 6-in-4 encapsulation)"
+                f"{where}.address",
+                f"IPv4 real for IPv6 VIP {vip_address} (no 6-in-4 encapsulation)",
             )
         if real.mac is None and settings.gateway_mac is None and not settings.fib_lookup:
             t.issues.add(
                 where,
                 "no next hop: set mac here, or balancer.gateway_mac, or balancer.fib_lookup = true",
             )
-    serving = sum(1 for r in entry.reals if r.weight > 0)
-    if serving > entry.ring_size:
-        t.error("ring_size", f"{entry.ring_size} is smaller than the {serving} serving reals")
-    check = entry.check
-    if check is not None and check.port is None and vip.port == 0 and check.type != "command":
-        t.issues.add(f"{t.path}.check.port", "is required: the VIP has port 0 (every port)")
-    if check is not None and check.address is not None and check.address.version != vip.family:
-        t.issues.add(f"{t.path}.check.address", f"must be an IPv{vip.family} address like the VIP")
-    if check is not None and check.type == "udp" and vip.proto == "tcp" and check.port is None:
-        t.issues.add(f"{t.path}.check.type", "a udp check of a tcp VIP needs its own port")
+
+
+def _check_ring_holds_reals(t: _Table, ring_size: int, reals: Iterable[Real]) -> None:
+    serving = sum(1 for r in reals if r.weight > 0)
+    if serving > ring_size:
+        t.error("ring_size", f"{ring_size} is smaller than the {serving} serving reals")
+
+
+def _check_check(
+    t: _Table, check: Check, vip_address: IPAddress | None, port: int | None, proto: str
+) -> None:
+    """Rules between a check and its VIP (each needs only the VIP parts it names)."""
+    where = f"{t.path}.check"
+    if check.port is None and port == 0 and check.type != "command":
+        t.issues.add(f"{where}.port", "is required: the VIP has port 0 (every port)")
+    family = vip_address.version if vip_address is not None else None
+    if check.address is not None and family is not None and check.address.version != family:
+        t.issues.add(f"{where}.address", f"must be an IPv{family} address like the VIP")
+    if check.type == "udp" and proto == "tcp" and check.port is None:
+        t.issues.add(f"{where}.type", "a udp check of a tcp VIP needs its own port")
 
 
 def _check_vips_unique(issues: _Issues, vips: list[VipConfig | None]) -> None:
@@ -889,6 +975,28 @@ def diff(running: DataPlaneState | Config, wanted: DataPlaneState | Config) -> l
     return changes
 
 
+class EmptyConfigError(ConfigError):
+    """A configuration without VIPs would remove every running VIP, and does
+    not say that it means to (`vips = []`)."""
+
+
+def refuse_removing_every_vip(
+    running: Iterable[Vip], wanted: Config, *, allowed: bool = False, how_to_allow: str = ""
+) -> None:
+    """Raise EmptyConfigError if `wanted` has no VIPs while some run, unless
+    the file says `vips = []` or the caller `allowed` it: an empty or
+    truncated file (an editor's crash, a full disk) must not take every
+    service down."""
+    count = len(set(running))
+    if wanted.vips or not count or wanted.empty_on_purpose or allowed:
+        return
+    allow = "write `vips = []` in it" + (f" or {how_to_allow}" if how_to_allow else "")
+    raise EmptyConfigError(
+        f"{wanted.source} has no VIPs: it would remove all {count} running VIP(s); "
+        f"an empty or truncated file? To mean it, {allow}"
+    )
+
+
 def _as_state(value: DataPlaneState | Config) -> DataPlaneState:
     return desired_state(value) if isinstance(value, Config) else value
 
@@ -1027,7 +1135,9 @@ def from_balancer(balancer: Balancer, base: Config | None = None) -> Config:
             )
         )
     health = base.health if base else HealthSettings()
-    return Config(settings, health, tuple(vips), base.source if base else "<balancer>")
+    source = base.source if base else "<balancer>"
+    # An empty data plane saved is empty on purpose: applying it back must not be refused.
+    return Config(settings, health, tuple(vips), source, empty_on_purpose=not vips)
 
 
 def _settings_from(balancer: Balancer, base: Settings) -> Settings:
@@ -1057,6 +1167,8 @@ def dumps(config: Config) -> str:
     VIP fields are written in full so each VIP reads on its own.
     """
     out = _TomlWriter()
+    if config.empty_on_purpose:
+        out.pairs([("vips", [])])
     out.table("balancer", _settings_items(config.settings))
     out.table("health", _health_items(config.health))
     for entry in config.vips:
@@ -1090,7 +1202,7 @@ def _settings_items(s: Settings) -> list[tuple[str, object]]:
             ("gue_port", s.gue_port, d.gue_port),
             ("mtu", s.mtu, d.mtu),
             ("pin_dir", str(s.pin_dir) if s.pin_dir else None, None),
-            ("metrics", s.metrics, None),
+            ("metrics", s.metrics if s.metrics is not None else False, d.metrics),
             ("hash_seed", s.hash_seed, d.hash_seed),
             ("udp_ttl", s.udp_ttl, d.udp_ttl),
             ("src_v4", s.src_v4, d.src_v4),
@@ -1158,7 +1270,7 @@ def _check_items(check: Check, health_timing: CheckTiming) -> list[tuple[str, ob
     if check.type == "udp":
         pairs += [("send", check.send, d.send), ("expect", check.expect, None)]
     if check.type == "command":
-        pairs.append(("command", list(check.command), None))
+        pairs += [("command", list(check.command), None), ("user", check.user, None)]
     return _non_default(pairs)
 
 
@@ -1171,6 +1283,11 @@ class _TomlWriter:
     def table(self, name: str, items: list[tuple[str, object]]) -> None:
         if items:
             self._block(f"[{name}]", items)
+
+    def pairs(self, items: list[tuple[str, object]]) -> None:
+        """Keys of the root table: before any table header."""
+        assert not self.lines, "root keys come first"
+        self.lines += [f"{key} = {toml_value(value)}" for key, value in items]
 
     def array_table(self, name: str, items: list[tuple[str, object]]) -> None:
         self._block(f"[[{name}]]", items)
@@ -1237,6 +1354,7 @@ __all__ = [
     "ConfigIssue",
     "Configure",
     "DataPlaneState",
+    "EmptyConfigError",
     "HealthSettings",
     "RemoveVip",
     "SetReals",
@@ -1253,6 +1371,8 @@ __all__ = [
     "from_balancer",
     "load",
     "loads",
+    "parse_listen_address",
     "probe_destination",
+    "refuse_removing_every_vip",
     "state_of_balancer",
 ]

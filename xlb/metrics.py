@@ -2,7 +2,7 @@
 
     from xlb.metrics import start_metrics_server
 
-    server = start_metrics_server(balancer, "127.0.0.1:9100", health_source=svc.health)
+    server = start_metrics_server(balancer, "127.0.0.1:9077", health_source=svc.health)
     ...
     server.close()
 
@@ -19,7 +19,6 @@ Every metric is documented in docs/metrics.md.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -37,12 +36,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .balancer import Balancer, UpdateEvent, counter_names
+from .config import DEFAULT_METRICS_ADDRESS, parse_listen_address
 from .errors import ConfigError, XlbError
 from .model import Vip
 
 log = logging.getLogger("xlb.metrics")
 
-DEFAULT_ADDRESS = "127.0.0.1:9100"
+#: 127.0.0.1:9077 (why that port: xlb.config.DEFAULT_METRICS_ADDRESS, docs/metrics.md).
+DEFAULT_ADDRESS = DEFAULT_METRICS_ADDRESS
+#: Where a client on this host reaches a server bound to every address.
+_LOOPBACK_OF_ANY = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 #: Where a running metrics server says where it listens (for `xlb list`).
 DISCOVERY_DIR = Path("/run/xlb/metrics")
 
@@ -226,6 +229,12 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
         "1 if the real passes its health check, 0 if it is down.",
         labels=["vip", "real"],
     )
+    configured_weight = GaugeMetricFamily(
+        "xlb_real_configured_weight",
+        "The real's weight in the configuration (the data plane holds less while it is down: "
+        "removed, or drained to 0).",
+        labels=["vip", "real"],
+    )
     transitions = CounterMetricFamily(
         "xlb_real_health_transitions",
         "Health state changes of a real, by the state it changed to.",
@@ -260,13 +269,17 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
             up = state.get("state", state.get("up"))
             if up in ("up", "down", True, False):  # "unchecked": no check, no state
                 real_up.add_metric(labels, 1.0 if up in ("up", True) else 0.0)
+            weight = state.get("weight")
+            if isinstance(weight, int) and not isinstance(weight, bool):
+                configured_weight.add_metric(labels, weight)
             for key, to in (("transitions_up", "up"), ("transitions_down", "down")):
                 if key in state:
                     transitions.add_metric([*labels, to], state[key])
             for key, result in (("probes_ok", "ok"), ("probes_failed", "failed")):
                 if key in state:
                     probes.add_metric([*labels, result], state[key])
-    yield from (vip_healthy, vip_unhealthy, vip_serving, real_up, transitions, probes)
+    yield from (vip_healthy, vip_unhealthy, vip_serving, real_up, configured_weight)
+    yield from (transitions, probes)
     service = health.get("service")
     if isinstance(service, Mapping):
         events = CounterMetricFamily(
@@ -347,18 +360,11 @@ class UpdateMetrics:
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """ "HOST:PORT", "[V6]:PORT" or ":PORT" (127.0.0.1) -> (host, port)."""
-    text = address.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"invalid metrics address {address!r}: expected HOST:PORT")
-    host = host.strip("[]") or "127.0.0.1"
+    """ "HOST:PORT", "[V6]:PORT" or ":PORT" (every IPv4 address) -> (host, port)."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise ConfigError(f"invalid metrics address {address!r}: HOST must be an IP") from None
-    return host, int(port_text)
+        return parse_listen_address(address)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid metrics address: {exc}") from None
 
 
 class _Handler(WSGIRequestHandler):
@@ -409,18 +415,29 @@ class MetricsServer:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        """Where it listens (0.0.0.0 or [::] when bound to every address)."""
+        return _host_port(self.host, self.port)
+
+    @property
+    def local_address(self) -> str:
+        """Where a client on this host reaches it."""
+        return _host_port(_LOOPBACK_OF_ANY.get(self.host, self.host), self.port)
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}/metrics"
+        """The URL to scrape from this host."""
+        return f"http://{self.local_address}/metrics"
 
     def _announce(self) -> Path | None:
         """Write where we listen, so `xlb list` on this host finds health states."""
         if self.balancer.pin_dir is None:
             return None
         path = discovery_file(self.balancer.pin_dir)
-        info = {"pid": os.getpid(), "address": self.address, "pin_dir": str(self.balancer.pin_dir)}
+        info = {
+            "pid": os.getpid(),
+            "address": self.local_address,
+            "pin_dir": str(self.balancer.pin_dir),
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -449,6 +466,10 @@ class MetricsServer:
         self.close()
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def discovery_file(pin_dir: str | Path) -> Path:
     """Where the metrics server of the data plane pinned at `pin_dir` announces itself."""
     key = str(Path(pin_dir)).strip("/").replace("/", "_") or "root"
@@ -462,8 +483,9 @@ def start_metrics_server(
 ) -> MetricsServer:
     """Serve the balancer's metrics on http://ADDRESS/metrics in a thread.
 
-    address: "HOST:PORT" (127.0.0.1 by default: counters are not for the
-        internet; port 0 picks a free port, see `.port`).
+    address: "HOST:PORT", "[V6]:PORT" or ":PORT" (every IPv4 address);
+        127.0.0.1:9077 by default: counters are not for the internet; port
+        0 picks a free port, see `.port`.
     health_source: a callable returning the health snapshot (e.g. the
         daemon's `Service.health`), called at each scrape; None: no health
         metrics.

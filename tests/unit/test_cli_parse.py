@@ -154,7 +154,8 @@ def test_rates_come_from_two_snapshots() -> None:
 
 def test_metrics_address_parsing() -> None:
     assert parse_address("127.0.0.1:9100") == ("127.0.0.1", 9100)
-    assert parse_address(":9100") == ("127.0.0.1", 9100)
+    assert parse_address(":9100") == ("0.0.0.0", 9100)  # every address, as documented
+    assert parse_address("[::]:9100") == ("::", 9100)
     assert parse_address("[::1]:0") == ("::1", 0)
     for bad in ("9100", "host:9100", "1.2.3.4:x", "1.2.3.4:70000"):
         with pytest.raises(ValueError):
@@ -169,8 +170,8 @@ def test_health_metrics_follow_the_service_health_shape() -> None:
                 "unhealthy_transitions": 2,
                 "reals": {
                     "10.1.0.1": {"state": "down", "probes_ok": 1, "probes_failed": 3,
-                                 "transitions_up": 0, "transitions_down": 1},
-                    "10.1.0.2": {"state": "unchecked"},
+                                 "transitions_up": 0, "transitions_down": 1, "weight": 3},
+                    "10.1.0.2": {"state": "unchecked", "weight": 1},
                 },
             }
         },
@@ -187,6 +188,8 @@ def test_health_metrics_follow_the_service_health_shape() -> None:
     assert samples[("xlb_vip_unhealthy_transitions_total", (vip,))] == 2
     assert samples[("xlb_real_up", (("real", "10.1.0.1"), vip))] == 0
     assert ("xlb_real_up", (("real", "10.1.0.2"), vip)) not in samples
+    assert samples[("xlb_real_configured_weight", (("real", "10.1.0.1"), vip))] == 3
+    assert samples[("xlb_real_configured_weight", (("real", "10.1.0.2"), vip))] == 1
     key = ("xlb_real_health_probes_total", (("real", "10.1.0.1"), ("result", "failed"), vip))
     assert samples[key] == 3
     assert samples[("xlb_service_events_total", (("event", "reloads"),))] == 3

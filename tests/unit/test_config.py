@@ -77,7 +77,8 @@ def test_documented_example_loads() -> None:
         "udp",
         "command",
     }
-    assert config.settings.metrics == "127.0.0.1:9100"
+    assert config.settings.metrics == "127.0.0.1:9077"
+    assert {entry.check.user for entry in config.vips if entry.check} >= {"nobody"}
 
 
 def test_every_error_is_reported_with_its_location() -> None:
@@ -123,8 +124,8 @@ timeout = 2
     assert issues_of(text) == [
         "lb.toml: balancer.xdp_mode: must be one of 'native', 'generic', not 'turbo'",
         "lb.toml: balancer.mtu: must be 0 (no check) or 576-65535, not 100",
-        "lb.toml: balancer.metrics: must be HOST:PORT (like 127.0.0.1:9100 or [::1]:9100), "
-        "not 'nowhere'",
+        "lb.toml: balancer.metrics: must be HOST:PORT with an IP address (like 127.0.0.1:9077 "
+        "or [::1]:9077), or :PORT for every IPv4 address, not 'nowhere'",
         "lb.toml: balancer.colour: unknown key",
         "lb.toml: vip[1].port: must be an integer 0-65535, not 70000",
         "lb.toml: vip[1].protocol: must be one of 'tcp', 'udp', not 'sctp'",
@@ -135,6 +136,47 @@ timeout = 2
         "lb.toml: vip[1].check.path: not used by a 'tcp' check",
         "lb.toml: vip[1].check.timeout: must be <= interval (2 > 0.5)",
     ]
+
+
+def test_a_bad_port_hides_no_other_error_of_its_vip() -> None:
+    """The VIP cannot be built (bad address and port), yet its address, its
+    reals and their rules are all still checked."""
+    text = """
+[[vip]]
+address = "1.2.3.999"
+port = -5
+
+[[vip.reals]]
+address = "10.0.1.300"
+
+[[vip.reals]]
+address = "10.0.1.1"
+
+[[vip.reals]]
+address = "10.0.1.1"
+mac = "02:00:00:00:00:01"
+
+[vip.check]
+type = "udp"
+"""
+    assert issues_of(text) == [
+        "lb.toml: vip[0].address: '1.2.3.999' is not an IPv4 or IPv6 address",
+        "lb.toml: vip[0].port: must be an integer 0-65535, not -5",
+        "lb.toml: vip[0].reals[0].address: '10.0.1.300' is not an IPv4 or IPv6 address",
+        "lb.toml: vip[0].reals[1]: no next hop: set mac here, or balancer.gateway_mac, "
+        "or balancer.fib_lookup = true",
+        "lb.toml: vip[0].reals[2].address: 10.0.1.1 is already reals[1]",
+        "lb.toml: vip[0].check.type: a udp check of a tcp VIP needs its own port",
+    ]
+
+
+def test_a_vip_without_a_check_is_valid_as_the_docs_say() -> None:
+    """docs/config.md: [vip.check] is optional; inside it, `type` is required."""
+    (entry,) = cfg.loads(MINIMAL).vips
+    assert entry.check is None
+    docs = DOCS.read_text()
+    assert "`[vip.check]` is optional" in docs
+    assert any("vip[0].check.type: is required" in i for i in issues_of(MINIMAL + "[vip.check]\n"))
 
 
 def test_invalid_toml_is_one_error_with_line() -> None:
@@ -162,7 +204,7 @@ def test_invalid_toml_is_one_error_with_line() -> None:
         ),
         (
             '[[vip]]\naddress = "2001:db8::1"\nport = 1\n[[vip.reals]]\naddress = "10.0.0.1"',
-            "vip[0].reals[0].address: IPv4 real for IPv6 VIP [2001:db8::1]:1/tcp",
+            "vip[0].reals[0].address: IPv4 real for IPv6 VIP 2001:db8::1",
         ),
         (
             '[[vip]]\naddress = "10.1.1.1"\nport = 0\n[vip.check]\ntype = "tcp"',
@@ -466,3 +508,86 @@ def test_toml_strings_are_escaped(text: str, expected: str) -> None:
 def test_check_model_defaults() -> None:
     check = Check("tcp")
     assert (check.port, check.via_vip, check.timing) == (None, True, CheckTiming())
+
+
+# ------------------------------------------------- metrics, users, no VIPs
+
+
+def test_metrics_are_served_on_a_default_port_unless_turned_off() -> None:
+    assert cfg.loads(MINIMAL).settings.metrics == cfg.DEFAULT_METRICS_ADDRESS == "127.0.0.1:9077"
+    off = MINIMAL.replace("[balancer]", "[balancer]\nmetrics = false")
+    assert cfg.loads(off).settings.metrics is None
+    assert cfg.loads(cfg.dumps(cfg.loads(off))).settings.metrics is None  # round trip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":9077", ("0.0.0.0", 9077)),  # every IPv4 address, as documented
+        ("[::]:9077", ("::", 9077)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:9077", ("localhost", 9077)),
+        ("10.0.0.1:9077", ("10.0.0.1", 9077)),
+    ],
+)
+def test_metrics_addresses_the_docs_name_are_accepted(text: str, expected: tuple[str, int]) -> None:
+    assert cfg.parse_listen_address(text) == expected
+    loaded = cfg.loads(MINIMAL.replace("[balancer]", f'[balancer]\nmetrics = "{text}"'))
+    assert loaded.settings.metrics == text
+
+
+@pytest.mark.parametrize("text", ["nowhere", ":", "1.2.3.4:99999", "example.com:9077", "::1:9077"])
+def test_bad_metrics_addresses_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="must be HOST:PORT"):
+        cfg.parse_listen_address(text)
+    snippet = MINIMAL.replace("[balancer]", f'[balancer]\nmetrics = "{text}"')
+    assert any("balancer.metrics: must be HOST:PORT" in issue for issue in issues_of(snippet))
+
+
+def test_a_command_check_may_name_a_user_that_exists() -> None:
+    check = '[vip.check]\ntype = "command"\ncommand = ["true"]\n'
+    (entry,) = cfg.loads(MINIMAL + check + 'user = "nobody"\n').vips
+    assert entry.check is not None and entry.check.user == "nobody"
+    assert cfg.loads(cfg.dumps(cfg.loads(MINIMAL + check + 'user = "nobody"\n'))).vips == (entry,)
+    assert issues_of(MINIMAL + check + 'user = "no-such-user-xlb"\n') == [
+        "lb.toml: vip[0].check.user: no user 'no-such-user-xlb' on this host"
+    ]
+    http = '[vip.check]\ntype = "http"\nuser = "nobody"\n'
+    assert issues_of(MINIMAL + http) == ["lb.toml: vip[0].check.user: not used by a 'http' check"]
+
+
+def test_vips_empty_array_says_no_vips_on_purpose() -> None:
+    empty = cfg.loads('vips = []\n[balancer]\ninterface = "eth0"\n')
+    assert empty.vips == () and empty.empty_on_purpose
+    assert not cfg.loads('[balancer]\ninterface = "eth0"\n').empty_on_purpose
+    assert cfg.loads(cfg.dumps(empty)) == replace(empty, source="<config>")
+    assert issues_of("vips = [1]\n") == [
+        "lb.toml: vips: may only be `vips = []` (no VIPs, on purpose); VIPs are [[vip]] tables"
+    ]
+    assert issues_of("vips = []\n" + MINIMAL) == [
+        "lb.toml: vips: says there are no VIPs, but the file has 1 [[vip]] tables"
+    ]
+
+
+def test_removing_every_vip_is_refused_unless_it_is_said() -> None:
+    running = [V1, V2]
+    truncated = cfg.loads("", source="lb.toml")
+    with pytest.raises(cfg.EmptyConfigError) as info:
+        cfg.refuse_removing_every_vip(running, truncated, how_to_allow="pass --allow-empty")
+    assert isinstance(info.value, ConfigError)
+    assert str(info.value) == (
+        "lb.toml has no VIPs: it would remove all 2 running VIP(s); an empty or truncated "
+        "file? To mean it, write `vips = []` in it or pass --allow-empty"
+    )
+    cfg.refuse_removing_every_vip(running, truncated, allowed=True)
+    cfg.refuse_removing_every_vip(running, cfg.loads("vips = []"))
+    cfg.refuse_removing_every_vip([], truncated)  # nothing runs: nothing to lose
+    cfg.refuse_removing_every_vip(running, cfg.loads(MINIMAL))  # some VIPs stay
+
+
+def test_an_empty_data_plane_saved_applies_back_without_refusal() -> None:
+    lb = FakeBalancer()
+    lb.interface, lb.mode, lb.pin_dir = "eth1", "generic", None  # type: ignore[attr-defined]
+    saved = cfg.from_balancer(lb)  # type: ignore[arg-type]
+    assert saved.empty_on_purpose
+    assert cfg.dumps(saved).startswith("vips = []\n")
