@@ -25,6 +25,7 @@ import errno
 import json
 import logging
 import os
+import pwd
 import random
 import signal
 import socket
@@ -41,7 +42,7 @@ import h11
 from . import _abi
 from ._bpf import BpfObject, Map, Program, check, ffi, ifindex, lib
 from .config import Check, Settings, VipConfig, effective_encapsulation, probe_destination
-from .errors import AttachError, CapacityError, XlbError
+from .errors import AttachError, CapacityError, ConfigError, XlbError
 from .model import BalancerConfig, IPAddress, Real
 
 log = logging.getLogger("xlb.health")
@@ -64,6 +65,8 @@ TC_HANDLE = 0x786C
 TC_PRIORITY = 0x786C
 BPF_TC_F_REPLACE = 1  # enum bpf_tc_flags in libbpf.h
 HTTP_READ_LIMIT = 64 * 1024
+# The PATH of `command` checks (their environment: `command_environment`).
+COMMAND_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 # ================================================================ logging
@@ -232,7 +235,7 @@ async def probe(target: Target, mark: int) -> ProbeResult:
             return await _PROBES[check.type](target, mark)
     except TimeoutError:
         return ProbeResult(False, f"timeout after {check.timing.timeout:g}s")
-    except (OSError, ssl.SSLError, EOFError, asyncio.IncompleteReadError) as exc:
+    except (OSError, ssl.SSLError, EOFError, asyncio.IncompleteReadError, XlbError) as exc:
         return ProbeResult(False, _describe(exc))
     except Exception as exc:  # a probe bug must fail the probe, not end the loop
         log.exception("probe of %s failed unexpectedly", target)
@@ -367,15 +370,16 @@ async def _probe_command(target: Target, mark: int) -> ProbeResult:
         "{mark}": str(mark),
     }
     argv = [_substitute(arg, values) for arg in target.check.command]
-    env = dict(os.environ, XLB_VIP=values["{vip}"], XLB_PORT=values["{port}"])
-    env.update(XLB_REAL=values["{real}"], XLB_MARK=values["{mark}"])
+    account = _command_account(target.check.user)
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=env,
+        env=command_environment(target, mark, account),
+        cwd="/",
         start_new_session=True,  # a timeout kills the command and its children
+        **_drop_to(account),
     )
     try:
         _, stderr = await process.communicate()
@@ -390,6 +394,44 @@ async def _probe_command(target: Target, mark: int) -> ProbeResult:
     return ProbeResult(
         False, f"exit {process.returncode}" + (f": {detail[-1][:120]}" if detail else "")
     )
+
+
+def command_environment(
+    target: Target, mark: int, account: pwd.struct_passwd | None = None
+) -> dict[str, str]:
+    """The whole environment of a `command` check: COMMAND_PATH, the HOME of
+    the account it runs as, and the probe's XLB_VIP, XLB_PORT, XLB_REAL,
+    XLB_MARK. Nothing of the daemon's own environment leaks into it."""
+    account = account or pwd.getpwuid(os.getuid())
+    return {
+        "PATH": COMMAND_PATH,
+        "HOME": account.pw_dir,
+        "XLB_VIP": str(target.address),
+        "XLB_PORT": str(target.port),
+        "XLB_REAL": str(target.real),
+        "XLB_MARK": str(mark),
+    }
+
+
+def _command_account(user: str | None) -> pwd.struct_passwd | None:
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:  # checked when the file was loaded; deleted since
+        raise ConfigError(f"no user {user!r} on this host for the command check") from None
+
+
+def _drop_to(account: pwd.struct_passwd | None) -> dict[str, Any]:
+    """subprocess arguments that make the child that user: its uid, its
+    primary gid and its supplementary groups (set in the child, before exec)."""
+    if account is None:
+        return {}
+    return {
+        "user": account.pw_uid,
+        "group": account.pw_gid,
+        "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
+    }
 
 
 def _substitute(arg: str, values: dict[str, str]) -> str:
@@ -708,6 +750,7 @@ __all__ = [
     "Target",
     "TargetHealth",
     "Tunnel",
+    "command_environment",
     "log_event",
     "probe",
     "target_for",

@@ -9,9 +9,13 @@ import ipaddress
 import itertools
 import json
 import logging
+import os
+import pwd
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ import pytest
 from xlb import Real, Vip
 from xlb.config import Check, CheckTiming, Settings, VipConfig
 from xlb.health import (
+    COMMAND_PATH,
     HealthChecker,
     JsonFormatter,
     ProbeResult,
@@ -315,3 +320,39 @@ def test_http_probe_of_something_that_is_not_http_fails() -> None:
         result = http_probe(port, "/", None)
         thread.join(5)
     assert not result.ok and result.reason.startswith("not an HTTP response"), result
+
+
+# --------------------------------------------------------- command checks
+
+
+def test_a_command_check_gets_a_minimal_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PATH, HOME and the probe's XLB_* variables: none of the daemon's own."""
+    monkeypatch.setenv("XLB_TEST_SECRET", "the daemon's environment")
+    out = tmp_path / "seen.json"
+    dump = (
+        "import json, os, sys\n"
+        "json.dump({'env': dict(os.environ), 'cwd': os.getcwd()}, open(sys.argv[1], 'w'))"
+    )
+    check = Check(
+        "command",
+        timing=CheckTiming(5, 5),
+        via_vip=False,
+        command=(sys.executable, "-c", dump, str(out)),
+    )
+    real, vip = ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("10.100.0.1")
+    assert asyncio.run(probe(Target(real, vip, 80, check), 0x786C0003)) == ProbeResult(True)
+    seen = json.loads(out.read_text())
+    # The child Python sets LC_CTYPE itself when it finds the C locale (PEP 538).
+    assert seen["env"].pop("LC_CTYPE", "C.UTF-8") == "C.UTF-8"
+    assert seen["env"] == {
+        "PATH": COMMAND_PATH,
+        "HOME": pwd.getpwuid(os.getuid()).pw_dir,
+        "XLB_VIP": "10.100.0.1",
+        "XLB_PORT": "80",
+        "XLB_REAL": "10.0.0.2",
+        "XLB_MARK": str(0x786C0003),
+    }
+    assert seen["cwd"] == "/"
+    assert COMMAND_PATH == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
