@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -92,6 +93,8 @@ class ServiceLock:
 
     The file holds the owner's pid for the message of the one refused. It is
     never unlinked (unlinking a lock file lets two owners hold two inodes).
+    It is opened with O_NOFOLLOW (a symlink planted at its path would make
+    the daemon, root, truncate the file it points to) and is 0600.
     """
 
     def __init__(self, path: Path, fd: int) -> None:
@@ -102,7 +105,7 @@ class ServiceLock:
     def acquire(cls, lock_dir: Path, interface: str) -> ServiceLock:
         lock_dir.mkdir(parents=True, exist_ok=True)
         path = lock_dir / f"{interface}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = cls._open(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -114,6 +117,21 @@ class ServiceLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise XlbError(
+                    f"{path} is a symbolic link: refusing to use it as the lock file "
+                    "(remove it; only root should be able to write its directory)"
+                ) from None
+            raise XlbError(f"cannot open the lock file {path}: {exc.strerror}") from None
+        os.fchmod(fd, 0o600)  # a file left by an older version may be wider
+        return fd
 
     def release(self) -> None:
         if self._fd >= 0:
