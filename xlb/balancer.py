@@ -52,7 +52,7 @@ from .model import (
     VipFlags,
     parse_address,
 )
-from .rings import NO_RING, RingSlots, VipRings
+from .rings import NO_RING, GraceSource, RingSlots, VipRings
 
 log = logging.getLogger("xlb.balancer")
 
@@ -171,7 +171,12 @@ class Balancer:
         pin_dir: str | Path | None = None,
         config: BalancerConfig | None = None,
         object_path: str | Path | None = None,
+        grace_periods: GraceSource | None = None,
     ) -> None:
+        """`grace_periods` replaces the kernel's RCU grace periods as the
+        source of grace tickets (xlb/rings.py): for tests that must decide
+        when a retired ring slot or real id becomes reusable. The Balancer
+        closes it."""
         self._observers: list[UpdateObserver] = []
         self._observe_depth = 0
         #: Rings switched by this handle (every set_reals that changed a ring).
@@ -191,7 +196,7 @@ class Balancer:
         self._link: XdpLink | None = None
         self._attached_here = False
         self._closed = False
-        self._slots = RingSlots(self._map["rings"])
+        self._slots = RingSlots(self._map["rings"], grace_periods)
         try:
             self._read_reals()
             self._vips = self._read_vips()

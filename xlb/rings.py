@@ -22,6 +22,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +61,17 @@ def ring_map(ring: npt.NDArray[np.uint32]) -> Map:
         inner.close()
         raise
     return inner
+
+
+class GraceSource(Protocol):
+    """Where grace tickets come from. `GracePeriods` waits for the kernel's
+    RCU; a test injects its own source to decide when tickets pass (which
+    ring slot a change takes depends on it)."""
+
+    def ticket(self) -> int: ...
+    def passed(self, ticket: int) -> bool: ...
+    def wait(self, ticket: int) -> None: ...
+    def close(self) -> None: ...
 
 
 class GracePeriods:
@@ -159,9 +171,9 @@ class VipRings:
 class RingSlots:
     """Writes rings into the `rings` map's slots (see the module docstring)."""
 
-    def __init__(self, rings: Map) -> None:
+    def __init__(self, rings: Map, grace: GraceSource | None = None) -> None:
         self.outer = rings
-        self.grace = GracePeriods()
+        self.grace: GraceSource = grace if grace is not None else GracePeriods()
         self._adopted = 0  # ticket covering slots found written by an earlier process
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -154,12 +155,45 @@ def ring_slot_maps(lb: Balancer, vip_id: int = 0) -> dict[int, int]:
     return maps
 
 
+class ManualGrace:
+    """Grace tickets that pass only when a test says so: which ring slot a
+    change takes depends on which tickets passed, so a test that counts
+    slots must not race the kernel's RCU. `wait()` stands for "time goes on
+    until the ticket passes"."""
+
+    def __init__(self) -> None:
+        self.issued = 0
+        self.passed_upto = 0
+
+    def ticket(self) -> int:
+        self.issued += 1
+        return self.issued
+
+    def passed(self, ticket: int) -> bool:
+        return ticket <= self.passed_upto
+
+    def wait(self, ticket: int) -> None:
+        self.passed_upto = max(self.passed_upto, ticket)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def manual_grace_lb() -> Iterator[Balancer]:
+    balancer = Balancer(config=BalancerConfig(gateway_mac=GATEWAY_MAC), grace_periods=ManualGrace())
+    yield balancer
+    balancer.close()
+
+
 def test_ring_changes_refill_the_vip_slots_without_touching_rings(
-    lb: Balancer, monkeypatch: pytest.MonkeyPatch
+    manual_grace_lb: Balancer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the VIP's slots hold maps, a change writes a spare one and flips
     the VIP entry: no new inner map, no update of `rings` (each would cost
-    an RCU grace period), and every change is live when the call returns."""
+    an RCU grace period), and every change is live when the call returns.
+    No ticket passes on its own here, so the first changes fill every slot."""
+    lb = manual_grace_lb
     lb.add_vip(VIP4)
     sets = [REALS4[:2], REALS4[2:], REALS4[1:3], REALS4]
     for reals in sets[:RINGS_PER_VIP]:
@@ -181,6 +215,24 @@ def test_ring_changes_refill_the_vip_slots_without_touching_rings(
         for f in random_flows(100, VIP4, seed=i):
             sent = destination(lb, packet_for(f, "S"))
             assert sent == str(lb.predict(f)) and sent in names
+
+
+def test_a_change_reuses_a_slot_whose_grace_passed_before_making_a_new_one(
+    manual_grace_lb: Balancer,
+) -> None:
+    """The other side of the slot choice: a spare slot whose ticket passed
+    is written in place, and no third inner map is made."""
+    lb = manual_grace_lb
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4[:2])
+    lb.set_reals(VIP4, REALS4[2:])
+    grace = lb._slots.grace
+    assert isinstance(grace, ManualGrace)
+    grace.passed_upto = grace.issued  # the first slot's ticket passed
+    lb.set_reals(VIP4, REALS4[1:3])
+    assert len(ring_slot_maps(lb)) == 2
+    for f in random_flows(100, VIP4, seed=9):
+        assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
 
 
 def test_failed_flip_leaves_the_data_plane_as_it_was(
