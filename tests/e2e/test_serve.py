@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import eventually, wait_for_traffic
 
 import xlb.config
 from xlb import Service, Vip, netns
@@ -32,7 +34,11 @@ from xlb.decap import Decap
 from xlb.lab import LABSERVER, HeldConnection, Lab, RealNode
 
 INTERVAL, TIMEOUT, RISE, FALL = 0.2, 0.2, 2, 2
-SLACK = 0.6  # scheduling on 2 busy cores, the first probe's jitter, one ring build
+# What a detection may take beyond its design time (fall x interval +
+# timeout): scheduling on 2 cores that a second suite or CPU hogs keep busy,
+# the first probe's jitter, one ring build. Loose on purpose: the figure
+# itself is measured in bench/, this only catches a detection gone wrong.
+SLACK = 3.0
 
 # ----------------------------------------------------------------- fixtures
 
@@ -180,12 +186,13 @@ def serve(lab: Lab, tmp_path: Path) -> Iterator[Any]:
 # ------------------------------------------------------------- config text
 
 
-def settings(lab: Lab, lock_dir: Path, **health: float) -> str:
+def settings(lab: Lab, lock_dir: Path, metrics: bool = False, **health: float) -> str:
     node = lab.balancers[0]
     timing = {"interval": INTERVAL, "timeout": TIMEOUT, "rise": RISE, "fall": FALL, **health}
     return (
         "[balancer]\n"
-        f'interface = "{node.interface}"\n'
+        + ('metrics = "127.0.0.1:0"\n' if metrics else "")
+        + f'interface = "{node.interface}"\n'
         f'xdp_mode = "{lab.xdp_mode}"\n'
         f'gateway_mac = "{node.hub_mac}"\n'
         f"mtu = {lab.server_mtu}\n"
@@ -213,6 +220,21 @@ def vip(
 
 def get(lab: Lab, port: int, count: int = 40) -> Any:
     return lab.client.http_get(lab.vip4, port, count=count, timeout=2.0)
+
+
+def probes_ok(lab: Lab, svc: Serve, vip: str, real: str) -> int:
+    """Successful health probes of `real` for `vip` so far, from the daemon's
+    metrics page (served in the balancer's namespace)."""
+    url = svc.wait_for("metrics")["url"]
+    with netns.enter(lab.balancers[0].netns), urllib.request.urlopen(url, timeout=5) as page:
+        text = page.read().decode()
+    wanted = {"vip": vip, "real": real, "result": "ok"}
+    for line in text.splitlines():
+        if line.startswith("xlb_real_health_probes_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels == wanted:
+                return int(float(line.rsplit(" ", 1)[1]))
+    return 0
 
 
 def wait_serving(lab: Lab, port: int, names: set[str], timeout: float = 5.0) -> None:
@@ -320,7 +342,7 @@ def test_breaking_only_the_vip_path_is_noticed(
     for real in lab.reals:
         servers.start(real, port)
     direct = f'type = "http"\nvia_vip = false\nport = {port}'
-    text = settings(lab, tmp_path) + vip(lab, port, lab.reals)
+    text = settings(lab, tmp_path, metrics=True) + vip(lab, port, lab.reals)
     text += vip(lab, direct_port, lab.reals, direct)
     svc = serve(text)
     wait_serving(lab, port, {"real1", "real2", "real3"})
@@ -333,8 +355,16 @@ def test_breaking_only_the_vip_path_is_noticed(
         down = svc.wait_for("real_down", since=broken, real=str(real3.ipv4))
         assert down["vips"] == f"{lab.vip4}:{port}/tcp"  # not the direct-checked VIP
         assert "timeout" in down["reason"]
-        time.sleep(FALL * INTERVAL + TIMEOUT)
-        assert not svc.find("real_down", since=broken, vips=f"{lab.vip4}:{direct_port}/tcp")
+        # The direct check goes on probing real3 with success: after more
+        # than `fall` of its probes since the break, a false down would show.
+        direct_vip = f"{lab.vip4}:{direct_port}/tcp"
+        ok_at_down = probes_ok(lab, svc, direct_vip, str(real3.ipv4))
+        ok_now = eventually(
+            lambda: probes_ok(lab, svc, direct_vip, str(real3.ipv4)),
+            lambda n: n >= ok_at_down + FALL + 1,
+        )
+        assert ok_now >= ok_at_down + FALL + 1, "the direct check stopped probing real3"
+        assert not svc.find("real_down", since=broken, vips=direct_vip)
     finally:
         with netns.enter(real3.netns):
             real3.decap = Decap(
@@ -377,14 +407,13 @@ def test_reload_under_traffic_keeps_established_connections(
             svc.wait_for("reloaded", since=mark, timeout=5)
             if "8094" in step:
                 assert get(lab, other, 10).by_real() == {"real3": 10}
-            time.sleep(0.3)
+            wait_for_traffic(traffic)  # held and new connections go on after each reload
     report = traffic.report
     held_failures = [reply for kind, reply in report.failures if kind == "held"]
     assert not held_failures, held_failures[:5]
     # A new connection whose SYN reached real2 just before real2 left can be
     # reset by the real it re-selects: a race of removal, not of the reload.
     assert report.failed <= 2, report.failures[:5]
-    assert report.ok["held"] > 20 and report.ok["new"] > 20
     assert set(report.by_real) >= {"real1", "real3"}
     wait_serving(lab, port, {"real1", "real3"})
     assert get(lab, other, 5).failures  # the VIP is gone
@@ -433,10 +462,13 @@ def test_flapping_real_does_not_flap_the_ring(
     real1.run(["nft", f"add table {table}"])
     real1.run(["nft", f"add chain {table} input {{ type filter hook input priority 0 ; }}"])
     started = time.time()
+    phases = []  # how long each blocked or open phase lasted
     try:
         for i in range(20):
+            began = time.monotonic()
             real1.run(["nft", rule if i % 2 == 0 else f"flush chain {table} input"])
-            time.sleep(INTERVAL)
+            time.sleep(INTERVAL)  # the stimulus: the check port flips every interval
+            phases.append(time.monotonic() - began)
         flapped = time.time()
         real1.run(["nft", rule])  # blocked for good: the check does see the rule
         svc.wait_for("real_down", since=flapped, real=str(real1.ipv4))
@@ -449,8 +481,15 @@ def test_flapping_real_does_not_flap_the_ring(
         if started <= e["time"] < flapped
     )
     gaps = [b - a for a, b in itertools.pairwise(flips)]
-    assert len(flips) <= 20 // (2 * min(rise, fall)) + 1, flips
-    assert all(gap >= min(rise, fall) * INTERVAL * 0.9 for gap in gaps), gaps
+    # A change of state needs min(rise, fall) equal results in a row, and
+    # probes start at least an interval apart (a probe after a logged change
+    # starts after the log line): so a phase shorter than (n - 1) intervals
+    # cannot flip the real, and two changes are (n - 1) intervals apart.
+    # A busy machine stretches the phases (nft takes longer): count them.
+    least = (min(rise, fall) - 1) * INTERVAL
+    long_phases = sum(1 for d in phases if d >= least * 0.75)
+    assert len(flips) <= long_phases + 1, (flips, phases)
+    assert all(gap >= least * 0.95 for gap in gaps), gaps
     ring_changes = [e for e in svc.find("change", since=started) if e["time"] < flapped]
     assert len(ring_changes) <= len(flips)
     svc.wait_for("real_up", since=flapped, real=str(real1.ipv4))
@@ -492,6 +531,12 @@ def test_all_reals_down_keeps_or_drops_and_reports_the_vip(
     wait_serving(lab, port, {"real1"})
 
 
+def all_probed_up(health: dict[str, Any]) -> bool:
+    """Every real of every VIP up, with at least one probe answered."""
+    reals = [r for v in health.values() if isinstance(v, dict) for r in v.get("reals", {}).values()]
+    return bool(reals) and all(r["state"] == "up" and r.get("probes_ok", 0) for r in reals)
+
+
 def test_library_service_in_an_event_loop(lab: Lab, servers: Servers, tmp_path: Path) -> None:
     """`async with Service(config)` in a thread that entered the namespace."""
     port = 8090
@@ -504,7 +549,9 @@ def test_library_service_in_an_event_loop(lab: Lab, servers: Servers, tmp_path: 
         async with Service(config) as svc:
             assert svc.balancer is not None
             assert svc.balancer.reals(Vip(lab.vip4, port)) == lab.backends(4)
-            await asyncio.sleep(RISE * INTERVAL + TIMEOUT)
+            deadline = time.monotonic() + 20
+            while not all_probed_up(svc.health()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             assert svc.metrics_url is not None
             with urllib.request.urlopen(svc.metrics_url, timeout=5) as response:
                 scraped = response.read().decode()  # from this thread: in the namespace
