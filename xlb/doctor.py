@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import netns
+from . import host, netns
 
 Status = Literal["ok", "warn", "fail", "info"]
 
@@ -102,11 +102,20 @@ def addresses(
     return found
 
 
-def sysctl(key: str) -> int | None:
-    try:
-        return int(Path("/proc/sys", key.replace(".", "/")).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+def conf_setting(interface: str, setting: str) -> int:
+    """The IPv4 setting in force on `interface`: the larger of conf/all and
+    conf/<interface> (how the kernel combines rp_filter, arp_ignore and
+    arp_announce); 0 where unreadable."""
+    return max(
+        host.read_int(host.conf_key("all", setting)) or 0,
+        host.read_int(host.conf_key(interface, setting)) or 0,
+    )
+
+
+def conf_fix(interface: str, setting: str, value: int) -> str:
+    """The sysctl(8) command that sets `setting` on all and on `interface`."""
+    keys = (host.conf_key(interface, setting), host.conf_key("all", setting))
+    return "sysctl -w " + " ".join(f"{key}={value}" for key in keys)
 
 
 def xdp_of(link: dict[str, Any]) -> dict[str, Any] | None:
@@ -441,15 +450,15 @@ class Doctor:
 
     def check_forwarding_for_fib(self) -> int:
         """bpf_fib_lookup answers only on a device that forwards."""
-        path = Path(f"/proc/sys/net/ipv4/conf/{self.interface}/forwarding")
-        if not path.exists() or path.read_text().strip() == "1":
+        key = host.conf_key(self.interface, "forwarding")
+        if host.read_int(key) in (None, 1):
             return 0
         self.add(
             "fail",
             "forwarding",
             f"fib_lookup is on but IPv4 forwarding is off on {self.interface}: the kernel's "
             "FIB lookup refuses, so reals without a MAC are dropped (drop_no_route)",
-            f"sysctl -w net.ipv4.conf.{self.interface}.forwarding=1",
+            f"sysctl -w {key}=1",
         )
         return 1
 
@@ -525,10 +534,7 @@ class Doctor:
             route, error = route_get(local, "from", str(vip), "iif", self.interface)
             if route is None:
                 dropped.append(f"{vip} ({error})")
-        mode = max(
-            sysctl("net.ipv4.conf.all.rp_filter") or 0,
-            sysctl(f"net.ipv4.conf.{self.interface}.rp_filter") or 0,
-        )
+        mode = conf_setting(self.interface, "rp_filter")
         if dropped:
             self.add(
                 "fail",
@@ -536,8 +542,7 @@ class Doctor:
                 f"rp_filter (mode {mode}) on {self.interface} drops replies from "
                 f"{', '.join(dropped)}: health-check answers, which the reals send from the VIP "
                 "to this host, never arrive, so every real looks down",
-                f"sysctl -w net.ipv4.conf.{self.interface}.rp_filter=2 "
-                "net.ipv4.conf.all.rp_filter=2 (or add a route to the VIPs via "
+                f"{conf_fix(self.interface, 'rp_filter', 2)} (or add a route to the VIPs via "
                 f"{self.interface})",
             )
         else:
@@ -673,14 +678,8 @@ class Doctor:
     def check_arp(self, vips: list[Any]) -> None:
         if not any(v.version == 4 for v in vips):
             return
-        ignore = max(
-            sysctl("net.ipv4.conf.all.arp_ignore") or 0,
-            sysctl(f"net.ipv4.conf.{self.interface}.arp_ignore") or 0,
-        )
-        announce = max(
-            sysctl("net.ipv4.conf.all.arp_announce") or 0,
-            sysctl(f"net.ipv4.conf.{self.interface}.arp_announce") or 0,
-        )
+        ignore = conf_setting(self.interface, "arp_ignore")
+        announce = conf_setting(self.interface, "arp_announce")
         if ignore < 1 or announce < 2:
             self.add(
                 "warn",
@@ -698,17 +697,13 @@ class Doctor:
         for vip in [v for v in vips if v.version == version][:4]:
             route, error = route_get(str(vip), "from", client, "iif", self.interface)
             if route is None:
-                mode = max(
-                    sysctl("net.ipv4.conf.all.rp_filter") or 0,
-                    sysctl(f"net.ipv4.conf.{self.interface}.rp_filter") or 0,
-                )
+                mode = conf_setting(self.interface, "rp_filter")
                 self.add(
                     "fail",
                     "rp_filter",
                     f"rp_filter (mode {mode}) drops decapsulated packets from client {client} to "
                     f"{vip} arriving on {self.interface} ({error}): the client never gets replies",
-                    f"sysctl -w net.ipv4.conf.{self.interface}.rp_filter=2 "
-                    "net.ipv4.conf.all.rp_filter=2 (and a route back to the clients)",
+                    f"{conf_fix(self.interface, 'rp_filter', 2)} (and a route back to the clients)",
                 )
                 continue
             back, error = route_get(client, "from", str(vip))

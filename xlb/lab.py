@@ -88,13 +88,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, TypeVar
 
-from . import netns
+from . import host, netns
 from ._bpf import BpfObject, XdpLink, XdpMode
 from .balancer import Balancer
 from .decap import Decap, DecapMode
@@ -148,10 +148,10 @@ def _ip(netns_name: str, commands: Sequence[str]) -> None:
         )
 
 
-def _sysctl(settings: dict[str, str | int]) -> None:
-    """Write sysctls of the calling thread's network namespace."""
+def _sysctl(settings: Mapping[host.SysctlKey | str, str | int]) -> None:
+    """Write sysctls of the calling thread's network namespace (keys as sysctl(8) names them)."""
     for key, value in settings.items():
-        Path("/proc/sys", key.replace(".", "/")).write_text(f"{value}\n")
+        host.write_sysctl(key, value)
 
 
 SIOCETHTOOL = 0x8946
@@ -935,7 +935,7 @@ class Lab:
         self._save_state()
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         with netns.enter(name):
-            settings: dict[str, str | int] = {
+            settings: dict[host.SysctlKey | str, str | int] = {
                 # Set before any interface exists: new interfaces copy "default".
                 "net.ipv6.conf.all.accept_dad": 0,
                 "net.ipv6.conf.default.accept_dad": 0,
@@ -1040,7 +1040,7 @@ class Lab:
                     {
                         "net.ipv4.conf.all.arp_ignore": 1,
                         "net.ipv4.conf.all.arp_announce": 2,
-                        "net.ipv4.conf.eth0.rp_filter": 0,
+                        host.conf_key("eth0", "rp_filter"): 0,
                     }
                 )
             if kind == "client":

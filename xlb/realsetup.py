@@ -25,16 +25,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .doctor import DECAP_PIN_ROOT, _run, addresses, default_interface, link_info, sysctl, xdp_of
+from . import host
+from .doctor import DECAP_PIN_ROOT, _run, addresses, default_interface, link_info, xdp_of
 from .errors import XlbError
 
 
-def _set_sysctl(key: str, value: int) -> str | None:
+def _set_sysctl(key: host.SysctlKey, value: int) -> str | None:
     """Write a sysctl of this network namespace; a line for the report if it changed."""
-    old = sysctl(key)
+    old = host.read_int(key)
     if old == value:
         return None
-    Path("/proc/sys", key.replace(".", "/")).write_text(f"{value}\n")
+    host.write_sysctl(key, value)
     return f"sysctl {key}={value} (was {old})"
 
 
@@ -70,13 +71,13 @@ def real_setup(args: argparse.Namespace) -> int:
     if any(v.version == 4 for v in vips):
         for scope in ("all", interface):
             for key, value in (("arp_ignore", 1), ("arp_announce", 2)):
-                line = _set_sysctl(f"net.ipv4.conf.{scope}.{key}", value)
+                line = _set_sysctl(host.conf_key(scope, key), value)
                 if line:
                     done.append(line)
     for scope in ("all", interface):
-        key = f"net.ipv4.conf.{scope}.rp_filter"
-        if (sysctl(key) or 0) == 1:  # strict: loosen; 0 and 2 already accept
-            line = _set_sysctl(key, 2)
+        rp_filter = host.conf_key(scope, "rp_filter")
+        if host.read_int(rp_filter) == 1:  # strict: loosen; 0 and 2 already accept
+            line = _set_sysctl(rp_filter, 2)
             if line:
                 done.append(line)
     for line in done:

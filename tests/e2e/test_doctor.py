@@ -201,3 +201,39 @@ def test_real_traps_are_found_then_fixed_by_real_setup(make_netns: Any) -> None:
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         shutil.rmtree(decap_pins, ignore_errors=True)
+
+
+def test_real_on_an_interface_whose_name_has_a_dot(make_netns: Any) -> None:
+    """Settings of `veth0.100` live in conf/veth0.100/, not conf/veth0/100/."""
+    real, router, uplink = make_netns(), make_netns(), make_netns()
+    veth(real, "veth0.100", router, "r1")
+    veth(real, "eth1", uplink, "u1")
+    netns.run(real, ["ip", "addr", "add", "10.30.1.2/24", "dev", "veth0.100"])
+    netns.run(real, ["ip", "addr", "add", "10.40.1.2/24", "dev", "eth1"])
+    netns.run(real, ["ip", "addr", "add", "10.100.0.1/32", "dev", "lo"])
+    # Clients are reached through eth1, so a strict rp_filter on veth0.100
+    # drops the decapsulated packets arriving there.
+    netns.run(real, ["ip", "route", "add", "default", "via", "10.40.1.1"])
+    with netns.enter(real):
+        _sysctl({"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.all.arp_ignore": 0,
+                 "net.ipv4.conf.all.arp_announce": 0})  # fmt: skip
+        for setting, value in (("rp_filter", 1), ("arp_ignore", 1), ("arp_announce", 2)):
+            Path("/proc/sys/net/ipv4/conf/veth0.100", setting).write_text(f"{value}\n")
+    args = ["--role", "real", "-i", "veth0.100", "--vip", "10.100.0.1"]
+    _, report = doctor(real, *args)
+    findings = {f["check"]: f for f in report["findings"]}
+    # ARP is set on the interface itself: that counts (the kernel takes the larger value)
+    assert findings["arp"]["status"] == "ok", findings["arp"]
+    rp_filter = findings["rp_filter"]
+    assert rp_filter["status"] == "fail"
+    assert rp_filter["message"].startswith("rp_filter (mode 1) drops decapsulated packets")
+    # The fix the doctor gives works as written (sysctl(8) spells the dot as a slash).
+    command = rp_filter["fix"].split(" (")[0]
+    assert command == (
+        "sysctl -w net.ipv4.conf.veth0/100.rp_filter=2 net.ipv4.conf.all.rp_filter=2"
+    )
+    netns.run(real, command.split())
+    _, report = doctor(real, *args)
+    assert "rp_filter" not in failed(report), report
+    with netns.enter(real):
+        assert Path("/proc/sys/net/ipv4/conf/veth0.100/rp_filter").read_text().strip() == "2"

@@ -1,0 +1,149 @@
+"""`xlb real-setup` on real namespaces: dotted interface names, all-or-nothing.
+
+Every test builds its own namespaces (make_netns), runs the real `xlb
+real-setup` inside one (nsenter --net, so bpffs pins stay visible) and
+looks at the namespace afterwards: addresses, sysctls, XDP and tc
+attachments, pins. Failures are real ones: a sysctl made read-only by a
+bind mount in a mount namespace of the command's own (unshare -m: the test
+host never sees it), IPv6 disabled on lo, an interface without native XDP.
+
+The lab's state files (xlb.lab) are checked here too: they describe the
+host's namespaces and processes, so only root may read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xlb import netns
+from xlb._bpf import Map
+from xlb.lab import _sysctl
+
+XLB = str(Path(sys.executable).with_name("xlb"))
+VIP4, VIP6 = "10.100.0.1", "fd00:100::1"
+DOTTED = "veth0.100"  # a name with a dot, as a VLAN (bond0.100) has
+
+
+def real_setup(
+    ns: str, *args: str, read_only: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`xlb real-setup ARGS` in namespace `ns`; files in `read_only` are
+    bind-mounted read-only over themselves for this command only."""
+    cmd = [XLB, "real-setup", *args]
+    if read_only:
+        mounts = " && ".join(
+            f"mount --bind {shlex.quote(f)} {shlex.quote(f)} && "
+            f"mount -o remount,bind,ro {shlex.quote(f)}"
+            for f in read_only
+        )
+        cmd = ["unshare", "-m", "sh", "-c", f"{mounts} && exec {shlex.join(cmd)}"]
+    return subprocess.run(
+        ["nsenter", f"--net=/run/netns/{ns}", *cmd], capture_output=True, text=True, timeout=60
+    )
+
+
+def real_with_veth(make_netns: Any, interface: str = "eth0") -> str:
+    """A namespace whose `interface` (a veth to another namespace) has 10.30.1.2/24."""
+    real, router = make_netns(), make_netns()
+    netns.run(
+        real,
+        ["ip", "link", "add", interface, "type", "veth", "peer", "name", "r1", "netns", router],
+    )
+    netns.run(real, ["ip", "link", "set", interface, "up"])
+    netns.run(router, ["ip", "link", "set", "r1", "up"])
+    netns.run(real, ["ip", "addr", "add", "10.30.1.2/24", "dev", interface])
+    return real
+
+
+def conf(interface: str, setting: str) -> Path:
+    """The /proc/sys file of an IPv4 per-interface setting, spelled out by hand."""
+    return Path("/proc/sys/net/ipv4/conf") / interface / setting
+
+
+def read_conf(ns: str, interface: str, setting: str) -> str:
+    with netns.enter(ns):
+        return conf(interface, setting).read_text().strip()
+
+
+def host_state(ns: str, pin_dir: Path) -> dict[str, Any]:
+    """Everything real-setup may touch in `ns`, in comparable form."""
+    links = json.loads(netns.run(ns, ["ip", "-j", "-d", "link", "show"]).stdout)
+    addrs = json.loads(netns.run(ns, ["ip", "-j", "addr", "show"]).stdout)
+    names = [link["ifname"] for link in links]
+    state: dict[str, Any] = {
+        "addresses": {
+            a["ifname"]: sorted(f"{i['local']}/{i['prefixlen']}" for i in a.get("addr_info", []))
+            for a in addrs
+        },
+        "xdp": {link["ifname"]: link.get("xdp") for link in links},
+        "qdiscs": {n: netns.run(ns, ["tc", "-j", "qdisc", "show", "dev", n]).stdout for n in names},
+        "tc_ingress": {
+            n: netns.run(ns, ["tc", "-j", "filter", "show", "dev", n, "ingress"]).stdout
+            for n in names
+        },
+        "sysctls": {},
+        "pins": {},
+    }
+    with netns.enter(ns):
+        for root in (Path("/proc/sys/net/ipv4/conf"), Path("/proc/sys/net/ipv6/conf")):
+            for path in sorted(root.glob("*/*")):
+                try:
+                    state["sysctls"][str(path)] = path.read_text()
+                except OSError as exc:  # e.g. stable_secret while unset
+                    state["sysctls"][str(path)] = f"error {exc.errno}"
+    if pin_dir.is_dir():
+        for path in sorted(pin_dir.iterdir()):
+            state["pins"][path.name] = None
+            if path.name in ("decap_addrs", "decap_config"):
+                pinned = Map.from_pin(path)
+                state["pins"][path.name] = sorted(pinned.items())
+                pinned.close()
+    return state
+
+
+@pytest.fixture
+def pin_dir() -> Iterator[Path]:
+    path = Path(f"/sys/fs/bpf/xlbt-realsetup-{os.getpid()}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def remove(ns: str, pin_dir: Path, interface: str = "eth0") -> None:
+    """Detach what a test's real-setup left running (namespaces go with make_netns)."""
+    real_setup(ns, "-i", interface, "--remove", "--pin-dir", str(pin_dir))
+
+
+# --------------------------------------------------- dotted interface names
+
+
+def test_real_setup_on_an_interface_whose_name_has_a_dot(make_netns: Any, pin_dir: Path) -> None:
+    real = real_with_veth(make_netns, DOTTED)
+    with netns.enter(real):
+        _sysctl({"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.all.arp_ignore": 0})
+        conf(DOTTED, "rp_filter").write_text("1\n")  # strict on the interface only
+    try:
+        out = real_setup(real, "-i", DOTTED, "--vip", VIP4, "--mode", "generic",
+                         "--pin-dir", str(pin_dir))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert f"decap attached on {DOTTED} (generic XDP)" in out.stdout
+        # sysctl(8)'s spelling: a slash for the dot inside the interface name
+        assert "sysctl net.ipv4.conf.veth0/100.rp_filter=2 (was 1)" in out.stdout
+        assert "sysctl net.ipv4.conf.veth0/100.arp_ignore=1 (was 0)" in out.stdout
+        assert read_conf(real, DOTTED, "rp_filter") == "2"
+        assert read_conf(real, DOTTED, "arp_ignore") == "1"
+        assert read_conf(real, DOTTED, "arp_announce") == "2"
+        # ... and sysctl(8) reads back the name real-setup printed
+        shown = netns.run(real, ["sysctl", "-n", "net.ipv4.conf.veth0/100.rp_filter"])
+        assert shown.stdout.strip() == "2"
+    finally:
+        remove(real, pin_dir, DOTTED)
