@@ -13,6 +13,12 @@ What a backend needs to answer clients directly (direct server return):
 4. rp_filter=2 (loose) on all + the interface: decapsulated packets come
    from any client address, which strict mode may reject.
 
+All or nothing: each change records how to undo itself, and when a step
+fails the changes already made are undone, newest first (VIPs off lo,
+sysctls back to their old values, the decap program detached, its pins and
+their contents as they were), so the host is left as it was found and the
+error names the step that failed.
+
 `--remove` undoes 1 and 2 (sysctls stay: they are harmless and may be
 shared with other services).
 """
@@ -21,7 +27,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import functools
+import json
+import os
 import shutil
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +42,75 @@ from . import host
 from .doctor import DECAP_PIN_ROOT, _run, addresses, default_interface, link_info, xdp_of
 from .errors import XlbError
 
-
-def _set_sysctl(key: host.SysctlKey, value: int) -> str | None:
-    """Write a sysctl of this network namespace; a line for the report if it changed."""
-    old = host.read_int(key)
-    if old == value:
-        return None
-    host.write_sysctl(key, value)
-    return f"sysctl {key}={value} (was {old})"
+#: What a decap pin directory holds (xlb.decap): the maps, and the XDP link.
+DECAP_MAP_PINS = ("decap_addrs", "decap_config", "decap_counters")
+LINK_PIN = "link"
 
 
-def _vip_prefix(vip: Any) -> str:
-    return f"{vip}/{32 if vip.version == 4 else 128}"
+# ========================================================== the undo log
+
+
+class StepFailed(XlbError):
+    """A step of real-setup failed; `step` says which, `__cause__` why."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class _Change:
+    report: str  # the line printed on success ("" for none)
+    undo: Callable[[], None]
+    undone: str  # the line printed when it is undone
+
+
+class Changes:
+    """The changes made so far, each with its undo, undone newest first on failure."""
+
+    def __init__(self) -> None:
+        self._changes: list[_Change] = []
+        self._closers: list[Callable[[], None]] = []
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Run one step; an error in it becomes StepFailed naming the step."""
+        try:
+            yield
+        except (XlbError, OSError) as exc:
+            raise StepFailed(name, exc) from exc
+
+    def made(self, undo: Callable[[], None], undone: str, report: str = "") -> None:
+        self._changes.append(_Change(report, undo, undone))
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run `fn` when real-setup ends, whether it succeeded or not (closing handles)."""
+        self._closers.append(fn)
+
+    def reports(self) -> list[str]:
+        return [change.report for change in self._changes if change.report]
+
+    def roll_back(self) -> list[str]:
+        """Undo every change, newest first; what could not be undone, with why."""
+        failed: list[str] = []
+        while self._changes:
+            change = self._changes.pop()
+            try:
+                change.undo()
+            except (XlbError, OSError) as exc:
+                failed.append(f"{change.undone}: {exc}")
+            else:
+                print(f"undone: {change.undone}", file=sys.stderr)
+        return failed
+
+    def close(self) -> None:
+        while self._closers:
+            with contextlib.suppress(XlbError, OSError):
+                self._closers.pop()()
+
+
+# ============================================================= the verb
 
 
 def real_setup(args: argparse.Namespace) -> int:
@@ -57,29 +127,20 @@ def real_setup(args: argparse.Namespace) -> int:
         raise UsageError("name at least one VIP this real serves: --vip ADDR")
     if args.remove:
         return _remove(interface, pin_dir, vips)
-    done: list[str] = []
-    _attach_decap(args, interface, pin_dir, done)
-    on_lo = {a.ip for a in addresses("lo")}
-    for vip in vips:
-        if vip in on_lo:
-            continue
-        flags = ["nodad"] if vip.version == 6 else []
-        out = _run(["ip", "addr", "add", _vip_prefix(vip), "dev", "lo", *flags])
-        if out.returncode != 0:
-            raise CliError(f"cannot put {vip} on lo: {out.stderr.strip()}")
-        done.append(f"VIP {vip} on lo")
-    if any(v.version == 4 for v in vips):
-        for scope in ("all", interface):
-            for key, value in (("arp_ignore", 1), ("arp_announce", 2)):
-                line = _set_sysctl(host.conf_key(scope, key), value)
-                if line:
-                    done.append(line)
-    for scope in ("all", interface):
-        rp_filter = host.conf_key(scope, "rp_filter")
-        if host.read_int(rp_filter) == 1:  # strict: loosen; 0 and 2 already accept
-            line = _set_sysctl(rp_filter, 2)
-            if line:
-                done.append(line)
+    changes = Changes()
+    try:
+        _attach_decap(args, interface, pin_dir, changes)
+        _put_vips_on_lo(vips, changes)
+        _set_sysctls(interface, vips, changes)
+    except StepFailed as exc:
+        not_undone = changes.roll_back()
+        raise CliError(_failure(exc, not_undone)) from exc.cause
+    except BaseException:
+        changes.roll_back()
+        raise
+    finally:
+        changes.close()
+    done = changes.reports()
     for line in done:
         print(line)
     if not done:
@@ -88,7 +149,77 @@ def real_setup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attach_decap(args: argparse.Namespace, interface: str, pin_dir: Path, done: list[str]) -> None:
+def _failure(exc: StepFailed, not_undone: list[str]) -> str:
+    reason = str(exc.cause).removeprefix(f"cannot {exc.step}: ")  # said once is enough
+    if not_undone:
+        return (
+            f"real-setup failed to {exc.step}: {reason}; COULD NOT UNDO "
+            f"{'; '.join(not_undone)} (undo those by hand)"
+        )
+    return f"real-setup failed to {exc.step}: {reason}; what it had changed is undone"
+
+
+# ================================================================ steps
+
+
+def _vip_prefix(vip: Any) -> str:
+    return f"{vip}/{32 if vip.version == 4 else 128}"
+
+
+def _ip(*args: str) -> None:
+    out = _run(["ip", *args])
+    if out.returncode != 0:
+        raise XlbError(out.stderr.strip().removeprefix("RTNETLINK answers: ") or "ip failed")
+
+
+def _put_vips_on_lo(vips: list[Any], changes: Changes) -> None:
+    on_lo = {a.ip for a in addresses("lo")}
+    for vip in vips:
+        if vip in on_lo:
+            continue
+        prefix = _vip_prefix(vip)
+        flags = ["nodad"] if vip.version == 6 else []
+        with changes.step(f"put VIP {vip} on lo"):
+            _ip("addr", "add", prefix, "dev", "lo", *flags)
+        changes.made(
+            functools.partial(_ip, "addr", "del", prefix, "dev", "lo"),
+            undone=f"VIP {vip} off lo",
+            report=f"VIP {vip} on lo",
+        )
+
+
+def _set_sysctls(interface: str, vips: list[Any], changes: Changes) -> None:
+    if any(v.version == 4 for v in vips):
+        for scope in ("all", interface):
+            for setting, value in (("arp_ignore", 1), ("arp_announce", 2)):
+                _set_sysctl(host.conf_key(scope, setting), value, changes)
+    for scope in ("all", interface):
+        key = host.conf_key(scope, "rp_filter")
+        if host.read_int(key) == 1:  # strict: loosen; 0 and 2 already accept
+            _set_sysctl(key, 2, changes)
+
+
+def _set_sysctl(key: host.SysctlKey, value: int, changes: Changes) -> None:
+    with changes.step(f"set sysctl {key}={value}"):
+        old = host.read_sysctl(key)
+        if old is None:
+            raise host.SysctlError(key, f"read sysctl {key}", errno.ENOENT)
+        if old == str(value):
+            return
+        host.write_sysctl(key, value)
+    changes.made(
+        lambda: host.write_sysctl(key, old),
+        undone=f"sysctl {key}={old} again",
+        report=f"sysctl {key}={value} (was {old})",
+    )
+
+
+# ================================================================ decap
+
+
+def _attach_decap(
+    args: argparse.Namespace, interface: str, pin_dir: Path, changes: Changes
+) -> None:
     from .cli import CliError
     from .decap import Decap
 
@@ -110,7 +241,21 @@ def _attach_decap(args: argparse.Namespace, interface: str, pin_dir: Path, done:
                 f"decap already runs at tc ingress of {interface}: "
                 f"`xlb real-setup -i {interface} --remove` first to change it"
             )
-    try:
+    with changes.step(f"read the pins at {pin_dir}"):
+        running = xdp["id"] if xdp is not None and xdp["name"] == "xlb_decap" else None
+        pins = PinSnapshot(pin_dir, running)
+    changes.on_close(pins.close)
+    # Registered before the attach, so also undone when Decap fails half way (maps pinned).
+    changes.made(
+        pins.restore,
+        undone=f"pins at {pin_dir} {'as they were' if pins.existed else 'removed'}",
+    )
+    if args.mode == "tc" and "clsact" not in _qdisc_kinds(interface):
+        changes.made(
+            lambda: _delete_clsact(interface), undone=f"clsact qdisc of {interface} removed"
+        )
+    adopted = args.mode != "tc" and pins.holds(LINK_PIN)
+    with changes.step(f"attach the decap program to {interface}"):
         decap = Decap(
             interface,
             addresses=decap_addrs,
@@ -118,21 +263,115 @@ def _attach_decap(args: argparse.Namespace, interface: str, pin_dir: Path, done:
             gue_port=args.gue_port,
             pin_dir=pin_dir,
         )
-    except XlbError as exc:
-        raise CliError(f"cannot attach the decap program to {interface}: {exc}") from exc
-    attached_here = decap._attached_here
-    decap.close(detach=False)
+    changes.on_close(lambda: decap.close(detach=False))
     how = {"native": "native XDP", "generic": "generic XDP", "tc": "tc ingress"}[args.mode]
-    verb = "attached" if attached_here else "updated"
-    done.append(
-        f"decap {verb} on {interface} ({how}), stripping packets to "
-        f"{', '.join(map(str, decap_addrs))}; pinned at {pin_dir}"
+    # Adopted: the running program stays, the pins' restore puts its addresses back.
+    changes.made(
+        lambda: decap.close(detach=not adopted),
+        undone=f"decap {'put back as it was' if adopted else 'detached'} on {interface}",
+        report=(
+            f"decap {'updated' if adopted else 'attached'} on {interface} ({how}), stripping "
+            f"packets to {', '.join(map(str, decap_addrs))}; pinned at {pin_dir}"
+        ),
     )
+
+
+class PinSnapshot:
+    """A decap pin directory as real-setup found it, to put back if it fails.
+
+    Holds the pinned objects (so they survive the directory's removal and
+    can be pinned again), the maps' contents (counters excepted) and the
+    program the pinned link runs (adopting the link swaps in a new one).
+    """
+
+    def __init__(self, pin_dir: Path, running_program_id: int | None) -> None:
+        from ._bpf import Map, XdpLink, check, lib
+
+        self.pin_dir = pin_dir
+        self.existed = pin_dir.is_dir()
+        self.entries = sorted(p.name for p in pin_dir.iterdir()) if self.existed else []
+        self.maps: dict[str, Map] = {}
+        self.contents: dict[str, dict[bytes, bytes]] = {}
+        self.link: XdpLink | None = None
+        self.program_fd: int | None = None
+        try:
+            for name in self.entries:
+                if name in DECAP_MAP_PINS:
+                    self.maps[name] = Map.from_pin(pin_dir / name)
+                    if not self.maps[name].is_percpu:
+                        self.contents[name] = dict(self.maps[name].items())
+                elif name == LINK_PIN:
+                    self.link = XdpLink.open_pinned(pin_dir / name)
+            if self.link is not None and running_program_id:
+                self.program_fd = check(
+                    lib.bpf_prog_get_fd_by_id(running_program_id),
+                    f"opening the running decap program (id {running_program_id})",
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def holds(self, name: str) -> bool:
+        return name in self.entries
+
+    def restore(self) -> None:
+        if not self.existed:
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
+            return
+        self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for entry in self.pin_dir.iterdir():
+            if entry.name not in self.entries:
+                entry.unlink()
+        for name, pinned in [*self.maps.items(), (LINK_PIN, self.link)]:
+            if pinned is not None and not (self.pin_dir / name).exists():
+                pinned.pin(self.pin_dir / name)
+        for name, contents in self.contents.items():
+            _set_map_contents(self.maps[name], contents)
+        if self.link is not None and self.program_fd is not None:
+            from ._bpf import check, ffi, lib
+
+            check(
+                lib.bpf_link_update(self.link.fd, self.program_fd, ffi.NULL),
+                "putting the decap program that ran before back on its link",
+            )
+
+    def close(self) -> None:
+        for pinned in self.maps.values():
+            pinned.close()
+        if self.link is not None:
+            self.link.close()
+        if self.program_fd is not None:
+            os.close(self.program_fd)
+            self.program_fd = None
+
+
+def _set_map_contents(bpf_map: Any, contents: dict[bytes, bytes]) -> None:
+    for key in list(bpf_map.keys()):
+        if key not in contents:
+            bpf_map.delete(key)
+    for key, value in contents.items():
+        bpf_map.update(key, value)
+
+
+def _qdisc_kinds(interface: str) -> set[str]:
+    out = _run(["tc", "-j", "qdisc", "show", "dev", interface])
+    with contextlib.suppress(ValueError):
+        return {q.get("kind", "") for q in json.loads(out.stdout or "[]")}
+    return set()
+
+
+def _delete_clsact(interface: str) -> None:
+    out = _run(["tc", "qdisc", "del", "dev", interface, "clsact"])
+    if out.returncode != 0:
+        raise XlbError(f"tc qdisc del dev {interface} clsact: {out.stderr.strip()}")
+
+
+# =============================================================== remove
 
 
 def _remove(interface: str, pin_dir: Path, vips: list[Any]) -> int:
     done: list[str] = []
-    link_pin = pin_dir / "link"
+    link_pin = pin_dir / LINK_PIN
     if link_pin.exists():
         from ._bpf import XdpLink
 
@@ -159,4 +398,4 @@ def _remove(interface: str, pin_dir: Path, vips: list[Any]) -> int:
     return 0
 
 
-__all__ = ["real_setup"]
+__all__ = ["Changes", "PinSnapshot", "StepFailed", "real_setup"]

@@ -6,9 +6,6 @@ looks at the namespace afterwards: addresses, sysctls, XDP and tc
 attachments, pins. Failures are real ones: a sysctl made read-only by a
 bind mount in a mount namespace of the command's own (unshare -m: the test
 host never sees it), IPv6 disabled on lo, an interface without native XDP.
-
-The lab's state files (xlb.lab) are checked here too: they describe the
-host's namespaces and processes, so only root may read them.
 """
 
 from __future__ import annotations
@@ -147,3 +144,96 @@ def test_real_setup_on_an_interface_whose_name_has_a_dot(make_netns: Any, pin_di
         assert shown.stdout.strip() == "2"
     finally:
         remove(real, pin_dir, DOTTED)
+
+
+# ------------------------------------------------------- all or nothing
+
+
+@pytest.mark.parametrize("mode", ["generic", "tc"])
+def test_a_failing_last_step_leaves_the_host_as_it_was(
+    make_netns: Any, pin_dir: Path, mode: str
+) -> None:
+    real = real_with_veth(make_netns)
+    with netns.enter(real):  # every kind of step has work to do: strict rp_filter, ARP off
+        _sysctl({"net.ipv4.conf.all.rp_filter": 1, "net.ipv4.conf.eth0.rp_filter": 1})
+    before = host_state(real, pin_dir)
+    try:
+        # The very last change, rp_filter on eth0, cannot be written.
+        out = real_setup(real, "-i", "eth0", "--vip", VIP4, "--vip", VIP6, "--mode", mode,
+                         "--pin-dir", str(pin_dir),
+                         read_only=(str(conf("eth0", "rp_filter")),))  # fmt: skip
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert (
+            "xlb: error: real-setup failed to set sysctl net.ipv4.conf.eth0.rp_filter=2: "
+            "Read-only file system; what it had changed is undone"
+        ) in out.stderr
+        # the steps before it had been made, and were undone newest first
+        undone = [line for line in out.stderr.splitlines() if line.startswith("undone: ")]
+        assert undone[0] == "undone: sysctl net.ipv4.conf.all.rp_filter=1 again"
+        assert f"undone: VIP {VIP6} off lo" in undone and f"undone: VIP {VIP4} off lo" in undone
+        tc_only = ["undone: clsact qdisc of eth0 removed"] if mode == "tc" else []
+        assert undone[-2 - len(tc_only) :] == [
+            "undone: decap detached on eth0",
+            *tc_only,
+            f"undone: pins at {pin_dir} removed",
+        ]
+        assert out.stdout == ""  # nothing reported as done
+        assert host_state(real, pin_dir) == before
+        assert not pin_dir.exists()
+    finally:
+        remove(real, pin_dir)
+
+
+def test_a_failing_rerun_keeps_the_running_decap_as_it_was(make_netns: Any, pin_dir: Path) -> None:
+    real = real_with_veth(make_netns)
+    netns.run(real, ["ip", "addr", "add", "10.30.9.2/24", "dev", "eth0"])
+    try:
+        first = real_setup(real, "-i", "eth0", "--vip", VIP4, "--mode", "generic",
+                           "--decap-addr", "10.30.1.2", "--pin-dir", str(pin_dir))  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        with netns.enter(real):
+            _sysctl({"net.ipv4.conf.eth0.rp_filter": 1})
+        before = host_state(real, pin_dir)
+        # A second VIP and another decap address: the pinned link is adopted
+        # (a new program swapped in, the addresses rewritten), then the last step fails.
+        out = real_setup(real, "-i", "eth0", "--vip", VIP4, "--vip", "10.100.0.2",
+                         "--mode", "generic", "--decap-addr", "10.30.9.2",
+                         "--pin-dir", str(pin_dir),
+                         read_only=(str(conf("eth0", "rp_filter")),))  # fmt: skip
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "undone: decap put back as it was on eth0" in out.stderr
+        after = host_state(real, pin_dir)
+        assert after["xdp"]["eth0"]["prog"]["id"] == before["xdp"]["eth0"]["prog"]["id"]
+        assert after == before
+    finally:
+        remove(real, pin_dir)
+
+
+def test_a_vip_lo_refuses_is_undone_with_the_rest(make_netns: Any, pin_dir: Path) -> None:
+    real = real_with_veth(make_netns)
+    with netns.enter(real):
+        _sysctl({"net.ipv6.conf.lo.disable_ipv6": 1})
+    before = host_state(real, pin_dir)
+    try:
+        out = real_setup(real, "-i", "eth0", "--vip", VIP4, "--vip", VIP6, "--mode", "generic",
+                         "--pin-dir", str(pin_dir))  # fmt: skip
+        assert out.returncode == 1
+        assert f"real-setup failed to put VIP {VIP6} on lo: " in out.stderr
+        assert "IPv6 is disabled on this device" in out.stderr
+        assert f"undone: VIP {VIP4} off lo" in out.stderr
+        assert host_state(real, pin_dir) == before
+    finally:
+        remove(real, pin_dir)
+
+
+def test_an_attach_that_fails_leaves_no_pins(make_netns: Any, pin_dir: Path) -> None:
+    real = real_with_veth(make_netns)
+    before = host_state(real, pin_dir)
+    # lo has no native XDP: the maps are pinned by then, the attach fails
+    out = real_setup(real, "-i", "lo", "--vip", VIP4, "--decap-addr", "10.30.1.2",
+                     "--pin-dir", str(pin_dir))  # fmt: skip
+    assert out.returncode == 1
+    assert "real-setup failed to attach the decap program to lo" in out.stderr
+    assert "Operation not supported" in out.stderr
+    assert not pin_dir.exists()
+    assert host_state(real, pin_dir) == before
