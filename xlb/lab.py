@@ -83,6 +83,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -92,7 +93,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 from . import host, netns
 from ._bpf import BpfObject, XdpLink, XdpMode
@@ -154,6 +155,32 @@ def _sysctl(settings: Mapping[host.SysctlKey | str, str | int]) -> None:
         host.write_sysctl(key, value)
 
 
+def _private_dir(path: Path) -> None:
+    """A directory only root may enter (0700, whatever the umask), made if missing.
+
+    The lab's state and run files describe the host's namespaces and
+    processes; an existing path that is not a real directory is refused.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    if not stat.S_ISDIR(path.lstat().st_mode):
+        raise XlbError(f"{path} is not a directory")
+    path.chmod(0o700)
+
+
+def _private_file(path: Path, mode: str = "w") -> IO[Any]:
+    """Open `path` for writing, truncated, readable by its owner only (0600
+    from the start, whatever the umask; a symlink there is refused)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a file left by an earlier run keeps its old mode otherwise
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17
 
@@ -170,10 +197,10 @@ def _tx_checksum_off(interface: str) -> None:
 def _proc_start_time(pid: int) -> int | None:
     """Start time of a process in clock ticks since boot (None if it is gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return int(proc_stat.rsplit(")", 1)[1].split()[19])
 
 
 def _alive(pid: int, start: int | None) -> bool:
@@ -850,7 +877,7 @@ class Lab:
         return PIN_ROOT / self.name
 
     def _claim_name(self) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        _private_dir(STATE_DIR)
         for _ in range(100):
             self.name = self._requested_name or f"{LAB_PREFIX}{secrets.token_hex(3)}"
             if not self.name.startswith(LAB_PREFIX):
@@ -880,7 +907,8 @@ class Lab:
 
     def _save_state(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._state, indent=1))
+        with _private_file(tmp) as out:
+            out.write(json.dumps(self._state, indent=1))
         tmp.replace(self.state_file)
 
     def _ns(self, role: str) -> str:
@@ -898,7 +926,7 @@ class Lab:
         atexit.register(self.close)
         try:
             self._claim_name()
-            self.run_dir.mkdir(mode=0o700, exist_ok=True)
+            _private_dir(self.run_dir)
             self._build_hub()
             for i in range(1, self._n_clients + 1):
                 self.clients.append(self._add_node(ClientNode, "client", i))
@@ -1111,7 +1139,7 @@ class Lab:
                 real.interface, addresses=[real.ipv4, real.ipv6], mode=self.decap_mode
             )
         real.control = self.run_dir / f"{real.role}.sock"
-        errors = open(self.run_dir / f"{real.role}.log", "wb")  # noqa: SIM115 - handed to the child
+        errors = _private_file(self.run_dir / f"{real.role}.log", "wb")
         try:
             real.server = netns.popen(
                 real.netns,

@@ -6,6 +6,9 @@ looks at the namespace afterwards: addresses, sysctls, XDP and tc
 attachments, pins. Failures are real ones: a sysctl made read-only by a
 bind mount in a mount namespace of the command's own (unshare -m: the test
 host never sees it), IPv6 disabled on lo, an interface without native XDP.
+
+The lab's state files (xlb.lab) are checked here too: they describe the
+host's namespaces and processes, so only root may read them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +28,7 @@ import pytest
 
 from xlb import netns
 from xlb._bpf import Map
-from xlb.lab import _sysctl
+from xlb.lab import STATE_DIR, Lab, _sysctl
 
 XLB = str(Path(sys.executable).with_name("xlb"))
 VIP4, VIP6 = "10.100.0.1", "fd00:100::1"
@@ -237,3 +241,25 @@ def test_an_attach_that_fails_leaves_no_pins(make_netns: Any, pin_dir: Path) -> 
     assert "Operation not supported" in out.stderr
     assert not pin_dir.exists()
     assert host_state(real, pin_dir) == before
+
+
+# ------------------------------------------------------- lab state files
+
+
+def test_lab_state_file_and_run_dir_are_private() -> None:
+    umask = os.umask(0)  # the most permissive umask: the modes must not depend on it
+    try:
+        lab = Lab(reals=1).start()
+    finally:
+        os.umask(umask)
+    with lab:
+        assert stat.S_IMODE(STATE_DIR.stat().st_mode) == 0o700
+        assert stat.S_IMODE(lab.state_file.stat().st_mode) == 0o600
+        assert json.loads(lab.state_file.read_text())["name"] == lab.name
+        assert stat.S_IMODE(lab.run_dir.stat().st_mode) == 0o700
+        files = [p for p in lab.run_dir.iterdir() if p.is_file()]
+        assert files  # the lab servers' logs
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {
+            p.name: 0o600 for p in files
+        }
+    assert not lab.state_file.exists()
