@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -276,12 +276,20 @@ Refused while `xlb serve` manages the interface: edit its file and reload.
         """
   xlb apply lb.toml --dry-run   show what would change
   xlb apply lb.toml             change it (each VIP all-or-nothing)
+  xlb apply empty.toml --allow-empty   remove every VIP
 Refused while `xlb serve` runs: it reloads its own file (kill -HUP PID).
+A file without VIPs is refused (an empty or truncated file?) unless it says
+`vips = []` or --allow-empty is given.
 """,
         common,
     )
     p.add_argument("file", type=Path, metavar="FILE", help="configuration file (docs/config.md)")
     p.add_argument("--dry-run", action="store_true", help="print the changes, change nothing")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="apply a file without VIPs although VIPs run (removes them all)",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = _verb(
@@ -549,9 +557,15 @@ class Health:
 
     reals: dict[tuple[str, str], str]  # (vip, real) -> "up" | "down"
     vips: dict[str, bool]
+    weights: dict[tuple[str, str], int] = field(default_factory=dict)  # configured
 
     def real(self, vip: Vip, address: Any) -> str:
         return self.reals.get((str(vip), str(address)), "-")
+
+    def configured_reals(self, vip: Vip) -> dict[str, int]:
+        """The daemon's configured reals of a VIP and their weights (down ones
+        included, which the data plane may no longer hold)."""
+        return {real: weight for (v, real), weight in self.weights.items() if v == str(vip)}
 
     def vip(self, vip: Vip) -> str:
         healthy = self.vips.get(str(vip))
@@ -581,6 +595,9 @@ def daemon_health(target: Target, timeout: float = 1.0) -> Health:
                 health.reals[key] = "up" if sample.value else "down"
             elif sample.name == "xlb_vip_healthy":
                 health.vips[sample.labels["vip"]] = bool(sample.value)
+            elif sample.name == "xlb_real_configured_weight":
+                key = (sample.labels["vip"], sample.labels["real"])
+                health.weights[key] = int(sample.value)
     return health
 
 
@@ -594,22 +611,8 @@ def _encap(lb: Balancer, vip: Vip) -> str:
 def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, Any]]:
     out = []
     for vip in lb.vips():
-        stats, per_real, shares = lb.stats(vip), lb.real_stats(vip), lb.ring_shares(vip)
+        stats = lb.stats(vip)
         flags = lb.vip_flags(vip)
-        reals = []
-        for real in lb.reals(vip):
-            counter = per_real.get(real.address)
-            reals.append(
-                {
-                    "address": str(real.address),
-                    "weight": real.weight,
-                    "mac": real.mac,
-                    "share": round(shares.get(real.address, 0.0), 6),
-                    "health": health.real(vip, real.address) if health else "-",
-                    "packets": counter.packets if counter else 0,
-                    "bytes": counter.bytes if counter else 0,
-                }
-            )
         out.append(
             {
                 "vip": str(vip),
@@ -622,10 +625,51 @@ def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, 
                 "health": health.vip(vip) if health else "-",
                 "packets": stats.packets,
                 "bytes": stats.bytes,
-                "reals": reals,
+                "reals": _real_rows(lb, vip, health),
             }
         )
     return out
+
+
+def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, Any]]:
+    """The VIP's reals: those in the data plane, plus those the daemon
+    configures but took out (down, `on_failure = "remove"`), with share 0.
+    A real the daemon knows shows its configured weight (a drained or
+    removed one holds 0 or nothing in the data plane: `serving_weight`)."""
+    per_real, shares = lb.real_stats(vip), lb.ring_shares(vip)
+    configured = health.configured_reals(vip) if health else {}
+    rows: dict[str, dict[str, Any]] = {}
+    for real in lb.reals(vip):
+        address = str(real.address)
+        counter = per_real.get(real.address)
+        rows[address] = {
+            "address": address,
+            "weight": configured.get(address, real.weight),
+            "serving_weight": real.weight,
+            "mac": real.mac,
+            "share": round(shares.get(real.address, 0.0), 6),
+            "health": health.real(vip, address) if health else "-",
+            "packets": counter.packets if counter else 0,
+            "bytes": counter.bytes if counter else 0,
+        }
+    for address, weight in configured.items():
+        if address not in rows:
+            rows[address] = {
+                "address": address,
+                "weight": weight,
+                "serving_weight": None,
+                "mac": None,
+                "share": 0.0,
+                "health": health.real(vip, address) if health else "-",
+                "packets": 0,
+                "bytes": 0,
+            }
+    return sorted(rows.values(), key=lambda row: _address_key(row["address"]))
+
+
+def _address_key(text: str) -> tuple[int, bytes]:
+    address = parse_address(text)
+    return address.version, address.packed
 
 
 def _add_rates(now: list[dict[str, Any]], before: list[dict[str, Any]], seconds: float) -> None:
@@ -841,6 +885,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not args.dry_run:
         refuse_if_daemon(target, "`xlb apply`")
     with open_balancer(target) as lb:
+        cfg.refuse_removing_every_vip(
+            lb.vips(), wanted, allowed=args.allow_empty, how_to_allow="pass --allow-empty"
+        )
         changes = cfg.diff(cfg.state_of_balancer(lb), cfg.desired_state(wanted))
         if not changes:
             print(f"no changes: {target.name} already runs {args.file}")

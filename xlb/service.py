@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -157,6 +159,92 @@ class _FileStamp:
         return cls(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+class ConfigFile:
+    """The daemon's file, and what the last reload read from it.
+
+    `read()` loads it and remembers its stamp (inode, size, mtime) and the
+    hash of its content; `changed()` says whether it now differs from that:
+    the file watcher reloads only then, so an edit that SIGHUP already
+    reloaded (or a broken file already rejected) is not read a second time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: _FileStamp | None = None
+        self._digest: bytes | None = None
+
+    def read(self) -> Config:
+        stamp = _FileStamp.of(self.path)  # before reading: an edit after it shows as a change
+        data = self._bytes()
+        self._stamp, self._digest = stamp, hashlib.sha256(data).digest()
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            issue = cfg.ConfigIssue(str(self.path), "", f"not UTF-8 text: {exc}")
+            raise ConfigFileError([issue]) from None
+        return cfg.loads(text, source=str(self.path))
+
+    def _bytes(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            issue = cfg.ConfigIssue(str(self.path), "", f"cannot read: {exc.strerror}")
+            raise ConfigFileError([issue]) from None
+
+    def changed(self) -> bool:
+        """Whether the file holds other bytes than `read()` last read (a
+        stat first; the content only when the stamp moved). A missing or
+        unreadable file is no change: it never empties the data plane."""
+        stamp = _FileStamp.of(self.path)
+        if stamp is None or stamp == self._stamp:
+            return False
+        try:
+            digest = hashlib.sha256(self._bytes()).digest()
+        except ConfigFileError:
+            return False
+        if digest == self._digest:  # touched, or rewritten the same
+            self._stamp = stamp
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one apply makes the data plane hold: a config and which of its
+    reals are down, both as they were when the apply was asked for."""
+
+    config: Config
+    down: frozenset[tuple[Vip, IPAddress]]
+
+    def is_up(self, vip: Vip) -> Callable[[IPAddress], bool]:
+        return lambda address: (vip, address) not in self.down
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    changes: list[cfg.Change]
+    failures: list[cfg.ApplyFailure]
+    healthy: dict[Vip, bool]
+
+
+def _apply_plan(balancer: Balancer, plan: _Plan) -> _Applied:
+    """Diff the running data plane against the plan and apply it (runs in
+    the apply thread: Maglev builds, map writes and grace waits stay off the
+    event loop that times the probes)."""
+    running = cfg.state_of_balancer(balancer)
+    healthy: dict[Vip, bool] = {}
+
+    def reals_of(entry: VipConfig) -> tuple[Real, ...]:
+        current = running.vips.get(entry.vip)
+        reals, healthy[entry.vip] = serving_reals(
+            entry, plan.is_up(entry.vip), current.reals if current else ()
+        )
+        return reals
+
+    changes = cfg.diff(running, cfg.desired_state(plan.config, reals_of))
+    return _Applied(changes, cfg.apply(balancer, changes), healthy)
+
+
 class Service:
     """The daemon, usable as a library (see the module docstring).
 
@@ -164,19 +252,23 @@ class Service:
     file reload it). `teardown`: on stop, detach the data plane and remove
     its pins instead of leaving it forwarding. `watch`: poll the file for
     changes (default: when given a path).
+
+    Changes to the data plane run in one worker thread, one apply at a
+    time; each apply takes the config and health as they are when it
+    starts, and requests made while one runs are served by the next.
     """
 
     def __init__(
         self, config: Config | str | Path, *, teardown: bool = False, watch: bool | None = None
     ) -> None:
         if isinstance(config, Config):
-            self._path: Path | None = None
+            self._file: ConfigFile | None = None
             self.config = config
         else:
-            self._path = Path(config)
-            self.config = cfg.load(self._path)
+            self._file = ConfigFile(Path(config))
+            self.config = self._file.read()
         self.teardown = teardown
-        self._watch = self._path is not None if watch is None else watch
+        self._watch = self._file is not None if watch is None else watch
         self.balancer: Balancer | None = None
         self._probe_path: ProbePath | None = None
         self._checker: HealthChecker | None = None
@@ -188,6 +280,11 @@ class Service:
         self._vip_unhealthy_count: Counter[Vip] = Counter()
         self.counters: Counter[str] = Counter()
         self._running = False
+        self._apply_thread: ThreadPoolExecutor | None = None
+        self._apply_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
+        self._syncs_asked = 0  # apply requests so far
+        self._syncs_covered = 0  # requests the applies started so far cover
 
     # ------------------------------------------------------------ lifecycle
 
@@ -204,6 +301,7 @@ class Service:
                 pin_dir=settings.effective_pin_dir,
                 config=cfg.balancer_config(settings),
             )
+            cfg.refuse_removing_every_vip(self.balancer.vips(), self.config)
             self._probe_path = ProbePath(
                 settings.interface,
                 self.balancer.pin_dir,
@@ -212,14 +310,15 @@ class Service:
                 path_mtu=settings.mtu,
             )
             self._checker = HealthChecker(self._probe_path, self._on_health_change)
-            self._install(self.config)
-            if settings.metrics is not None:
+            if settings.metrics is not None:  # before the first changes: they are counted
                 self._metrics = self._start_metrics(settings.metrics)
+            self._apply_thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-apply")
+            await self._install(self.config)
         except BaseException:
             await self._release()
             raise
         self._running = True
-        if self._watch and self._path is not None:
+        if self._watch and self._file is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch_file()))
         log_event(
             log, "started", interface=settings.interface, pin_dir=self.balancer.pin_dir,
@@ -261,6 +360,9 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._apply_thread is not None:  # an apply that runs ends before the balancer closes
+            await asyncio.get_running_loop().run_in_executor(None, self._apply_thread.shutdown)
+            self._apply_thread = None
         if self._checker is not None:
             await self._checker.close()
             self._checker = None
@@ -296,7 +398,7 @@ class Service:
         async with self:
             await stop.wait()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
         task.add_done_callback(self._forget_task)
@@ -304,35 +406,66 @@ class Service:
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(ValueError):
             self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_event(log, "task_failed", logging.ERROR, error=repr(task.exception()))
 
     # --------------------------------------------------------------- reload
 
     async def reload(self, config: Config | None = None) -> bool:
         """Apply a new config (default: re-read the file). An invalid one is
-        logged with every error and changes nothing; returns whether applied."""
+        logged with every error and changes nothing; returns whether applied.
+        Reloads run one at a time, in the order asked."""
+        async with self._reload_lock:
+            return await self._reload(config)
+
+    async def poll_config_file(self) -> bool:
+        """One step of the file watcher: reload if the file holds something
+        else than what the last reload read; returns whether it reloaded."""
+        if self._file is None or not self._running or not self._file.changed():
+            return False
+        async with self._reload_lock:
+            if not self._file.changed():  # a reload (SIGHUP) read it meanwhile
+                return False
+            log_event(log, "config_changed", path=self._file.path)
+            return await self._reload(None)
+
+    async def _reload(self, config: Config | None) -> bool:
         if not self._running:  # e.g. SIGHUP while starting or stopping
             log_event(log, "reload_skipped", logging.WARNING, reason="not running")
             return False
         self.counters["reloads"] += 1
         try:
-            new = config if config is not None else self._read_file()
-            self._check_restart_only(new)
+            new = config if config is not None else await asyncio.to_thread(self._read_file)
         except ConfigFileError as exc:
             self._reject(exc.issues)
             return False
         except ConfigError as exc:
             self._reject([cfg.ConfigIssue(self.config.source, "", str(exc))])
             return False
-        self._install(new)
+        issues = self._refusals(new)
+        if issues:
+            self._reject(issues)
+            return False
+        await self._install(new)
         log_event(log, "reloaded", source=new.source, vips=len(new.vips))
         return True
 
     def _read_file(self) -> Config:
-        if self._path is None:
+        if self._file is None:
             raise ConfigError("this service was given a Config, not a file: pass the new one")
-        return cfg.load(self._path)
+        return self._file.read()
 
-    def _check_restart_only(self, new: Config) -> None:
+    def _refusals(self, new: Config) -> list[cfg.ConfigIssue]:
+        """Why a valid file cannot be applied: settings that need a restart,
+        and removing every VIP without `vips = []`."""
+        issues = self._restart_only_changes(new)
+        try:
+            cfg.refuse_removing_every_vip((e.vip for e in self.config.vips), new)
+        except cfg.EmptyConfigError as exc:
+            issues.append(cfg.ConfigIssue(new.source, "", str(exc)))
+        return issues
+
+    def _restart_only_changes(self, new: Config) -> list[cfg.ConfigIssue]:
         issues = [
             cfg.ConfigIssue(new.source, f"balancer.{name}", "changing it needs a restart")
             for name in RESTART_ONLY
@@ -342,8 +475,7 @@ class Service:
             issues.append(cfg.ConfigIssue(new.source, "health.route_table", "needs a restart"))
         if new.health.rule_priority != self.config.health.rule_priority:
             issues.append(cfg.ConfigIssue(new.source, "health.rule_priority", "needs a restart"))
-        if issues:
-            raise ConfigFileError(issues)
+        return issues
 
     def _reject(self, issues: Sequence[cfg.ConfigIssue]) -> None:
         self.counters["reloads_rejected"] += 1
@@ -354,19 +486,13 @@ class Service:
                   keeping=self.config.source)  # fmt: skip
 
     async def _watch_file(self) -> None:
-        assert self._path is not None
-        stamp = _FileStamp.of(self._path)
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            now = _FileStamp.of(self._path)
-            if now != stamp and now is not None:
-                stamp = now
-                log_event(log, "config_changed", path=self._path)
-                await self.reload()
+            await self.poll_config_file()
 
     # ---------------------------------------------------------------- state
 
-    def _install(self, config: Config) -> None:
+    async def _install(self, config: Config) -> None:
         """Make `config` the one served: targets first, then the data plane."""
         assert self._checker is not None
         self.config = config
@@ -381,35 +507,41 @@ class Service:
         self._checker.set_targets(t for by_real in self._targets.values() for t in by_real.values())
         for vip in [v for v in self._vip_healthy if v not in self._targets]:
             del self._vip_healthy[vip]
-        self._sync()
+        await self._sync()
 
-    def _is_up(self, vip: Vip) -> Callable[[IPAddress], bool]:
-        targets = self._targets.get(vip, {})
-        checker = self._checker
+    async def _sync(self) -> None:
+        """Make the data plane equal to config + health, in the apply thread.
 
-        def is_up(address: IPAddress) -> bool:
-            target = targets.get(address)
-            return target is None or checker is None or checker.is_up(target)
-
-        return is_up
-
-    def _sync(self) -> None:
-        """Diff the running data plane against config + health and apply it."""
-        assert self.balancer is not None
-        running = cfg.state_of_balancer(self.balancer)
-        healthy: dict[Vip, bool] = {}
-
-        def reals_of(entry: VipConfig) -> tuple[Real, ...]:
-            current = running.vips.get(entry.vip)
-            reals, healthy[entry.vip] = serving_reals(
-                entry, self._is_up(entry.vip), current.reals if current else ()
+        One apply at a time. An apply covers every request made before it
+        started (it reads config and health then), so requests that pile up
+        behind a long apply are served by one more apply, not one each.
+        """
+        self._syncs_asked += 1
+        ticket = self._syncs_asked
+        async with self._apply_lock:
+            if self._syncs_covered >= ticket or self._apply_thread is None:
+                return
+            self._syncs_covered = self._syncs_asked
+            plan = self._plan()
+            assert self.balancer is not None
+            loop = asyncio.get_running_loop()
+            applied = await loop.run_in_executor(
+                self._apply_thread, _apply_plan, self.balancer, plan
             )
-            return reals
+            self._log_changes(applied.changes, applied.failures)
+            self._update_vip_health(applied.healthy, plan.config)
 
-        changes = cfg.diff(running, cfg.desired_state(self.config, reals_of))
-        failures = cfg.apply(self.balancer, changes)
-        self._log_changes(changes, failures)
-        self._update_vip_health(healthy)
+    def _plan(self) -> _Plan:
+        """The config and the down reals now (read on the event loop, which
+        alone changes them)."""
+        checker = self._checker
+        down = frozenset(
+            (vip, address)
+            for vip, by_real in self._targets.items()
+            for address, target in by_real.items()
+            if checker is not None and not checker.is_up(target)
+        )
+        return _Plan(self.config, down)
 
     def _log_changes(self, changes: Sequence[cfg.Change], failures: list[cfg.ApplyFailure]) -> None:
         failed = {change for failure in failures for change in failure.changes}
@@ -422,15 +554,17 @@ class Service:
             self.counters["apply_failures"] += 1
             log_event(log, "apply_failed", logging.ERROR, vip=failure.vip or "-", error=failure)
 
-    def _update_vip_health(self, healthy: dict[Vip, bool]) -> None:
+    def _update_vip_health(self, healthy: dict[Vip, bool], config: Config) -> None:
         for vip, ok in healthy.items():
+            if vip not in self._targets:  # a reload removed it while this apply ran
+                continue
             before = self._vip_healthy.get(vip)
             self._vip_healthy[vip] = ok
             if before == ok or (before is None and ok):
                 continue
             if not ok:
                 self._vip_unhealthy_count[vip] += 1
-            entry = self.config.vip(vip)
+            entry = config.vip(vip)
             event = "vip_healthy" if ok else "vip_unhealthy"
             level = logging.INFO if ok else logging.WARNING
             log_event(log, event, level, vip=vip, all_down=entry.all_down)
@@ -451,7 +585,7 @@ class Service:
             log_event(log, "real_down", logging.WARNING, reason=health.last_reason,
                       failures=health.failures, **fields)  # fmt: skip
         self.counters["real_up" if health.up else "real_down"] += 1
-        self._sync()
+        self._spawn(self._sync())
 
     # ------------------------------------------------------------ reporting
 
@@ -460,7 +594,8 @@ class Service:
         return self._vip_healthy.get(vip, False)
 
     def health(self) -> dict[str, Any]:
-        """Per VIP: healthy, reals up, and each real's check state and counters.
+        """Per VIP: healthy, reals up, and each real's check state, counters
+        and configured weight.
 
         Safe to call from another thread (the metrics server's): it reads
         references that reloads replace whole, never mutate.
@@ -469,7 +604,10 @@ class Service:
         out: dict[str, Any] = {}
         for entry in config.vips:
             reals = {
-                str(real.address): _real_state(checker, targets.get(entry.vip, {}), real)
+                str(real.address): {
+                    **_real_state(checker, targets.get(entry.vip, {}), real),
+                    "weight": real.weight,
+                }
                 for real in entry.reals
             }
             out[str(entry.vip)] = {
