@@ -51,7 +51,7 @@ LINK_PIN = "link"
 
 
 class StepFailed(XlbError):
-    """A step of real-setup failed; `step` says which, `__cause__` why."""
+    """A step of real-setup failed; `step` says which, `cause` why."""
 
     def __init__(self, step: str, cause: BaseException) -> None:
         super().__init__(f"{step}: {cause}")
