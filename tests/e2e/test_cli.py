@@ -199,6 +199,32 @@ def test_save_then_apply_is_a_no_op_and_apply_applies_a_diff(p: Plane, tmp_path:
     assert p.lb.vips() == [WEB]
 
 
+def test_apply_refuses_a_file_that_would_remove_every_vip(p: Plane, tmp_path: Path) -> None:
+    """An empty or truncated file is refused (dry run too); --allow-empty or
+    `vips = []` in the file say it is meant."""
+    p.lb.add_vip(WEB)
+    p.lb.add_vip(DNS6)
+    saved = p.ok("save")
+    truncated = tmp_path / "truncated.toml"
+    truncated.write_text(saved.split("[[vip]]")[0])  # cut before the first VIP
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    for args in (["apply", str(truncated)], ["apply", str(truncated), "--dry-run"]):
+        message = p.fails(1, *args)
+        assert "has no VIPs: it would remove all 2 running VIP(s)" in message, message
+        assert "write `vips = []` in it or pass --allow-empty" in message
+    p.fails(1, "apply", str(empty))
+    assert len(p.lb.vips()) == 2
+    out = p.ok("apply", str(truncated), "--allow-empty")
+    assert "applied 2 change(s)" in out and p.lb.vips() == []
+
+    p.lb.add_vip(WEB)
+    on_purpose = tmp_path / "none.toml"
+    on_purpose.write_text("vips = []\n" + truncated.read_text())
+    assert p.ok("apply", str(on_purpose)).endswith("applied 1 change(s)\n")
+    assert p.lb.vips() == []
+
+
 # ------------------------------------------------------- counters, flows
 
 
@@ -379,7 +405,9 @@ def test_list_shows_the_daemons_health_and_changes_are_refused(
     make_netns: Any, tmp_path: Path
 ) -> None:
     """A real `xlb serve` (through `xlb serve`): command checks keep one real
-    up and drain the other; `xlb list` shows both states, `xlb real` refuses."""
+    up and take the other down, drained in one VIP, removed from the other;
+    `xlb list` shows both down reals with their configured weight and a
+    share of 0, and `xlb real` refuses."""
     from xlb import netns
 
     ns = make_netns()
@@ -419,6 +447,22 @@ address = "10.30.2.2"
 [vip.check]
 type = "command"
 command = ["sh", "-c", "test {{real}} = 10.30.1.2"]
+
+[[vip]]
+address = "10.100.0.2"
+port = 80
+on_failure = "remove"
+
+[[vip.reals]]
+address = "10.30.1.2"
+
+[[vip.reals]]
+address = "10.30.2.2"
+weight = 3
+
+[vip.check]
+type = "command"
+command = ["sh", "-c", "test {{real}} = 10.30.1.2"]
 """
     )
     daemon = subprocess.Popen(
@@ -436,21 +480,30 @@ command = ["sh", "-c", "test {{real}} = 10.30.1.2"]
             out = subprocess.run([*cmd, "list", "--json", *where], capture_output=True, text=True)
             if out.returncode == 0:
                 listed = json.loads(out.stdout)
-                reals = {r["address"]: r for v in listed["vips"] for r in v["reals"]}
-                if reals.get("10.30.2.2", {}).get("health") == "down":
+                health = [r["health"] for v in listed["vips"] for r in v["reals"]]
+                if health == ["up", "down", "up", "down"]:
                     break
             assert daemon.poll() is None, daemon.communicate()
             time.sleep(0.2)
         assert listed["daemon_pid"] is not None
-        (vip,) = listed["vips"]
-        assert vip["health"] == "healthy"
-        assert [(r["address"], r["weight"], r["health"]) for r in vip["reals"]] == [
-            ("10.30.1.2", 1, "up"),
-            ("10.30.2.2", 0, "down"),  # drained by the daemon, not removed
+        drained, removed = listed["vips"]
+        assert drained["health"] == removed["health"] == "healthy"
+        rows = [
+            (r["address"], r["weight"], r["serving_weight"], r["share"], r["health"])
+            for vip in (drained, removed)
+            for r in vip["reals"]
+        ]
+        assert rows == [
+            ("10.30.1.2", 1, 1, 1.0, "up"),
+            ("10.30.2.2", 1, 0, 0.0, "down"),  # drained by the daemon: weight 0 in the ring
+            ("10.30.1.2", 1, 1, 1.0, "up"),
+            ("10.30.2.2", 3, None, 0.0, "down"),  # removed by the daemon, still listed
         ]
         text = subprocess.run([*cmd, "list", *where], capture_output=True, text=True).stdout
         assert "managed by xlb serve pid" in text
-        assert text.splitlines()[5].split() == ["->", "10.30.2.2", "Tunnel", "0", "0.0%", "down"]
+        lines = text.splitlines()
+        assert lines[5].split() == ["->", "10.30.2.2", "Tunnel", "1", "0.0%", "down"]
+        assert lines[8].split() == ["->", "10.30.2.2", "Tunnel", "3", "0.0%", "down"]
         refused = subprocess.run(
             [*cmd, "real", "edit", "10.100.0.1:80/tcp", "10.30.2.2", "--weight", "1", *where],
             capture_output=True,
