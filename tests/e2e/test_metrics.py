@@ -274,3 +274,17 @@ def test_bad_addresses_are_refused(setup: Setup) -> None:
         pytest.raises(XlbError, match="cannot serve metrics"),
     ):
         start_metrics_server(setup.lb, first.address)
+
+
+def test_colon_port_listens_on_every_address(setup: Setup) -> None:
+    """ ":PORT" is every IPv4 address, as documented (and as Prometheus
+    exporters read it); the URL and the announcement name the loopback."""
+    # Entered first: the socket and the scrapes live in the balancer's namespace.
+    with netns.enter(setup.lb_ns), start_metrics_server(setup.lb, ":0") as server:
+        assert server.address == f"0.0.0.0:{server.port}"
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+        announced = json.loads(discovery_file(setup.pin_dir).read_text())["address"]
+        assert announced == f"127.0.0.1:{server.port}"
+        for host in ("127.0.0.1", "10.0.0.1"):  # loopback and eth0's address
+            m = scrape(f"http://{host}:{server.port}/metrics")
+            assert value(m, "xlb_vips") == 1
