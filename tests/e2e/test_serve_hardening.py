@@ -55,7 +55,8 @@ class Plane:
             metrics=None,
         )
 
-    def settings_toml(self, metrics: str = "false") -> str:
+    def settings_toml(self, metrics: str | None = "false") -> str:
+        """The [balancer] table; `metrics` None: no metrics key (the default)."""
         return (
             "[balancer]\n"
             'interface = "eth0"\n'
@@ -63,8 +64,7 @@ class Plane:
             f'gateway_mac = "{GATEWAY_MAC}"\n'
             f'pin_dir = "{self.pin_dir}"\n'
             f'lock_dir = "{self.lock_dir}"\n'
-            f"metrics = {metrics}\n"
-        )
+        ) + (f"metrics = {metrics}\n" if metrics is not None else "")
 
     def run(self, scenario: Callable[[], Awaitable[Any]]) -> Any:
         """Run `scenario()` on an event loop in the namespace (as `xlb serve` runs)."""
@@ -272,6 +272,20 @@ def test_one_edit_reloads_once_and_startup_changes_are_counted(plane: Plane) -> 
     assert seen["counters"]["reloads"] == 3, seen["counters"]
     assert seen["counters"]["reloads_rejected"] == 1, seen["counters"]
     assert seen["vips"] == ["10.100.0.1:80/tcp"]
+
+
+def test_metrics_are_served_on_the_documented_default(plane: Plane) -> None:
+    """No `metrics` key: http://127.0.0.1:9077/metrics (in the test's namespace)."""
+    path = plane.lock_dir / "lb.toml"
+    path.write_text(plane.settings_toml(metrics=None) + vip_toml(1))
+
+    async def scenario() -> tuple[str | None, float]:
+        async with Service(path, watch=False, teardown=True) as svc:
+            url = svc.metrics_url
+            samples = await asyncio.to_thread(scrape, "http://127.0.0.1:9077/metrics")
+            return url, samples[("xlb_vips", ())]
+
+    assert plane.run(scenario) == ("http://127.0.0.1:9077/metrics", 1)
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
