@@ -287,10 +287,21 @@ struct quoted_ports {
 };
 
 /*
+ * Do `quoted` bytes after the ICMP header lie within the error's own IP
+ * packet? The bounds checks against data_end alone would take Ethernet
+ * padding (or anything else after the IP length) for the quote.
+ */
+static __always_inline int quote_in_packet(const struct xlb_pkt *p, __u32 quoted)
+{
+	return (__u32)p->l4_off + sizeof(struct icmphdr) + quoted <= (__u32)p->l3_off + p->l3_len;
+}
+
+/*
  * The client -> VIP flow of the packet quoted in an ICMP frag-needed
  * (a packet the real sent from the VIP to the client): the quote's
  * destination is the client, its source the VIP. Returns 0 or -1 when
- * the quote is not an option-less IPv4 TCP/UDP header plus ports.
+ * the quote is not an option-less IPv4 TCP/UDP header plus ports, all
+ * within the error's IP packet.
  */
 static __always_inline int v4_read_quoted_flow(struct xdp_md *ctx, const struct xlb_pkt *p,
 					       struct flow_tuple *f)
@@ -298,6 +309,8 @@ static __always_inline int v4_read_quoted_flow(struct xdp_md *ctx, const struct 
 	struct quoted_ports *ports;
 	struct iphdr *q;
 
+	if (!quote_in_packet(p, sizeof(*q) + sizeof(*ports)))
+		return -1;
 	if (PKT_HDR(ctx, p->l4_off + sizeof(struct icmphdr), struct iphdr, q))
 		return -1;
 	ports = (void *)(q + 1);
@@ -323,6 +336,8 @@ static __always_inline int v6_read_quoted_flow(struct xdp_md *ctx, const struct 
 	struct quoted_ports *ports;
 	struct ipv6hdr *q;
 
+	if (!quote_in_packet(p, sizeof(*q) + sizeof(*ports)))
+		return -1;
 	if (PKT_HDR(ctx, p->l4_off + sizeof(struct icmp6hdr), struct ipv6hdr, q))
 		return -1;
 	ports = (void *)(q + 1);

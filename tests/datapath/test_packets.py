@@ -413,6 +413,21 @@ CASES: list[Case] = [
         PASS,
         "pass_icmp",
     ),
+    # the quote must lie within the error's IP packet, not in bytes after it
+    untouched(
+        "v4_frag_needed_ports_beyond_ip_length",
+        frame(patched(frag_needed4(reply_of(tcp4())), 2, (20 + 8 + 20).to_bytes(2, "big"))),
+        PASS,
+        "pass_icmp",
+    ),
+    untouched(
+        "v6_packet_too_big_ports_beyond_payload_length",
+        frame(
+            patched(packet_too_big6(reply_of(tcp6()), quote_len=64), 4, (8 + 40).to_bytes(2, "big"))
+        ),
+        PASS,
+        "pass_icmp",
+    ),
     untouched(
         "v6_packet_too_big_quoting_icmp",
         frame(packet_too_big6(ipv6(VIP6, CLIENT6) / ICMPv6EchoReply(data=b"x" * 64))),
