@@ -74,6 +74,7 @@ from pkt_defs import (
     Service,
     Setup,
     apply,
+    config_with,
     describe,
     echo4,
     echo6,
@@ -813,13 +814,38 @@ def build_corpus(size: int = CORPUS_SIZE, seed: int = SEED, per_stack: int = 40)
 # ================================================================== tests
 
 
-@pytest.fixture(scope="module")
-def fuzz_lb() -> Iterator[Balancer]:
-    """A Balancer of its own: the corpus fills its connection tables."""
+@dataclass(frozen=True)
+class FuzzRun:
+    """One pass: the balancer programmed with `setup`, `size` frames from `seed`."""
+
+    id: str
+    setup: Setup
+    size: int
+    seed: int
+
+
+FUZZ_RUNS = [
+    FuzzRun("std", FUZZ_SETUP, CORPUS_SIZE, SEED),
+    # every VIP in GUE, and an MTU low enough for the IPv6 minimum to apply
+    FuzzRun(
+        "gue_all_mtu_1000",
+        Setup(FUZZ_SERVICES, config_with(gue_all=True, gue_port=9999, mtu=1000)),
+        20_000,
+        SEED + 1,
+    ),
+]
+
+
+@pytest.fixture
+def fresh_lb() -> Iterator[Balancer]:
+    """A Balancer of its own: a run fills its connection tables."""
     balancer = Balancer()
-    apply(balancer, FUZZ_SETUP)
     yield balancer
     balancer.close()
+
+
+def test_corpus_is_big() -> None:
+    assert sum(r.size for r in FUZZ_RUNS) >= 100_000
 
 
 def test_corpus_is_seeded() -> None:
@@ -846,11 +872,13 @@ def test_model_agrees_with_the_packet_table_cases() -> None:
             assert want.output == case.expected, case.id
 
 
-def test_fuzzed_frames(fuzz_lb: Balancer) -> None:
+@pytest.mark.parametrize("run", FUZZ_RUNS, ids=[r.id for r in FUZZ_RUNS])
+def test_fuzzed_frames(fresh_lb: Balancer, run: FuzzRun) -> None:
     started = time.monotonic()
-    corpus = build_corpus()
-    assert len(corpus) >= 100_000
-    model = Model(FUZZ_SETUP)
+    fuzz_lb = apply(fresh_lb, run.setup)
+    corpus = build_corpus(run.size, run.seed)
+    assert len(corpus) == run.size
+    model = Model(run.setup)
     before = fuzz_lb.counters()
     reasons: Counter[str] = Counter()
     actions: Counter[str] = Counter()
@@ -877,6 +905,6 @@ def test_fuzzed_frames(fuzz_lb: Balancer) -> None:
     assert counted == dict(reasons)
     # the corpus reaches every path: each reason the std setup can give
     for reason in EVERY_STD_REASON:
-        assert reasons[reason] >= 100, (reason, sorted(reasons.items()))
+        assert reasons[reason] >= len(corpus) // 1000, (reason, sorted(reasons.items()))
     assert actions["xdp_tx"] >= len(corpus) // 5, actions
     assert time.monotonic() - started < TIME_BUDGET_S
