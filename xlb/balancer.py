@@ -301,7 +301,7 @@ class Balancer:
             entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
             if owner is not None:
-                real = Real(entry["address"], entry["weight"], entry["mac"])
+                real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
         return vips
 
@@ -733,10 +733,12 @@ class Balancer:
         return None
 
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
-        """The VIP a packet to (address, port, proto) matches: exact port, then port 0."""
+        """The VIP a packet to (address, port, proto) matches: exact port, then port 0.
+
+        Any destination may be asked about: one no VIP can have matches none."""
         addr = parse_address(address)
         for candidate_port in (port, 0):
-            vip = Vip(addr, candidate_port, proto)
+            vip = Vip.from_data_plane(addr, candidate_port, proto)
             if vip in self._vips:
                 return vip
         return None

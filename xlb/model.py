@@ -3,6 +3,16 @@
 Frozen, slotted, validated on construction: an invalid value never reaches
 the maps. Flag values come from the ABI header through cffi, so Python and
 the data plane cannot disagree on a bit.
+
+Addresses that no packet can be balanced to or from are refused as VIPs and
+as reals (`unusable_reason`): unspecified, broadcast, multicast, loopback and
+link-local. Link-local is refused in both families because such addresses
+are not routed (an ECMP router never sends a VIP's traffic to one, a real
+behind a gateway is never reached at one) and because an IPv6 link-local
+address is only usable with an interface scope, which neither a real's map
+entry nor the health checker's probes carry. `Vip.from_data_plane` and
+`Real.from_data_plane` skip only that check, for values read back from the
+maps (an older xlb may have written them) and for packet destinations.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import enum
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from ._bpf import lib
 from .errors import ConfigError
@@ -23,6 +33,12 @@ Protocol = Literal["tcp", "udp"]
 IPPROTO = {"tcp": 6, "udp": 17}
 PROTO_NAMES = {v: k for k, v in IPPROTO.items()}
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+U32_MAX = 2**32 - 1
+MAX_WEIGHT = 0xFFFF
+#: Longest udp_ttl_s: the `config` map holds it as a u64 of nanoseconds.
+UDP_TTL_MAX_S = (2**64 - 1) // 10**9
+LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+VIP_TEXT_HINT = "expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO"
 
 
 class VipFlags(enum.IntFlag):
@@ -41,7 +57,14 @@ class VipFlags(enum.IntFlag):
     @classmethod
     def parse(cls, names: str | list[str]) -> VipFlags:
         """Flags from names like "no_sport,gue" or ["NO_SPORT", "GUE"]."""
-        items = names.split(",") if isinstance(names, str) else names
+        if isinstance(names, str):
+            items = names.split(",")
+        elif isinstance(names, list | tuple) and all(isinstance(i, str) for i in names):
+            items = list(names)
+        else:
+            raise ConfigError(
+                f"invalid VIP flags {names!r}: names like 'no_sport,gue' or a list of names"
+            )
         flags = cls.NONE
         for item in (i.strip() for i in items):
             if not item:
@@ -63,17 +86,62 @@ def parse_address(value: AddressLike, what: str = "address") -> IPAddress:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return value
     try:
-        if isinstance(value, bytes):
+        if isinstance(value, bytes):  # packed: 4 or 16 bytes
             return ipaddress.ip_address(value)
-        return ipaddress.ip_address(value.strip("[]"))
-    except (ValueError, AttributeError):
-        raise ConfigError(f"invalid {what} {value!r}: not an IPv4 or IPv6 address") from None
+        if isinstance(value, str):
+            return ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        pass
+    raise ConfigError(f"invalid {what} {value!r}: not an IPv4 or IPv6 address")
 
 
-def check_port(port: object, what: str = "port") -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"invalid {what} {port!r}: must be an integer 0-65535")
-    return port
+def unusable_reason(address: IPAddress) -> str | None:
+    """Why no packet can be balanced to `address` as a VIP or sent to it as
+    a real (see the module docstring); None for an ordinary unicast address."""
+    if address.is_unspecified:
+        return "it is the unspecified address, which no host has"
+    if address == LIMITED_BROADCAST:
+        return "it is the broadcast address, which is never routed to one host"
+    if address.is_multicast:
+        return "it is a multicast address, which names a group, not one host"
+    if address.is_loopback:
+        return "it is a loopback address, which never leaves its host"
+    if address.is_link_local:
+        return "it is link-local: never routed, and usable only with an interface scope"
+    return None
+
+
+def check_usable(address: IPAddress, what: str) -> IPAddress:
+    reason = unusable_reason(address)
+    if reason is not None:
+        raise ConfigError(f"invalid {what} {address}: {reason}")
+    return address
+
+
+def check_int(value: object, what: str, low: int, high: int) -> int:
+    """An int (not a bool) from `low` to `high`, or a ConfigError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"invalid {what} {value!r}: must be an integer {low}-{high}")
+    return value
+
+
+def check_weight(weight: object, address: IPAddress) -> int:
+    """A real's weight: an int from 0 (drained) to 65535."""
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+        raise ConfigError(f"invalid weight {weight!r} for real {address}: must be an int >= 0")
+    if weight > MAX_WEIGHT:
+        raise ConfigError(f"invalid weight {weight} for real {address}: at most {MAX_WEIGHT}")
+    return weight
+
+
+def check_port(port: object, what: str = "port", *, minimum: int = 0) -> int:
+    return check_int(port, what, minimum, 65535)
+
+
+def check_proto(proto: object, what: str = "protocol") -> Protocol:
+    if not isinstance(proto, str) or proto not in IPPROTO:
+        raise ConfigError(f"invalid {what} {proto!r}: must be 'tcp' or 'udp'")
+    return cast(Protocol, proto)
 
 
 def check_mac(mac: str | None, what: str = "MAC address") -> str | None:
@@ -98,20 +166,29 @@ class Vip:
     proto: Protocol
 
     def __init__(self, address: AddressLike, port: int, proto: str = "tcp") -> None:
+        self._set(check_usable(parse_address(address, "VIP address"), "VIP address"), port, proto)
+
+    def _set(self, address: AddressLike, port: int, proto: str) -> None:
         object.__setattr__(self, "address", parse_address(address, "VIP address"))
         object.__setattr__(self, "port", check_port(port, "VIP port"))
-        if proto not in IPPROTO:
-            raise ConfigError(f"invalid VIP protocol {proto!r}: must be 'tcp' or 'udp'")
-        object.__setattr__(self, "proto", proto)
+        object.__setattr__(self, "proto", check_proto(proto, "VIP protocol"))
+
+    @classmethod
+    def from_data_plane(cls, address: AddressLike, port: int, proto: str = "tcp") -> Vip:
+        """A VIP as the maps hold it or a packet names it: checked like
+        `Vip()` except that the address may be one xlb refuses for new VIPs."""
+        vip = cls.__new__(cls)
+        vip._set(address, port, proto)
+        return vip
 
     @classmethod
     def parse(cls, text: str) -> Vip:
         """A VIP from "10.0.0.1:80/tcp" or "[2001:db8::1]:443/udp" (proto defaults to tcp)."""
+        if not isinstance(text, str):
+            raise ConfigError(f"invalid VIP {text!r}: {VIP_TEXT_HINT} text")
         match = re.fullmatch(r"(\[[^\]]+\]|[^:/\[\]]+):(\d+)(?:/(\w+))?", text.strip())
         if not match:
-            raise ConfigError(
-                f"invalid VIP {text!r}: expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO"
-            )
+            raise ConfigError(f"invalid VIP {text!r}: {VIP_TEXT_HINT}")
         host, port, proto = match.groups()
         return cls(host, int(port), proto or "tcp")
 
@@ -137,17 +214,53 @@ class Real:
     mac: str | None
 
     def __init__(self, address: AddressLike, weight: int = 1, mac: str | None = None) -> None:
+        addr = check_usable(parse_address(address, "real address"), "real address")
+        self._set(addr, weight, mac)
+
+    def _set(self, address: AddressLike, weight: int, mac: str | None) -> None:
         addr = parse_address(address, "real address")
         object.__setattr__(self, "address", addr)
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ConfigError(f"invalid weight {weight!r} for real {addr}: must be an int >= 0")
-        if weight > 0xFFFF:
-            raise ConfigError(f"invalid weight {weight} for real {addr}: at most 65535")
-        object.__setattr__(self, "weight", weight)
+        object.__setattr__(self, "weight", check_weight(weight, addr))
         object.__setattr__(self, "mac", check_mac(mac, f"MAC of real {addr}"))
+
+    @classmethod
+    def from_data_plane(cls, address: AddressLike, weight: int, mac: str | None) -> Real:
+        """A real as the maps hold it: checked like `Real()` except that the
+        address may be one xlb refuses for new reals (an older xlb wrote it)."""
+        real = cls.__new__(cls)
+        real._set(address, weight, mac)
+        return real
+
+    def with_weight(self, weight: int) -> Real:
+        """This real with another weight (its address was checked when it was made)."""
+        return Real.from_data_plane(self.address, weight, self.mac)
 
     def __str__(self) -> str:
         return str(self.address)
+
+
+#: What the Balancer takes where it wants a Vip: text goes through Vip.parse.
+VipLike = Vip | str
+#: What the Balancer takes where it wants a Real: an address is Real(address).
+RealLike = Real | AddressLike
+
+
+def to_vip(value: object) -> Vip:
+    """A Vip, or a Vip parsed from text like "10.0.0.1:80/tcp"."""
+    if isinstance(value, Vip):
+        return value
+    if isinstance(value, str):
+        return Vip.parse(value)
+    raise ConfigError(f"expected a Vip or text like 10.0.0.1:80/tcp, got {value!r}")
+
+
+def to_real(value: object) -> Real:
+    """A Real, or one made from an address (weight 1, no MAC)."""
+    if isinstance(value, Real):
+        return value
+    if isinstance(value, str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return Real(value)
+    raise ConfigError(f"expected a Real or an address, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -166,13 +279,11 @@ class Flow:
         src_addr, dst_addr = parse_address(src, "source"), parse_address(dst, "destination")
         if src_addr.version != dst_addr.version:
             raise ConfigError(f"flow mixes address families: {src_addr} -> {dst_addr}")
-        if proto not in IPPROTO:
-            raise ConfigError(f"invalid protocol {proto!r}: must be 'tcp' or 'udp'")
         object.__setattr__(self, "src", src_addr)
         object.__setattr__(self, "dst", dst_addr)
         object.__setattr__(self, "sport", check_port(sport, "source port"))
         object.__setattr__(self, "dport", check_port(dport, "destination port"))
-        object.__setattr__(self, "proto", proto)
+        object.__setattr__(self, "proto", check_proto(proto))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +303,17 @@ class BalancerConfig:
         kernel's FIB/neighbour table (flat L2 without static MACs).
     src_v4 / src_v6: outer source prefixes; the low 16 (v4) / 32 (v6) bits
         vary per flow so the real's NIC spreads flows over its queues.
-    mtu: largest outer IP packet the path to the reals carries; 0 = no check.
-    gue_port: UDP destination port of GUE encapsulation; gue_all: GUE for all.
-    hash_seed: must be the same on every balancer node behind one ECMP group.
+    mtu: largest outer IP packet the path to the reals carries; 0 = no check,
+        else 576-65535.
+    gue_port: UDP destination port of GUE encapsulation (1-65535);
+        gue_all: GUE for all.
+    hash_seed: must be the same on every balancer node behind one ECMP group
+        (0-4294967295).
     udp_ttl_s: idle seconds after which a UDP flow may pick a new real
-        (TCP flows never expire by time).
+        (TCP flows never expire by time); 0 (never) to UDP_TTL_MAX_S.
+
+    Every field is checked here, so `configure()` never fails on a value;
+    src_v4/src_v6 are kept as canonical text (an ipaddress object is taken).
     """
 
     gateway_mac: str | None = None
@@ -210,15 +327,45 @@ class BalancerConfig:
     udp_ttl_s: float = 300.0
 
     def __post_init__(self) -> None:
-        check_mac(self.gateway_mac, "gateway MAC")
-        if parse_address(self.src_v4, "src_v4").version != 4:
-            raise ConfigError(f"src_v4 {self.src_v4!r} is not an IPv4 address")
-        if parse_address(self.src_v6, "src_v6").version != 6:
-            raise ConfigError(f"src_v6 {self.src_v6!r} is not an IPv6 address")
-        if not isinstance(self.mtu, int) or not (self.mtu == 0 or 576 <= self.mtu <= 65535):
-            raise ConfigError(f"invalid mtu {self.mtu!r}: 0 (no check) or 576-65535")
-        check_port(self.gue_port, "GUE port")
-        if not isinstance(self.hash_seed, int) or not 0 <= self.hash_seed < 2**32:
-            raise ConfigError(f"invalid hash_seed {self.hash_seed!r}: a 32-bit unsigned int")
-        if not isinstance(self.udp_ttl_s, int | float) or self.udp_ttl_s < 0:
-            raise ConfigError(f"invalid udp_ttl_s {self.udp_ttl_s!r}: seconds >= 0")
+        check_mac(self.gateway_mac, "gateway_mac")
+        _check_bool(self.fib_lookup, "fib_lookup")
+        _check_bool(self.gue_all, "gue_all")
+        object.__setattr__(self, "src_v4", _source_prefix(self.src_v4, 4, "src_v4"))
+        object.__setattr__(self, "src_v6", _source_prefix(self.src_v6, 6, "src_v6"))
+        _check_mtu(self.mtu)
+        check_port(self.gue_port, "gue_port", minimum=1)
+        check_int(self.hash_seed, "hash_seed", 0, U32_MAX)
+        _check_seconds(self.udp_ttl_s, "udp_ttl_s", UDP_TTL_MAX_S)
+
+
+def _check_bool(value: object, what: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"invalid {what} {value!r}: True or False")
+
+
+def _check_mtu(mtu: object) -> None:
+    """0 (no check), or from 576 (the IPv4 datagram every host must accept)
+    to 65535 (the largest IP packet)."""
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not (mtu == 0 or 576 <= mtu <= 65535):
+        raise ConfigError(f"invalid mtu {mtu!r}: must be 0 (no check) or an integer 576-65535")
+
+
+def _source_prefix(value: object, version: int, what: str) -> str:
+    """The outer source prefix as canonical text, which is what the map is packed from."""
+    address = parse_address(cast(AddressLike, value), what)
+    if address.version != version:
+        raise ConfigError(f"invalid {what} {value!r}: not an IPv{version} address")
+    return str(address)
+
+
+def _check_seconds(value: object, what: str, most: int) -> None:
+    """Seconds as an int or a finite float from 0 to `most`, stored in whole
+    nanoseconds: a positive value below 1 ns would be stored as 0, which
+    means the opposite (never)."""
+    # nan and inf fail the comparison; no float conversion, which a huge int overflows
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value == 0 or 1e-9 <= value <= most)
+    ):
+        raise ConfigError(f"invalid {what} {value!r}: seconds 0-{most} (0: never; else >= 1e-9)")

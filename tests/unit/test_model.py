@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 
 import pytest
 
 from xlb import BalancerConfig, ConfigError, Flow, Real, Vip, VipFlags, XlbError
+from xlb.model import UDP_TTL_MAX_S, to_real, to_vip
 
 
 def test_vip_accepts_text_and_ipaddress() -> None:
@@ -88,14 +91,192 @@ def test_flow_rejects_mixed_families() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"gateway_mac": "zz"}, "gateway MAC"),
+        ({"gateway_mac": "zz"}, "gateway_mac"),
         ({"src_v4": "2001:db8::"}, "src_v4"),
         ({"mtu": 100}, "invalid mtu"),
         ({"hash_seed": -1}, "hash_seed"),
-        ({"gue_port": 70000}, "GUE port"),
+        ({"gue_port": 70000}, "gue_port"),
         ({"udp_ttl_s": -1}, "udp_ttl_s"),
     ],
 )
 def test_balancer_config_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         BalancerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- wrong types and ranges
+
+
+@pytest.mark.parametrize("text", [None, 80, 1.5, b"10.0.0.1:80/tcp", ["10.0.0.1:80"]])
+def test_vip_parse_rejects_what_is_not_text(text: object) -> None:
+    with pytest.raises(ConfigError, match="invalid VIP"):
+        Vip.parse(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("proto", [[], {}, b"tcp", 6, None, "TCP"])
+def test_protocols_must_be_tcp_or_udp_text(proto: object) -> None:
+    with pytest.raises(ConfigError, match="must be 'tcp' or 'udp'"):
+        Vip("10.0.0.1", 80, proto)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="must be 'tcp' or 'udp'"):
+        Flow("10.0.0.1", "10.0.0.2", 1000, 80, proto)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("address", [None, 10, 1.5, True, [], b"\x0a\x00", ("10.0.0.1",)])
+def test_addresses_of_a_wrong_type_are_config_errors(address: object) -> None:
+    for make in (
+        lambda: Vip(address, 80),
+        lambda: Real(address),
+        lambda: Flow(address, "10.0.0.1", 1, 2),
+    ):  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="not an IPv4 or IPv6 address"):
+            make()
+
+
+@pytest.mark.parametrize("names", [None, 5, [1], ["gue", None], b"gue", {"gue": 1}])
+def test_flags_parse_rejects_what_is_not_names(names: object) -> None:
+    with pytest.raises(ConfigError, match="VIP flags"):
+        VipFlags.parse(names)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"udp_ttl_s": math.inf}, r"udp_ttl_s inf: .*0-18446744073"),
+        ({"udp_ttl_s": math.nan}, r"udp_ttl_s nan: .*0-18446744073"),
+        ({"udp_ttl_s": 1e30}, r"udp_ttl_s 1e\+30: .*0-18446744073"),
+        ({"udp_ttl_s": 18446744074}, "udp_ttl_s 18446744074"),
+        ({"udp_ttl_s": -0.5}, "udp_ttl_s -0.5"),
+        ({"udp_ttl_s": 1e-10}, r"udp_ttl_s 1e-10: .*0: never"),
+        ({"udp_ttl_s": 10**400}, r"udp_ttl_s 1000.*: seconds"),
+        ({"udp_ttl_s": -(10**400)}, r"udp_ttl_s -1000.*: seconds"),
+        ({"gue_port": 2**200}, "gue_port 1606938"),
+        ({"hash_seed": -(2**200)}, "hash_seed -1606938"),
+        ({"mtu": 2**200}, "mtu 1606938"),
+        ({"udp_ttl_s": True}, "udp_ttl_s True"),
+        ({"udp_ttl_s": "300"}, "udp_ttl_s '300'"),
+        ({"gue_port": 0}, r"gue_port 0: .*1-65535"),
+        ({"gue_port": 65536}, r"gue_port 65536: .*1-65535"),
+        ({"gue_port": 6080.0}, "gue_port 6080.0"),
+        ({"gue_port": True}, "gue_port True"),
+        ({"hash_seed": 2**32}, r"hash_seed 4294967296: .*0-4294967295"),
+        ({"hash_seed": True}, "hash_seed True"),
+        ({"hash_seed": 1.0}, "hash_seed 1.0"),
+        ({"mtu": 2**32}, r"mtu 4294967296: .*576-65535"),
+        ({"mtu": True}, "mtu True"),
+        ({"mtu": 575}, "mtu 575"),
+        ({"mtu": -1}, "mtu -1"),
+        ({"fib_lookup": "no"}, "fib_lookup 'no': True or False"),
+        ({"fib_lookup": 1}, "fib_lookup 1: True or False"),
+        ({"gue_all": None}, "gue_all None: True or False"),
+        ({"gateway_mac": 5}, "gateway_mac 5"),
+        ({"src_v4": None}, "src_v4 None"),
+        ({"src_v4": 5}, "src_v4 5"),
+        ({"src_v6": "172.16.0.0"}, "src_v6"),
+    ],
+)
+def test_balancer_config_rejects_every_field_out_of_range(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BalancerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_balancer_config_takes_the_edges_of_each_range() -> None:
+    edges = BalancerConfig(mtu=65535, gue_port=65535, hash_seed=2**32 - 1, udp_ttl_s=UDP_TTL_MAX_S)
+    assert edges.udp_ttl_s == 18446744073
+    assert BalancerConfig(mtu=0, gue_port=1, hash_seed=0, udp_ttl_s=0).mtu == 0
+    assert BalancerConfig(udp_ttl_s=0.25).udp_ttl_s == 0.25
+    assert BalancerConfig(udp_ttl_s=1e-9).udp_ttl_s == 1e-9
+
+
+def test_balancer_config_keeps_source_prefixes_as_canonical_text() -> None:
+    """The `config` map is packed from this text: brackets or an ipaddress
+    object must not reach it (they made configure() raise ValueError)."""
+    config = BalancerConfig(
+        src_v4=ipaddress.IPv4Address("172.16.0.0"),
+        src_v6="[FD00:7862:0::]",  # type: ignore[arg-type]
+    )
+    assert (config.src_v4, config.src_v6) == ("172.16.0.0", "fd00:7862::")
+    assert config == BalancerConfig()
+
+
+# ------------------------------------------ addresses that cannot work
+
+
+UNUSABLE = [
+    ("0.0.0.0", "unspecified"),
+    ("::", "unspecified"),
+    ("255.255.255.255", "broadcast"),
+    ("224.0.0.1", "multicast"),
+    ("239.255.1.1", "multicast"),
+    ("ff02::1", "multicast"),
+    ("ff0e::1234", "multicast"),
+    ("127.0.0.1", "loopback"),
+    ("127.9.9.9", "loopback"),
+    ("::1", "loopback"),
+    ("169.254.1.1", "link-local"),
+    ("fe80::1", "link-local"),
+    ("febf::1", "link-local"),
+]
+
+
+@pytest.mark.parametrize(("address", "why"), UNUSABLE)
+def test_a_vip_refuses_an_address_no_packet_can_reach(address: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"invalid VIP address {re.escape(address)}: .*{why}"):
+        Vip(address, 80, "tcp")
+    bracketed = f"[{address}]" if ":" in address else address
+    with pytest.raises(ConfigError, match=why):
+        Vip.parse(f"{bracketed}:80/tcp")
+
+
+@pytest.mark.parametrize(("address", "why"), UNUSABLE)
+def test_a_real_refuses_an_address_no_packet_can_reach(address: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"invalid real address {re.escape(address)}: .*{why}"):
+        Real(address)
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.1", "192.0.2.255", "223.255.255.254", "169.253.0.1", "fec0::1", "fd00::1"]
+)
+def test_ordinary_unicast_addresses_are_taken(address: str) -> None:
+    assert str(Vip(address, 80).address) == address
+    assert str(Real(address).address) == address
+
+
+def test_the_data_plane_may_hold_what_xlb_now_refuses() -> None:
+    """Adoption and lookups build values from what the maps or a packet
+    hold: an address refused for new VIPs and reals must not stop them."""
+    assert Vip.from_data_plane("0.0.0.0", 80, "tcp").address == ipaddress.ip_address("0.0.0.0")
+    old = Real.from_data_plane("127.0.0.1", 2, None)
+    assert old.with_weight(0) == Real.from_data_plane("127.0.0.1", 0, None)
+    with pytest.raises(ConfigError, match="weight -1"):
+        old.with_weight(-1)
+    with pytest.raises(ConfigError, match="VIP port 70000"):
+        Vip.from_data_plane("0.0.0.0", 70000, "tcp")
+
+
+# ----------------------------------- what the Balancer takes as a VIP or real
+
+
+def test_text_stands_for_a_vip_and_an_address_for_a_real() -> None:
+    vip = Vip("10.0.0.1", 80, "tcp")
+    assert to_vip(vip) is vip
+    assert to_vip("10.0.0.1:80/tcp") == vip
+    assert to_real("10.0.0.9") == Real("10.0.0.9", weight=1)
+    assert to_real(ipaddress.ip_address("2001:db8::9")) == Real("2001:db8::9")
+    real = Real("10.0.0.9", weight=3)
+    assert to_real(real) is real
+
+
+@pytest.mark.parametrize(
+    "value", [None, 80, 1.5, b"10.0.0.1:80", ("10.0.0.1", 80), Real("10.0.0.1")]
+)
+def test_to_vip_rejects_everything_else(value: object) -> None:
+    with pytest.raises(ConfigError, match="expected a Vip or text like"):
+        to_vip(value)
+
+
+@pytest.mark.parametrize("value", [None, 7, 1.5, ["10.0.0.1"], Vip("10.0.0.1", 80)])
+def test_to_real_rejects_everything_else(value: object) -> None:
+    with pytest.raises(ConfigError, match="expected a Real or an address"):
+        to_real(value)
