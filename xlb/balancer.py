@@ -11,6 +11,12 @@ they were (a spare ring slot may hold the unused ring).
 A retired real id is handed out again only after an RCU grace period, so a
 packet that read the old ring just before the flip can never reach the
 id's next owner.
+
+Wherever a method takes a VIP it also takes its text ("10.0.0.1:80/tcp",
+through Vip.parse); wherever it takes a real it also takes an address (a
+real of weight 1, no MAC). Wrong input raises ConfigError (or NotFoundError,
+ExistsError, CapacityError; TypeError where Python would) before any map is
+written.
 """
 
 from __future__ import annotations
@@ -48,9 +54,14 @@ from .model import (
     Flow,
     IPAddress,
     Real,
+    RealLike,
     Vip,
     VipFlags,
+    VipLike,
+    check_weight,
     parse_address,
+    to_real,
+    to_vip,
 )
 from .rings import NO_RING, GraceSource, RingSlots, VipRings
 
@@ -108,7 +119,7 @@ def _observed(
     def wrapper(self: Balancer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         if self._observe_depth or not self._observers:
             return method(self, *args, **kwargs)
-        vip = args[0] if args and isinstance(args[0], Vip) else kwargs.get("vip")
+        vip = _named_vip(args[0] if args else kwargs.get("vip"))
         swaps_before, started, ok = self.ring_swaps, time.perf_counter(), False
         self._observe_depth += 1
         try:
@@ -119,7 +130,7 @@ def _observed(
             self._observe_depth -= 1
             event = UpdateEvent(
                 method.__name__,
-                vip if isinstance(vip, Vip) else None,
+                vip,
                 time.perf_counter() - started,
                 ok,
                 self.ring_swaps - swaps_before,
@@ -132,6 +143,15 @@ def _observed(
 
     functools.update_wrapper(wrapper, method)
     return wrapper
+
+
+def _named_vip(value: object) -> Vip | None:
+    """The VIP a change names, for its UpdateEvent (None: it names none or
+    names it wrongly, which the change itself reports)."""
+    if isinstance(value, Vip | str):
+        with contextlib.suppress(ConfigError):
+            return to_vip(value)
+    return None
 
 
 @dataclass(slots=True)
@@ -183,6 +203,8 @@ class Balancer:
         self.ring_swaps = 0
         if mode not in ("native", "generic"):
             raise ConfigError(f"invalid XDP mode {mode!r}: 'native' or 'generic'")
+        if config is not None and not isinstance(config, BalancerConfig):
+            raise ConfigError(f"expected a BalancerConfig or None, got {config!r}")
         if interface is not None:
             ifindex(interface)  # fail on a missing interface before loading anything
         self.interface = interface
@@ -260,14 +282,15 @@ class Balancer:
 
     def map(self, name: str) -> Map:
         """One of the data plane's maps, by its name in bpf/maps.h."""
+        if not isinstance(name, str):
+            raise TypeError(f"a map name is text, not {name!r}")
         return self._obj.map(name)
 
     def upgrade(self, object_path: str | Path) -> None:
         """Load a new build of the program over the same maps and swap it in."""
-        new = BpfObject(object_path, pin_dir=self.pin_dir, only=[PROGRAM_NAME])
         if self.pin_dir is None:
-            new.close()
             raise ConfigError("upgrade needs pinned maps (an interface or a pin_dir)")
+        new = BpfObject(object_path, pin_dir=self.pin_dir, only=[PROGRAM_NAME])
         if self._link is not None:
             self._link.update(new.program(PROGRAM_NAME))
         old, self._obj = self._obj, new
@@ -278,6 +301,8 @@ class Balancer:
 
     def add_observer(self, observer: UpdateObserver) -> None:
         """Call `observer(UpdateEvent)` after every change made through this handle."""
+        if not callable(observer):
+            raise TypeError(f"an observer must be callable, got {observer!r}")
         self._observers.append(observer)
 
     def remove_observer(self, observer: UpdateObserver) -> None:
@@ -374,20 +399,20 @@ class Balancer:
         """Every configured VIP, sorted."""
         return sorted(self._vips, key=_vip_sort_key)
 
-    def vip_flags(self, vip: Vip) -> VipFlags:
+    def vip_flags(self, vip: VipLike) -> VipFlags:
         """The VIP's behaviour flags."""
         return self._state(vip).flags
 
-    def ring_size(self, vip: Vip) -> int:
+    def ring_size(self, vip: VipLike) -> int:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
     @_observed
     def add_vip(
-        self, vip: Vip, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
+        self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
     ) -> None:
         """Add a VIP with no reals yet (its packets are dropped until it has some)."""
-        _check_vip(vip)
+        vip = to_vip(vip)
         flags = _check_flags(flags)
         _check_ring_size(ring_size)
         if vip in self._vips:
@@ -410,10 +435,10 @@ class Balancer:
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
 
     @_observed
-    def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
+    def set_vip_flags(self, vip: VipLike, flags: VipFlags) -> None:
         """Change a VIP's flags in place: its entry, and the copy its reals
         carry for the data plane's fast path (one batch)."""
-        state = self._state(vip)
+        vip, state = self._lookup(vip)
         flags = _check_flags(flags)
         self._mark_vip_filter(vip, flags, +1)
         members = list(state.members.values())
@@ -428,9 +453,9 @@ class Balancer:
         state.flags = flags
 
     @_observed
-    def remove_vip(self, vip: Vip) -> None:
+    def remove_vip(self, vip: VipLike) -> None:
         """Remove a VIP: its traffic passes to the host stack from now on."""
-        state = self._state(vip)
+        vip, state = self._lookup(vip)
         self._map["vips"].delete(_abi.vip_key(vip))
         self._mark_vip_filter(vip, state.flags, -1)
         self._slots.remove(state.vip_id)
@@ -487,13 +512,16 @@ class Balancer:
             with contextlib.suppress(BpfError):
                 addrs.delete(key)
 
-    def _state(self, vip: Vip) -> _VipState:
-        if not isinstance(vip, Vip):
-            raise ConfigError(f"expected a Vip, got {vip!r}")
+    def _lookup(self, vip: VipLike) -> tuple[Vip, _VipState]:
+        """The VIP a caller named (a Vip or its text) and its state."""
+        checked = to_vip(vip)
         try:
-            return self._vips[vip]
+            return checked, self._vips[checked]
         except KeyError:
-            raise NotFoundError(f"no VIP {vip}") from None
+            raise NotFoundError(f"no VIP {checked}") from None
+
+    def _state(self, vip: VipLike) -> _VipState:
+        return self._lookup(vip)[1]
 
     def _free_vip_id(self) -> int:
         used = {s.vip_id for s in self._vips.values()}
@@ -504,45 +532,48 @@ class Balancer:
 
     # -------------------------------------------------------------- reals
 
-    def reals(self, vip: Vip) -> list[Real]:
+    def reals(self, vip: VipLike) -> list[Real]:
         """The VIP's reals (weight 0 = draining), sorted by address."""
         members = self._state(vip).members.values()
         return sorted((m.real for m in members), key=lambda r: _address_sort_key(r.address))
 
     @_observed
-    def add_real(self, vip: Vip, real: Real) -> None:
-        """Add one real to a VIP."""
-        state = self._state(vip)
+    def add_real(self, vip: VipLike, real: RealLike) -> None:
+        """Add one real to a VIP (an address: a real of weight 1, no MAC)."""
+        vip, state = self._lookup(vip)
+        real = to_real(real)
         if real.address in state.members:
             raise ExistsError(f"real {real.address} is already in VIP {vip}")
         self.set_reals(vip, [*(m.real for m in state.members.values()), real])
 
     @_observed
-    def remove_real(self, vip: Vip, address: AddressLike) -> None:
-        """Remove a real: its flows re-select among the others."""
-        state = self._state(vip)
-        addr = parse_address(address, "real address")
+    def remove_real(self, vip: VipLike, address: RealLike) -> None:
+        """Remove a real (named by its address or a Real): its flows re-select
+        among the others."""
+        vip, state = self._lookup(vip)
+        addr = _real_address(address)
         if addr not in state.members:
             raise NotFoundError(f"real {addr} is not in VIP {vip}")
         self.set_reals(vip, [m.real for m in state.members.values() if m.real.address != addr])
 
     @_observed
-    def set_weight(self, vip: Vip, address: AddressLike, weight: int) -> None:
-        """Change one real's weight (0 drains it)."""
-        state = self._state(vip)
-        addr = parse_address(address, "real address")
+    def set_weight(self, vip: VipLike, address: RealLike, weight: int) -> None:
+        """Change one real's weight (0 drains it); the real is named by its
+        address or a Real."""
+        addr = _real_address(address)
+        check_weight(weight, addr)
+        vip, state = self._lookup(vip)
         if addr not in state.members:
             raise NotFoundError(f"real {addr} is not in VIP {vip}")
         reals = [m.real for m in state.members.values()]
-        self.set_reals(
-            vip, [Real(r.address, weight, r.mac) if r.address == addr else r for r in reals]
-        )
+        self.set_reals(vip, [r.with_weight(weight) if r.address == addr else r for r in reals])
 
     @_observed
-    def set_reals(self, vip: Vip, reals: Iterable[Real]) -> None:
-        """Replace the VIP's reals in one transaction (see the module docstring)."""
-        state = self._state(vip)
-        wanted = _check_reals(vip, list(reals))
+    def set_reals(self, vip: VipLike, reals: Iterable[RealLike]) -> None:
+        """Replace the VIP's reals in one transaction (see the module docstring).
+        An address in `reals` is a real of weight 1 with no MAC."""
+        vip, state = self._lookup(vip)
+        wanted = _check_reals(vip, reals)
         serving = sum(1 for r in wanted if r.weight > 0)
         if serving > state.ring_size:
             raise CapacityError(
@@ -701,6 +732,8 @@ class Balancer:
 
     def run(self, packet: bytes) -> RunResult:
         """Run one packet through the program (BPF_PROG_TEST_RUN)."""
+        if not isinstance(packet, bytes | bytearray | memoryview):
+            raise TypeError(f"a packet is bytes, not {type(packet).__name__}")
         result = self._prog.test_run(packet)
         return RunResult(result.action, result.data, result.duration_ns)
 
@@ -711,6 +744,8 @@ class Balancer:
         against `run()`, operators use it to answer "where would X go?".
         None if no VIP matches or the VIP has no usable real.
         """
+        if not isinstance(flow, Flow):
+            raise ConfigError(f"expected a Flow, got {flow!r}")
         vip = self.lookup_vip(flow.dst, flow.dport, flow.proto)
         if vip is None:
             return None
@@ -743,7 +778,7 @@ class Balancer:
                 return vip
         return None
 
-    def ring(self, vip: Vip) -> list[IPAddress | None]:
+    def ring(self, vip: VipLike) -> list[IPAddress | None]:
         """The VIP's ring as addresses per slot (for inspection and tests)."""
         state = self._state(vip)
         if state.ring is None:
@@ -751,7 +786,7 @@ class Balancer:
         by_id = {m.real_id: m.real.address for m in state.members.values()}
         return [by_id.get(int(i)) for i in state.ring]
 
-    def ring_shares(self, vip: Vip) -> dict[IPAddress, float]:
+    def ring_shares(self, vip: VipLike) -> dict[IPAddress, float]:
         """Fraction of ring slots each real owns."""
         state = self._state(vip)
         if state.ring is None:
@@ -762,13 +797,13 @@ class Balancer:
 
     # ------------------------------------------------------------ counters
 
-    def stats(self, vip: Vip) -> Counter:
+    def stats(self, vip: VipLike) -> Counter:
         """Packets and bytes forwarded for a VIP (all CPUs)."""
         state = self._state(vip)
         packets, nbytes = self._map["vip_stats"].sum_percpu(_abi.u32(state.vip_id))
         return Counter(int(packets), int(nbytes))
 
-    def real_stats(self, vip: Vip) -> dict[IPAddress, Counter]:
+    def real_stats(self, vip: VipLike) -> dict[IPAddress, Counter]:
         """Packets and bytes forwarded to each real of a VIP."""
         out = {}
         for addr, m in self._state(vip).members.items():
@@ -783,7 +818,13 @@ class Balancer:
         return {name: int(m.sum_percpu(_abi.u32(index))[0]) for index, name in names.items()}
 
     def flows(self, limit: int = 1000) -> Iterator[tuple[Flow, IPAddress | None]]:
-        """A sample of the connection table: (flow, real or None if stale)."""
+        """A sample of the connection table: (flow, real or None if stale),
+        at most `limit` entries."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"invalid flows limit {limit!r}: an integer >= 0")
+        return self._sample_flows(limit)
+
+    def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
         owners = {
             (m.real_id, m.gen): m.real.address
             for s in self._vips.values()
@@ -840,11 +881,6 @@ def counter_names() -> dict[int, str]:
     return names
 
 
-def _check_vip(vip: Any) -> None:
-    if not isinstance(vip, Vip):
-        raise ConfigError(f"expected a Vip, got {vip!r}")
-
-
 def _check_flags(flags: Any) -> VipFlags:
     if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~int(lib.XLB_VIP_F_ALL):
         raise ConfigError(f"invalid VIP flags {flags!r}")
@@ -855,17 +891,27 @@ def _check_flags(flags: Any) -> VipFlags:
 
 
 def _check_ring_size(size: Any) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or not maglev.is_prime(size):
+    if isinstance(size, bool) or not isinstance(size, int):
         raise ConfigError(f"invalid ring size {size!r}: must be a prime number")
-    if size > RING_SIZE_MAX:
+    if size > RING_SIZE_MAX:  # before the primality test, which a huge size makes slow
         raise ConfigError(f"invalid ring size {size}: at most {RING_SIZE_MAX}")
+    if not maglev.is_prime(size):
+        raise ConfigError(f"invalid ring size {size!r}: must be a prime number")
 
 
-def _check_reals(vip: Vip, reals: list[Any]) -> list[Real]:
+def _real_address(value: RealLike) -> IPAddress:
+    """The address that names a real: given as such, or a Real's."""
+    return value.address if isinstance(value, Real) else parse_address(value, "real address")
+
+
+def _check_reals(vip: Vip, reals: object) -> list[Real]:
+    """The reals a caller gave (Reals or addresses) as a list of Reals,
+    addresses unique and of a family the VIP can encapsulate."""
+    if isinstance(reals, str | bytes | Real) or not isinstance(reals, Iterable):
+        raise ConfigError(f"expected a list of reals for VIP {vip}, got {reals!r}")
+    wanted = [to_real(real) for real in reals]
     seen: set[IPAddress] = set()
-    for real in reals:
-        if not isinstance(real, Real):
-            raise ConfigError(f"expected Real objects for VIP {vip}, got {real!r}")
+    for real in wanted:
         if real.address in seen:
             raise ConfigError(f"real {real.address} is given twice for VIP {vip}")
         if vip.family == 6 and real.address.version == 4:
@@ -874,7 +920,7 @@ def _check_reals(vip: Vip, reals: list[Any]) -> list[Real]:
                 "(there is no IPv6-in-IPv4 encapsulation)"
             )
         seen.add(real.address)
-    return reals
+    return wanted
 
 
 def _ids_key_bytes(ids: list[int]) -> bytes:
