@@ -89,7 +89,11 @@ def vip_address_key(address: IPAddress) -> bytes:
 
 def parse_vip_key(raw: bytes) -> Vip:
     key = struct_from("struct xlb_vip_key", raw)
-    return Vip(get_addr(key.addr, key.family), ntohs(key.port), PROTO_NAMES[key.proto])
+    # As the maps hold it: an address refused for new VIPs (an older xlb
+    # wrote it) is still adopted, so the operator can see and remove it.
+    return Vip.from_data_plane(
+        get_addr(key.addr, key.family), ntohs(key.port), PROTO_NAMES[key.proto]
+    )
 
 
 def vip_meta(vip_id: int, flags: int, ring_size: int, ring_slot: int) -> bytes:

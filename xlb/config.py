@@ -27,10 +27,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from ._bpf import lib
+from . import _limits
 from .errors import ConfigError, XlbError
 from .model import (
     IPPROTO,
+    UDP_TTL_MAX_S,
     BalancerConfig,
     IPAddress,
     Real,
@@ -55,8 +56,8 @@ ON_FAILURE: tuple[OnFailure, ...] = ("remove", "drain")
 ALL_DOWN: tuple[AllDown, ...] = ("keep", "drop")
 CHECK_TYPES: tuple[CheckType, ...] = ("tcp", "http", "https", "udp", "command")
 
-RING_SIZE_DEFAULT = int(lib.XLB_RING_SIZE_DEFAULT)
-RING_SIZE_MAX = int(lib.XLB_RING_SIZE_MAX)
+RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
+RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
 MAX_WEIGHT = 0xFFFF
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/xlb")
 DEFAULT_LOCK_DIR = Path("/run/xlb")
@@ -387,12 +388,21 @@ def load(path: str | Path) -> Config:
     """Read and validate a configuration file (every issue reported at once)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigFileError(
             [ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]
         ) from None
-    return loads(text, source=str(path))
+    return loads_bytes(data, source=str(path))
+
+
+def loads_bytes(data: bytes, source: str) -> Config:
+    """`loads` for a file's bytes: text that is not UTF-8 is a config error."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError([ConfigIssue(source, "", f"not UTF-8 text: {exc}")]) from None
+    return loads(text, source=source)
 
 
 def loads(text: str, source: str = "<config>") -> Config:
@@ -455,7 +465,7 @@ def _read_settings(t: _Table) -> Settings:
         pin_dir=_path(t, "pin_dir", None),
         metrics=_metrics_address(t),
         hash_seed=t.get_int("hash_seed", d.hash_seed, 0, 2**32 - 1),
-        udp_ttl=t.get_float("udp_ttl", d.udp_ttl, 0.0),
+        udp_ttl=t.get_float("udp_ttl", d.udp_ttl, 0.0, UDP_TTL_MAX_S),
         src_v4=_source_prefix(t, "src_v4", 4, d.src_v4),
         src_v6=_source_prefix(t, "src_v6", 6, d.src_v6),
         lock_dir=_path(t, "lock_dir", d.lock_dir) or d.lock_dir,

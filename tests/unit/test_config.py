@@ -591,3 +591,11 @@ def test_an_empty_data_plane_saved_applies_back_without_refusal() -> None:
     saved = cfg.from_balancer(lb)  # type: ignore[arg-type]
     assert saved.empty_on_purpose
     assert cfg.dumps(saved).startswith("vips = []\n")
+
+
+def test_a_udp_ttl_beyond_the_data_plane_clock_is_a_located_error() -> None:
+    """udp_ttl is stored as u64 nanoseconds: 1e30 s cannot be, and says where."""
+    text = '[balancer]\ngateway_mac = "02:00:00:00:00:01"\nudp_ttl = 1e30\n'
+    with pytest.raises(ConfigFileError) as exc:
+        cfg.loads(text)
+    assert "balancer.udp_ttl" in str(exc.value)
