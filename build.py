@@ -4,9 +4,16 @@
     python3 build.py demo       # set up everything, then show xlb at work
     python3 build.py test       # set up everything, then run the whole suite
 
+    python3 build.py dist       # wheel + sdist into dist/
+
 Runs with the system Python and the standard library only: it is what
 creates the virtual environment everything else runs in. Each step is
-idempotent and quick when there is nothing to do.
+idempotent and quick when there is nothing to do. setup.py (wheels and
+sdists) loads this file for `compile_bpf_objects`, so a package is built
+with the same flags as a checkout.
+
+(At the repository root this file shadows PyPA's `python -m build`: run
+that from another directory, or use `python3 build.py dist`.)
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ def create_venv() -> None:
     log("installing xlb (editable) with its test and lint extras")
     pip = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     quiet_pip([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
+    # The distribution was called "xlb" before 0.2: a venv made then still
+    # holds it (with its pytest11 entry point), beside the new name.
+    subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", "xlb"], capture_output=True)
     quiet_pip([*pip, "-e", f"{ROOT}[test,lint]"])
     stamp.write_text(python_deps_stamp())
 
@@ -136,9 +146,25 @@ def bpf_dependencies() -> list[Path]:
     return [*BPF_SRC.glob("*.h"), *INCLUDE.glob("*.h")]
 
 
+# The tool each build step needs, and the Debian package that has it.
+BUILD_TOOLS = {"clang": "clang", "gcc": "gcc", "cc": "gcc"}
+
+
+def require_tool(name: str) -> str:
+    """The path of `name`, or exit with a message naming what to install."""
+    path = shutil.which(name)
+    if path is None:
+        package = BUILD_TOOLS.get(name, name)
+        sys.exit(
+            f"[build] building xlb needs `{name}` (Debian: apt-get install {package}); "
+            "the BPF objects are compiled with clang, the binding against libbpf-dev"
+        )
+    return path
+
+
 def multiarch_include() -> str:
     triplet = subprocess.run(
-        ["gcc", "-print-multiarch"], capture_output=True, text=True, check=True
+        [require_tool("gcc"), "-print-multiarch"], capture_output=True, text=True, check=True
     ).stdout.strip()
     return f"/usr/include/{triplet}"
 
@@ -154,7 +180,7 @@ def compile_bpf(
     includes = [INCLUDE, BPF_SRC, *(include_dirs or [])]
     run(
         [
-            "clang",
+            require_tool("clang"),
             *CLANG_BPF_FLAGS,
             *(f"-I{d}" for d in includes),
             f"-I{multiarch_include()}",
@@ -167,19 +193,31 @@ def compile_bpf(
     )
 
 
-def compile_bpf_objects() -> list[Path]:
-    """Compile every bpf/*.bpf.c whose object is older than its inputs."""
-    BPF_OUT.mkdir(parents=True, exist_ok=True)
+def compile_bpf_objects(out_dir: Path = BPF_OUT) -> list[Path]:
+    """Compile every bpf/*.bpf.c whose object in `out_dir` is older than its inputs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     headers_mtime = newest_mtime(bpf_dependencies())
     built = []
     for src in bpf_sources():
-        obj = BPF_OUT / src.name.replace(".bpf.c", ".bpf.o")
+        obj = out_dir / src.name.replace(".bpf.c", ".bpf.o")
         if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, headers_mtime):
             continue
-        log(f"clang {src.relative_to(ROOT)} -> {obj.relative_to(ROOT)}")
+        log(f"clang {src.relative_to(ROOT)} -> {obj}")
         compile_bpf(src, obj)
         built.append(obj)
     return built
+
+
+def write_limits_module() -> bool:
+    """xlb/_limits.py from the ABI header (the binding's own parse of it)."""
+    inputs = [ROOT / "xlb" / "_ffi_build.py", INCLUDE / "xlb_abi.h"]
+    limits = ROOT / "xlb" / "_limits.py"
+    if limits.exists() and limits.stat().st_mtime >= newest_mtime(inputs):
+        return False
+    log("generating xlb/_limits.py from include/xlb_abi.h")
+    run([str(VENV_PY), str(ROOT / "xlb" / "_ffi_build.py"), "--limits", str(limits)])
+    limits.touch()  # newer than its inputs even when the text did not change
+    return True
 
 
 def build_cffi_extension() -> bool:
@@ -206,6 +244,7 @@ def report_instruction_counts() -> None:
 
 def build() -> None:
     built = compile_bpf_objects()
+    write_limits_module()
     rebuilt_ffi = build_cffi_extension()
     if built or rebuilt_ffi:
         report_instruction_counts()
@@ -223,6 +262,20 @@ def cmd_test(extra: list[str]) -> int:
     if code == 5:
         log("pytest collected no tests: that is a failure")
         return 1
+    return code
+
+
+def cmd_dist() -> int:
+    """A wheel and an sdist in dist/, with PyPA's build: the sdist first and
+    the wheel from it, so a wheel here proves the sdist is complete."""
+    dist = ROOT / "dist"
+    # Not from the root, where this file would shadow PyPA's `build` module.
+    code = subprocess.call(
+        [str(VENV_PY), "-m", "build", "--outdir", str(dist), str(ROOT)], cwd=VENV
+    )
+    if code == 0:
+        for path in sorted(dist.iterdir()):
+            log(f"dist/{path.name}")
     return code
 
 
@@ -248,16 +301,18 @@ def cmd_lint() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", choices=["bootstrap", "build", "test", "demo", "bench", "lint", "clean"]
+        "command",
+        choices=["bootstrap", "build", "test", "demo", "bench", "lint", "dist", "clean"],
     )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to the command")
     opts = parser.parse_args()
 
     if opts.command == "clean":
-        for path in [VENV, BPF_OUT, ROOT / "build"]:
+        for path in [VENV, BPF_OUT, ROOT / "build", ROOT / "dist"]:
             shutil.rmtree(path, ignore_errors=True)
         for so in (ROOT / "xlb").glob("_libbpf*.so"):
             so.unlink()
+        (ROOT / "xlb" / "_limits.py").unlink(missing_ok=True)
         return 0
 
     bootstrap()
@@ -274,6 +329,8 @@ def main() -> int:
         return venv_run(["-m", "bench", *opts.args])
     if opts.command == "lint":
         return cmd_lint()
+    if opts.command == "dist":
+        return cmd_dist()
     return 2
 
 

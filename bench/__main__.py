@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any
 
-from . import conntable, control, growth, maglev_bench, pktpath, report, throughput
+from . import conntable, control, growth, importing, maglev_bench, pktpath, report, throughput
 from .common import BENCH_DIR, log, machine
 
 SECTIONS = {
@@ -28,6 +28,7 @@ SECTIONS = {
     "maglev": maglev_bench.run,
     "control": control.run,
     "growth": growth.run,
+    "importing": importing.run,
 }
 
 
@@ -44,6 +45,8 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         ratios["xlb_vs_nft_1core"] = s["throughput"]["xlb_vs_nft_1core"]
     if "maglev" in s:
         ratios["maglev_vs_c"] = s["maglev"]["maglev_vs_c"]
+    if "importing" in s:
+        ratios["import_vs_numpy"] = s["importing"]["import_vs_numpy"]
     if "control" in s:
         for name, value in s["control"]["ms"].items():
             update[name] = value
@@ -57,7 +60,27 @@ TARGETS = {
     "ratios.xlb_vs_nft_1core": (">=", 6.0),
     "ratios.maglev_vs_c": ("<=", 3.0),
     "update_ms.set_reals_1000": ("<=", 10.0),
+    "ratios.import_vs_numpy": ("<=", 1.5),
 }
+
+
+def keep_sections_not_rerun(results: dict[str, Any], path: str, only: list[str]) -> None:
+    """With --only, the other sections stay as the last run wrote them (each
+    section's ratios come from baselines of its own run), marked with that
+    run's date in `kept_from`."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        previous = json.load(f)
+    kept_from = dict(previous.get("kept_from", {}))
+    for name, section in previous.get("sections", {}).items():
+        if name in SECTIONS and name not in only:
+            results["sections"][name] = section
+            kept_from.setdefault(name, previous["machine"]["date"])
+    for name in only:
+        kept_from.pop(name, None)
+    results["kept_from"] = kept_from
+    results["mode"] = f"{results['mode']}, sections {', '.join(only)} only"
 
 
 def main() -> int:
@@ -77,6 +100,9 @@ def main() -> int:
         "sections": {},
         "errors": {},
     }
+    out = os.path.abspath(args.out)
+    if args.only:
+        keep_sections_not_rerun(results, os.path.join(out, "results.json"), args.only)
     for name in args.only or list(SECTIONS):
         t0 = time.time()
         log(f"== {name}")
@@ -95,7 +121,6 @@ def main() -> int:
         entry["value"] = value
         entry["met"] = None if value is None else (value <= limit if op == "<=" else value >= limit)
     results["elapsed_s"] = round(time.time() - started, 1)
-    out = os.path.abspath(args.out)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=False)
         f.write("\n")

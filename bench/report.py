@@ -111,6 +111,9 @@ def render(results: dict[str, Any]) -> str:
             ],
         ),
     ]
+    if results.get("kept_from"):
+        kept = ", ".join(f"{name} ({date})" for name, date in results["kept_from"].items())
+        out.append(f"Sections kept from an earlier run (not rerun this time): {kept}.\n")
     if results.get("errors"):
         out.append("Sections that failed: " + ", ".join(results["errors"]) + "\n")
     if "pktpath" in s:
@@ -247,6 +250,21 @@ def render(results: dict[str, Any]) -> str:
                         r["setup_s"],
                     ]
                     for k, r in g["rows"].items()
+                ],
+            ),
+        ]
+    if "importing" in s:
+        imp = s["importing"]
+        out += [
+            "## 7. What `import xlb` costs a service\n",
+            f"Method: {imp['method']}; see `bench/importing.py`. An interpreter that "
+            f"imports nothing takes {imp['interpreter_ms']} ms.\n",
+            table(
+                ["statement", "ms", "x import numpy"],
+                [
+                    [name, ms, imp["vs_numpy"].get(name)]
+                    for name, ms in imp["cost_ms"].items()
+                    if name != "empty"
                 ],
             ),
         ]

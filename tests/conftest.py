@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL_DIRS = ("kernel", "datapath", "e2e")
+KERNEL_DIRS = ("kernel", "datapath", "e2e", "packaging")
 REQUIRE_KERNEL = os.environ.get("XLB_REQUIRE_KERNEL") == "1"
 TEST_NETNS_PREFIX = "xlbt"
 

@@ -1,6 +1,7 @@
 """cffi build script: out-of-line API mode binding to libbpf and the xlb ABI.
 
-Run by `build.py build` (or `python -m xlb._ffi_build`). API mode means the C
+Run by `build.py build`, and by setuptools (`cffi_modules` in setup.py) when
+a wheel is built. API mode means the C
 compiler sees every declaration below together with the real headers, so a
 struct that cffi would lay out differently from libbpf or from
 include/xlb_abi.h is a compile error, not a silent corruption.
@@ -8,10 +9,15 @@ include/xlb_abi.h is a compile error, not a silent corruption.
 The ABI structs are not retyped here: include/xlb_abi.h is run through the C
 preprocessor with XLB_CDEF defined (which leaves only the typedef-free
 structs and enums) and the result is handed to cffi as-is.
+
+The same parse gives xlb/_limits.py (`write_limits`): every enum constant of
+the header as plain Python, so the pure core (model, Maglev, config) needs
+neither the compiled binding nor root.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +212,43 @@ def abi_cdef() -> str:
     return out
 
 
+def abi_constants() -> dict[str, dict[str, int]]:
+    """enum name -> {constant: value}, for every enum of the ABI header, as
+    cffi (the C parser the binding uses) reads them."""
+    text = abi_cdef()
+    parser = FFI()
+    parser.cdef(FIXED_WIDTH_TYPES + text)
+    enums: dict[str, dict[str, int]] = {}
+    for name in dict.fromkeys(re.findall(r"\benum\s+(\w+)\s*\{", text)):
+        members = parser.typeof(f"enum {name}").relements
+        enums[name] = dict(sorted(members.items(), key=lambda item: (item[1], item[0])))
+    return enums
+
+
+def limits_source() -> str:
+    """The text of xlb/_limits.py."""
+    lines = [
+        '"""Every constant of include/xlb_abi.h, for the pure core (no binding).',
+        "",
+        "Generated from the header by xlb/_ffi_build.py at build time: do not edit.",
+        '"""',
+        "",
+    ]
+    for enum, members in abi_constants().items():
+        lines += ["", f"# enum {enum}"]
+        lines += [f"{name} = {value}" for name, value in members.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_limits(path: Path) -> bool:
+    """Write xlb/_limits.py at `path` if its text changed; True if written."""
+    text = limits_source()
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
+
+
 def make_ffi() -> FFI:
     """The FFI builder for the `xlb._libbpf` extension module."""
     ffibuilder = FFI()
@@ -216,6 +259,9 @@ def make_ffi() -> FFI:
         libraries=["bpf"],
         include_dirs=[str(INCLUDE)],
         extra_compile_args=["-Wall", "-Werror", "-Wno-unused-function"],
+        # One file name whoever builds it (build.py, an editable install, a
+        # wheel): _libbpf.cpython-3XX-<arch>.so, never a second .abi3.so.
+        py_limited_api=False,
     )
     return ffibuilder
 
@@ -228,5 +274,7 @@ def build(tmpdir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
-    build(target)
+    if sys.argv[1:2] == ["--limits"]:
+        write_limits(Path(sys.argv[2]))
+    else:
+        build(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._version import __version__
 from .errors import ConfigError, NotFoundError, XlbError
 from .model import Real, Vip, VipFlags, check_mac, parse_address
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run `xlb VERB --help` for each verb's options and examples",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     common = [_common()]
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
@@ -881,6 +883,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.interface is None and args.pin_dir is None:
         args.interface = wanted.settings.interface
         args.pin_dir = wanted.settings.pin_dir
+    if args.dry_run and not _pinned(args):
+        return _plan_for_a_new_data_plane(args.file, wanted)
     target = resolve_target(args)
     if not args.dry_run:
         refuse_if_daemon(target, "`xlb apply`")
@@ -903,6 +907,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if failures:
         return EXIT_RUNTIME
     print(f"applied {len(changes)} change(s)")
+    return EXIT_OK
+
+
+def _pinned(args: argparse.Namespace) -> bool:
+    """Whether the data plane `args` names is pinned (so there is one to compare with)."""
+    try:
+        resolve_target(args)
+    except CliError:
+        return False
+    return True
+
+
+def _plan_for_a_new_data_plane(path: str, wanted: Any) -> int:
+    """`apply --dry-run` where no data plane runs: the file is checked and the
+    changes a new data plane would get are listed. Needs neither the binding
+    nor root, so a config can be checked on any machine."""
+    from . import config as cfg
+
+    changes = cfg.diff(cfg.DataPlaneState(), cfg.desired_state(wanted))
+    for change in changes:
+        print(f"{_change_sign(change)} {change}")
+    print(
+        f"{len(changes)} change(s) for a new data plane (none is pinned); dry run, nothing applied"
+    )
     return EXIT_OK
 
 
@@ -1043,7 +1071,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .service import main as serve_main
+        from .serve import main as serve_main
     except ImportError as exc:
         raise CliError(f"`xlb serve` is not available: {exc}") from None
     return int(serve_main(args.args) or 0)

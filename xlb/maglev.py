@@ -92,6 +92,8 @@ from typing import Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from . import _limits
+
 __all__ = [
     "DEFAULT_SIZE",
     "MAX_SIZE",
@@ -104,8 +106,8 @@ __all__ = [
     "quotas",
 ]
 
-DEFAULT_SIZE = 65537
-MAX_SIZE = 655373
+DEFAULT_SIZE = _limits.XLB_RING_SIZE_DEFAULT
+MAX_SIZE = _limits.XLB_RING_SIZE_MAX
 
 Int64Array: TypeAlias = npt.NDArray[np.int64]
 UInt64Array: TypeAlias = npt.NDArray[np.uint64]

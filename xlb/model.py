@@ -1,8 +1,8 @@
 """Value types of the public API: Vip, Real, VipFlags, Flow, BalancerConfig.
 
 Frozen, slotted, validated on construction: an invalid value never reaches
-the maps. Flag values come from the ABI header through cffi, so Python and
-the data plane cannot disagree on a bit.
+the maps. Flag values come from the ABI header (xlb/_limits.py, generated
+from it at build time), so Python and the data plane cannot disagree on a bit.
 
 Addresses that no packet can be balanced to or from are refused as VIPs and
 as reals (`unusable_reason`): unspecified, broadcast, multicast, loopback and
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from ._bpf import lib
+from . import _limits
 from .errors import ConfigError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -44,15 +44,15 @@ VIP_TEXT_HINT = "expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO"
 class VipFlags(enum.IntFlag):
     """Per-VIP behaviour bits (enum xlb_vip_flags in include/xlb_abi.h)."""
 
-    NONE = lib.XLB_VIP_F_NONE
+    NONE = _limits.XLB_VIP_F_NONE
     #: Hash on the client address only: one client sticks to one real.
-    NO_SPORT = lib.XLB_VIP_F_NO_SPORT
+    NO_SPORT = _limits.XLB_VIP_F_NO_SPORT
     #: Hash on the destination port only.
-    DPORT_ONLY = lib.XLB_VIP_F_DPORT_ONLY
+    DPORT_ONLY = _limits.XLB_VIP_F_DPORT_ONLY
     #: Skip the connection table: every packet follows the ring.
-    NO_CONN_TABLE = lib.XLB_VIP_F_NO_CONN_TABLE
+    NO_CONN_TABLE = _limits.XLB_VIP_F_NO_CONN_TABLE
     #: Encapsulate in GUE (UDP) instead of IP-in-IP.
-    GUE = lib.XLB_VIP_F_GUE
+    GUE = _limits.XLB_VIP_F_GUE
 
     @classmethod
     def parse(cls, names: str | list[str]) -> VipFlags:

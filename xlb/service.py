@@ -177,12 +177,7 @@ class ConfigFile:
         stamp = _FileStamp.of(self.path)  # before reading: an edit after it shows as a change
         data = self._bytes()
         self._stamp, self._digest = stamp, hashlib.sha256(data).digest()
-        try:
-            text = data.decode()
-        except UnicodeDecodeError as exc:
-            issue = cfg.ConfigIssue(str(self.path), "", f"not UTF-8 text: {exc}")
-            raise ConfigFileError([issue]) from None
-        return cfg.loads(text, source=str(self.path))
+        return cfg.loads_bytes(data, source=str(self.path))
 
     def _bytes(self) -> bytes:
         try:
@@ -643,6 +638,27 @@ def _real_state(
 # ================================================================== CLI
 
 
+def run_daemon(args: argparse.Namespace) -> int:
+    """`xlb serve` past its argument parsing (xlb/serve.py): 0 after a clean
+    stop, 1 on an invalid file or a failure to start, 2 if another daemon
+    holds the interface."""
+    _setup_logging(args.log_format, args.log_level)
+    try:
+        service = Service(args.config, teardown=args.teardown)
+    except ConfigFileError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        service.run()
+    except ExistsError as exc:
+        log_event(log, "refused", logging.ERROR, error=exc)
+        return 2
+    except XlbError as exc:
+        log_event(log, "failed", logging.ERROR, error=exc)
+        return 1
+    return 0
+
+
 def _setup_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -654,45 +670,11 @@ def _setup_logging(fmt: str, level: str) -> None:
     root.setLevel(level.upper())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="xlb serve",
-        description="Run the balancer from a TOML file: health checks, reloads (docs/config.md).",
-    )
-    parser.add_argument("config", type=Path, help="the configuration file (TOML)")
-    parser.add_argument("--check", action="store_true", help="validate the file and exit")
-    parser.add_argument(
-        "--teardown", action="store_true", help="on exit, detach the data plane (default: leave it)"
-    )
-    parser.add_argument("--log-format", choices=("kv", "json"), default="kv")
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
-    )
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """`xlb serve`: 0 after a clean stop (or a valid --check), 1 on an invalid
-    file or a failure to start, 2 if another daemon holds the interface."""
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.log_format, args.log_level)
-    try:
-        service = Service(args.config, teardown=args.teardown)
-    except ConfigFileError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if args.check:
-        print(f"{args.config}: ok ({len(service.config.vips)} VIPs)")
-        return 0
-    try:
-        service.run()
-    except ExistsError as exc:
-        log_event(log, "refused", logging.ERROR, error=exc)
-        return 2
-    except XlbError as exc:
-        log_event(log, "failed", logging.ERROR, error=exc)
-        return 1
-    return 0
+    """`xlb serve` (xlb/serve.py parses, checks, then runs the daemon here)."""
+    from .serve import main as serve_main
+
+    return serve_main(argv)
 
 
 if __name__ == "__main__":

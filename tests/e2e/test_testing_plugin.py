@@ -59,7 +59,12 @@ def examples(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def test_the_doc_has_its_examples() -> None:
-    assert set(doc_examples()) >= {"test_web_vips.py", "test_web_lab.py", "test_web_wire.py"}
+    assert set(doc_examples()) >= {
+        "conftest.py",
+        "test_web_vips.py",
+        "test_web_lab.py",
+        "test_web_wire.py",
+    }
 
 
 def test_the_documented_examples_pass(examples: tuple[Path, dict[str, str]]) -> None:
@@ -72,12 +77,30 @@ def test_the_documented_examples_pass(examples: tuple[Path, dict[str, str]]) -> 
     assert NOT_PASSED.search(output) is None, output
 
 
-def test_the_plugin_loads_by_name_without_autoloading(
+def test_the_plugin_loads_with_p_and_autoloading_off(
     examples: tuple[Path, dict[str, str]],
 ) -> None:
-    """`pytest -p xlb`, as docs/testing.md says, with entry points not autoloaded."""
+    """`pytest -p xlb.testing.plugin`, as docs/testing.md says, with no
+    conftest.py and entry points not autoloaded."""
     directory, _ = examples
+    (directory / "conftest.py").unlink()
     one = f"{directory / 'test_web_vips.py'}::test_a_web_flow_goes_where_the_ring_says"
-    output = run_pytest(directory, "-p", "xlb", one, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    output = run_pytest(directory, "-p", "xlb.testing.plugin", one, env=env)
     summary = SUMMARY.search(output)
     assert summary is not None and summary.group(1) == "1", output
+
+
+def test_without_the_opt_in_there_are_no_xlb_fixtures(
+    examples: tuple[Path, dict[str, str]],
+) -> None:
+    """Installing xlb is not enough: the plugin is not an entry point."""
+    directory, _ = examples
+    (directory / "conftest.py").unlink()
+    one = f"{directory / 'test_web_vips.py'}::test_a_web_flow_goes_where_the_ring_says"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", one],
+        cwd=directory, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "fixture 'xlb_balancer' not found" in result.stdout + result.stderr

@@ -194,3 +194,12 @@ def test_health_metrics_follow_the_service_health_shape() -> None:
     assert samples[key] == 3
     assert samples[("xlb_service_events_total", (("event", "reloads"),))] == 3
     assert samples[("xlb_healthcheck_packets_total", (("outcome", "encap_v4"),))] == 12
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import xlb
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"xlb {xlb.__version__}"

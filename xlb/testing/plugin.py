@@ -1,10 +1,9 @@
 """pytest plugin: fixtures for testing a service's xlb configuration.
 
-Installed as the `pytest11` entry point `xlb`, so a project that depends on
-xlb gets these fixtures without any import (with plugin autoloading off:
-`pytest -p xlb`; `-p xlb.testing.plugin` only where xlb is not installed,
-as pytest refuses one module under two names). They need root and BPF:
-without root they skip.
+Opt-in, never an entry point (installing xlb must not change another
+project's test run): `pytest_plugins = ["xlb.testing.plugin"]` in a
+conftest.py, or `pytest -p xlb.testing.plugin`. Needs the `testing` extra
+(pytest, scapy). The fixtures need root and BPF: without root they skip.
 
 xlb_balancer     a Balancer attached to nothing: configure VIPs with the API,
                  run frames through the real program (BPF_PROG_TEST_RUN).
