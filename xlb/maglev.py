@@ -79,6 +79,10 @@ are fewer than the ranks it would scan, by inverting its permutation on
 them (rank = (slot - offset) * skip**-1 mod size). About 12-20 rounds
 fill the table, none of which materialises a reals x size matrix. The C reference runs
 step 5 literally; tests check that both give identical tables.
+
+numpy is imported by the functions that compute tables, not when the
+module loads: the rules of a ring size (`is_prime`) serve code that reads
+configuration files, which must not pay for numpy (see xlb/__init__.py).
 """
 
 from __future__ import annotations
@@ -87,12 +91,17 @@ import ipaddress
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from . import _limits
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Int64Array: TypeAlias = npt.NDArray[np.int64]
+    UInt64Array: TypeAlias = npt.NDArray[np.uint64]
+    Table: TypeAlias = npt.NDArray[np.int32]
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -109,15 +118,11 @@ __all__ = [
 DEFAULT_SIZE = _limits.XLB_RING_SIZE_DEFAULT
 MAX_SIZE = _limits.XLB_RING_SIZE_MAX
 
-Int64Array: TypeAlias = npt.NDArray[np.int64]
-UInt64Array: TypeAlias = npt.NDArray[np.uint64]
-Table: TypeAlias = npt.NDArray[np.int32]
-
 _FNV_OFFSET_BASIS = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 _UINT64_MASK = (1 << 64) - 1
-_NO_KEY = np.iinfo(np.int64).max  # key of a free slot: any proposal beats it
+_NO_KEY = (1 << 63) - 1  # key of a free slot (the largest int64): any proposal beats it
 
 
 class _HasAddress(Protocol):
@@ -214,6 +219,8 @@ _LENGTH_PREFIX = {4: b"\x04", 16: b"\x10"}
 
 def _canonical_order(addresses: list[bytes]) -> list[int]:
     """Positions of `addresses` in canonical order; duplicates are an error."""
+    import numpy as np
+
     if len(set(addresses)) != len(addresses):
         _reject_duplicates(addresses)
     if all(len(a) == 4 for a in addresses):
@@ -249,6 +256,8 @@ def _reject_duplicates(addresses: list[bytes]) -> None:
 
 def _fnv1a64(rows: npt.NDArray[np.uint8]) -> UInt64Array:
     """FNV-1a 64 of each row of equal-length byte strings."""
+    import numpy as np
+
     h = np.full(rows.shape[0], _FNV_OFFSET_BASIS, dtype=np.uint64)
     for column in rows.T:
         h ^= column
@@ -257,6 +266,8 @@ def _fnv1a64(rows: npt.NDArray[np.uint8]) -> UInt64Array:
 
 
 def _splitmix64_mix(x: UInt64Array) -> UInt64Array:
+    import numpy as np
+
     x = x ^ (x >> np.uint64(30))
     x *= np.uint64(0xBF58476D1CE4E5B9)
     x ^= x >> np.uint64(27)
@@ -267,6 +278,8 @@ def _splitmix64_mix(x: UInt64Array) -> UInt64Array:
 
 def _address_hashes(addresses: Sequence[bytes]) -> UInt64Array:
     """FNV-1a 64 of each address, vectorised per address length."""
+    import numpy as np
+
     lengths = {len(a) for a in addresses}
     if len(lengths) == 1:  # one family: no need to split
         length = lengths.pop()
@@ -284,6 +297,8 @@ def _address_hashes(addresses: Sequence[bytes]) -> UInt64Array:
 
 def permutations(addresses: Sequence[bytes], size: int) -> tuple[Int64Array, Int64Array]:
     """(offset, skip) of each real's preference list, spec step 3."""
+    import numpy as np
+
     h = _address_hashes(addresses)
     with np.errstate(over="ignore"):
         offset = _splitmix64_mix(h + np.uint64(_GOLDEN_GAMMA)) % np.uint64(size)
@@ -298,6 +313,8 @@ def quotas(weights: Sequence[int], size: int) -> Int64Array:
     Weights are below 2**32 and size below 2**20, so every product and sum
     here fits in int64 exactly.
     """
+    import numpy as np
+
     weight = np.asarray(weights, dtype=np.int64)
     scaled = weight * size
     total = int(weight.sum())
@@ -362,6 +379,8 @@ def _skip_inverses(fill: _Fill, reals: Int64Array) -> Int64Array:
 
 def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
     """Owner (participant index) of every slot, spec step 5."""
+    import numpy as np
+
     fill = _first_round(offset, skip, quota, size)
     while True:
         deficit = fill.quota - fill.held
@@ -382,6 +401,8 @@ def _first_round(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: 
     rounds: deferred acceptance does not care how proposals are spread over
     rounds.
     """
+    import numpy as np
+
     count = len(offset)
     ranks = int(quota.min())
     rank = np.arange(ranks, dtype=np.int64)
@@ -433,6 +454,8 @@ def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64A
     evenly over the ranks it has not scanned yet; scanning a little more
     than the expected need spares most reals a second scan.
     """
+    import numpy as np
+
     unscanned = fill.size - fill.next_rank[reals]
     expected = deficit * unscanned * (_OVERSCAN / max(fill.contested.size, 1))
     return np.minimum(expected.astype(np.int64) + 1, unscanned)
@@ -466,6 +489,8 @@ def _proposals_by_scanning(
     the slots of all probes are one broadcast (row start + step * skip),
     and the contested map weeds out most probes before keys are looked at.
     """
+    import numpy as np
+
     size, count = fill.size, fill.count
     width = _block_width(scan_length)
     rows = -(-scan_length // width)
@@ -506,6 +531,8 @@ def _first_of_each(
     last kept item, or len(owner) for an owner that found fewer than
     limit[o]).
     """
+    import numpy as np
+
     start = np.searchsorted(owner, np.arange(owners))
     found = np.bincount(owner, minlength=owners)
     keep = np.flatnonzero(np.arange(owner.size) - start[owner] < limit[owner])
@@ -523,6 +550,8 @@ def _proposals_by_inverting(
     offset) * skip**-1 mod size) finds the same slots the scan would,
     without walking the ranks in between.
     """
+    import numpy as np
+
     size, count = fill.size, fill.count
     contested = fill.contested
     distance = contested - fill.offset[reals][:, None]
@@ -542,6 +571,8 @@ def _proposals_by_inverting(
 
 def _accept(fill: _Fill, slot: Int64Array, key: Int64Array, real: Int64Array) -> None:
     """Each proposed slot keeps its best key; displaced holders lose it."""
+    import numpy as np
+
     before = fill.slot_key[slot]
     np.minimum.at(fill.slot_key, slot, key)
     # Keys are unique, so each slot has one winner. Integer gathers are
@@ -589,6 +620,8 @@ def build_table(
     data plane then finds no real for the VIP. See the module docstring for
     the exact algorithm.
     """
+    import numpy as np
+
     size, participants = _prepare(reals, size, weights)
     if not participants.addresses:
         return np.full(size, -1, dtype=np.int32)
@@ -605,6 +638,8 @@ def build_table_literally(
 
     Far slower; it exists to check build_table and to time against it.
     """
+    import numpy as np
+
     size, participants = _prepare(reals, size, weights)
     if not participants.addresses:
         return np.full(size, -1, dtype=np.int32)
