@@ -80,9 +80,11 @@ them (rank = (slot - offset) * skip**-1 mod size). About 12-20 rounds
 fill the table, none of which materialises a reals x size matrix. The C reference runs
 step 5 literally; tests check that both give identical tables.
 
-numpy is imported by the functions that compute tables, not when the
-module loads: the rules of a ring size (`is_prime`) serve code that reads
-configuration files, which must not pay for numpy (see xlb/__init__.py).
+The rules of a ring size are `check_ring_size`'s, for every caller (the
+balancer's add_vip, the configuration file, build_table). numpy is imported
+by the functions that compute tables, not when the module loads: reading a
+configuration file checks ring sizes and must not pay for numpy (see
+xlb/__init__.py).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from . import _limits
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,6 +112,7 @@ __all__ = [
     "Address",
     "build_table",
     "build_table_literally",
+    "check_ring_size",
     "is_prime",
     "packed_address",
     "permutations",
@@ -178,14 +182,28 @@ def packed_address(real: Address) -> bytes:
     raise TypeError(f"not an address: {real!r}")
 
 
+def check_ring_size(size: int, reals: int = 0) -> None:
+    """Raise ConfigError unless `size` can be the ring of a VIP with `reals`
+    reals of non-zero weight: a prime (step 3 needs it), at most MAX_SIZE
+    (the data plane's limit), and no smaller than `reals` (each needs a slot).
+
+    Whether `size` is an int at all is the caller's check: each API reports
+    a wrong type its own way."""
+    if size > MAX_SIZE:  # first: is_prime is exact only below 3.3e24
+        raise ConfigError(f"ring size {size} is larger than the maximum {MAX_SIZE}")
+    if not is_prime(size):
+        raise ConfigError(f"ring size {size} is not a prime")
+    if reals > size:
+        raise ConfigError(
+            f"ring size {size} is smaller than the {reals} reals with a non-zero weight"
+        )
+
+
 def _validated_size(size: int) -> int:
     if isinstance(size, bool):
         raise TypeError("size must be an int, not bool")
     size = operator.index(size)
-    if size > MAX_SIZE:
-        raise ValueError(f"size {size} is larger than the maximum {MAX_SIZE}")
-    if not is_prime(size):
-        raise ValueError(f"size {size} is not a prime")
+    check_ring_size(size)
     return size
 
 
@@ -614,7 +632,7 @@ def build_table(
     """The Maglev table of `reals`: entry i is the index in `reals` owning slot i.
 
     `size` must be a prime no larger than MAX_SIZE and at least the number
-    of reals with a non-zero weight. `weights` (default all 1) are
+    of reals with a non-zero weight (`check_ring_size`). `weights` (default all 1) are
     non-negative ints below 2**32; weight 0 gives a real no slots. If no real
     has a non-zero weight (or there are no reals), every entry is -1: the
     data plane then finds no real for the VIP. See the module docstring for
@@ -659,7 +677,5 @@ def _prepare(
         for real in reals
     ]
     participants = _canonical_participants(addresses, _validated_weights(weights, len(reals)))
-    count = len(participants.addresses)
-    if count > size:
-        raise ValueError(f"size {size} is smaller than the {count} reals with a non-zero weight")
+    check_ring_size(size, len(participants.addresses))
     return size, participants
