@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from . import _limits
-from .errors import ConfigError, XlbError
-from .model import (
+from .. import _limits
+from ..errors import ConfigError, XlbError
+from ..model import (
     IPPROTO,
     UDP_TTL_MAX_S,
     BalancerConfig,
@@ -42,7 +42,7 @@ from .model import (
 )
 
 if TYPE_CHECKING:
-    from .balancer import Balancer
+    from ..balancer import Balancer
 
 XdpMode = Literal["native", "generic"]
 Encapsulation = Literal["ipip", "gue"]
