@@ -39,7 +39,7 @@ from typing import Any
 
 import h11
 
-from . import _abi
+from . import _abi, host
 from ._bpf import BpfObject, Map, Program, check, ffi, ifindex, lib
 from .config import Check, Settings, VipConfig, effective_encapsulation, probe_destination
 from .errors import AttachError, CapacityError, ConfigError, XlbError
@@ -452,14 +452,6 @@ _PROBES: dict[str, Callable[[Target, int], Awaitable[ProbeResult]]] = {
 # ============================================================ probe path
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `ip` in this thread's network namespace (a child inherits it)."""
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if check and result.returncode != 0:
-        raise XlbError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result
-
-
 class ProbeRouting:
     """The policy routing that sends marked probe sockets out of `interface`.
 
@@ -477,7 +469,7 @@ class ProbeRouting:
 
     def install(self) -> None:
         self.remove()  # whatever a previous run left
-        mac = Path(f"/sys/class/net/{self.interface}/address").read_text().strip()
+        mac = host.link_mac(self.interface)
         for family in (4, 6):
             try:
                 self._install_family(family, mac)
@@ -488,19 +480,22 @@ class ProbeRouting:
     def _install_family(self, family: int, mac: str) -> None:
         hop, flag, table = FAKE_NEXT_HOP[family], f"-{family}", str(self.table)
         mark = f"{MARK_BASE:#x}/{MARK_MASK:#x}"
-        _ip(flag, "neigh", "replace", hop, "lladdr", mac, "dev", self.interface, "nud", "permanent")
-        _ip(flag, "route", "replace", "default", "via", hop, "dev", self.interface, "onlink",
-            "table", table, "mtu", str(self.mtu))  # fmt: skip
-        _ip(flag, "rule", "add", "pref", str(self.priority), "fwmark", mark, "lookup", table)
+        dev = self.interface
+        host.ip(flag, "neigh", "replace", hop, "lladdr", mac, "dev", dev, "nud", "permanent")
+        host.ip(flag, "route", "replace", "default", "via", hop, "dev", dev, "onlink",
+                "table", table, "mtu", str(self.mtu))  # fmt: skip
+        host.ip(flag, "rule", "add", "pref", str(self.priority), "fwmark", mark, "lookup", table)
 
     def remove(self) -> None:
         for family in (4, 6):
             flag = f"-{family}"
-            for _ in range(16):  # one rule per earlier run at most, but be sure
-                if _ip(flag, "rule", "del", "pref", str(self.priority), check=False).returncode:
-                    break
-            _ip(flag, "route", "flush", "table", str(self.table), check=False)
-            _ip(flag, "neigh", "del", FAKE_NEXT_HOP[family], "dev", self.interface, check=False)
+            with contextlib.suppress(host.IpError):  # no rule left
+                for _ in range(16):  # one rule per earlier run at most, but be sure
+                    host.ip(flag, "rule", "del", "pref", str(self.priority))
+            with contextlib.suppress(host.IpError):  # nothing to flush
+                host.ip(flag, "route", "flush", "table", str(self.table))
+            with contextlib.suppress(host.IpError):  # no such neighbour
+                host.ip(flag, "neigh", "del", FAKE_NEXT_HOP[family], "dev", self.interface)
         self.families.clear()
 
 
@@ -580,7 +575,7 @@ class ProbePath:
             raise
 
     def _route_mtu(self, path_mtu: int) -> int:
-        link_mtu = int(Path(f"/sys/class/net/{self.interface}/mtu").read_text())
+        link_mtu = host.link_mtu(self.interface)
         usable = min(link_mtu, path_mtu) if path_mtu else link_mtu
         return max(usable - MAX_OUTER_BYTES, 552)
 
