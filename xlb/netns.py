@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import host
 from .errors import NotFoundError, XlbError
 
 NETNS_DIR = Path("/run/netns")
@@ -35,15 +36,16 @@ def exists(name: str) -> bool:
 
 
 def create(name: str) -> None:
-    """Create a named namespace (like `ip netns add`), loopback up."""
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    run(name, ["ip", "link", "set", "lo", "up"])
+    """Create a named namespace (`ip netns add`), loopback up; host.IpError if it cannot."""
+    host.ip("netns", "add", name)
+    host.ip("link", "set", "lo", "up", ns=name)
 
 
 def delete(name: str) -> None:
     """Delete a named namespace; no error if it is already gone."""
     if exists(name):
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        with contextlib.suppress(host.IpError):
+            host.ip("netns", "del", name)
 
 
 @contextlib.contextmanager
@@ -55,6 +57,17 @@ def enter(name: str | None) -> Iterator[None]:
     path = NETNS_DIR / name
     if not path.exists():
         raise NotFoundError(f"no network namespace named {name!r}")
+    with enter_path(path):
+        yield
+
+
+@contextlib.contextmanager
+def enter_path(path: str | Path | None) -> Iterator[None]:
+    """Run the block with this thread in the namespace a file names
+    (/run/netns/NAME, /proc/PID/ns/net; None: stay)."""
+    if path is None:
+        yield
+        return
     with open("/proc/thread-self/ns/net") as home, open(path) as target:
         try:  # setns inside the try: a signal between the two cannot strand us
             _setns(target.fileno())
