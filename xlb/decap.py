@@ -20,16 +20,13 @@ everything else passes untouched (and is counted by why).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import logging
 import shutil
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from . import _abi
+from . import _abi, host
 from ._bpf import BpfObject, Map, Program, TcAttachment, XdpLink, XdpMode, ffi, ifindex, lib
 from .errors import ConfigError, NotFoundError, XlbError
 from .model import AddressLike, IPAddress, check_port, parse_address
@@ -60,20 +57,16 @@ def local_addresses(interface: str | None = None) -> list[IPAddress]:
     `interface`: only that interface's addresses; None: every interface but
     loopback (VIPs live on loopback and are inner, not outer, addresses).
     """
-    cmd = ["ip", "-j", "addr", "show"] + (["dev", interface] if interface else [])
-    # A child process inherits the calling thread's network namespace.
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise NotFoundError(f"cannot list addresses of {interface or 'this host'}: {out.stderr}")
-    found: list[IPAddress] = []
-    for link in json.loads(out.stdout or "[]"):
-        if interface is None and "LOOPBACK" in link.get("flags", []):
-            continue
-        for info in link.get("addr_info", []):
-            if info.get("scope") != "global":
-                continue
-            found.append(ipaddress.ip_address(info["local"]))
-    return found
+    try:
+        entries = host.address_entries(interface)
+    except host.IpError as exc:
+        where = interface or "this host"
+        raise NotFoundError(f"cannot list addresses of {where}: {exc.reason}") from None
+    return [
+        entry.address.ip
+        for entry in entries
+        if entry.scope == "global" and not (interface is None and entry.loopback)
+    ]
 
 
 def _addr_key(address: IPAddress) -> bytes:
