@@ -72,8 +72,6 @@ import asyncio
 import atexit
 import collections
 import contextlib
-import ctypes
-import fcntl
 import ipaddress
 import json
 import logging
@@ -84,12 +82,11 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -132,29 +129,6 @@ _KIND_CODE = {"client": 1, "lb": 2, "real": 3}
 # ------------------------------------------------------------------ helpers
 
 
-def _ip(netns_name: str, commands: Sequence[str]) -> None:
-    """Run `ip` commands in a namespace in one process (`ip -n NS -batch -`)."""
-    if not commands:
-        return
-    result = subprocess.run(
-        ["ip", "-n", netns_name, "-batch", "-"],
-        input="\n".join(commands) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if result.returncode != 0:
-        raise XlbError(
-            f"ip in {netns_name} failed: {result.stderr.strip()}\n" + "\n".join(commands)
-        )
-
-
-def _sysctl(settings: Mapping[host.SysctlKey | str, str | int]) -> None:
-    """Write sysctls of the calling thread's network namespace (keys as sysctl(8) names them)."""
-    for key, value in settings.items():
-        host.write_sysctl(key, value)
-
-
 def _private_dir(path: Path) -> None:
     """A directory only root may enter (0700, whatever the umask), made if missing.
 
@@ -179,19 +153,6 @@ def _private_file(path: Path, mode: str = "w") -> IO[Any]:
     except BaseException:
         os.close(fd)
         raise
-
-
-SIOCETHTOOL = 0x8946
-ETHTOOL_STXCSUM = 0x17
-
-
-def _tx_checksum_off(interface: str) -> None:
-    """`ethtool -K <if> tx off` in the calling thread's namespace (one ioctl)."""
-    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
-    ifreq = bytearray(struct.pack("16sP", interface.encode(), ctypes.addressof(value)))
-    ifreq += bytes(40 - len(ifreq))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
 
 
 def _proc_start_time(pid: int) -> int | None:
@@ -264,16 +225,6 @@ def _lab_namespaces() -> list[str]:
     return sorted(p.name for p in netns.NETNS_DIR.iterdir() if p.name.startswith(LAB_PREFIX))
 
 
-def _dev_stats(interface: str) -> tuple[int, int]:
-    """(rx_packets, tx_packets) of an interface in the calling thread's namespace."""
-    for line in Path("/proc/thread-self/net/dev").read_text().splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        if name.strip() == interface:
-            fields = rest.split()
-            return int(fields[1]), int(fields[9])
-    raise XlbError(f"no interface {interface} in this namespace")
-
-
 # -------------------------------------------------------------------- nodes
 
 
@@ -300,7 +251,7 @@ class Node:
     def link_stats(self) -> tuple[int, int]:
         """(rx_packets, tx_packets) of this node's interface."""
         with netns.enter(self.netns):
-            return _dev_stats(self.interface)
+            return host.link_packets(self.interface)
 
     def run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command in this node's namespace (no /sys remount)."""
@@ -961,7 +912,7 @@ class Lab:
         name = self._ns(role)
         self._state["namespaces"].append(name)
         self._save_state()
-        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        host.ip("netns", "add", name)
         with netns.enter(name):
             settings: dict[host.SysctlKey | str, str | int] = {
                 # Set before any interface exists: new interfaces copy "default".
@@ -972,15 +923,15 @@ class Lab:
                 "net.ipv4.conf.all.rp_filter": 0,
                 "net.ipv4.conf.default.rp_filter": 0,
             }
-            _sysctl(settings)
-        _ip(name, ["link set lo up"])
+            host.write_sysctls(settings)
+        host.ip("link", "set", "lo", "up", ns=name)
         return name
 
     def _build_hub(self) -> None:
         if self.topology == "routed":
             self.hub = self._create_netns("router")
             with netns.enter(self.hub):
-                _sysctl(
+                host.write_sysctls(
                     {
                         "net.ipv4.ip_forward": 1,
                         "net.ipv6.conf.all.forwarding": 1,
@@ -991,9 +942,9 @@ class Lab:
                 )
         else:
             self.hub = self._create_netns("switch")
-            _ip(
-                self.hub,
+            host.ip_batch(
                 ["link add br0 type bridge stp_state 0 mcast_snooping 0", "link set br0 up"],
+                ns=self.hub,
             )
 
     def _plan(self, kind: str, index: int) -> dict[str, Any]:
@@ -1044,7 +995,7 @@ class Lab:
             ]
         else:
             hub_cmds.insert(1, f"link set {port} master br0")
-        _ip(self.hub, hub_cmds)
+        host.ip_batch(hub_cmds, ns=self.hub)
         node_cmds = [
             "link set eth0 up",
             f"addr add {plan['ipv4']}/{plan['prefix4']} dev eth0",
@@ -1060,11 +1011,11 @@ class Lab:
                 f"addr add {self.vip4}/32 dev lo",
                 f"addr add {self.vip6}/128 dev lo nodad",
             ]
-        _ip(ns, node_cmds)
+        host.ip_batch(node_cmds, ns=ns)
         with netns.enter(ns):
-            _tx_checksum_off("eth0")
+            host.disable_tx_checksum("eth0")
             if kind == "real":
-                _sysctl(
+                host.write_sysctls(
                     {
                         "net.ipv4.conf.all.arp_ignore": 1,
                         "net.ipv4.conf.all.arp_announce": 2,
@@ -1072,9 +1023,9 @@ class Lab:
                     }
                 )
             if kind == "client":
-                _sysctl({"net.ipv4.ip_local_port_range": EPHEMERAL_PORTS})
+                host.write_sysctls({"net.ipv4.ip_local_port_range": EPHEMERAL_PORTS})
         with netns.enter(self.hub):
-            _tx_checksum_off(port)
+            host.disable_tx_checksum(port)
         return cls(
             role=role,
             kind=kind,
@@ -1112,16 +1063,16 @@ class Lab:
                     f"route replace {vip}/{prefix} " + " ".join(f"nexthop via {h}" for h in hops)
                 ]
             if where:
-                _ip(where, routes)
+                host.ip_batch(routes, ns=where)
             else:
                 for client in self.clients:
-                    _ip(client.netns, routes)
+                    host.ip_batch(routes, ns=client.netns)
 
     def vip_routes(self, family: int) -> str:
         """The router's route to the VIP of `family`, as `ip route` shows it."""
         vip = self.vip_address(family)
         where = self.hub if self.topology == "routed" else self.client.netns
-        return netns.run(where, ["ip", f"-{family}", "route", "show", f"{vip}"]).stdout.strip()
+        return host.ip(f"-{family}", "route", "show", str(vip), ns=where).strip()
 
     def _attach_pass_programs(self) -> None:
         """XDP_PASS on every hub port facing a balancer (see the module doc)."""
@@ -1358,7 +1309,7 @@ class Lab:
         """(rx, tx) packets of every hub port, by node role (router/switch side)."""
         with netns.enter(self.hub):
             return {
-                node.role: _dev_stats(node.hub_port)
+                node.role: host.link_packets(node.hub_port)
                 for node in [*self.clients, *self.balancers, *self.reals]
             }
 
@@ -1427,7 +1378,7 @@ class Lab:
                 target.balancer.close(detach=True)
                 target.balancer = None
         elif how == "link-down":
-            _ip(target.netns, [f"link set {target.interface} down"])
+            host.ip("link", "set", target.interface, "down", ns=target.netns)
         else:
             raise ConfigError(f"invalid how {how!r}: 'detach' or 'link-down'")
         target.killed = how
@@ -1457,8 +1408,7 @@ class Lab:
 
     def _link_up(self, node: BalancerNode) -> None:
         plan = self._plan(node.kind, node.index)
-        _ip(
-            node.netns,
+        host.ip_batch(
             [
                 f"link set {node.interface} up",
                 f"addr replace {plan['ipv4']}/{plan['prefix4']} dev {node.interface}",
@@ -1466,6 +1416,7 @@ class Lab:
                 f"route replace default via {plan['gw4']}",
                 f"route replace default via {plan['gw6']}",
             ],
+            ns=node.netns,
         )
 
     # ----------------------------------------------------------- teardown
@@ -1578,9 +1529,11 @@ def _remove_state(state: dict[str, Any]) -> list[str]:
 
     def delete_namespace(name: str) -> None:
         if netns.exists(name):
-            result = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
-            if result.returncode != 0 and netns.exists(name):
-                raise XlbError(result.stderr.strip())
+            try:
+                host.ip("netns", "del", name)
+            except host.IpError:
+                if netns.exists(name):
+                    raise
             removed.append(f"netns {name}")
 
     def remove_dir(path: str, what: str) -> None:

@@ -21,7 +21,9 @@ import pytest
 
 from xlb import Balancer, BalancerConfig, Real, Vip, netns
 from xlb._bpf import BpfObject, XdpLink
-from xlb.lab import PASS_OBJECT, PASS_PROGRAM, _sysctl, _tx_checksum_off
+from xlb.host import disable_tx_checksum as _tx_checksum_off
+from xlb.host import write_sysctls as _sysctl
+from xlb.lab import PASS_OBJECT, PASS_PROGRAM
 
 XLB = str(Path(sys.executable).with_name("xlb"))
 VIP = Vip("10.100.0.1", 80, "tcp")

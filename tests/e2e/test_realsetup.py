@@ -28,7 +28,8 @@ import pytest
 
 from xlb import netns
 from xlb._bpf import Map
-from xlb.lab import STATE_DIR, Lab, _sysctl
+from xlb.host import write_sysctls as _sysctl
+from xlb.lab import STATE_DIR, Lab
 
 XLB = str(Path(sys.executable).with_name("xlb"))
 VIP4, VIP6 = "10.100.0.1", "fd00:100::1"
