@@ -3,11 +3,21 @@
 from ..model import MAX_WEIGHT  # the file's weight limit is the model's
 from .reader import (
     INTERFACE_RE,
+    ConfigFileError,
+    ConfigIssue,
+    dumps,
+    from_balancer,
+    load,
+    loads,
+    loads_bytes,
+    parse_listen_address,
+    toml_string,
+    toml_value,
+)
+from .reconcile import (
     AddVip,
     ApplyFailure,
     Change,
-    ConfigFileError,
-    ConfigIssue,
     Configure,
     DataPlaneState,
     EmptyConfigError,
@@ -18,16 +28,8 @@ from .reader import (
     apply,
     desired_state,
     diff,
-    dumps,
-    from_balancer,
-    load,
-    loads,
-    loads_bytes,
-    parse_listen_address,
     refuse_removing_every_vip,
     state_of_balancer,
-    toml_string,
-    toml_value,
     vip_sort_key,
 )
 from .schema import (
