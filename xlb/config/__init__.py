@@ -5,14 +5,10 @@ from .reader import (
     INTERFACE_RE,
     ConfigFileError,
     ConfigIssue,
-    dumps,
-    from_balancer,
     load,
     loads,
     loads_bytes,
     parse_listen_address,
-    toml_string,
-    toml_value,
 )
 from .reconcile import (
     AddVip,
@@ -61,6 +57,12 @@ from .schema import (
     effective_flags,
     probe_destination,
     sort_reals,
+)
+from .writer import (
+    dumps,
+    from_balancer,
+    toml_string,
+    toml_value,
 )
 
 __all__ = [
