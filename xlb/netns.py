@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from .errors import NotFoundError, XlbError
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The C library the interpreter is linked with (find_library would run ldconfig).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _setns(fd: int) -> None:
