@@ -1,4 +1,26 @@
-"""The `xlb serve` configuration (being split into one module per concern)."""
+"""The `xlb serve` configuration: a TOML file, its model, diffing and saving.
+
+Three pure parts on one model, no I/O beyond reading the file (and the
+calls that `apply` and `from_balancer` make on the balancer they are given):
+
+- `schema`: the model, `Config` and its parts (`Settings`, `VipConfig`,
+  `Check`...), their defaults, and what follows from them.
+- `reader`: `load(path)` / `loads(text)` turn TOML into a `Config`.
+  Validation keeps going after the first problem and raises one
+  `ConfigFileError` listing every issue with its location
+  (`lb.toml: vip[1].reals[2].weight: ...`).
+- `reconcile`: `diff(running, wanted)` compares two `DataPlaneState`s (what
+  the balancer holds, what it should hold) and returns the ordered list of
+  `Change`s that turn one into the other; `apply(balancer, changes)` runs
+  them, transactionally per VIP.
+- `writer`: `from_balancer(balancer)` and `dumps(config)` turn a running
+  data plane back into a file that `load()` accepts (for `xlb save`).
+
+The parts depend on `schema` and not on each other. Every public name is
+importable from here: `from xlb.config import Config, load, diff`.
+
+The schema is documented in docs/config.md.
+"""
 
 from ..model import MAX_WEIGHT  # the file's weight limit is the model's
 from .reader import (

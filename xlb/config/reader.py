@@ -1,16 +1,9 @@
-"""The `xlb serve` configuration: a TOML file, its model, diffing and saving.
+"""The reader: TOML text into a `Config`, every problem found at once.
 
-Three pure parts, no I/O beyond reading the file:
-
-- `load(path)` / `loads(text)` turn TOML into a `Config`. Validation keeps
-  going after the first problem and raises one `ConfigFileError` listing
-  every issue with its location (`lb.toml: vip[1].reals[2].weight: ...`).
-- `diff(running, wanted)` compares two `DataPlaneState`s (what the
-  balancer holds, what it should hold) and returns the ordered list of
-  `Change`s that turn one into the other; `apply(balancer, changes)` runs
-  them, transactionally per VIP.
-- `from_balancer(balancer)` and `dumps(config)` turn a running data plane
-  back into a file that `load()` accepts (for `xlb save`).
+`load(path)` / `loads(text)` turn TOML into a `Config`. Validation keeps
+going after the first problem and raises one `ConfigFileError` listing
+every issue with its location (`lb.toml: vip[1].reals[2].weight: ...`).
+No I/O beyond reading the file.
 
 The schema is documented in docs/config.md.
 """
@@ -28,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError
+from ..maglev import check_ring_size
 from ..model import (
     IPPROTO,
     MAX_WEIGHT,
@@ -501,7 +495,9 @@ def _read_flags(t: _Table) -> tuple[VipFlags, Encapsulation | None]:
 
 def _ring_size(t: _Table) -> int:
     size = t.get_int("ring_size", RING_SIZE_DEFAULT, 2, RING_SIZE_MAX)
-    if not is_prime(size):
+    try:
+        check_ring_size(size)
+    except ConfigError:  # get_int checked the range, so: not a prime
         t.error("ring_size", f"must be a prime number (like 65537 or 655373), not {size}")
         return RING_SIZE_DEFAULT
     return size
@@ -649,7 +645,9 @@ def _check_reals(
 
 def _check_ring_holds_reals(t: _Table, ring_size: int, reals: Iterable[Real]) -> None:
     serving = sum(1 for r in reals if r.weight > 0)
-    if serving > ring_size:
+    try:
+        check_ring_size(ring_size, serving)
+    except ConfigError:  # `_ring_size` gave a valid size, so: too small for the reals
         t.error("ring_size", f"{ring_size} is smaller than the {serving} serving reals")
 
 
@@ -675,9 +673,3 @@ def _check_vips_unique(issues: _Issues, vips: list[VipConfig | None]) -> None:
         if entry.vip in seen:
             issues.add(f"vip[{i}]", f"VIP {entry.vip} is already vip[{seen[entry.vip]}]")
         seen.setdefault(entry.vip, i)
-
-
-def is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, math.isqrt(n) + 1))

@@ -189,4 +189,5 @@ def probe_destination(entry: VipConfig) -> tuple[IPAddress, int]:
 
 
 def sort_reals(reals: Iterable[Real]) -> tuple[Real, ...]:
+    """Reals in canonical order (IPv4 first, then by address): states and saved files."""
     return tuple(sorted(reals, key=lambda r: (r.address.version, r.address.packed)))
