@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from xlb import cli
+from xlb.cli import common, show
 from xlb.metrics import _health_metrics, parse_address
 from xlb.model import Vip, VipFlags
 
@@ -83,7 +84,7 @@ def ns(**kw: Any) -> argparse.Namespace:
 def test_target_is_the_only_pinned_interface(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "DEFAULT_PIN_ROOT", tmp_path)
+    monkeypatch.setattr(common, "DEFAULT_PIN_ROOT", tmp_path)
     with pytest.raises(cli.CliError, match="no xlb data plane is pinned"):
         cli.resolve_target(ns())
     (tmp_path / "eth0").mkdir()
@@ -142,11 +143,11 @@ def test_rates_come_from_two_snapshots() -> None:
             ],
         }
     ]
-    cli._add_rates(now, before, 2.0)
+    show._add_rates(now, before, 2.0)
     assert (now[0]["pps"], now[0]["bps"]) == (10.0, 8000.0)
     assert (now[0]["reals"][0]["pps"], now[0]["reals"][0]["bps"]) == (5.0, 4000.0)
     assert now[0]["reals"][1]["pps"] == 0.0  # new real: no earlier sample, no rate yet
-    assert cli._human(1234567) == "1.2M" and cli._human(999) == "999"
+    assert show._human(1234567) == "1.2M" and show._human(999) == "999"
 
 
 # --------------------------------------------------------------- metrics

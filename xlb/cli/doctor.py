@@ -39,13 +39,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import host, netns
+from .. import host, netns
+from ..pins import DECAP_PIN_ROOT, DEFAULT_PIN_ROOT, PIN_MARKER, pinned_interfaces
+from .common import CliError
 
 Status = Literal["ok", "warn", "fail", "info"]
 
 BALANCER_PROGRAM = "xlb_balancer"
 DECAP_PROGRAMS = ("xlb_decap", "xlb_decap_tc")
-DECAP_PIN_ROOT = Path("/sys/fs/bpf/xlb-decap")
 DEFAULT_CLIENT = "198.51.100.1"  # TEST-NET-2: any client address, for route checks
 ENCAP_OVERHEAD = {4: 20, 6: 40}  # outer IPv4 / IPv6 header
 GUE_OVERHEAD = 8  # UDP (GUE variant 1: no GUE header) on top of the outer IP header
@@ -339,7 +340,7 @@ class Doctor:
                 "start the balancer: xlb serve CONFIG (or name the pin dir with --pin-dir)",
             )
             return None
-        from .balancer import Balancer
+        from ..balancer import Balancer
 
         lb = Balancer(pin_dir=pin_dir)
         reals = sum(len(lb.reals(v)) for v in lb.vips())
@@ -610,8 +611,8 @@ class Doctor:
         return None
 
     def _check_decap_addresses(self, prog_id: int | None, pin_dir: Path | None) -> None:
-        from . import decap as decap_mod
-        from ._bpf import Map
+        from .. import decap as decap_mod
+        from .._bpf import Map
 
         decap_map: Map | None = None
         with contextlib.suppress(Exception):
@@ -748,8 +749,6 @@ def _join(items: Any) -> str:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from .cli import DEFAULT_PIN_ROOT, PIN_MARKER, CliError, pinned_interfaces
-
     interface: str | None = args.interface
     pin_dir: Path | None = args.pin_dir
     role: str = args.role

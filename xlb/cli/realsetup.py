@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import host
-from .doctor import DECAP_PIN_ROOT, _run, addresses, default_interface, link_info, xdp_of
-from .errors import XlbError
+from .. import host
+from ..errors import XlbError
+from ..pins import DECAP_PIN_ROOT
+from .common import CliError, UsageError
+from .doctor import _run, addresses, default_interface, link_info, xdp_of
 
 #: What a decap pin directory holds (xlb.decap): the maps, and the XDP link.
 DECAP_MAP_PINS = ("decap_addrs", "decap_config", "decap_counters")
@@ -114,8 +116,6 @@ class Changes:
 
 
 def real_setup(args: argparse.Namespace) -> int:
-    from .cli import CliError, UsageError
-
     interface = args.interface or default_interface()
     if interface is None:
         raise UsageError("cannot tell which interface the balancer's packets arrive on: use -i")
@@ -220,8 +220,7 @@ def _set_sysctl(key: host.SysctlKey, value: int, changes: Changes) -> None:
 def _attach_decap(
     args: argparse.Namespace, interface: str, pin_dir: Path, changes: Changes
 ) -> None:
-    from .cli import CliError
-    from .decap import Decap
+    from ..decap import Decap
 
     link = link_info(interface) or {}
     xdp = xdp_of(link)
@@ -285,7 +284,7 @@ class PinSnapshot:
     """
 
     def __init__(self, pin_dir: Path, running_program_id: int | None) -> None:
-        from ._bpf import Map, XdpLink, check, lib
+        from .._bpf import Map, XdpLink, check, lib
 
         self.pin_dir = pin_dir
         self.existed = pin_dir.is_dir()
@@ -328,7 +327,7 @@ class PinSnapshot:
         for name, contents in self.contents.items():
             _set_map_contents(self.maps[name], contents)
         if self.link is not None and self.program_fd is not None:
-            from ._bpf import check, ffi, lib
+            from .._bpf import check, ffi, lib
 
             check(
                 lib.bpf_link_update(self.link.fd, self.program_fd, ffi.NULL),
@@ -373,7 +372,7 @@ def _remove(interface: str, pin_dir: Path, vips: list[Any]) -> int:
     done: list[str] = []
     link_pin = pin_dir / LINK_PIN
     if link_pin.exists():
-        from ._bpf import XdpLink
+        from .._bpf import XdpLink
 
         with contextlib.suppress(XlbError):
             XdpLink.open_pinned(link_pin).detach()
