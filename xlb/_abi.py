@@ -38,6 +38,11 @@ def read_u32(raw: bytes) -> int:
     return int(ffi.cast("__u32 *", ffi.from_buffer(raw))[0])
 
 
+def u32_keys(values: list[int]) -> bytes:
+    """Many u32 keys as one buffer, for a batch operation."""
+    return np.asarray(values, dtype=np.uint32).tobytes()
+
+
 def set_addr(field: Any, address: IPAddress) -> None:
     """Write an address into a `__be32 addr[4]` field (IPv4 in addr[0])."""
     packed = address.packed

@@ -64,6 +64,8 @@ from .model import (
     to_vip,
 )
 from .rings import NO_RING, GraceSource, RingSlots, VipRings
+from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
+from .testrun import RunResult, run_packet
 
 log = logging.getLogger("xlb.balancer")
 
@@ -76,15 +78,6 @@ MAX_VIPS = int(lib.XLB_LIMIT_MAX_VIPS)
 MAX_REALS = int(lib.XLB_LIMIT_MAX_REALS)
 RING_SIZE_DEFAULT = int(lib.XLB_RING_SIZE_DEFAULT)
 RING_SIZE_MAX = int(lib.XLB_RING_SIZE_MAX)
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """One packet through the program with BPF_PROG_TEST_RUN."""
-
-    action: str  # "XDP_TX" | "XDP_PASS" | "XDP_DROP" | "XDP_ABORTED"
-    packet: bytes
-    duration_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +411,7 @@ class Balancer:
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
         vip_id = self._free_vip_id()
-        self._zero_percpu("vip_stats", vip_id)
+        zero_stats(self._map["vip_stats"], vip_id)
         self._count_vip_address(vip, +1)
         self._mark_vip_filter(vip, flags, +1)
         try:
@@ -658,7 +651,7 @@ class Balancer:
         ]
         # Stats of an id never handed out are zeros already: reset reused ones only.
         reused = sorted(i for i in added_ids if self._real_gen[i] != 0)
-        stats_undo = self._zero_real_stats(reused)
+        stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
         try:
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
@@ -673,15 +666,6 @@ class Balancer:
         for m in added:
             self._real_gen[m.real_id], self._real_active[m.real_id] = m.gen, True
         return slot
-
-    def _zero_real_stats(self, ids: list[int]) -> tuple[bytes, bytes, int]:
-        """Zero these ids' per-real counters; returns the batch that undoes it."""
-        stats = self._map["real_stats"]
-        size = stats.stored_value_size
-        old = b"".join(stats.lookup(_abi.u32(i)) or bytes(size) for i in ids)
-        if ids:
-            stats.update_batch(_ids_key_bytes(ids), bytes(size * len(ids)), len(ids))
-        return _ids_key_bytes(ids), old, len(ids)
 
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
@@ -703,7 +687,7 @@ class Balancer:
 
     def _put_reals(self, ids: list[int], rows: npt.NDArray[np.uint8]) -> None:
         if ids:
-            self._map["reals"].update_batch(_ids_key_bytes(ids), rows.tobytes(), len(ids))
+            self._map["reals"].update_batch(_abi.u32_keys(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
     def _retire(self, members: list[_Member]) -> list[int]:
@@ -724,18 +708,11 @@ class Balancer:
         self._real_reusable_after[retired_ids] = ticket
         return ticket
 
-    def _zero_percpu(self, map_name: str, index: int) -> None:
-        m = self._map[map_name]
-        m.update(_abi.u32(index), bytes(m.stored_value_size))
-
     # ------------------------------------------------------------ packets
 
     def run(self, packet: bytes) -> RunResult:
         """Run one packet through the program (BPF_PROG_TEST_RUN)."""
-        if not isinstance(packet, bytes | bytearray | memoryview):
-            raise TypeError(f"a packet is bytes, not {type(packet).__name__}")
-        result = self._prog.test_run(packet)
-        return RunResult(result.action, result.data, result.duration_ns)
+        return run_packet(self._prog, packet)
 
     def predict(self, flow: Flow) -> IPAddress | None:
         """The real the ring gives a new flow (ignores the connection table).
@@ -799,23 +776,17 @@ class Balancer:
 
     def stats(self, vip: VipLike) -> Counter:
         """Packets and bytes forwarded for a VIP (all CPUs)."""
-        state = self._state(vip)
-        packets, nbytes = self._map["vip_stats"].sum_percpu(_abi.u32(state.vip_id))
-        return Counter(int(packets), int(nbytes))
+        return read_traffic(self._map["vip_stats"], self._state(vip).vip_id)
 
     def real_stats(self, vip: VipLike) -> dict[IPAddress, Counter]:
         """Packets and bytes forwarded to each real of a VIP."""
-        out = {}
-        for addr, m in self._state(vip).members.items():
-            packets, nbytes = self._map["real_stats"].sum_percpu(_abi.u32(m.real_id))
-            out[addr] = Counter(int(packets), int(nbytes))
-        return out
+        members = self._state(vip).members
+        stats = self._map["real_stats"]
+        return {addr: read_traffic(stats, m.real_id) for addr, m in members.items()}
 
     def counters(self) -> dict[str, int]:
         """Global counters by name: XDP actions, reasons, connection table."""
-        names = counter_names()
-        m = self._map["counters"]
-        return {name: int(m.sum_percpu(_abi.u32(index))[0]) for index, name in names.items()}
+        return read_counters(self._map["counters"])
 
     def flows(self, limit: int = 1000) -> Iterator[tuple[Flow, IPAddress | None]]:
         """A sample of the connection table: (flow, real or None if stale),
@@ -861,26 +832,6 @@ class Balancer:
 # ------------------------------------------------------------------ checks
 
 
-def counter_names() -> dict[int, str]:
-    """Index in the `counters` map -> name (from the ABI header's enums)."""
-    names: dict[int, str] = {}
-    for action, text in {
-        0: "xdp_aborted",
-        1: "xdp_drop",
-        2: "xdp_pass",
-        3: "xdp_tx",
-        4: "xdp_redirect",
-    }.items():
-        names[int(lib.XLB_CNT_ACTION) + action] = text
-    for value, text in _abi.enum_names("enum xlb_reason", "XLB_R_").items():
-        if text != "count":
-            names[int(lib.XLB_CNT_REASON) + value] = text
-    for value, text in _abi.enum_names("enum xlb_counter_index", "XLB_CNT_").items():
-        if text.startswith("conn_"):
-            names[value] = text
-    return names
-
-
 def _check_flags(flags: Any) -> VipFlags:
     if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~int(lib.XLB_VIP_F_ALL):
         raise ConfigError(f"invalid VIP flags {flags!r}")
@@ -921,10 +872,6 @@ def _check_reals(vip: Vip, reals: object) -> list[Real]:
             )
         seen.add(real.address)
     return wanted
-
-
-def _ids_key_bytes(ids: list[int]) -> bytes:
-    return np.asarray(ids, dtype=np.uint32).tobytes()
 
 
 def _address_sort_key(address: IPAddress) -> tuple[int, bytes]:
