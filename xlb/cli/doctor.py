@@ -26,32 +26,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import fcntl
 import ipaddress
 import json
 import os
-import socket
-import struct
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .. import host, netns
+from ..model import IPAddress
 from ..pins import DECAP_PIN_ROOT, DEFAULT_PIN_ROOT, PIN_MARKER, pinned_interfaces
 from .common import CliError
 
+if TYPE_CHECKING:
+    from ..balancer import Balancer
+
 Status = Literal["ok", "warn", "fail", "info"]
+T = TypeVar("T")
 
 BALANCER_PROGRAM = "xlb_balancer"
 DECAP_PROGRAMS = ("xlb_decap", "xlb_decap_tc")
 DEFAULT_CLIENT = "198.51.100.1"  # TEST-NET-2: any client address, for route checks
 ENCAP_OVERHEAD = {4: 20, 6: 40}  # outer IPv4 / IPv6 header
 GUE_OVERHEAD = 8  # UDP (GUE variant 1: no GUE header) on top of the outer IP header
-SIOCETHTOOL = 0x8946
-ETHTOOL_GTXCSUM = 0x16
 
 
 @dataclass(slots=True)
@@ -65,113 +63,18 @@ class Finding:
 # ================================================================= probes
 
 
-def _run(cmd: list[str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _ip_json(*args: str, ns: str | None = None) -> Any:
-    cmd = ["ip", *(["-n", ns] if ns else []), "-j", *args]
-    out = _run(cmd)
-    if out.returncode != 0:
-        return None
-    try:
-        return json.loads(out.stdout or "null")
-    except ValueError:
-        return None
-
-
-def link_info(interface: str, ns: str | None = None) -> dict[str, Any] | None:
-    """`ip -d link show dev IFACE` of this (or a named) namespace, parsed; None if missing."""
-    data = _ip_json("-d", "link", "show", "dev", interface, ns=ns)
-    return data[0] if data else None
-
-
-def links(ns: str | None = None) -> list[dict[str, Any]]:
-    return _ip_json("-d", "link", "show", ns=ns) or []
-
-
-def addresses(
-    interface: str, family: int | None = None
-) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-    data = _ip_json("addr", "show", "dev", interface) or []
-    found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-    for link in data:
-        for info in link.get("addr_info", []):
-            iface = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
-            if family is None or iface.version == family:
-                found.append(iface)
-    return found
-
-
-def conf_setting(interface: str, setting: str) -> int:
-    """The IPv4 setting in force on `interface`: the larger of conf/all and
-    conf/<interface> (how the kernel combines rp_filter, arp_ignore and
-    arp_announce); 0 where unreadable."""
-    return max(
-        host.read_int(host.conf_key("all", setting)) or 0,
-        host.read_int(host.conf_key(interface, setting)) or 0,
-    )
-
-
 def conf_fix(interface: str, setting: str, value: int) -> str:
     """The sysctl(8) command that sets `setting` on all and on `interface`."""
     keys = (host.conf_key(interface, setting), host.conf_key("all", setting))
     return "sysctl -w " + " ".join(f"{key}={value}" for key in keys)
 
 
-def xdp_of(link: dict[str, Any]) -> dict[str, Any] | None:
-    xdp = link.get("xdp")
-    if not xdp:
-        return None
-    attached: list[dict[str, Any]] = xdp.get("attached", [])
-    prog: dict[str, Any] = xdp.get("prog") or (attached[0].get("prog", {}) if attached else {})
-    mode = {1: "native", 2: "generic", 3: "offload", 4: "multi"}.get(xdp.get("mode", 0), "?")
-    return {"mode": mode, "id": prog.get("id"), "name": prog.get("name", "?")}
-
-
-def tc_ingress_programs(interface: str) -> list[dict[str, Any]]:
-    out = _run(["tc", "-j", "filter", "show", "dev", interface, "ingress"])
-    if out.returncode != 0:
-        return []
+def _or_empty(query: Callable[[], list[T]]) -> list[T]:
+    """A query's answer, or nothing where `ip` fails: the doctor reports, it does not stop."""
     try:
-        filters = json.loads(out.stdout or "[]")
-    except ValueError:
+        return query()
+    except host.IpError:
         return []
-    progs = []
-    for f in filters:
-        options = f.get("options", {})
-        if "prog" in options or "bpf_name" in options:
-            prog = options.get("prog", {})
-            progs.append({"id": prog.get("id"), "name": prog.get("name", options.get("bpf_name"))})
-    return progs
-
-
-@contextlib.contextmanager
-def _in_netns(path: str | None) -> Iterator[None]:
-    """This thread in the network namespace at `path` (None: stay)."""
-    if path is None:
-        yield
-        return
-    with open("/proc/thread-self/ns/net") as home, open(path) as target:
-        netns._setns(target.fileno())
-        try:
-            yield
-        finally:
-            netns._setns(home.fileno())
-
-
-def tx_checksum_offload(interface: str, ns_path: str | None = None) -> bool | None:
-    """`ethtool -k IFACE` tx-checksumming, in a namespace; None if unknown."""
-    with _in_netns(ns_path):
-        value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_GTXCSUM, 0))
-        ifreq = bytearray(struct.pack("16sP", interface.encode(), ctypes.addressof(value)))
-        ifreq += bytes(40 - len(ifreq))
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
-        except OSError:
-            return None
-        return bool(struct.unpack("II", value.raw[:8])[1])
 
 
 @dataclass(slots=True)
@@ -191,14 +94,14 @@ def veth_peer(link: dict[str, Any]) -> Peer | None:
     if nsid is None:
         name = link.get("link")
         if name:
-            peer = link_info(name)
+            peer = host.link_info(name)
             return Peer(name, None, "this namespace", peer) if peer else None
-        for other in links():
+        for other in _or_empty(host.links):
             if other.get("ifindex") == peer_index:
                 return Peer(other["ifname"], None, "this namespace", other)
         return None
     candidates: list[tuple[str, str]] = []
-    for entry in _ip_json("netns", "list-id") or []:
+    for entry in _or_empty(host.netns_ids):
         if entry.get("nsid") == nsid and entry.get("name"):
             candidates.append((str(netns.NETNS_DIR / entry["name"]), entry["name"]))
     candidates.append(("/proc/1/ns/net", "the host namespace"))
@@ -206,39 +109,31 @@ def veth_peer(link: dict[str, Any]) -> Peer | None:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
                 continue
-        out = _run(["nsenter", f"--net={path}", "ip", "-j", "-d", "link", "show"])
-        if out.returncode != 0:
-            continue
-        with contextlib.suppress(ValueError):
-            for other in json.loads(out.stdout or "[]"):
-                if (
-                    other.get("ifindex") == peer_index
-                    and other.get("linkinfo", {}).get("info_kind") == "veth"
-                ):
-                    return Peer(other["ifname"], path, label, other)
+        for other in _links_in(path):
+            if (
+                other.get("ifindex") == peer_index
+                and other.get("linkinfo", {}).get("info_kind") == "veth"
+            ):
+                return Peer(other["ifname"], path, label, other)
     return None
 
 
-def route_get(*args: str) -> tuple[dict[str, Any] | None, str]:
-    """`ip route get ARGS`: (route, "") or (None, the kernel's error)."""
-    out = _run(["ip", "-j", "route", "get", *args])
-    if out.returncode != 0:
-        return None, out.stderr.strip().removeprefix("RTNETLINK answers: ") or "failed"
+def _links_in(ns_path: str) -> list[dict[str, Any]]:
+    """The links of the namespace a file names; none where it cannot be entered."""
     try:
-        data = json.loads(out.stdout or "[]")
-    except ValueError:
-        return None, "unparseable answer"
-    return (data[0] if data else None), ""
+        with netns.enter_path(ns_path):
+            return _or_empty(host.links)
+    except OSError:
+        return []
 
 
-def default_interface() -> str | None:
-    """The interface of the IPv4 default route, else the only non-loopback one."""
-    routes = _ip_json("route", "show", "default") or []
-    for route in routes:
-        if route.get("dev"):
-            return str(route["dev"])
-    others = [link["ifname"] for link in links() if "LOOPBACK" not in link.get("flags", [])]
-    return others[0] if len(others) == 1 else None
+def tx_checksum_offload(interface: str, ns_path: str | None = None) -> bool | None:
+    """`ethtool -k IFACE` tx-checksumming, in a namespace; None if unknown."""
+    try:
+        with netns.enter_path(ns_path):
+            return host.get_offload(interface, "tx")
+    except OSError:
+        return None
 
 
 # ================================================================= checks
@@ -249,7 +144,7 @@ class Doctor:
         self.interface = interface
         self.client_mtu = client_mtu
         self.findings: list[Finding] = []
-        self.link = link_info(interface)
+        self.link = host.link_info(interface)
 
     def add(self, status: Status, check: str, message: str, fix: str = "") -> None:
         self.findings.append(Finding(status, check, message, fix))
@@ -281,9 +176,9 @@ class Doctor:
             )
         return True
 
-    def check_checksum_trap(self, xdp: dict[str, Any] | None) -> None:
+    def check_checksum_trap(self, xdp: host.XdpProgram | None) -> None:
         """TX checksum offload on the veth peer of an interface running native XDP."""
-        if self.link is None or xdp is None or xdp["mode"] != "native":
+        if self.link is None or xdp is None or xdp.mode != "native":
             return
         peer = veth_peer(self.link)
         if self.link.get("linkinfo", {}).get("info_kind") != "veth":
@@ -316,7 +211,7 @@ class Doctor:
         if not self.check_interface():
             return
         assert self.link is not None
-        xdp = xdp_of(self.link)
+        xdp = host.xdp_of(self.link)
         lb = self._open(pin_dir)
         self.check_xdp(xdp)
         self.check_mode(xdp)
@@ -331,7 +226,7 @@ class Doctor:
         finally:
             lb.close(detach=False)
 
-    def _open(self, pin_dir: Path) -> Any:
+    def _open(self, pin_dir: Path) -> Balancer | None:
         if not (pin_dir / "vips").exists():
             self.add(
                 "fail",
@@ -349,7 +244,7 @@ class Doctor:
         )
         return lb
 
-    def check_xdp(self, xdp: dict[str, Any] | None) -> None:
+    def check_xdp(self, xdp: host.XdpProgram | None) -> None:
         if xdp is None:
             self.add(
                 "fail",
@@ -358,11 +253,11 @@ class Doctor:
                 "the host's own stack, nothing is balanced",
                 "start the balancer on it: xlb serve CONFIG",
             )
-        elif xdp["name"] != BALANCER_PROGRAM:
+        elif xdp.name != BALANCER_PROGRAM:
             self.add(
                 "fail",
                 "xdp",
-                f"{self.interface} runs XDP program {xdp['name']!r} (id {xdp['id']}), "
+                f"{self.interface} runs XDP program {xdp.name!r} (id {xdp.id}), "
                 f"not xlb's {BALANCER_PROGRAM}",
                 "detach it (ip link set dev IFACE xdp off) and start xlb serve",
             )
@@ -370,14 +265,14 @@ class Doctor:
             self.add(
                 "ok",
                 "xdp",
-                f"{BALANCER_PROGRAM} (id {xdp['id']}) is attached in {xdp['mode']} mode",
+                f"{BALANCER_PROGRAM} (id {xdp.id}) is attached in {xdp.mode} mode",
             )
 
-    def check_mode(self, xdp: dict[str, Any] | None) -> None:
+    def check_mode(self, xdp: host.XdpProgram | None) -> None:
         if xdp is None or self.link is None:
             return
         kind = self.link.get("linkinfo", {}).get("info_kind")
-        if xdp["mode"] == "generic":
+        if xdp.mode == "generic":
             self.add(
                 "warn",
                 "mode",
@@ -386,11 +281,11 @@ class Doctor:
                 'use xdp_mode = "native" if the driver supports it (veth, mlx5, ice, i40e, ...)',
             )
             return
-        if xdp["mode"] == "native" and kind == "veth":
+        if xdp.mode == "native" and kind == "veth":
             peer = veth_peer(self.link)
             if peer is None:
                 return
-            if xdp_of(peer.link) is None:
+            if host.xdp_of(peer.link) is None:
                 self.add(
                     "fail",
                     "mode",
@@ -403,7 +298,7 @@ class Doctor:
             else:
                 self.add("ok", "mode", f"native XDP on a veth whose peer {peer.name} runs XDP too")
 
-    def check_mtu(self, lb: Any) -> None:
+    def check_mtu(self, lb: Balancer) -> None:
         assert self.link is not None
         mtu = int(self.link.get("mtu", 1500))
         configured = int(lb.config.mtu)
@@ -463,9 +358,9 @@ class Doctor:
         )
         return 1
 
-    def check_next_hops(self, lb: Any) -> None:
+    def check_next_hops(self, lb: Balancer) -> None:
         cfg = lb.config
-        neighbours = _ip_json("neigh", "show", "dev", self.interface) or []
+        neighbours = _or_empty(lambda: host.neighbours(self.interface))
         macs = {str(n.get("lladdr", "")).lower() for n in neighbours}
         problems = 0
         if cfg.fib_lookup:
@@ -487,7 +382,7 @@ class Doctor:
                         "set gateway_mac (routed) or fib_lookup = true, or give the real a mac",
                     )
                     continue
-                route, error = route_get(str(real.address))
+                route, error = host.route_get(str(real.address))
                 if route is None:
                     problems += 1
                     self.add(
@@ -519,8 +414,8 @@ class Doctor:
             how = f"via gateway {cfg.gateway_mac}" if cfg.gateway_mac else "FIB/MAC"
             self.add("ok", "route", f"every real has a next hop out of {self.interface} ({how})")
 
-    def check_rp_filter(self, lb: Any) -> None:
-        own = addresses(self.interface, 4)
+    def check_rp_filter(self, lb: Balancer) -> None:
+        own = host.addresses(self.interface, 4)
         vips = sorted({v.address for v in lb.vips() if v.family == 4})
         if not vips:
             return
@@ -532,10 +427,10 @@ class Doctor:
         local = str(own[0].ip)
         dropped = []
         for vip in vips:
-            route, error = route_get(local, "from", str(vip), "iif", self.interface)
+            route, error = host.route_get(local, "from", str(vip), "iif", self.interface)
             if route is None:
                 dropped.append(f"{vip} ({error})")
-        mode = conf_setting(self.interface, "rp_filter")
+        mode = host.conf_in_force(self.interface, "rp_filter")
         if dropped:
             self.add(
                 "fail",
@@ -553,7 +448,7 @@ class Doctor:
                 f"replies from the VIPs pass reverse-path filtering (mode {mode})",
             )
 
-    def check_counters(self, lb: Any) -> None:
+    def check_counters(self, lb: Balancer) -> None:
         counters = lb.counters()
         drops = {k: v for k, v in counters.items() if k.startswith("drop_") and v}
         if "drop_no_route" in drops:
@@ -575,11 +470,11 @@ class Doctor:
 
     # --------------------------------------------------------------- real
 
-    def real(self, vips: list[Any], client: str, pin_dir: Path | None) -> None:
+    def real(self, vips: list[IPAddress], client: str, pin_dir: Path | None) -> None:
         if not self.check_interface():
             return
         assert self.link is not None
-        xdp = xdp_of(self.link)
+        xdp = host.xdp_of(self.link)
         decap = self.check_decap(xdp, pin_dir)
         self.check_checksum_trap(xdp if decap == "xdp" else None)
         vips = self.check_vips_on_lo(vips)
@@ -587,19 +482,19 @@ class Doctor:
         self.check_real_rp_filter(vips, client)
         self.check_real_mtu()
 
-    def check_decap(self, xdp: dict[str, Any] | None, pin_dir: Path | None) -> str | None:
-        if xdp is not None and xdp["name"] in DECAP_PROGRAMS:
-            self.add(
-                "ok", "decap", f"decap program attached at XDP ({xdp['mode']}, id {xdp['id']})"
-            )
-            self._check_decap_addresses(xdp["id"], pin_dir)
+    def check_decap(self, xdp: host.XdpProgram | None, pin_dir: Path | None) -> str | None:
+        if xdp is not None and xdp.name in DECAP_PROGRAMS:
+            self.add("ok", "decap", f"decap program attached at XDP ({xdp.mode}, id {xdp.id})")
+            self._check_decap_addresses(xdp.id, pin_dir)
             return "xdp"
-        tc = [p for p in tc_ingress_programs(self.interface) if p.get("name") in DECAP_PROGRAMS]
+        tc = [
+            p for p in host.tc_ingress_programs(self.interface) if p.get("name") in DECAP_PROGRAMS
+        ]
         if tc:
             self.add("ok", "decap", f"decap program attached at tc ingress (id {tc[0]['id']})")
             self._check_decap_addresses(tc[0]["id"], pin_dir)
             return "tc"
-        other = f" (XDP program {xdp['name']!r} is attached instead)" if xdp else ""
+        other = f" (XDP program {xdp.name!r} is attached instead)" if xdp else ""
         self.add(
             "fail",
             "decap",
@@ -619,9 +514,8 @@ class Doctor:
             if pin_dir is not None and (pin_dir / "decap_addrs").exists():
                 decap_map = Map.from_pin(pin_dir / "decap_addrs")
             elif prog_id is not None:
-                out = _run(["bpftool", "-j", "prog", "show", "id", str(prog_id)])
-                for map_id in json.loads(out.stdout).get("map_ids", []):
-                    m = Map.from_id(int(map_id))
+                for map_id in host.program_map_ids(prog_id):
+                    m = Map.from_id(map_id)
                     if m.name == "decap_addrs":
                         decap_map = m
                         break
@@ -633,7 +527,7 @@ class Doctor:
             stripped = {decap_mod._parse_addr_key(k) for k in decap_map.keys()}
         finally:
             decap_map.close()
-        own = {a.ip for a in addresses(self.interface)}
+        own = {a.ip for a in host.addresses(self.interface)}
         if not stripped & own:
             self.add(
                 "fail",
@@ -649,8 +543,8 @@ class Doctor:
                 f"decap strips packets addressed to {', '.join(sorted(map(str, stripped & own)))}",
             )
 
-    def check_vips_on_lo(self, wanted: list[Any]) -> list[Any]:
-        on_lo = {a.ip for a in addresses("lo") if not a.ip.is_loopback}
+    def check_vips_on_lo(self, wanted: list[IPAddress]) -> list[IPAddress]:
+        on_lo = {a.ip for a in host.addresses("lo") if not a.ip.is_loopback}
         if not wanted:
             if not on_lo:
                 self.add(
@@ -676,11 +570,11 @@ class Doctor:
                 )
         return list(wanted)
 
-    def check_arp(self, vips: list[Any]) -> None:
+    def check_arp(self, vips: list[IPAddress]) -> None:
         if not any(v.version == 4 for v in vips):
             return
-        ignore = conf_setting(self.interface, "arp_ignore")
-        announce = conf_setting(self.interface, "arp_announce")
+        ignore = host.conf_in_force(self.interface, "arp_ignore")
+        announce = host.conf_in_force(self.interface, "arp_announce")
         if ignore < 1 or announce < 2:
             self.add(
                 "warn",
@@ -693,12 +587,12 @@ class Doctor:
         else:
             self.add("ok", "arp", "the VIPs on lo are not announced over ARP")
 
-    def check_real_rp_filter(self, vips: list[Any], client: str) -> None:
+    def check_real_rp_filter(self, vips: list[IPAddress], client: str) -> None:
         version = ipaddress.ip_address(client).version
         for vip in [v for v in vips if v.version == version][:4]:
-            route, error = route_get(str(vip), "from", client, "iif", self.interface)
+            route, error = host.route_get(str(vip), "from", client, "iif", self.interface)
             if route is None:
-                mode = conf_setting(self.interface, "rp_filter")
+                mode = host.conf_in_force(self.interface, "rp_filter")
                 self.add(
                     "fail",
                     "rp_filter",
@@ -707,7 +601,7 @@ class Doctor:
                     f"{conf_fix(self.interface, 'rp_filter', 2)} (and a route back to the clients)",
                 )
                 continue
-            back, error = route_get(client, "from", str(vip))
+            back, error = host.route_get(client, "from", str(vip))
             if back is None:
                 self.add(
                     "fail",
@@ -741,7 +635,7 @@ class Doctor:
             self.add("ok", "mtu", f"MTU {mtu} fits encapsulated full-size packets ({v4})")
 
 
-def _join(items: Any) -> str:
+def _join(items: Iterable[IPAddress]) -> str:
     return ", ".join(sorted(map(str, items))) or "no address"
 
 
@@ -758,14 +652,13 @@ def run_doctor(args: argparse.Namespace) -> int:
         elif role != "real" and len(pinned_interfaces()) == 1:
             interface = pinned_interfaces()[0]
         else:
-            interface = default_interface()
+            interface = host.default_interface()
     if interface is None:
         raise CliError("cannot tell which interface to check: name it with -i IFACE")
     if role == "auto":
-        link = link_info(interface)
-        xdp = xdp_of(link) if link else None
+        xdp = host.xdp_program(interface)
         balancer_pins = pin_dir if pin_dir is not None else DEFAULT_PIN_ROOT / interface
-        if (balancer_pins / PIN_MARKER).exists() or (xdp and xdp["name"] == BALANCER_PROGRAM):
+        if (balancer_pins / PIN_MARKER).exists() or (xdp and xdp.name == BALANCER_PROGRAM):
             role = "balancer"
         else:
             role = "real"
@@ -803,4 +696,4 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["Doctor", "Finding", "link_info", "run_doctor", "veth_peer"]
+__all__ = ["Doctor", "Finding", "run_doctor", "veth_peer"]

@@ -29,20 +29,22 @@ import argparse
 import contextlib
 import errno
 import functools
-import json
 import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import host
 from ..errors import XlbError
+from ..model import IPAddress
 from ..pins import DECAP_PIN_ROOT
 from .common import CliError, UsageError
-from .doctor import _run, addresses, default_interface, link_info, xdp_of
+
+if TYPE_CHECKING:
+    from .._bpf import Map
 
 #: What a decap pin directory holds (xlb.decap): the maps, and the XDP link.
 DECAP_MAP_PINS = ("decap_addrs", "decap_config", "decap_counters")
@@ -116,13 +118,13 @@ class Changes:
 
 
 def real_setup(args: argparse.Namespace) -> int:
-    interface = args.interface or default_interface()
+    interface = args.interface or host.default_interface()
     if interface is None:
         raise UsageError("cannot tell which interface the balancer's packets arrive on: use -i")
-    if link_info(interface) is None:
+    if host.link_info(interface) is None:
         raise CliError(f"there is no interface {interface} in this network namespace")
     pin_dir: Path = args.pin_dir or DECAP_PIN_ROOT / interface
-    vips = list(dict.fromkeys(args.vip))
+    vips: list[IPAddress] = list(dict.fromkeys(args.vip))
     if not vips and not args.remove:
         raise UsageError("name at least one VIP this real serves: --vip ADDR")
     if args.remove:
@@ -150,7 +152,10 @@ def real_setup(args: argparse.Namespace) -> int:
 
 
 def _failure(exc: StepFailed, not_undone: list[str]) -> str:
-    reason = str(exc.cause).removeprefix(f"cannot {exc.step}: ")  # said once is enough
+    if isinstance(exc.cause, host.IpError):  # the step says what ran
+        reason = exc.cause.reason
+    else:
+        reason = str(exc.cause).removeprefix(f"cannot {exc.step}: ")  # said once is enough
     if not_undone:
         return (
             f"real-setup failed to {exc.step}: {reason}; COULD NOT UNDO "
@@ -162,33 +167,31 @@ def _failure(exc: StepFailed, not_undone: list[str]) -> str:
 # ================================================================ steps
 
 
-def _vip_prefix(vip: Any) -> str:
+def _vip_prefix(vip: IPAddress) -> str:
     return f"{vip}/{32 if vip.version == 4 else 128}"
 
 
-def _ip(*args: str) -> None:
-    out = _run(["ip", *args])
-    if out.returncode != 0:
-        raise XlbError(out.stderr.strip().removeprefix("RTNETLINK answers: ") or "ip failed")
+def _del_from_lo(prefix: str) -> None:
+    host.ip("addr", "del", prefix, "dev", "lo")
 
 
-def _put_vips_on_lo(vips: list[Any], changes: Changes) -> None:
-    on_lo = {a.ip for a in addresses("lo")}
+def _put_vips_on_lo(vips: list[IPAddress], changes: Changes) -> None:
+    on_lo = {a.ip for a in host.addresses("lo")}
     for vip in vips:
         if vip in on_lo:
             continue
         prefix = _vip_prefix(vip)
         flags = ["nodad"] if vip.version == 6 else []
         with changes.step(f"put VIP {vip} on lo"):
-            _ip("addr", "add", prefix, "dev", "lo", *flags)
+            host.ip("addr", "add", prefix, "dev", "lo", *flags)
         changes.made(
-            functools.partial(_ip, "addr", "del", prefix, "dev", "lo"),
+            functools.partial(_del_from_lo, prefix),
             undone=f"VIP {vip} off lo",
             report=f"VIP {vip} on lo",
         )
 
 
-def _set_sysctls(interface: str, vips: list[Any], changes: Changes) -> None:
+def _set_sysctls(interface: str, vips: list[IPAddress], changes: Changes) -> None:
     if any(v.version == 4 for v in vips):
         for scope in ("all", interface):
             for setting, value in (("arp_ignore", 1), ("arp_announce", 2)):
@@ -222,26 +225,25 @@ def _attach_decap(
 ) -> None:
     from ..decap import Decap
 
-    link = link_info(interface) or {}
-    xdp = xdp_of(link)
-    if args.mode != "tc" and xdp is not None and xdp["name"] != "xlb_decap":
+    xdp = host.xdp_program(interface)
+    if args.mode != "tc" and xdp is not None and xdp.name != "xlb_decap":
         raise CliError(
-            f"{interface} already runs XDP program {xdp['name']!r} (id {xdp['id']}): "
+            f"{interface} already runs XDP program {xdp.name!r} (id {xdp.id}): "
             "detach it first, or use --mode tc"
         )
-    decap_addrs = args.decap_addr or [a.ip for a in addresses(interface) if not a.ip.is_link_local]
+    decap_addrs = args.decap_addr or [
+        a.ip for a in host.addresses(interface) if not a.ip.is_link_local
+    ]
     if not decap_addrs:
         raise CliError(f"{interface} has no address to receive encapsulated packets on")
-    if args.mode == "tc":
-        from .doctor import tc_ingress_programs
-
-        if any(p.get("name") == "xlb_decap_tc" for p in tc_ingress_programs(interface)):
-            raise CliError(
-                f"decap already runs at tc ingress of {interface}: "
-                f"`xlb real-setup -i {interface} --remove` first to change it"
-            )
+    tc_programs = host.tc_ingress_programs(interface) if args.mode == "tc" else []
+    if any(p.get("name") == "xlb_decap_tc" for p in tc_programs):
+        raise CliError(
+            f"decap already runs at tc ingress of {interface}: "
+            f"`xlb real-setup -i {interface} --remove` first to change it"
+        )
     with changes.step(f"read the pins at {pin_dir}"):
-        running = xdp["id"] if xdp is not None and xdp["name"] == "xlb_decap" else None
+        running = xdp.id if xdp is not None and xdp.name == "xlb_decap" else None
         pins = PinSnapshot(pin_dir, running)
     changes.on_close(pins.close)
     # Registered before the attach, so also undone when Decap fails half way (maps pinned).
@@ -249,7 +251,7 @@ def _attach_decap(
         pins.restore,
         undone=f"pins at {pin_dir} {'as they were' if pins.existed else 'removed'}",
     )
-    if args.mode == "tc" and "clsact" not in _qdisc_kinds(interface):
+    if args.mode == "tc" and "clsact" not in host.qdisc_kinds(interface):
         changes.made(
             lambda: _delete_clsact(interface), undone=f"clsact qdisc of {interface} removed"
         )
@@ -344,7 +346,7 @@ class PinSnapshot:
             self.program_fd = None
 
 
-def _set_map_contents(bpf_map: Any, contents: dict[bytes, bytes]) -> None:
+def _set_map_contents(bpf_map: Map, contents: dict[bytes, bytes]) -> None:
     for key in list(bpf_map.keys()):
         if key not in contents:
             bpf_map.delete(key)
@@ -352,23 +354,14 @@ def _set_map_contents(bpf_map: Any, contents: dict[bytes, bytes]) -> None:
         bpf_map.update(key, value)
 
 
-def _qdisc_kinds(interface: str) -> set[str]:
-    out = _run(["tc", "-j", "qdisc", "show", "dev", interface])
-    with contextlib.suppress(ValueError):
-        return {q.get("kind", "") for q in json.loads(out.stdout or "[]")}
-    return set()
-
-
 def _delete_clsact(interface: str) -> None:
-    out = _run(["tc", "qdisc", "del", "dev", interface, "clsact"])
-    if out.returncode != 0:
-        raise XlbError(f"tc qdisc del dev {interface} clsact: {out.stderr.strip()}")
+    host.tc("qdisc", "del", "dev", interface, "clsact")
 
 
 # =============================================================== remove
 
 
-def _remove(interface: str, pin_dir: Path, vips: list[Any]) -> int:
+def _remove(interface: str, pin_dir: Path, vips: list[IPAddress]) -> int:
     done: list[str] = []
     link_pin = pin_dir / LINK_PIN
     if link_pin.exists():
@@ -377,20 +370,18 @@ def _remove(interface: str, pin_dir: Path, vips: list[Any]) -> int:
         with contextlib.suppress(XlbError):
             XdpLink.open_pinned(link_pin).detach()
             done.append(f"decap detached from {interface}")
-    else:
-        from .doctor import tc_ingress_programs
-
-        if any(p.get("name") == "xlb_decap_tc" for p in tc_ingress_programs(interface)):
-            out = _run(["tc", "filter", "del", "dev", interface, "ingress"])
-            if out.returncode == 0:
-                done.append(f"decap removed from tc ingress of {interface}")
+    elif any(p.get("name") == "xlb_decap_tc" for p in host.tc_ingress_programs(interface)):
+        with contextlib.suppress(host.IpError):
+            host.tc("filter", "del", "dev", interface, "ingress")
+            done.append(f"decap removed from tc ingress of {interface}")
     if pin_dir.exists():
         shutil.rmtree(pin_dir, ignore_errors=True)
         done.append(f"pins {pin_dir} removed")
-    on_lo = {a.ip for a in addresses("lo")}
+    on_lo = {a.ip for a in host.addresses("lo")}
     for vip in vips:
         if vip in on_lo:
-            _run(["ip", "addr", "del", _vip_prefix(vip), "dev", "lo"])
+            with contextlib.suppress(host.IpError):  # gone meanwhile: off lo all the same
+                _del_from_lo(_vip_prefix(vip))
             done.append(f"VIP {vip} off lo")
     for line in done or ["nothing to remove"]:
         print(line)
