@@ -42,10 +42,10 @@ from .errors import (
     CapacityError,
     ConfigError,
     ExistsError,
-    MapKeyError,
     NotFoundError,
 )
 from .flowhash import flow_hash
+from .flows import check_sample_limit, clear_conn_tables, sample_flows
 from .model import (
     IPPROTO,
     AddressLike,
@@ -791,9 +791,7 @@ class Balancer:
     def flows(self, limit: int = 1000) -> Iterator[tuple[Flow, IPAddress | None]]:
         """A sample of the connection table: (flow, real or None if stale),
         at most `limit` entries."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigError(f"invalid flows limit {limit!r}: an integer >= 0")
-        return self._sample_flows(limit)
+        return self._sample_flows(check_sample_limit(limit))
 
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
         owners = {
@@ -801,17 +799,7 @@ class Balancer:
             for s in self._vips.values()
             for m in s.members.values()
         }
-        seen = 0
-        for name in ("conn_v4", "conn_v6"):
-            for key in self._map[name].keys():
-                if seen >= limit:
-                    return
-                value = self._map[name].lookup(key)
-                if value is None:
-                    continue
-                real_id, gen, _ = _abi.parse_conn(value)
-                yield _abi.parse_flow_key(name, key), owners.get((real_id, gen))
-                seen += 1
+        yield from sample_flows(self._map, owners, limit)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.
@@ -819,14 +807,7 @@ class Balancer:
         Established flows then follow the ring again, as if they had just
         arrived from another balancer node: with an unchanged ring that is
         the real they already have."""
-        cleared = 0
-        for name in ("conn_v4", "conn_v6"):
-            table = self._map[name]
-            for key in list(table.keys()):
-                with contextlib.suppress(MapKeyError):  # aged out meanwhile
-                    table.delete(key)
-                    cleared += 1
-        return cleared
+        return clear_conn_tables(self._map)
 
 
 # ------------------------------------------------------------------ checks
