@@ -13,13 +13,8 @@
 
 #include "xlb_abi.h"
 
-/* (addr, port, proto, family) -> VIP; port 0 = every port. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, XLB_MAX_VIPS);
-	__type(key, struct xlb_vip_key);
-	__type(value, struct xlb_vip_meta);
-} vips SEC(".maps");
+/* `vips` is in vips_map.h, shared with the health-check program. */
+#include "vips_map.h"
 
 /*
  * Optional: (addr, port 0, proto 0, family) -> number of VIPs on that
