@@ -3,17 +3,9 @@
  * encap.h - wrap the inner IP packet for its real and pick the next hop.
  *
  * Output frame: Ethernet (untagged: a VLAN tag on input is dropped) +
- * outer IPv4 (IPIP, proto 4) or outer IPv6 (next header 41 for IPv6
- * inner, 4 for IPv4 inner), or with GUE (variant 1, no GUE header) outer
- * IP + UDP (dst config.gue_port, src 0xc000 | (hash >> 16 & 0x3fff),
- * checksum 0 for both families: RFC 6935/6936 allow a zero UDP checksum
- * for tunnels over IPv6, and the inner packet carries its own checksums).
- * The inner IP packet follows byte for byte as it arrived (any Ethernet
- * padding after it stays after it).
- * Outer: TTL/hop limit 64, TOS/traffic class copied from the inner, IPv4
- * DF copied from the inner (RFC 2003) and id 0, IPv6 flow label = hash & 0xfffff; source = config
- * source with its low 16 (IPv4) / 32 (IPv6) bits replaced by the flow
- * hash, destination = the real.
+ * the outer headers of outer.h (IPIP, IPv6 or IPv4 in IPv6, or GUE), built
+ * there for the health probes too, then the inner IP packet byte for byte
+ * as it arrived (any Ethernet padding after it stays after it).
  * Next hop: dst MAC = real.mac, else config.gw_mac, else (with
  * XLB_CFG_F_FIB_LOOKUP) bpf_fib_lookup(); src MAC = the frame's original
  * destination MAC (the FIB's smac when the FIB was used).
@@ -33,40 +25,14 @@
 
 #include "xlb_abi.h"
 #include "common.h"
-#include "csum.h"
 #include "parse.h"
+#include "outer.h"
 
 struct next_hop {
 	__u8 dmac[6] XLB_MAC_ALIGNED;
 	__u8 smac[6] XLB_MAC_ALIGNED;
 	__u32 ifindex; /* 0: XDP_TX out of the ingress interface */
 };
-
-/* Outer header bytes (without Ethernet) for a real of `family`. */
-static __always_inline __u32 outer_hdr_len(__u8 family, int gue)
-{
-	__u32 len = family == XLB_FAMILY_V4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
-
-	return gue ? len + sizeof(struct udphdr) : len;
-}
-
-static __always_inline __be32 v4_outer_src(const struct xlb_config *cfg, __u32 hash)
-{
-	return bpf_htonl((bpf_ntohl(cfg->src_v4) & 0xffff0000) | (hash & 0xffff));
-}
-
-static __always_inline void v6_outer_src(__be32 *dst, const struct xlb_config *cfg, __u32 hash)
-{
-	dst[0] = cfg->src_v6[0];
-	dst[1] = cfg->src_v6[1];
-	dst[2] = cfg->src_v6[2];
-	dst[3] = bpf_htonl(hash);
-}
-
-static __always_inline __be16 gue_src_port(__u32 hash)
-{
-	return bpf_htons(0xc000 | ((hash >> 16) & 0x3fff));
-}
 
 static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 					const struct xlb_config *cfg, const struct xlb_real *real,
@@ -153,36 +119,15 @@ static __always_inline int tx_action(const struct next_hop *nh)
 	return XDP_TX;
 }
 
-static __always_inline void write_gue(struct udphdr *uh, const struct xlb_config *cfg,
-				      const struct xlb_pkt *p)
+/* What outer.h needs of the packet being sent to a real. */
+static __always_inline void outer_flow_of(struct outer_flow *f, const struct xlb_pkt *p, int gue)
 {
-	uh->source = gue_src_port(p->hash);
-	uh->dest = cfg->gue_port;
-	uh->len = bpf_htons(p->l3_len + sizeof(*uh));
-	uh->check = 0;
-}
-
-/*
- * The outer IPv4 header as whole 32-bit words, checksum included, computed
- * from the values rather than re-read from the packet.
- */
-static __always_inline void v4_write_outer(struct iphdr *iph, const struct xlb_pkt *p,
-					   __u16 tot_len, __u8 proto, __be32 saddr, __be32 daddr)
-{
-	/* version 4, ihl 5, tos | tot_len */
-	__u32 w0 = bpf_htonl((0x45U << 24) | ((__u32)p->tos << 16) | tot_len);
-	/* id 0 | frag_off */
-	__u32 w1 = bpf_htonl(p->df ? XLB_IP_DF : 0);
-	/* ttl, protocol | check 0 */
-	__u32 w2 = bpf_htonl(((__u32)XLB_TTL << 24) | ((__u32)proto << 16));
-	__u32 *w = (__u32 *)iph;
-
-	w[0] = w0;
-	w[1] = w1;
-	w[2] = w2;
-	w[3] = saddr;
-	w[4] = daddr;
-	iph->check = v4_csum_words(w0, w1, w2, saddr, daddr);
+	f->hash = p->hash;
+	f->len = p->l3_len;
+	f->family = p->flow.family;
+	f->tos = p->tos;
+	f->df = p->df;
+	f->gue = gue;
 }
 
 /* IPv4 in IPv4 (IPIP), or IPv4 + UDP (GUE). */
@@ -193,6 +138,7 @@ static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 	__u32 hdr_len = outer_hdr_len(XLB_FAMILY_V4, gue);
 	void *data, *data_end;
 	struct ethhdr *eth;
+	struct outer_flow f;
 	struct iphdr *iph;
 	struct udphdr *uh;
 
@@ -207,10 +153,8 @@ static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 
 	write_eth(eth, nh->dmac, nh->smac, ETH_P_IP);
-	v4_write_outer(iph, p, p->l3_len + hdr_len, gue ? IPPROTO_UDP : IPPROTO_IPIP,
-		       v4_outer_src(cfg, p->hash), real->addr[0]);
-	if (gue)
-		write_gue(uh, cfg, p);
+	outer_flow_of(&f, p, gue);
+	v4_write_outer(iph, &f, cfg, real->addr[0]);
 	return tx_action(nh);
 }
 
@@ -224,12 +168,8 @@ static __always_inline int v6_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 	struct ethhdr *eth;
 	struct ipv6hdr *ip6h;
 	struct udphdr *uh;
-	__u8 nexthdr;
+	struct outer_flow f;
 
-	if (gue)
-		nexthdr = IPPROTO_UDP;
-	else
-		nexthdr = p->flow.family == XLB_FAMILY_V4 ? IPPROTO_IPIP : IPPROTO_IPV6;
 	if (push_outer(ctx, p, hdr_len))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	data = (void *)(long)ctx->data;
@@ -241,14 +181,8 @@ static __always_inline int v6_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 
 	write_eth(eth, nh->dmac, nh->smac, ETH_P_IPV6);
-	*(__be32 *)ip6h = bpf_htonl((6U << 28) | ((__u32)p->tos << 20) | (p->hash & 0xfffff));
-	ip6h->payload_len = bpf_htons(p->l3_len + hdr_len - sizeof(*ip6h));
-	ip6h->nexthdr = nexthdr;
-	ip6h->hop_limit = XLB_TTL;
-	v6_outer_src(ip6h->saddr.in6_u.u6_addr32, cfg, p->hash);
-	__builtin_memcpy(ip6h->daddr.in6_u.u6_addr32, real->addr, 16);
-	if (gue)
-		write_gue(uh, cfg, p);
+	outer_flow_of(&f, p, gue);
+	v6_write_outer(ip6h, &f, cfg, real->addr);
 	return tx_action(nh);
 }
 
