@@ -6,10 +6,11 @@
  * The control plane's probe sockets set SO_MARK = XLB_HC_MARK_BASE | n and
  * connect to the VIP; policy routing sends them out of this interface.
  * Here the mark selects a target (`hc_targets`: the real, its MAC, GUE or
- * not) and the packet gets the outer header the balancer would give a
- * client's packet (see encap.h): IPIP / IP6IP6 / IPv4-in-IPv6, or GUE
- * (outer IP + UDP to config.gue_port, no GUE header); TTL 64, TOS copied,
- * IPv4 DF and id 0, outer source = config prefix with per-flow low bits.
+ * not) and the packet gets exactly the outer headers a client's packet of
+ * the same 5-tuple gets from the balancer: the same builders (outer.h) and
+ * the same flow hash (hash.h) with the probe VIP's hash flags, looked up
+ * in the balancer's (shared, pinned) `vips` map; to an address that is no
+ * VIP, or for a protocol other than TCP/UDP (ports 0), without flags.
  * The real decapsulates and answers the probe's source (this host) directly.
  *
  * Next hop: target MAC, else config.gw_mac (Ethernet destination
@@ -26,17 +27,15 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
-#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "xlb_abi.h"
-#include "csum.h"
+#include "common.h"
+#include "hash.h"
+#include "outer.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-#define HC_TTL 64
-#define HC_IP_DF 0x4000
 
 /* mark -> target. */
 struct {
@@ -46,9 +45,10 @@ struct {
 	__type(value, struct xlb_hc_target);
 } hc_targets SEC(".maps");
 
-/* The balancer's `config`: the same definition, so the running balancer's
- * pinned map is reused and the two programs agree. */
+/* The balancer's `config` and `vips`: the same definitions, so the running
+ * balancer's pinned maps are reused and the two programs agree. */
 #include "config_map.h"
+#include "vip_lookup.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -61,11 +61,8 @@ struct {
 struct probe {
 	const struct xlb_hc_target *target;
 	const struct xlb_config *cfg;
-	__u32 inner_len;   /* inner IP packet bytes */
-	__u32 hash;	   /* per-flow bits for the outer source and GUE port */
-	__u16 inner_proto; /* ETH_P_IP / ETH_P_IPV6 of the inner packet */
-	__u8 tos;
-	__u8 gue;
+	struct flow_tuple flow; /* as the balancer would parse it */
+	struct outer_flow outer;
 };
 
 /* The single exit: count why, return the verdict. */
@@ -84,107 +81,102 @@ static __always_inline int is_probe_mark(__u32 mark)
 	return (mark >> XLB_HC_MARK_INDEX_BITS) == (XLB_HC_MARK_BASE >> XLB_HC_MARK_INDEX_BITS);
 }
 
-static __always_inline int is_zero_mac(const __u8 *mac)
+/* TCP/UDP ports at `off`; they stay 0 for other protocols or if unreadable. */
+static __always_inline void read_ports(struct __sk_buff *skb, __u32 off, struct flow_tuple *flow)
 {
-	return !(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]);
+	__be16 ports[2];
+
+	if (flow->proto != IPPROTO_TCP && flow->proto != IPPROTO_UDP)
+		return;
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+		return;
+	flow->sport = ports[0];
+	flow->dport = ports[1];
 }
 
-/* Inner family, length and TOS/traffic class; -1 if not IPv4/IPv6. */
-static __always_inline int read_inner(struct __sk_buff *skb, struct probe *p)
+static __always_inline int v4_read_inner(struct __sk_buff *skb, struct probe *p)
 {
-	__u8 first[2];
+	struct iphdr iph;
 
-	p->inner_proto = bpf_ntohs(skb->protocol);
-	if (p->inner_proto != ETH_P_IP && p->inner_proto != ETH_P_IPV6)
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &iph, sizeof(iph)))
 		return -1;
-	if (skb->len <= ETH_HLEN || bpf_skb_load_bytes(skb, ETH_HLEN, first, sizeof(first)))
-		return -1;
-	p->inner_len = skb->len - ETH_HLEN;
-	if (p->inner_proto == ETH_P_IP)
-		p->tos = first[1];
-	else
-		p->tos = (__u8)((first[0] & 0x0f) << 4 | first[1] >> 4);
+	p->flow.family = XLB_FAMILY_V4;
+	p->flow.saddr[0] = iph.saddr;
+	p->flow.daddr[0] = iph.daddr;
+	p->flow.proto = iph.protocol;
+	p->outer.tos = iph.tos;
+	p->outer.df = !!(iph.frag_off & bpf_htons(XLB_IP_DF));
+	/* the balancer takes no ports from a fragment (it passes fragments) */
+	if (!(iph.frag_off & bpf_htons(XLB_IP_MF | XLB_IP_OFFSET)))
+		read_ports(skb, ETH_HLEN + iph.ihl * 4, &p->flow);
 	return 0;
 }
 
-static __always_inline __u32 outer_len(const struct probe *p)
+/* Ports only right after the fixed header: probe sockets add no extension headers. */
+static __always_inline int v6_read_inner(struct __sk_buff *skb, struct probe *p)
 {
-	__u32 len =
-		p->target->family == XLB_FAMILY_V4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	struct ipv6hdr ip6h;
 
-	return p->gue ? len + sizeof(struct udphdr) : len;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6h, sizeof(ip6h)))
+		return -1;
+	p->flow.family = XLB_FAMILY_V6;
+	__builtin_memcpy(p->flow.saddr, ip6h.saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(p->flow.daddr, ip6h.daddr.in6_u.u6_addr32, 16);
+	p->flow.proto = ip6h.nexthdr;
+	p->outer.tos = (ip6h.priority << 4) | (ip6h.flow_lbl[0] >> 4);
+	read_ports(skb, ETH_HLEN + sizeof(ip6h), &p->flow);
+	return 0;
 }
 
-/* Outer protocol number: UDP for GUE, else what the inner packet is. */
-static __always_inline __u8 outer_next_proto(const struct probe *p)
+/* The inner packet's flow, length and TOS; -1 if not IPv4/IPv6. */
+static __always_inline int read_inner(struct __sk_buff *skb, struct probe *p)
 {
-	if (p->gue)
-		return IPPROTO_UDP;
-	return p->inner_proto == ETH_P_IP ? IPPROTO_IPIP : IPPROTO_IPV6;
+	__u16 proto = bpf_ntohs(skb->protocol);
+	int err;
+
+	if (skb->len <= ETH_HLEN)
+		return -1;
+	if (proto == ETH_P_IP)
+		err = v4_read_inner(skb, p);
+	else if (proto == ETH_P_IPV6)
+		err = v6_read_inner(skb, p);
+	else
+		return -1;
+	p->outer.family = p->flow.family;
+	p->outer.len = skb->len - ETH_HLEN;
+	return err;
+}
+
+/* The balancer's flow hash: with the flags of the VIP the probe goes to. */
+static __always_inline __u32 probe_hash(const struct probe *p)
+{
+	const struct xlb_vip_meta *vip = lookup_vip(&p->flow, p->cfg);
+
+	return hash_flow(&p->flow, vip ? vip->flags : 0, p->cfg->hash_seed);
 }
 
 /* Open a gap for the outer header between Ethernet and the inner IP. */
 static __always_inline int grow(struct __sk_buff *skb, const struct probe *p)
 {
-	__u64 flags = p->target->family == XLB_FAMILY_V4 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
-							 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV6;
+	__u8 family = p->target->family;
+	__u64 flags = family == XLB_FAMILY_V4 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+					      : BPF_F_ADJ_ROOM_ENCAP_L3_IPV6;
 
-	if (p->gue)
+	if (p->outer.gue)
 		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP;
-	return bpf_skb_adjust_room(skb, (__s32)outer_len(p), BPF_ADJ_ROOM_MAC, flags);
+	return bpf_skb_adjust_room(skb, (__s32)outer_hdr_len(family, p->outer.gue),
+				   BPF_ADJ_ROOM_MAC, flags);
 }
 
-static __always_inline void fill_gue(struct udphdr *uh, const struct probe *p)
+/* The outer headers, built on the stack (outer.h), into the gap. */
+static __always_inline int store_outer(struct __sk_buff *skb, const struct probe *p)
 {
-	uh->source = bpf_htons(0xc000 | ((p->hash >> 16) & 0x3fff));
-	uh->dest = p->cfg->gue_port;
-	uh->len = bpf_htons(p->inner_len + sizeof(*uh));
-	uh->check = 0; /* allowed for tunnels over IPv4 and IPv6 (RFC 6935) */
-}
+	__u32 hdr[XLB_OUTER_MAX_LEN / sizeof(__u32)];
 
-static __always_inline int v4_write_outer(struct __sk_buff *skb, const struct probe *p)
-{
-	struct {
-		struct iphdr ip;
-		struct udphdr udp;
-	} hdr;
-
-	__builtin_memset(&hdr, 0, sizeof(hdr));
-	hdr.ip.version = 4;
-	hdr.ip.ihl = 5;
-	hdr.ip.tos = p->tos;
-	hdr.ip.tot_len = bpf_htons(p->inner_len + outer_len(p));
-	hdr.ip.frag_off = bpf_htons(HC_IP_DF);
-	hdr.ip.ttl = HC_TTL;
-	hdr.ip.protocol = outer_next_proto(p);
-	hdr.ip.saddr = bpf_htonl((bpf_ntohl(p->cfg->src_v4) & 0xffff0000) | (p->hash & 0xffff));
-	hdr.ip.daddr = p->target->addr[0];
-	hdr.ip.check = v4_csum_hdr(&hdr.ip);
-	if (p->gue)
-		fill_gue(&hdr.udp, p);
-	return bpf_skb_store_bytes(skb, ETH_HLEN, &hdr, outer_len(p), 0);
-}
-
-static __always_inline int v6_write_outer(struct __sk_buff *skb, const struct probe *p)
-{
-	struct {
-		struct ipv6hdr ip;
-		struct udphdr udp;
-	} hdr;
-
-	__builtin_memset(&hdr, 0, sizeof(hdr));
-	*(__be32 *)&hdr.ip = bpf_htonl((6U << 28) | ((__u32)p->tos << 20) | (p->hash & 0xfffff));
-	hdr.ip.payload_len = bpf_htons(p->inner_len + outer_len(p) - sizeof(hdr.ip));
-	hdr.ip.nexthdr = outer_next_proto(p);
-	hdr.ip.hop_limit = HC_TTL;
-	hdr.ip.saddr.in6_u.u6_addr32[0] = p->cfg->src_v6[0];
-	hdr.ip.saddr.in6_u.u6_addr32[1] = p->cfg->src_v6[1];
-	hdr.ip.saddr.in6_u.u6_addr32[2] = p->cfg->src_v6[2];
-	hdr.ip.saddr.in6_u.u6_addr32[3] = bpf_htonl(p->hash);
-	__builtin_memcpy(hdr.ip.daddr.in6_u.u6_addr32, p->target->addr, 16);
-	if (p->gue)
-		fill_gue(&hdr.udp, p);
-	return bpf_skb_store_bytes(skb, ETH_HLEN, &hdr, outer_len(p), 0);
+	__builtin_memset(hdr, 0, sizeof(hdr));
+	write_outer(hdr, &p->outer, p->cfg, p->target->addr, p->target->family);
+	return bpf_skb_store_bytes(skb, ETH_HLEN, hdr,
+				   outer_hdr_len(p->target->family, p->outer.gue), 0);
 }
 
 /* Ethernet type of the outer packet, and the destination MAC if we know it. */
@@ -216,7 +208,7 @@ static __always_inline int encap_probe(struct __sk_buff *skb, struct probe *p)
 		return record(XLB_HCNT_DROP_NO_ROUTE, TC_ACT_SHOT);
 	if (grow(skb, p))
 		return record(XLB_HCNT_DROP_ENCAP, TC_ACT_SHOT);
-	if (v4 ? v4_write_outer(skb, p) : v6_write_outer(skb, p))
+	if (store_outer(skb, p))
 		return record(XLB_HCNT_DROP_ENCAP, TC_ACT_SHOT);
 	if (write_eth(skb, dmac, v4 ? ETH_P_IP : ETH_P_IPV6))
 		return record(XLB_HCNT_DROP_ENCAP, TC_ACT_SHOT);
@@ -246,7 +238,7 @@ int xlb_healthcheck(struct __sk_buff *skb)
 		return record(XLB_HCNT_DROP_NO_ROUTE, TC_ACT_SHOT);
 	if (read_inner(skb, &p))
 		return record(XLB_HCNT_DROP_MALFORMED, TC_ACT_SHOT);
-	p.gue = !!(p.target->flags & XLB_HC_F_GUE);
-	p.hash = bpf_get_hash_recalc(skb);
+	p.outer.gue = !!(p.target->flags & XLB_HC_F_GUE);
+	p.outer.hash = probe_hash(&p);
 	return encap_probe(skb, &p);
 }
