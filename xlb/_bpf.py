@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import AttachError, BpfError, MapKeyError, MapSizeError, NotFoundError, VerifierError
+from .xdp import XDP_ACTIONS
 
 try:
     from ._libbpf import ffi as ffi
@@ -37,7 +38,6 @@ log = logging.getLogger("xlb.libbpf")
 
 BytesLike = bytes | bytearray | memoryview
 
-XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 XdpMode = Literal["native", "generic"]
 
 # ------------------------------------------------------------ libbpf logging

@@ -20,6 +20,7 @@ from typing import Any
 
 from .lab import FIXED_SPORT_BASE, HeldConnection, Lab, Replies, leftovers
 from .model import Vip
+from .xdp import ACTION_COUNTERS
 
 PROBE_FLOWS = 400
 
@@ -167,10 +168,7 @@ class Demo:
         return {
             "client_tx": client_tx,
             "client_rx": client_rx,
-            "lb_seen": sum(
-                counters[a]
-                for a in ("xdp_aborted", "xdp_drop", "xdp_pass", "xdp_tx", "xdp_redirect")
-            ),
+            "lb_seen": sum(counters[action] for action in ACTION_COUNTERS.values()),
             "lb_tx": counters["xdp_tx"],
             "decap": sum(c["ipip"] + c["ip6ip6"] + c["4in6"] + c["gue"] for c in decap.values()),
             "reals_tx": sum(r.link_stats()[1] for r in lab.reals),

@@ -39,6 +39,7 @@ from .balancer import Balancer, UpdateEvent, counter_names
 from .config import DEFAULT_METRICS_ADDRESS, parse_listen_address
 from .errors import ConfigError, XlbError
 from .model import Vip
+from .xdp import ACTION_COUNTERS
 
 log = logging.getLogger("xlb.metrics")
 
@@ -196,7 +197,7 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         labels=["reason"],
     )
     conn: list[Metric] = []
-    action_names = {"xdp_aborted", "xdp_drop", "xdp_pass", "xdp_tx", "xdp_redirect"}
+    action_names = set(ACTION_COUNTERS.values())
     for name in counter_names().values():
         value = counters.get(name, 0)
         if name in action_names:
