@@ -35,7 +35,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _abi, maglev
+from . import _abi, _limits, maglev
 from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ifindex, lib
 from .errors import (
     BpfError,
@@ -46,6 +46,9 @@ from .errors import (
 )
 from .flowhash import flow_hash
 from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
+from .ids import MAX_VIPS as MAX_VIPS
+from .ids import RealIds, free_vip_id
 from .model import (
     IPPROTO,
     AddressLike,
@@ -74,10 +77,8 @@ BALANCER_OBJECT = OBJECT_DIR / "xlb.bpf.o"
 PROGRAM_NAME = "xlb_balancer"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/xlb")
 LINK_PIN_NAME = "link"
-MAX_VIPS = int(lib.XLB_LIMIT_MAX_VIPS)
-MAX_REALS = int(lib.XLB_LIMIT_MAX_REALS)
-RING_SIZE_DEFAULT = int(lib.XLB_RING_SIZE_DEFAULT)
-RING_SIZE_MAX = int(lib.XLB_RING_SIZE_MAX)
+RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
+RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +214,9 @@ class Balancer:
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
         try:
-            self._read_reals()
+            self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
-            self._mark_members_active()
+            self._real_ids = self._adopt_real_ids()
             self._init_vip_filter()
             self._adopt_config(config)
             if interface is not None:
@@ -323,25 +324,19 @@ class Balancer:
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
         return vips
 
-    def _read_reals(self) -> None:
+    def _read_reals(self) -> npt.NDArray[np.uint8]:
         """Mirror the `reals` map (we are its only writer): the mirror gives a
         failed change its undo, and adoption its members, without more reads."""
         _, values, count = self._map["reals"].lookup_batch(chunk=8192)
         size = self._map["reals"].value_size
-        self._reals_raw = np.frombuffer(values, dtype=np.uint8).reshape(count, size).copy()
-        self._real_gen = _abi.real_field(self._reals_raw, "gen", np.uint32)
+        return np.frombuffer(values, dtype=np.uint8).reshape(count, size).copy()
 
-    def _mark_members_active(self) -> None:
-        self._real_active = np.zeros(len(self._reals_raw), dtype=bool)
-        for state in self._vips.values():
-            for m in state.members.values():
-                self._real_active[m.real_id] = True
-        # Grace ticket after which a retired id may be handed out again; ids
-        # an earlier process retired wait for one grace period from now.
-        self._real_reusable_after = np.zeros(len(self._reals_raw), dtype=np.int64)
-        retired = ~self._real_active & (self._real_gen != 0)
-        if retired.any():
-            self._real_reusable_after[retired] = self._slots.grace.ticket()
+    def _adopt_real_ids(self) -> RealIds:
+        """The real ids the adopted VIPs hold are in use; the others are
+        free, retired ones after a grace period."""
+        gens = _abi.real_field(self._reals_raw, "gen", np.uint32)
+        in_use = (m.real_id for s in self._vips.values() for m in s.members.values())
+        return RealIds(gens, in_use, self._slots.grace)
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
@@ -410,7 +405,7 @@ class Balancer:
         _check_ring_size(ring_size)
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
-        vip_id = self._free_vip_id()
+        vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
         zero_stats(self._map["vip_stats"], vip_id)
         self._count_vip_address(vip, +1)
         self._mark_vip_filter(vip, flags, +1)
@@ -516,13 +511,6 @@ class Balancer:
     def _state(self, vip: VipLike) -> _VipState:
         return self._lookup(vip)[1]
 
-    def _free_vip_id(self) -> int:
-        used = {s.vip_id for s in self._vips.values()}
-        for vip_id in range(MAX_VIPS):
-            if vip_id not in used:
-                return vip_id
-        raise CapacityError(f"all {MAX_VIPS} VIP slots are in use")
-
     # -------------------------------------------------------------- reals
 
     def reals(self, vip: VipLike) -> list[Real]:
@@ -602,25 +590,10 @@ class Balancer:
                 new.append(real)
             else:
                 members[real.address] = _Member(real, old.real_id, old.gen)
-        free = self._free_real_ids(len(new))
-        gens = (self._real_gen[free].astype(np.int64) % 0xFFFFFFFF + 1).tolist()  # never 0
-        added = [_Member(r, i, g) for r, i, g in zip(new, free, gens, strict=True)]
+        reserved = self._real_ids.reserve(len(new))
+        added = [_Member(r, i, g) for r, (i, g) in zip(new, reserved, strict=True)]
         members.update((m.real.address, m) for m in added)
         return members, added
-
-    def _free_real_ids(self, count: int) -> list[int]:
-        """Ids never handed out first (their stats are known zeros), then
-        retired ones, earliest retired first, once their grace has passed."""
-        free = ~self._real_active
-        fresh = np.flatnonzero(free & (self._real_gen == 0))
-        retired = np.flatnonzero(free & (self._real_gen != 0))
-        if len(fresh) + len(retired) < count:
-            raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
-        reused = retired[np.argsort(self._real_reusable_after[retired], kind="stable")]
-        reused = reused[: max(0, count - len(fresh))]
-        if len(reused):
-            self._slots.grace.wait(int(self._real_reusable_after[reused].max()))
-        return [int(i) for i in np.concatenate([fresh[:count], reused])]
 
     def _build_ring(
         self, size: int, members: dict[IPAddress, _Member]
@@ -650,7 +623,7 @@ class Balancer:
             if m.real_id in added_ids or m.real != state.members[m.real.address].real
         ]
         # Stats of an id never handed out are zeros already: reset reused ones only.
-        reused = sorted(i for i in added_ids if self._real_gen[i] != 0)
+        reused = self._real_ids.handed_out_before(added_ids)
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
         try:
@@ -663,8 +636,7 @@ class Balancer:
             raise
         if ring is not None or state.ring is not None:
             self.ring_swaps += 1
-        for m in added:
-            self._real_gen[m.real_id], self._real_active[m.real_id] = m.gen, True
+        self._real_ids.take((m.real_id, m.gen) for m in added)
         return slot
 
     def _write_reals(
@@ -697,7 +669,7 @@ class Balancer:
         id is handed out again only after a grace period (_start_grace)."""
         ids = [m.real_id for m in members]
         self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids]))
-        self._real_active[ids] = False
+        self._real_ids.retire(ids)
         return ids
 
     def _start_grace(self, retired_ids: list[int]) -> int:
@@ -705,7 +677,7 @@ class Balancer:
         its flip and its retirements so that it covers both: the ring slot
         that was live and the retired ids are reused once it has passed."""
         ticket = self._slots.grace.ticket()
-        self._real_reusable_after[retired_ids] = ticket
+        self._real_ids.reusable_after(retired_ids, ticket)
         return ticket
 
     # ------------------------------------------------------------ packets

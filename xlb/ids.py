@@ -1,0 +1,102 @@
+"""Ids of VIPs and reals: which are free, and when a real id may be reused.
+
+A VIP id indexes the VIP's counters and ring slots; a real id indexes the
+`reals` map and the real's counters. Every handing-out of a real id comes
+with a new generation (never 0: 0 marks an id never handed out), which the
+connection table records, so an entry made for an id's earlier owner is a
+miss.
+
+A retired real id is handed out again only once the grace ticket issued
+after its retirement has passed: a packet that read the old ring just
+before a flip may still pick the id, and must not reach its next owner
+(the order of a change is in xlb/balancer.py). Ids never handed out go
+first: their counters are known zeros and nothing waits on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _limits
+from .errors import CapacityError
+from .rings import GraceSource
+
+MAX_VIPS = _limits.XLB_LIMIT_MAX_VIPS
+MAX_REALS = _limits.XLB_LIMIT_MAX_REALS
+_GEN_WRAP = 0xFFFFFFFF  # generations are u32 and skip 0
+
+
+def free_vip_id(used: Collection[int]) -> int:
+    """The lowest VIP id not in `used`."""
+    for vip_id in range(MAX_VIPS):
+        if vip_id not in used:
+            return vip_id
+    raise CapacityError(f"all {MAX_VIPS} VIP slots are in use")
+
+
+class RealIds:
+    """Which real ids are in use, their generations, and when each retired
+    one may be handed out again (a grace ticket of `grace`)."""
+
+    def __init__(
+        self, gens: npt.NDArray[np.uint32], in_use: Iterable[int], grace: GraceSource
+    ) -> None:
+        """`gens`: every id's generation as the `reals` map holds it;
+        `in_use`: the ids the adopted VIPs' reals hold. Ids an earlier
+        process retired wait for one grace period from now."""
+        self._grace = grace
+        self._gen = gens
+        self._in_use = np.zeros(len(gens), dtype=bool)
+        for real_id in in_use:
+            self._in_use[real_id] = True
+        # Grace ticket after which a retired id may be handed out again.
+        self._reusable_after = np.zeros(len(gens), dtype=np.int64)
+        retired = ~self._in_use & (self._gen != 0)
+        if retired.any():
+            self._reusable_after[retired] = grace.ticket()
+
+    def reserve(self, count: int) -> list[tuple[int, int]]:
+        """(id, next generation) for `count` new reals; the ids stay free
+        until `take`. Waits for the grace of any retired id it picks."""
+        ids = self._free(count)
+        gens = (self._gen[ids].astype(np.int64) % _GEN_WRAP + 1).tolist()  # never 0
+        return list(zip(ids, gens, strict=True))
+
+    def handed_out_before(self, ids: Iterable[int]) -> list[int]:
+        """Those of `ids` that had an owner before (their counters may not
+        be zeros), sorted."""
+        return sorted(i for i in ids if self._gen[i] != 0)
+
+    def take(self, reserved: Iterable[tuple[int, int]]) -> None:
+        """Mark reserved ids in use with their new generations (once the
+        change that uses them can no longer fail)."""
+        for real_id, gen in reserved:
+            self._gen[real_id], self._in_use[real_id] = gen, True
+
+    def retire(self, ids: list[int]) -> None:
+        """Mark ids out of use; they wait for `reusable_after`'s ticket."""
+        self._in_use[ids] = False
+
+    def reusable_after(self, ids: list[int], ticket: int) -> None:
+        """Retired `ids` may be handed out again once `ticket` has passed."""
+        self._reusable_after[ids] = ticket
+
+    def _free(self, count: int) -> list[int]:
+        """Ids never handed out first (their stats are known zeros), then
+        retired ones, earliest retired first, once their grace has passed."""
+        free = ~self._in_use
+        fresh = np.flatnonzero(free & (self._gen == 0))
+        retired = np.flatnonzero(free & (self._gen != 0))
+        if len(fresh) + len(retired) < count:
+            raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
+        reused = retired[np.argsort(self._reusable_after[retired], kind="stable")]
+        reused = reused[: max(0, count - len(fresh))]
+        if len(reused):
+            self._grace.wait(int(self._reusable_after[reused].max()))
+        return [int(i) for i in np.concatenate([fresh[:count], reused])]
+
+
+__all__ = ["MAX_REALS", "MAX_VIPS", "RealIds", "free_vip_id"]
