@@ -795,12 +795,15 @@ def _check_flags(flags: Any) -> VipFlags:
 
 
 def _check_ring_size(size: Any) -> None:
+    """add_vip's ring size: an int (the API's own check), then the rules
+    of maglev.check_ring_size (their one home), told in the API's words."""
     if isinstance(size, bool) or not isinstance(size, int):
         raise ConfigError(f"invalid ring size {size!r}: must be a prime number")
-    if size > RING_SIZE_MAX:  # before the primality test, which a huge size makes slow
-        raise ConfigError(f"invalid ring size {size}: at most {RING_SIZE_MAX}")
-    if not maglev.is_prime(size):
-        raise ConfigError(f"invalid ring size {size!r}: must be a prime number")
+    try:
+        maglev.check_ring_size(size)
+    except ConfigError:
+        rule = f"at most {RING_SIZE_MAX}" if size > RING_SIZE_MAX else "must be a prime number"
+        raise ConfigError(f"invalid ring size {size!r}: {rule}") from None
 
 
 def _real_address(value: RealLike) -> IPAddress:
