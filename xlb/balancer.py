@@ -66,7 +66,15 @@ from .model import (
     to_real,
     to_vip,
 )
-from .rings import NO_RING, GraceSource, RingSlots, VipRings
+from .rings import (
+    NO_RING,
+    GraceSource,
+    RingSlots,
+    VipRings,
+    build_ring,
+    ring_addresses,
+    ring_fractions,
+)
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
 from .testrun import RunResult, run_packet
 
@@ -563,7 +571,7 @@ class Balancer:
         if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
         members, added = self._plan_members(state, wanted)
-        ring = self._build_ring(state.ring_size, members)
+        ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
         slot = self._apply(vip, state, members, added, ring)
         ticket = self._start_grace(self._retire(removed))
@@ -594,17 +602,6 @@ class Balancer:
         added = [_Member(r, i, g) for r, (i, g) in zip(new, reserved, strict=True)]
         members.update((m.real.address, m) for m in added)
         return members, added
-
-    def _build_ring(
-        self, size: int, members: dict[IPAddress, _Member]
-    ) -> npt.NDArray[np.uint32] | None:
-        ordered = list(members.values())
-        weights = [m.real.weight for m in ordered]
-        if not ordered or not any(weights):
-            return None
-        table = maglev.build_table([m.real.address for m in ordered], size=size, weights=weights)
-        ids = np.array([m.real_id for m in ordered], dtype=np.uint32)
-        return ids[table]
 
     def _apply(
         self,
@@ -730,19 +727,14 @@ class Balancer:
     def ring(self, vip: VipLike) -> list[IPAddress | None]:
         """The VIP's ring as addresses per slot (for inspection and tests)."""
         state = self._state(vip)
-        if state.ring is None:
-            return [None] * state.ring_size
-        by_id = {m.real_id: m.real.address for m in state.members.values()}
-        return [by_id.get(int(i)) for i in state.ring]
+        owners = {m.real_id: m.real.address for m in state.members.values()}
+        return ring_addresses(state.ring, state.ring_size, owners)
 
     def ring_shares(self, vip: VipLike) -> dict[IPAddress, float]:
         """Fraction of ring slots each real owns."""
         state = self._state(vip)
-        if state.ring is None:
-            return {addr: 0.0 for addr in state.members}
-        ids, counts = np.unique(state.ring, return_counts=True)
-        share = dict(zip(ids.tolist(), (counts / state.ring_size).tolist(), strict=True))
-        return {addr: share.get(m.real_id, 0.0) for addr, m in state.members.items()}
+        ids = {addr: m.real_id for addr, m in state.members.items()}
+        return ring_fractions(state.ring, state.ring_size, ids)
 
     # ------------------------------------------------------------ counters
 

@@ -21,22 +21,56 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _abi
+from . import _abi, _limits, maglev
 from ._bpf import Map, lib
 from .errors import BpfError, XlbError
+from .model import IPAddress, Real
 
 log = logging.getLogger("xlb.rings")
 
-RINGS_PER_VIP = int(lib.XLB_RINGS_PER_VIP)
-NO_RING = int(lib.XLB_RING_SLOT_NONE)
+RINGS_PER_VIP = _limits.XLB_RINGS_PER_VIP
+NO_RING = _limits.XLB_RING_SLOT_NONE
 RING_MAP_FLAGS = lib.BPF_F_INNER_MAP | lib.BPF_F_MMAPABLE
 GRACE_TIMEOUT_S = 10.0  # a grace period takes milliseconds; this is "the kernel is stuck"
+
+
+def build_ring(size: int, reals: Mapping[int, Real]) -> npt.NDArray[np.uint32] | None:
+    """The Maglev ring of `reals` (by real id) as a real id per slot; None
+    if no real has weight: the VIP has no ring and drops its packets."""
+    weights = [real.weight for real in reals.values()]
+    if not reals or not any(weights):
+        return None
+    addresses = [real.address for real in reals.values()]
+    table = maglev.build_table(addresses, size=size, weights=weights)
+    return np.array(list(reals), dtype=np.uint32)[table]
+
+
+def ring_addresses(
+    ring: npt.NDArray[np.uint32] | None, size: int, owners: Mapping[int, IPAddress]
+) -> list[IPAddress | None]:
+    """A ring as the address of each slot's real (None: no ring, or an id
+    no real in `owners` holds)."""
+    if ring is None:
+        return [None] * size
+    return [owners.get(int(i)) for i in ring]
+
+
+def ring_fractions(
+    ring: npt.NDArray[np.uint32] | None, size: int, ids: Mapping[IPAddress, int]
+) -> dict[IPAddress, float]:
+    """Fraction of the ring's slots each real (address -> real id) owns."""
+    if ring is None:
+        return {addr: 0.0 for addr in ids}
+    owned, counts = np.unique(ring, return_counts=True)
+    share = dict(zip(owned.tolist(), (counts / size).tolist(), strict=True))
+    return {addr: share.get(real_id, 0.0) for addr, real_id in ids.items()}
 
 
 def ring_pairs(ring_size: int) -> int:
