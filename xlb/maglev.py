@@ -190,7 +190,10 @@ def check_ring_size(size: int, reals: int = 0) -> None:
     Whether `size` is an int at all is the caller's check: each API reports
     a wrong type its own way."""
     if size > MAX_SIZE:  # first: is_prime is exact only below 3.3e24
-        raise ConfigError(f"ring size {size} is larger than the maximum {MAX_SIZE}")
+        raise ConfigError(
+            f"ring size {size} is larger than the maximum {MAX_SIZE}: "
+            f"a ring holds at most {MAX_SIZE} slots"
+        )
     if not is_prime(size):
         raise ConfigError(f"ring size {size} is not a prime")
     if reals > size:
