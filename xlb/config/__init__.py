@@ -23,6 +23,7 @@ The schema is documented in docs/config.md.
 """
 
 from ..model import MAX_WEIGHT  # the file's weight limit is the model's
+from ..pins import DEFAULT_PIN_ROOT  # where pin_dir defaults to
 from .reader import (
     INTERFACE_RE,
     ConfigFileError,
@@ -55,7 +56,6 @@ from .schema import (
     CHECK_TYPES,
     DEFAULT_LOCK_DIR,
     DEFAULT_METRICS_ADDRESS,
-    DEFAULT_PIN_ROOT,
     DEFAULT_PROBE_RULE_PRIORITY,
     DEFAULT_PROBE_TABLE,
     ENCAPSULATIONS,

@@ -18,6 +18,7 @@ from typing import Literal
 
 from .. import _limits
 from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+from ..pins import DEFAULT_PIN_ROOT
 
 XdpMode = Literal["native", "generic"]
 Encapsulation = Literal["ipip", "gue"]
@@ -33,7 +34,6 @@ CHECK_TYPES: tuple[CheckType, ...] = ("tcp", "http", "https", "udp", "command")
 
 RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
 RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
-DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/xlb")
 DEFAULT_LOCK_DIR = Path("/run/xlb")
 # Policy-routing table and rule priority of the health-check probe path
 # (see xlb/health.py): arbitrary, but fixed so a restart finds its own.

@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..model import VipFlags
+from ..pins import DEFAULT_PIN_ROOT
 from .schema import (
-    DEFAULT_PIN_ROOT,
     Check,
     CheckTiming,
     Config,
