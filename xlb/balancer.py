@@ -25,7 +25,6 @@ import contextlib
 import functools
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ import numpy.typing as npt
 from . import _abi, _limits, maglev
 from ._bpf import BpfObject, Map, Program, XdpLink, XdpMode, ifindex, lib
 from .errors import (
-    BpfError,
     CapacityError,
     ConfigError,
     ExistsError,
@@ -77,6 +75,7 @@ from .rings import (
 )
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
 from .testrun import RunResult, run_packet
+from .vipaddrs import VipFilter, count_vip_address
 
 log = logging.getLogger("xlb.balancer")
 
@@ -225,7 +224,9 @@ class Balancer:
             self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
             self._real_ids = self._adopt_real_ids()
-            self._init_vip_filter()
+            self._vip_filter = VipFilter(
+                self._map["vip_filter"], ((vip, s.flags) for vip, s in self._vips.items())
+            )
             self._adopt_config(config)
             if interface is not None:
                 self._attach(interface, mode)
@@ -299,6 +300,7 @@ class Balancer:
         self._prog = new.program(PROGRAM_NAME)
         self._map = new.maps
         self._slots.outer = new.maps["rings"]
+        self._vip_filter.map = new.maps["vip_filter"]
         old.close()
 
     def add_observer(self, observer: UpdateObserver) -> None:
@@ -323,7 +325,7 @@ class Balancer:
             state.rings, state.ring = self._slots.adopt(vip_id, ring_slot, ring_size)
             vips[_abi.parse_vip_key(key)] = state
         by_id = {s.vip_id: s for s in vips.values()}
-        active = _abi.real_field(self._reals_raw, "flags", np.uint8) & lib.XLB_REAL_F_ACTIVE
+        active = _abi.real_field(self._reals_raw, "flags", np.uint8) & _limits.XLB_REAL_F_ACTIVE
         for real_id in np.flatnonzero(active).tolist():
             entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
@@ -415,8 +417,8 @@ class Balancer:
             raise ExistsError(f"VIP {vip} already exists")
         vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
         zero_stats(self._map["vip_stats"], vip_id)
-        self._count_vip_address(vip, +1)
-        self._mark_vip_filter(vip, flags, +1)
+        count_vip_address(self._map["vip_addrs"], vip, +1)
+        self._vip_filter.mark(vip, flags, +1)
         try:
             if vip.port == 0:
                 self._sync_any_port_flag(adding_any_port=True)
@@ -424,8 +426,8 @@ class Balancer:
                 _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size, NO_RING), lib.BPF_NOEXIST
             )
         except BaseException:
-            self._count_vip_address(vip, -1)
-            self._mark_vip_filter(vip, flags, -1)
+            count_vip_address(self._map["vip_addrs"], vip, -1)
+            self._vip_filter.mark(vip, flags, -1)
             self._sync_any_port_flag()
             raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
@@ -436,16 +438,16 @@ class Balancer:
         carry for the data plane's fast path (one batch)."""
         vip, state = self._lookup(vip)
         flags = _check_flags(flags)
-        self._mark_vip_filter(vip, flags, +1)
+        self._vip_filter.mark(vip, flags, +1)
         members = list(state.members.values())
         reals_undo = self._write_reals(members, state.vip_id, active=True, vip_flags=flags)
         try:
             self._write_vip_meta(vip, state, flags, state.rings.live)
         except BaseException:
             self._put_reals(*reals_undo)
-            self._mark_vip_filter(vip, flags, -1)
+            self._vip_filter.mark(vip, flags, -1)
             raise
-        self._mark_vip_filter(vip, state.flags, -1)
+        self._vip_filter.mark(vip, state.flags, -1)
         state.flags = flags
 
     @_observed
@@ -453,60 +455,16 @@ class Balancer:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         vip, state = self._lookup(vip)
         self._map["vips"].delete(_abi.vip_key(vip))
-        self._mark_vip_filter(vip, state.flags, -1)
+        self._vip_filter.mark(vip, state.flags, -1)
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
-        self._count_vip_address(vip, -1)
+        count_vip_address(self._map["vip_addrs"], vip, -1)
         del self._vips[vip]
         self._sync_any_port_flag()
 
     def _write_vip_meta(self, vip: Vip, state: _VipState, flags: VipFlags, ring_slot: int) -> None:
         meta = _abi.vip_meta(state.vip_id, flags, state.ring_size, ring_slot)
         self._map["vips"].update(_abi.vip_key(vip), meta)
-
-    # `vip_filter`: a bit per address hash, set while a VIP that uses the
-    # connection table may have that address (xlb_abi.h). Reference counts
-    # per bit; a bit is set before such a VIP exists and cleared after the
-    # last one went, though a wrong bit would only cost speed.
-
-    def _init_vip_filter(self) -> None:
-        self._filter_refs = np.zeros(1 << int(lib.XLB_VIP_FILTER_BITS_LOG2), dtype=np.int64)
-        for vip, state in self._vips.items():
-            if VipFlags.NO_CONN_TABLE not in state.flags:
-                self._filter_refs[_abi.vip_filter_bit(vip.address)] += 1
-        bits = np.packbits(self._filter_refs > 0, bitorder="little")
-        words = bits.view(np.uint64).copy()  # bit i of word w is filter bit 64 * w + i
-        _, raw, count = self._map["vip_filter"].lookup_batch()
-        stale = np.flatnonzero(np.frombuffer(raw, dtype=np.uint64, count=count) != words)
-        if stale.size:  # a fresh data plane, or one an older process left: write the difference
-            keys = stale.astype(np.uint32).tobytes()
-            self._map["vip_filter"].update_batch(keys, words[stale].tobytes(), stale.size)
-        self._filter_words = words
-
-    def _mark_vip_filter(self, vip: Vip, flags: VipFlags, delta: int) -> None:
-        """Count a VIP with `flags` in (+1) or out (-1) of its address's bit."""
-        if VipFlags.NO_CONN_TABLE in flags:
-            return
-        bit = _abi.vip_filter_bit(vip.address)
-        self._filter_refs[bit] += delta
-        word, mask = bit // 64, 1 << (bit % 64)
-        old = int(self._filter_words[word])
-        new = old | mask if self._filter_refs[bit] > 0 else old & ~mask
-        if new != old:
-            self._map["vip_filter"].update(_abi.u32(word), new.to_bytes(8, sys.byteorder))
-            self._filter_words[word] = new
-
-    def _count_vip_address(self, vip: Vip, delta: int) -> None:
-        """Keep `vip_addrs` (address -> number of VIPs on it): it makes the
-        data plane answer pings to every VIP address."""
-        key = _abi.vip_address_key(vip.address)
-        addrs = self._map["vip_addrs"]
-        count = (_abi.read_u32(addrs.lookup(key) or _abi.u32(0))) + delta
-        if count > 0:
-            addrs.update(key, _abi.u32(count))
-        else:
-            with contextlib.suppress(BpfError):
-                addrs.delete(key)
 
     def _lookup(self, vip: VipLike) -> tuple[Vip, _VipState]:
         """The VIP a caller named (a Vip or its text) and its state."""
@@ -778,7 +736,7 @@ class Balancer:
 
 
 def _check_flags(flags: Any) -> VipFlags:
-    if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~int(lib.XLB_VIP_F_ALL):
+    if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~_limits.XLB_VIP_F_ALL:
         raise ConfigError(f"invalid VIP flags {flags!r}")
     checked = VipFlags(flags)
     if VipFlags.NO_SPORT in checked and VipFlags.DPORT_ONLY in checked:
