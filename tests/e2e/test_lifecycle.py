@@ -36,8 +36,11 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 # A lab in a process of its own that waits to be signalled or killed.
 LAB_PROCESS = """
-import sys, time
+import signal, sys, time
 from xlb.lab import Lab
+# A shell's background job inherits SIGINT ignored, and Python then leaves
+# it so: give this process the usual Ctrl-C, as a terminal would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with Lab(reals=2) as lab:
     lab.add_default_services()
     print(lab.name, flush=True)
