@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import host
+from ..config.schema import DEFAULT_LOCK_DIR
 from ..errors import XlbError
 from ..pins import DEFAULT_PIN_ROOT, PIN_MARKER, pinned_interfaces
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from ..balancer import Balancer
 
 PROG = "xlb"
-DEFAULT_LOCK_DIR = Path("/run/xlb")
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
