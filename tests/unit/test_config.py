@@ -599,3 +599,14 @@ def test_a_udp_ttl_beyond_the_data_plane_clock_is_a_located_error() -> None:
     with pytest.raises(ConfigFileError) as exc:
         cfg.loads(text)
     assert "balancer.udp_ttl" in str(exc.value)
+
+
+def test_a_ring_smaller_than_its_serving_reals_is_a_located_error() -> None:
+    reals = "".join(f'[[vip.reals]]\naddress = "10.0.0.{i}"\n' for i in range(1, 6))
+    text = (
+        '[balancer]\ngateway_mac = "02:00:00:00:00:01"\n'
+        f'[[vip]]\naddress = "10.100.0.1"\nport = 80\nring_size = 3\n{reals}'
+    )
+    with pytest.raises(ConfigFileError) as exc:
+        cfg.loads(text)
+    assert "vip[0].ring_size" in str(exc.value) and "smaller than the 5" in str(exc.value)

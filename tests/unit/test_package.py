@@ -97,3 +97,10 @@ def test_apply_dry_run_with_no_data_plane_needs_no_binding(tmp_path: Path) -> No
     assert "+ add vip 192.0.2.10:443/tcp" in result.stdout, result.stdout
     assert "set reals 192.0.2.10:443/tcp 10.0.0.1*1" in result.stdout
     assert "for a new data plane" in result.stdout
+
+
+def test_reading_a_config_loads_no_numpy() -> None:
+    """Maglev imports numpy only to build a table: a service that reads and
+    checks its configuration does not pay for it."""
+    code = f"import xlb.config\nxlb.config.loads({CONFIG!r})"
+    assert "numpy" not in modules_after(code)
