@@ -21,15 +21,12 @@ written.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import shutil
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +39,7 @@ from .errors import (
     ExistsError,
     NotFoundError,
 )
+from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash
 from .flows import check_sample_limit, clear_conn_tables, sample_flows
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
@@ -88,73 +86,6 @@ RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
 RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateEvent:
-    """One finished change of the data plane, handed to observers (metrics, logs).
-
-    op: the Balancer method called (add_vip, set_reals, configure, ...);
-    vip: the VIP it changed (None for configure); seconds: how long the
-    change took, validation and map writes included; ok: False if it raised
-    (the data plane was left as it was); ring_swaps: rings switched (0 when
-    only flags, or nothing the ring depends on, changed).
-    """
-
-    op: str
-    vip: Vip | None
-    seconds: float
-    ok: bool
-    ring_swaps: int
-
-
-UpdateObserver = Callable[[UpdateEvent], None]
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _observed(
-    method: Callable[Concatenate[Balancer, _P], _R],
-) -> Callable[Concatenate[Balancer, _P], _R]:
-    """Time a public change and tell the observers; nested calls (add_real ->
-    set_reals) are one event, named after the outermost method."""
-
-    def wrapper(self: Balancer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if self._observe_depth or not self._observers:
-            return method(self, *args, **kwargs)
-        vip = _named_vip(args[0] if args else kwargs.get("vip"))
-        swaps_before, started, ok = self.ring_swaps, time.perf_counter(), False
-        self._observe_depth += 1
-        try:
-            result = method(self, *args, **kwargs)
-            ok = True
-            return result
-        finally:
-            self._observe_depth -= 1
-            event = UpdateEvent(
-                method.__name__,
-                vip,
-                time.perf_counter() - started,
-                ok,
-                self.ring_swaps - swaps_before,
-            )
-            for observer in list(self._observers):
-                try:
-                    observer(event)
-                except Exception:  # an observer must never break a change
-                    log.exception("update observer %r failed", observer)
-
-    functools.update_wrapper(wrapper, method)
-    return wrapper
-
-
-def _named_vip(value: object) -> Vip | None:
-    """The VIP a change names, for its UpdateEvent (None: it names none or
-    names it wrongly, which the change itself reports)."""
-    if isinstance(value, Vip | str):
-        with contextlib.suppress(ConfigError):
-            return to_vip(value)
-    return None
-
-
 @dataclass(slots=True)
 class _Member:
     real: Real
@@ -198,8 +129,7 @@ class Balancer:
         source of grace tickets (xlb/rings.py): for tests that must decide
         when a retired ring slot or real id becomes reusable. The Balancer
         closes it."""
-        self._observers: list[UpdateObserver] = []
-        self._observe_depth = 0
+        self._observers = Observers()
         #: Rings switched by this handle (every set_reals that changed a ring).
         self.ring_swaps = 0
         if mode not in ("native", "generic"):
@@ -305,14 +235,11 @@ class Balancer:
 
     def add_observer(self, observer: UpdateObserver) -> None:
         """Call `observer(UpdateEvent)` after every change made through this handle."""
-        if not callable(observer):
-            raise TypeError(f"an observer must be callable, got {observer!r}")
-        self._observers.append(observer)
+        self._observers.add(observer)
 
     def remove_observer(self, observer: UpdateObserver) -> None:
         """Stop calling an observer added with add_observer (no error if absent)."""
-        with contextlib.suppress(ValueError):
-            self._observers.remove(observer)
+        self._observers.remove(observer)
 
     # ---------------------------------------------------------- adoption
 
@@ -365,7 +292,7 @@ class Balancer:
         """The data-plane settings in force (the `config` map)."""
         return self._config
 
-    @_observed
+    @observed
     def configure(self, config: BalancerConfig) -> None:
         """Replace the global data-plane settings (one map update)."""
         if not isinstance(config, BalancerConfig):
@@ -405,7 +332,7 @@ class Balancer:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
-    @_observed
+    @observed
     def add_vip(
         self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
     ) -> None:
@@ -432,7 +359,7 @@ class Balancer:
             raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
 
-    @_observed
+    @observed
     def set_vip_flags(self, vip: VipLike, flags: VipFlags) -> None:
         """Change a VIP's flags in place: its entry, and the copy its reals
         carry for the data plane's fast path (one batch)."""
@@ -450,7 +377,7 @@ class Balancer:
         self._vip_filter.mark(vip, state.flags, -1)
         state.flags = flags
 
-    @_observed
+    @observed
     def remove_vip(self, vip: VipLike) -> None:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         vip, state = self._lookup(vip)
@@ -484,7 +411,7 @@ class Balancer:
         members = self._state(vip).members.values()
         return sorted((m.real for m in members), key=lambda r: _address_sort_key(r.address))
 
-    @_observed
+    @observed
     def add_real(self, vip: VipLike, real: RealLike) -> None:
         """Add one real to a VIP (an address: a real of weight 1, no MAC)."""
         vip, state = self._lookup(vip)
@@ -493,7 +420,7 @@ class Balancer:
             raise ExistsError(f"real {real.address} is already in VIP {vip}")
         self.set_reals(vip, [*(m.real for m in state.members.values()), real])
 
-    @_observed
+    @observed
     def remove_real(self, vip: VipLike, address: RealLike) -> None:
         """Remove a real (named by its address or a Real): its flows re-select
         among the others."""
@@ -503,7 +430,7 @@ class Balancer:
             raise NotFoundError(f"real {addr} is not in VIP {vip}")
         self.set_reals(vip, [m.real for m in state.members.values() if m.real.address != addr])
 
-    @_observed
+    @observed
     def set_weight(self, vip: VipLike, address: RealLike, weight: int) -> None:
         """Change one real's weight (0 drains it); the real is named by its
         address or a Real."""
@@ -515,7 +442,7 @@ class Balancer:
         reals = [m.real for m in state.members.values()]
         self.set_reals(vip, [r.with_weight(weight) if r.address == addr else r for r in reals])
 
-    @_observed
+    @observed
     def set_reals(self, vip: VipLike, reals: Iterable[RealLike]) -> None:
         """Replace the VIP's reals in one transaction (see the module docstring).
         An address in `reals` is a real of weight 1 with no MAC."""
