@@ -12,6 +12,13 @@ A retired real id is handed out again only after an RCU grace period, so a
 packet that read the old ring just before the flip can never reach the
 id's next owner.
 
+The Balancer keeps the VIP table and runs each change in that order; the
+parts it delegates live beside it: ids.py (free VIP ids, real ids and
+when a retired one may be reused), rings.py (Maglev rings, ring slots,
+grace periods), vipaddrs.py (vip_filter bits, vip_addrs counts),
+stats.py (counters), flows.py (the connection table), events.py (what
+observers hear of each change) and testrun.py (BPF_PROG_TEST_RUN).
+
 Wherever a method takes a VIP it also takes its text ("10.0.0.1:80/tcp",
 through Vip.parse); wherever it takes a real it also takes an address (a
 real of weight 1, no MAC). Wrong input raises ConfigError (or NotFoundError,
@@ -636,6 +643,8 @@ class Balancer:
     def counters(self) -> dict[str, int]:
         """Global counters by name: XDP actions, reasons, connection table."""
         return read_counters(self._map["counters"])
+
+    # ---------------------------------------------------- connection table
 
     def flows(self, limit: int = 1000) -> Iterator[tuple[Flow, IPAddress | None]]:
         """A sample of the connection table: (flow, real or None if stale),
