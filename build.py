@@ -324,7 +324,7 @@ def main() -> int:
     if opts.command == "test":
         return cmd_test(opts.args)
     if opts.command == "demo":
-        return venv_run(["-m", "xlb.demo", *opts.args])
+        return venv_run(["-m", "xlb.lab.demo", *opts.args])
     if opts.command == "bench":
         return venv_run(["-m", "bench", *opts.args])
     if opts.command == "lint":

@@ -160,4 +160,4 @@ def test_cleanup_after_a_crashed_lab() -> None:
                 cmdline = (pid_dir / "cmdline").read_bytes()
             except OSError:
                 continue
-            assert not (b"labserver" in cmdline and name.encode() in cmdline), cmdline
+            assert not (b"xlb/lab/server.py" in cmdline and name.encode() in cmdline), cmdline

@@ -1,6 +1,6 @@
 """The lab's real server: HTTP on TCP and a UDP echo that answer with a name.
 
-    python -m xlb.labserver --name real2 --tcp 80 --udp 5353 --control /run/xlb/lab/x/real2.sock
+    python xlb/lab/server.py --name real2 --tcp 80 --udp 5353 --control /run/xlb/lab/x/real2.sock
 
 Runs inside a real's network namespace (started by xlb.lab). It binds every
 address of the namespace (VIPs are on loopback) so whatever the balancer

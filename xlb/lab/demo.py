@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from statistics import mean
 from typing import Any
 
+from ..model import Vip
+from ..xdp import ACTION_COUNTERS
 from .lab import FIXED_SPORT_BASE, HeldConnection, Lab, Replies, leftovers
-from .model import Vip
-from .xdp import ACTION_COUNTERS
 
 PROBE_FLOWS = 400
 
@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m xlb.demo", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="python -m xlb.lab.demo", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument("--topology", choices=["routed", "bridged"], default="routed")
     parser.add_argument("--xdp-mode", choices=["native", "generic"], default="native")

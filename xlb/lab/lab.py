@@ -22,7 +22,7 @@ Topology (every link carries IPv4 and IPv6):
 Each balancer node (an `xlb.Balancer` in its namespace, pinned under its own
 directory; `lab.balancer` is the first node's) XDP_TXes encapsulated packets
 out of its only interface; each real strips them with `xlb.decap.Decap`, has
-the VIPs on loopback and runs `xlb.labserver`, and answers the client
+the VIPs on loopback and runs the lab server (`xlb/lab/server.py`), and answers the client
 directly (direct server return).
 
 Several balancer nodes (`Lab(balancers=N)`, routed only) are what operators
@@ -92,21 +92,25 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Literal, TypeVar
 
-from . import host, netns
-from ._bpf import BpfObject, XdpLink, XdpMode
-from .balancer import Balancer
-from .decap import Decap, DecapMode
-from .errors import ConfigError, XlbError
-from .model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+from .. import host, netns
+from .._bpf import BpfObject, XdpLink, XdpMode
+from ..balancer import Balancer
+from ..decap import Decap, DecapMode
+from ..errors import ConfigError, XlbError
+from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
 
 log = logging.getLogger("xlb.lab")
 
 LAB_PREFIX = "xlbl-"
 STATE_DIR = Path("/run/xlb/lab")
 PIN_ROOT = Path("/sys/fs/bpf/xlb-lab")
-PASS_OBJECT = Path(__file__).resolve().parent / "_bpf_objects" / "pass.bpf.o"
+PASS_OBJECT = Path(__file__).resolve().parents[1] / "_bpf_objects" / "pass.bpf.o"
 PASS_PROGRAM = "xlb_pass"
-LABSERVER = Path(__file__).resolve().parent / "labserver.py"
+#: The lab server, started by path in each real's namespace (standard library only).
+LABSERVER = Path(__file__).resolve().parent / "server.py"
+#: What a lab server's command line holds wherever xlb is installed: how
+#: `leftovers()` finds stray servers.
+LABSERVER_MARK = "/".join(LABSERVER.parts[-3:]).encode()  # b"xlb/lab/server.py"
 
 Topology = Literal["routed", "bridged"]
 TOPOLOGIES: tuple[Topology, ...] = ("routed", "bridged")
@@ -260,7 +264,7 @@ class Node:
 
 @dataclass
 class RealNode(Node):
-    """A real: VIPs on loopback, Decap on eth0, xlb.labserver running."""
+    """A real: VIPs on loopback, Decap on eth0, the lab server (xlb/lab/server.py) running."""
 
     decap: Decap | None = None
     server: subprocess.Popen[bytes] | None = None
@@ -1281,7 +1285,7 @@ class Lab:
     ) -> dict[int, str | None]:
         """sport -> the real (name) the ring gives a new flow from the client,
         on balancer `node` (default: the first running one)."""
-        from .model import Flow
+        from ..model import Flow
 
         lb = self._balancer_of(node)
         c = client or self.client
@@ -1614,7 +1618,7 @@ def leftovers() -> list[str]:
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
                 cmdline = (proc / "cmdline").read_bytes()
-                if b"labserver" in cmdline and b"--control" in cmdline:
+                if LABSERVER_MARK in cmdline and b"--control" in cmdline:
                     args = cmdline.decode(errors="replace").split("\0")
                     control = Path(args[args.index("--control") + 1])
                     found.append(f"process {proc.name} ({control.parent.name})")
