@@ -5,14 +5,10 @@ from .lab import (
     DEFAULT_VIP6,
     EPHEMERAL_PORTS,
     FIXED_SPORT_BASE,
-    LAB_PREFIX,
-    LABSERVER,
     PASS_OBJECT,
     PASS_PROGRAM,
-    PIN_ROOT,
     REQUEST_CLOSE,
     REQUEST_KEEP,
-    STATE_DIR,
     TOPOLOGIES,
     BalancerNode,
     ClientNode,
@@ -27,11 +23,9 @@ from .lab import (
     Topology,
     Traffic,
     TrafficReport,
-    cleanup_all,
-    leftovers,
     main,
-    running_labs,
 )
+from .state import LAB_PREFIX, LABSERVER, PIN_ROOT, STATE_DIR, cleanup_all, leftovers, running_labs
 
 __all__ = [
     "DEFAULT_VIP4",

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..model import Vip
 from ..xdp import ACTION_COUNTERS
-from .lab import FIXED_SPORT_BASE, HeldConnection, Lab, Replies, leftovers
+from . import FIXED_SPORT_BASE, HeldConnection, Lab, Replies, leftovers
 
 PROBE_FLOWS = 400
 
