@@ -1,5 +1,24 @@
-"""The network-namespace lab (the Lab itself and its topology: xlb/lab/lab.py)."""
+"""The network-namespace lab: clients, a balancer and reals on one machine.
 
+    from xlb.lab import Lab
+
+    with Lab(reals=4) as lab:
+        lab.add_default_services()
+        print(lab.client.http_get(lab.vip4, count=200).by_real())
+
+Its modules, by what makes them change:
+
+    lab.py        Lab: the topology, building and tearing it down, the
+                  balancer nodes' life (see its docstring)
+    nodes.py      the nodes: client, balancer and real namespaces
+    exchanges.py  one request from a client (HTTP, UDP, a held connection)
+    traffic.py    background load from a client and what it saw
+    state.py      state files, leftovers, cleanup of crashed labs
+    server.py     the reals' HTTP and UDP server (standard library only)
+    demo.py       `python3 build.py demo`
+"""
+
+from .exchanges import REQUEST_CLOSE, REQUEST_KEEP, HeldConnection, Replies, Reply
 from .lab import (
     DEFAULT_VIP4,
     DEFAULT_VIP6,
@@ -7,25 +26,15 @@ from .lab import (
     FIXED_SPORT_BASE,
     PASS_OBJECT,
     PASS_PROGRAM,
-    REQUEST_CLOSE,
-    REQUEST_KEEP,
     TOPOLOGIES,
-    BalancerNode,
-    ClientNode,
     Family,
-    HeldConnection,
-    KillHow,
     Lab,
-    Node,
-    RealNode,
-    Replies,
-    Reply,
     Topology,
-    Traffic,
-    TrafficReport,
     main,
 )
+from .nodes import BalancerNode, ClientNode, KillHow, Node, RealNode
 from .state import LAB_PREFIX, LABSERVER, PIN_ROOT, STATE_DIR, cleanup_all, leftovers, running_labs
+from .traffic import Traffic, TrafficReport
 
 __all__ = [
     "DEFAULT_VIP4",
