@@ -14,10 +14,12 @@ Its modules, by what makes them change:
     exchanges.py  one request from a client (HTTP, UDP, a held connection)
     traffic.py    background load from a client and what it saw
     state.py      state files, leftovers, cleanup of crashed labs
+    cli.py        `python -m xlb.lab cleanup|list` (`xlb lab`)
     server.py     the reals' HTTP and UDP server (standard library only)
     demo.py       `python3 build.py demo`
 """
 
+from .cli import main
 from .exchanges import REQUEST_CLOSE, REQUEST_KEEP, HeldConnection, Replies, Reply
 from .lab import (
     DEFAULT_VIP4,
@@ -30,7 +32,6 @@ from .lab import (
     Family,
     Lab,
     Topology,
-    main,
 )
 from .nodes import BalancerNode, ClientNode, KillHow, Node, RealNode
 from .state import LAB_PREFIX, LABSERVER, PIN_ROOT, STATE_DIR, cleanup_all, leftovers, running_labs

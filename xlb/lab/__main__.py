@@ -1,7 +1,7 @@
-"""`python -m xlb.lab cleanup|list`: the lab's housekeeping."""
+"""`python -m xlb.lab cleanup|list`: see xlb/lab/cli.py."""
 
 import sys
 
-from .lab import main
+from .cli import main
 
 sys.exit(main())

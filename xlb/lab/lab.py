@@ -66,7 +66,6 @@ left (xlb/lab/state.py).
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import ipaddress
@@ -97,14 +96,11 @@ from .state import (
     LABSERVER,
     PIN_ROOT,
     STATE_DIR,
-    cleanup_all,
     kill_pids,
-    leftovers,
     private_dir,
     private_file,
     proc_start_time,
     remove_state,
-    running_labs,
 )
 
 log = logging.getLogger("xlb.lab")
@@ -888,30 +884,3 @@ def _copy_services(source: Balancer, target: Balancer) -> None:
     for vip in source.vips():
         target.add_vip(vip, source.vip_flags(vip), source.ring_size(vip))
         target.set_reals(vip, source.reals(vip))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlb.lab", description="xlb's namespace lab")
-    sub = parser.add_subparsers(dest="command", required=True)
-    clean = sub.add_parser("cleanup", help="remove what crashed labs left behind")
-    clean.add_argument("--all", action="store_true", help="also labs whose owner is running")
-    sub.add_parser("list", help="labs that are running and leftovers")
-    args = parser.parse_args(argv)
-    if args.command == "cleanup":
-        removed = cleanup_all(include_running=args.all)
-        for item in removed:
-            print(f"removed {item}")
-        if not removed:
-            print("nothing to clean up")
-        return 0
-    for state in running_labs():
-        print(f"{state['name']}: pid {state['owner_pid']}, {len(state['namespaces'])} namespaces")
-    live = {s["name"] for s in running_labs()}
-    for item in leftovers():
-        if not any(lab in item for lab in live):
-            print(f"leftover: {item}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
