@@ -22,8 +22,8 @@ Topology (every link carries IPv4 and IPv6):
 Each balancer node (an `xlb.Balancer` in its namespace, pinned under its own
 directory; `lab.balancer` is the first node's) XDP_TXes encapsulated packets
 out of its only interface; each real strips them with `xlb.decap.Decap`, has
-the VIPs on loopback and runs the lab server (`xlb/lab/server.py`), and answers the client
-directly (direct server return).
+the VIPs on loopback, runs the lab server (xlb/lab/server.py) and answers
+the client directly (direct server return).
 
 Several balancer nodes (`Lab(balancers=N)`, routed only) are what operators
 run behind routers doing ECMP (see docs/ecmp.md):
