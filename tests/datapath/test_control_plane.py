@@ -560,6 +560,34 @@ def test_upgrade_keeps_flows(pin_dir: Path, tmp_path: Path) -> None:
         lb.close(detach=True)
 
 
+def filter_bit_set(lb: Balancer, address: str) -> bool:
+    bit = vip_filter_bit(ip_address(address))
+    raw = lb.map("vip_filter").lookup(u32(bit // 64))
+    assert raw is not None
+    return bool(int.from_bytes(raw, sys.byteorder) >> (bit % 64) & 1)
+
+
+def test_vip_changes_after_an_upgrade_reach_the_new_program(pin_dir: Path, tmp_path: Path) -> None:
+    """After upgrade() the handle writes the maps the new program reads: a
+    VIP added then is in vip_filter (so its established flows take the fast
+    path) and leaves it when removed."""
+    lb = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
+    try:
+        new_build = tmp_path / "xlb.bpf.o"
+        new_build.write_bytes(BALANCER_OBJECT.read_bytes())
+        lb.upgrade(new_build)
+        vip = Vip("10.77.0.9", 80, "tcp")
+        lb.add_vip(vip)
+        lb.set_reals(vip, REALS4)
+        assert filter_bit_set(lb, "10.77.0.9")
+        for f in random_flows(50, vip, seed=4):
+            assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
+        lb.remove_vip(vip)
+        assert not filter_bit_set(lb, "10.77.0.9")
+    finally:
+        lb.close(detach=True)
+
+
 def test_stats_and_counters_count_what_was_forwarded(lb: Balancer) -> None:
     lb.add_vip(VIP4)
     lb.set_reals(VIP4, REALS4)
