@@ -668,14 +668,3 @@ def _setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`xlb serve` (xlb/serve.py parses, checks, then runs the daemon here)."""
-    from .serve import main as serve_main
-
-    return serve_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -95,7 +95,7 @@ class Serve:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Condition()
         node = lab.balancers[0]
-        code = "import sys, xlb.service; sys.exit(xlb.service.main(sys.argv[1:]))"
+        code = "import sys, xlb.serve; sys.exit(xlb.serve.main(sys.argv[1:]))"
         self.proc = netns.popen(
             node.netns,
             [sys.executable, "-c", code, str(config), "--log-format", "json", *args],
@@ -608,7 +608,7 @@ def test_sigterm_leaves_forwarding_teardown_detaches(
 def test_check_flag_validates_without_touching_anything(lab: Lab, tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[balancer]\nmtu = 1\n[[vip]]\naddress = "x"\nport = 1\n')
-    code = "import sys, xlb.service; sys.exit(xlb.service.main(sys.argv[1:]))"
+    code = "import sys, xlb.serve; sys.exit(xlb.serve.main(sys.argv[1:]))"
     result = subprocess.run(
         [sys.executable, "-c", code, "--check", str(config)], capture_output=True, text=True
     )
