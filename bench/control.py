@@ -27,6 +27,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,7 @@ def run(quick: bool) -> dict[str, Any]:
             for i in range(calls):
                 chosen = sets[i % 2]
                 samples.setdefault(key, []).append(
-                    timed_ms(lb, check, lambda chosen=chosen: lb.set_reals(VIP, chosen))
+                    timed_ms(lb, check, partial(lb.set_reals, VIP, chosen))
                 )
         extra = Real("10.12.0.1")
         for _ in range(calls):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from functools import partial
 from typing import Any
 
 from xlb import Balancer, BalancerConfig, Real, Vip
@@ -68,12 +69,8 @@ def run(quick: bool) -> dict[str, Any]:
                     before = lb.counters()
                     r = Rounds.collect(
                         {
-                            "xlb": lambda lb=lb, flows=flows: h.measure(
-                                lb.program, frame, flows, repeat
-                            ),
-                            "min_encap": lambda flows=flows: h.measure(
-                                base.min_encap, frame, flows, repeat
-                            ),
+                            "xlb": partial(h.measure, lb.program, frame, flows, repeat),
+                            "min_encap": partial(h.measure, base.min_encap, frame, flows, repeat),
                         },
                         rounds,
                     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
@@ -231,7 +232,7 @@ def ipv4(
     df: bool = True,
     ttl: int = 57,
     ip_id: int = 0x1234,
-    **fields: object,
+    **fields: Any,
 ) -> Packet:
     """An IPv4 header from a client (DF set, TTL 57 unless told)."""
     flags = fields.pop("flags", "DF" if df else 0)
@@ -239,7 +240,7 @@ def ipv4(
 
 
 def ipv6(
-    src: object = CLIENT6, dst: object = VIP6, *, tc: int = 0, fl: int = 0, **fields: object
+    src: object = CLIENT6, dst: object = VIP6, *, tc: int = 0, fl: int = 0, **fields: Any
 ) -> Packet:
     """An IPv6 header from a client (hop limit 57 unless told)."""
     fields.setdefault("hlim", 57)
@@ -262,7 +263,7 @@ def tcp4(
     sport: int = 40000,
     flags: str = "A",
     payload: bytes = b"GET / HTTP/1.0\r\n\r\n",
-    **ip: object,
+    **ip: Any,
 ) -> Packet:
     """A client's TCP segment to `dst` (a Vip: its port unless `dport`)."""
     return (
@@ -279,7 +280,7 @@ def udp4(
     src: object = CLIENT4,
     sport: int = 40000,
     payload: bytes = b"query",
-    **ip: object,
+    **ip: Any,
 ) -> Packet:
     return ipv4(src, dst, **ip) / UDP(sport=sport, dport=_port(dst, dport, 9999)) / Raw(payload)
 
@@ -292,7 +293,7 @@ def tcp6(
     sport: int = 40000,
     flags: str = "A",
     payload: bytes = b"GET / HTTP/1.0\r\n\r\n",
-    **ip: object,
+    **ip: Any,
 ) -> Packet:
     return (
         ipv6(src, dst, **ip)
@@ -308,7 +309,7 @@ def udp6(
     src: object = CLIENT6,
     sport: int = 40000,
     payload: bytes = b"query",
-    **ip: object,
+    **ip: Any,
 ) -> Packet:
     return ipv6(src, dst, **ip) / UDP(sport=sport, dport=_port(dst, dport, 53)) / Raw(payload)
 
@@ -344,6 +345,7 @@ def reply_of(request: Packet) -> Packet:
     l4 = request.payload.copy()
     l4.remove_payload()
     l4.sport, l4.dport = request.payload.dport, request.payload.sport
+    back: Packet
     if isinstance(request, IP):
         back = IP(src=request.dst, dst=request.src, flags="DF", ttl=64, id=7)
     else:

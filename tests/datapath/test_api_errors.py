@@ -83,12 +83,13 @@ def programmed(lb: Balancer) -> Balancer:
 
 Call = Callable[[Balancer], Any]
 
-# (call, expected error, text the message must contain)
+# (call, expected error, text the message must contain). The argument types
+# are wrong on purpose: each `type: ignore` below marks one such argument.
 BAD_CALLS: dict[str, tuple[Call, type[BaseException], str]] = {
     # -- add_vip
-    "add_vip(None)": (lambda lb: lb.add_vip(None), ConfigError, "expected a Vip"),
-    "add_vip(int)": (lambda lb: lb.add_vip(80), ConfigError, "expected a Vip"),
-    "add_vip(bytes)": (lambda lb: lb.add_vip(b"10.0.0.1:80"), ConfigError, "expected a Vip"),
+    "add_vip(None)": (lambda lb: lb.add_vip(None), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
+    "add_vip(int)": (lambda lb: lb.add_vip(80), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
+    "add_vip(bytes)": (lambda lb: lb.add_vip(b"10.0.0.1:80"), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
     "add_vip(garbage text)": (lambda lb: lb.add_vip("10.0.0.1"), ConfigError, "invalid VIP"),
     "add_vip(0.0.0.0 text)": (lambda lb: lb.add_vip("0.0.0.0:80/tcp"), ConfigError, "unspecified"),
     "add_vip(multicast text)": (
@@ -97,17 +98,17 @@ BAD_CALLS: dict[str, tuple[Call, type[BaseException], str]] = {
         "multicast",
     ),
     "add_vip(existing)": (lambda lb: lb.add_vip(VIP_TEXT), ExistsError, "already exists"),
-    "add_vip(flags=None)": (lambda lb: lb.add_vip(OTHER, None), ConfigError, "VIP flags"),
-    "add_vip(flags=-1)": (lambda lb: lb.add_vip(OTHER, -1), ConfigError, "VIP flags"),
-    "add_vip(flags=huge)": (lambda lb: lb.add_vip(OTHER, HUGE), ConfigError, "VIP flags"),
-    "add_vip(flags=float)": (lambda lb: lb.add_vip(OTHER, 1.0), ConfigError, "VIP flags"),
-    "add_vip(flags=text)": (lambda lb: lb.add_vip(OTHER, "gue"), ConfigError, "VIP flags"),
-    "add_vip(ring=None)": (lambda lb: lb.add_vip(OTHER, ring_size=None), ConfigError, "ring"),
+    "add_vip(flags=None)": (lambda lb: lb.add_vip(OTHER, None), ConfigError, "VIP flags"),  # type: ignore[arg-type]
+    "add_vip(flags=-1)": (lambda lb: lb.add_vip(OTHER, -1), ConfigError, "VIP flags"),  # type: ignore[arg-type]
+    "add_vip(flags=huge)": (lambda lb: lb.add_vip(OTHER, HUGE), ConfigError, "VIP flags"),  # type: ignore[arg-type]
+    "add_vip(flags=float)": (lambda lb: lb.add_vip(OTHER, 1.0), ConfigError, "VIP flags"),  # type: ignore[arg-type]
+    "add_vip(flags=text)": (lambda lb: lb.add_vip(OTHER, "gue"), ConfigError, "VIP flags"),  # type: ignore[arg-type]
+    "add_vip(ring=None)": (lambda lb: lb.add_vip(OTHER, ring_size=None), ConfigError, "ring"),  # type: ignore[arg-type]
     "add_vip(ring=-7)": (lambda lb: lb.add_vip(OTHER, ring_size=-7), ConfigError, "ring"),
     "add_vip(ring=0)": (lambda lb: lb.add_vip(OTHER, ring_size=0), ConfigError, "ring"),
-    "add_vip(ring=7.0)": (lambda lb: lb.add_vip(OTHER, ring_size=7.0), ConfigError, "ring"),
+    "add_vip(ring=7.0)": (lambda lb: lb.add_vip(OTHER, ring_size=7.0), ConfigError, "ring"),  # type: ignore[arg-type]
     "add_vip(ring=True)": (lambda lb: lb.add_vip(OTHER, ring_size=True), ConfigError, "ring"),
-    "add_vip(ring=text)": (lambda lb: lb.add_vip(OTHER, ring_size="7"), ConfigError, "ring"),
+    "add_vip(ring=text)": (lambda lb: lb.add_vip(OTHER, ring_size="7"), ConfigError, "ring"),  # type: ignore[arg-type]
     "add_vip(ring=huge prime)": (
         lambda lb: lb.add_vip(OTHER, ring_size=2**521 - 1),
         ConfigError,
@@ -116,14 +117,14 @@ BAD_CALLS: dict[str, tuple[Call, type[BaseException], str]] = {
     "add_vip(ring=huge)": (lambda lb: lb.add_vip(OTHER, ring_size=HUGE), ConfigError, "ring"),
     # -- set_vip_flags / remove_vip
     "set_vip_flags(None flags)": (
-        lambda lb: lb.set_vip_flags(VIP, None),
+        lambda lb: lb.set_vip_flags(VIP, None),  # type: ignore[arg-type]
         ConfigError,
         "VIP flags",
     ),
-    "set_vip_flags(huge)": (lambda lb: lb.set_vip_flags(VIP, HUGE), ConfigError, "VIP flags"),
-    "set_vip_flags(-1)": (lambda lb: lb.set_vip_flags(VIP, -1), ConfigError, "VIP flags"),
+    "set_vip_flags(huge)": (lambda lb: lb.set_vip_flags(VIP, HUGE), ConfigError, "VIP flags"),  # type: ignore[arg-type]
+    "set_vip_flags(-1)": (lambda lb: lb.set_vip_flags(VIP, -1), ConfigError, "VIP flags"),  # type: ignore[arg-type]
     "set_vip_flags(None vip)": (
-        lambda lb: lb.set_vip_flags(None, VipFlags.NONE),
+        lambda lb: lb.set_vip_flags(None, VipFlags.NONE),  # type: ignore[arg-type]
         ConfigError,
         "expected a Vip",
     ),
@@ -132,33 +133,33 @@ BAD_CALLS: dict[str, tuple[Call, type[BaseException], str]] = {
         NotFoundError,
         "no VIP",
     ),
-    "remove_vip(None)": (lambda lb: lb.remove_vip(None), ConfigError, "expected a Vip"),
-    "remove_vip(int)": (lambda lb: lb.remove_vip(5), ConfigError, "expected a Vip"),
+    "remove_vip(None)": (lambda lb: lb.remove_vip(None), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
+    "remove_vip(int)": (lambda lb: lb.remove_vip(5), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
     "remove_vip(missing text)": (
         lambda lb: lb.remove_vip("10.200.0.99:80/tcp"),
         NotFoundError,
         "no VIP",
     ),
     # -- add_real
-    "add_real(None)": (lambda lb: lb.add_real(VIP, None), ConfigError, "expected a Real"),
-    "add_real(int)": (lambda lb: lb.add_real(VIP, 9), ConfigError, "expected a Real"),
-    "add_real(float)": (lambda lb: lb.add_real(VIP, 1.5), ConfigError, "expected a Real"),
-    "add_real(list)": (lambda lb: lb.add_real(VIP, REALS), ConfigError, "expected a Real"),
+    "add_real(None)": (lambda lb: lb.add_real(VIP, None), ConfigError, "expected a Real"),  # type: ignore[arg-type]
+    "add_real(int)": (lambda lb: lb.add_real(VIP, 9), ConfigError, "expected a Real"),  # type: ignore[arg-type]
+    "add_real(float)": (lambda lb: lb.add_real(VIP, 1.5), ConfigError, "expected a Real"),  # type: ignore[arg-type]
+    "add_real(list)": (lambda lb: lb.add_real(VIP, REALS), ConfigError, "expected a Real"),  # type: ignore[arg-type]
     "add_real(bad bytes)": (lambda lb: lb.add_real(VIP, b"10.0.0"), ConfigError, "real address"),
     "add_real(bad text)": (lambda lb: lb.add_real(VIP, "10.0.0.x"), ConfigError, "real address"),
     "add_real(loopback)": (lambda lb: lb.add_real(VIP, "127.0.0.1"), ConfigError, "loopback"),
     "add_real(existing)": (lambda lb: lb.add_real(VIP, "10.0.0.1"), ExistsError, "already"),
     "add_real(v4 to v6 VIP)": (lambda lb: lb.add_real(VIP6, "10.0.0.9"), ConfigError, "IPv4"),
-    "add_real(None vip)": (lambda lb: lb.add_real(None, "10.0.0.9"), ConfigError, "a Vip"),
+    "add_real(None vip)": (lambda lb: lb.add_real(None, "10.0.0.9"), ConfigError, "a Vip"),  # type: ignore[arg-type]
     "add_real(missing vip)": (lambda lb: lb.add_real(MISSING, "10.0.0.9"), NotFoundError, "no"),
     # -- set_reals
-    "set_reals(None)": (lambda lb: lb.set_reals(VIP, None), ConfigError, "list of reals"),
-    "set_reals(int)": (lambda lb: lb.set_reals(VIP, 5), ConfigError, "list of reals"),
+    "set_reals(None)": (lambda lb: lb.set_reals(VIP, None), ConfigError, "list of reals"),  # type: ignore[arg-type]
+    "set_reals(int)": (lambda lb: lb.set_reals(VIP, 5), ConfigError, "list of reals"),  # type: ignore[arg-type]
     "set_reals(text)": (lambda lb: lb.set_reals(VIP, "10.0.0.9"), ConfigError, "list of reals"),
-    "set_reals(bytes)": (lambda lb: lb.set_reals(VIP, b"\n\0\0\t"), ConfigError, "list of reals"),
-    "set_reals(a Real)": (lambda lb: lb.set_reals(VIP, REALS[0]), ConfigError, "list of reals"),
+    "set_reals(bytes)": (lambda lb: lb.set_reals(VIP, b"\n\0\0\t"), ConfigError, "list of reals"),  # type: ignore[arg-type]
+    "set_reals(a Real)": (lambda lb: lb.set_reals(VIP, REALS[0]), ConfigError, "list of reals"),  # type: ignore[arg-type]
     "set_reals([.., None])": (
-        lambda lb: lb.set_reals(VIP, [Real("10.0.0.9"), None]),
+        lambda lb: lb.set_reals(VIP, [Real("10.0.0.9"), None]),  # type: ignore[list-item]
         ConfigError,
         "expected a Real",
     ),
@@ -172,60 +173,60 @@ BAD_CALLS: dict[str, tuple[Call, type[BaseException], str]] = {
         ConfigError,
         "broadcast",
     ),
-    "set_reals(None vip)": (lambda lb: lb.set_reals(None, REALS), ConfigError, "a Vip"),
+    "set_reals(None vip)": (lambda lb: lb.set_reals(None, REALS), ConfigError, "a Vip"),  # type: ignore[arg-type]
     # -- remove_real / set_weight
-    "remove_real(None)": (lambda lb: lb.remove_real(VIP, None), ConfigError, "real address"),
-    "remove_real(int)": (lambda lb: lb.remove_real(VIP, 1), ConfigError, "real address"),
+    "remove_real(None)": (lambda lb: lb.remove_real(VIP, None), ConfigError, "real address"),  # type: ignore[arg-type]
+    "remove_real(int)": (lambda lb: lb.remove_real(VIP, 1), ConfigError, "real address"),  # type: ignore[arg-type]
     "remove_real(missing)": (
         lambda lb: lb.remove_real(VIP, "10.0.0.99"),
         NotFoundError,
         "not in VIP",
     ),
     "set_weight(None)": (
-        lambda lb: lb.set_weight(VIP, "10.0.0.1", None),
+        lambda lb: lb.set_weight(VIP, "10.0.0.1", None),  # type: ignore[arg-type]
         ConfigError,
         "weight None",
     ),
     "set_weight(-1)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", -1), ConfigError, "weight -1"),
     "set_weight(huge)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", HUGE), ConfigError, "weight"),
-    "set_weight(float)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", 2.0), ConfigError, "weight"),
+    "set_weight(float)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", 2.0), ConfigError, "weight"),  # type: ignore[arg-type]
     "set_weight(True)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", True), ConfigError, "weight"),
-    "set_weight(text)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", "2"), ConfigError, "weight"),
+    "set_weight(text)": (lambda lb: lb.set_weight(VIP, "10.0.0.1", "2"), ConfigError, "weight"),  # type: ignore[arg-type]
     "set_weight(bad weight, missing real)": (
         lambda lb: lb.set_weight(VIP, "10.0.0.99", -1),
         ConfigError,
         "weight -1",
     ),
     "set_weight(None address)": (
-        lambda lb: lb.set_weight(VIP, None, 1),
+        lambda lb: lb.set_weight(VIP, None, 1),  # type: ignore[arg-type]
         ConfigError,
         "real address",
     ),
     # -- reading a VIP
-    "vip_flags(None)": (lambda lb: lb.vip_flags(None), ConfigError, "expected a Vip"),
-    "ring_size(bytes)": (lambda lb: lb.ring_size(b"x"), ConfigError, "expected a Vip"),
-    "reals(int)": (lambda lb: lb.reals(1), ConfigError, "expected a Vip"),
+    "vip_flags(None)": (lambda lb: lb.vip_flags(None), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
+    "ring_size(bytes)": (lambda lb: lb.ring_size(b"x"), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
+    "reals(int)": (lambda lb: lb.reals(1), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
     "ring(missing)": (lambda lb: lb.ring(MISSING), NotFoundError, "no VIP"),
     "ring_shares(text)": (lambda lb: lb.ring_shares("nonsense"), ConfigError, "invalid VIP"),
-    "stats(None)": (lambda lb: lb.stats(None), ConfigError, "expected a Vip"),
+    "stats(None)": (lambda lb: lb.stats(None), ConfigError, "expected a Vip"),  # type: ignore[arg-type]
     "real_stats(missing text)": (
         lambda lb: lb.real_stats("10.200.0.99:80"),
         NotFoundError,
         "no VIP",
     ),
     # -- configure
-    "configure(None)": (lambda lb: lb.configure(None), ConfigError, "BalancerConfig"),
-    "configure(dict)": (lambda lb: lb.configure({"mtu": 0}), ConfigError, "BalancerConfig"),
+    "configure(None)": (lambda lb: lb.configure(None), ConfigError, "BalancerConfig"),  # type: ignore[arg-type]
+    "configure(dict)": (lambda lb: lb.configure({"mtu": 0}), ConfigError, "BalancerConfig"),  # type: ignore[arg-type]
     # -- packets and lookups
-    "run(text)": (lambda lb: lb.run("abc"), TypeError, "bytes"),
-    "run(None)": (lambda lb: lb.run(None), TypeError, "bytes"),
-    "run(int)": (lambda lb: lb.run(60), TypeError, "bytes"),
+    "run(text)": (lambda lb: lb.run("abc"), TypeError, "bytes"),  # type: ignore[arg-type]
+    "run(None)": (lambda lb: lb.run(None), TypeError, "bytes"),  # type: ignore[arg-type]
+    "run(int)": (lambda lb: lb.run(60), TypeError, "bytes"),  # type: ignore[arg-type]
     "run(empty)": (lambda lb: lb.run(b""), BpfError, "test run"),
-    "predict(None)": (lambda lb: lb.predict(None), ConfigError, "expected a Flow"),
-    "predict(text)": (lambda lb: lb.predict("10.0.0.1"), ConfigError, "expected a Flow"),
-    "lookup_vip(None)": (lambda lb: lb.lookup_vip(None, 80, "tcp"), ConfigError, "address"),
+    "predict(None)": (lambda lb: lb.predict(None), ConfigError, "expected a Flow"),  # type: ignore[arg-type]
+    "predict(text)": (lambda lb: lb.predict("10.0.0.1"), ConfigError, "expected a Flow"),  # type: ignore[arg-type]
+    "lookup_vip(None)": (lambda lb: lb.lookup_vip(None, 80, "tcp"), ConfigError, "address"),  # type: ignore[arg-type]
     "lookup_vip(port None)": (
-        lambda lb: lb.lookup_vip("10.200.0.1", None, "tcp"),
+        lambda lb: lb.lookup_vip("10.200.0.1", None, "tcp"),  # type: ignore[arg-type]
         ConfigError,
         "port",
     ),
@@ -235,20 +236,20 @@ BAD_CALLS: dict[str, tuple[Call, type[BaseException], str]] = {
         "port",
     ),
     "lookup_vip(proto list)": (
-        lambda lb: lb.lookup_vip("10.200.0.1", 80, []),
+        lambda lb: lb.lookup_vip("10.200.0.1", 80, []),  # type: ignore[arg-type]
         ConfigError,
         "'tcp' or 'udp'",
     ),
-    "flows(None)": (lambda lb: lb.flows(None), ConfigError, "limit"),
+    "flows(None)": (lambda lb: lb.flows(None), ConfigError, "limit"),  # type: ignore[arg-type]
     "flows(-1)": (lambda lb: lb.flows(-1), ConfigError, "limit"),
-    "flows(text)": (lambda lb: lb.flows("10"), ConfigError, "limit"),
-    "flows(float)": (lambda lb: lb.flows(1.5), ConfigError, "limit"),
+    "flows(text)": (lambda lb: lb.flows("10"), ConfigError, "limit"),  # type: ignore[arg-type]
+    "flows(float)": (lambda lb: lb.flows(1.5), ConfigError, "limit"),  # type: ignore[arg-type]
     # -- handle
-    "map(None)": (lambda lb: lb.map(None), TypeError, "map name"),
-    "map(list)": (lambda lb: lb.map([]), TypeError, "map name"),
+    "map(None)": (lambda lb: lb.map(None), TypeError, "map name"),  # type: ignore[arg-type]
+    "map(list)": (lambda lb: lb.map([]), TypeError, "map name"),  # type: ignore[arg-type]
     "map(unknown)": (lambda lb: lb.map("nope"), NotFoundError, "no map"),
-    "add_observer(None)": (lambda lb: lb.add_observer(None), TypeError, "callable"),
-    "add_observer(int)": (lambda lb: lb.add_observer(5), TypeError, "callable"),
+    "add_observer(None)": (lambda lb: lb.add_observer(None), TypeError, "callable"),  # type: ignore[arg-type]
+    "add_observer(int)": (lambda lb: lb.add_observer(5), TypeError, "callable"),  # type: ignore[arg-type]
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pkt_defs import (
@@ -51,7 +52,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from xlb import Balancer, Real, VipFlags
-from xlb.decap import Decap
+from xlb.decap import Decap, DecapMode
 
 # The reals' own addresses: outer destinations the decap program strips.
 LOCAL = [REAL4, REAL4_GUE, REAL4_NOMAC, REAL6, REAL6_4IN6, REAL6_GUE]
@@ -65,7 +66,7 @@ REAL_SIDE_MAC = "02:00:00:00:10:01"
 @dataclass(frozen=True)
 class Mode:
     name: str  # "xdp" | "tc"
-    decap_mode: str
+    decap_mode: DecapMode
     passed: int  # XDP_PASS / TC_ACT_OK
     dropped: int  # XDP_DROP / TC_ACT_SHOT
 
@@ -172,7 +173,7 @@ def test_xdp_decap_keeps_the_vlan_tag(packet_lb: ProgramLb, trip: RoundTrip) -> 
 # --------------------------------------------------- left alone or refused
 
 
-def outer4(dst: str, inner: Packet | bytes, proto: int = 4, **fields: object) -> bytes:
+def outer4(dst: str, inner: Packet | bytes, proto: int = 4, **fields: Any) -> bytes:
     fields.setdefault("flags", "DF")
     return frame(
         IP(src=OUTER_SRC4, dst=dst, proto=proto, ttl=64, **fields) / Raw(bytes(inner)),

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pkt_defs import (
@@ -721,7 +722,7 @@ def l3_of(flow: Flow, flags: str = "A") -> Packet:
         builder = tcp4 if flow.proto == "tcp" else udp4
     else:
         builder = tcp6 if flow.proto == "tcp" else udp6
-    extra = {"flags": flags, "payload": b"data"} if flow.proto == "tcp" else {}
+    extra: dict[str, Any] = {"flags": flags, "payload": b"data"} if flow.proto == "tcp" else {}
     return builder(str(flow.dst), flow.dport, src=str(flow.src), sport=flow.sport, **extra)
 
 

@@ -63,6 +63,15 @@ def carriers(lab: Lab, vip: Vip, sports: Iterable[int]) -> dict[int, list[str]]:
     return found
 
 
+def vip_packets_per_node(lab: Lab, vip: Vip) -> dict[str, int]:
+    """The packets each running node counted for `vip`, by node role."""
+    counted = {}
+    for node in lab.running_balancers():
+        assert node.balancer is not None  # what running_balancers() keeps
+        counted[node.role] = node.balancer.stats(vip).packets
+    return counted
+
+
 def sport_range(family: int, proto: str, step: int) -> list[int]:
     """64 source ports of their own for each test (no reuse between tests)."""
     index = FAMILIES.index(family) * 2 + ("tcp", "udp").index(proto)
@@ -79,7 +88,7 @@ def test_new_flows_spread_over_both_nodes(ecmp_lab: Lab, family: int, proto: str
     forget_flows(lab)
     predicted = {node.role: lab.predict(vip, sports, node=node) for node in lab.balancers}
     assert predicted["lb1"] == predicted["lb2"], "two nodes with one config disagree"
-    before = {node.role: node.balancer.stats(vip).packets for node in lab.running_balancers()}
+    before = vip_packets_per_node(lab, vip)
 
     if proto == "tcp":
         replies = lab.client.http_get(vip.address, vip.port, sports=sports)
@@ -89,7 +98,7 @@ def test_new_flows_spread_over_both_nodes(ecmp_lab: Lab, family: int, proto: str
     assert replies.ok, replies.failures[:5]
     assert replies.by_sport() == predicted["lb1"]
     assert set(replies.by_real()) == {r.role for r in lab.reals}
-    after = {node.role: node.balancer.stats(vip).packets for node in lab.running_balancers()}
+    after = vip_packets_per_node(lab, vip)
     forwarded = {role: after[role] - before[role] for role in after}
     assert all(n > 0 for n in forwarded.values()), f"a node saw no traffic: {forwarded}"
     where = carriers(lab, vip, sports)

@@ -20,7 +20,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def real_setup(
     )
 
 
-def real_with_veth(make_netns: Any, interface: str = "eth0") -> str:
+def real_with_veth(make_netns: Callable[[], str], interface: str = "eth0") -> str:
     """A namespace whose `interface` (a veth to another namespace) has 10.30.1.2/24."""
     real, router = make_netns(), make_netns()
     netns.run(

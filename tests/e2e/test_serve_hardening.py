@@ -20,10 +20,10 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,6 +37,7 @@ from xlb.service import Service
 GATEWAY_MAC = "02:00:00:00:00:01"
 LOCAL = "10.0.0.1"  # eth0's address: the checked real, served by the test's TCP server
 DEADLINE_S = 30.0
+T = TypeVar("T")  # what a scenario returns
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Plane:
             f'lock_dir = "{self.lock_dir}"\n'
         ) + (f"metrics = {metrics}\n" if metrics is not None else "")
 
-    def run(self, scenario: Callable[[], Awaitable[Any]]) -> Any:
+    def run(self, scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run `scenario()` on an event loop in the namespace (as `xlb serve` runs)."""
         with netns.enter(self.ns):
             return asyncio.run(scenario())
@@ -192,7 +193,9 @@ def test_a_long_reload_does_not_stall_the_probes(plane: Plane) -> None:
             async with Service(small, teardown=True) as svc:
                 return await reload_during_a_probe(svc, web, big)
 
-    async def reload_during_a_probe(svc: Service, web: SlowHttpServer, big: Config) -> Any:
+    async def reload_during_a_probe(
+        svc: Service, web: SlowHttpServer, big: Config
+    ) -> dict[str, Any]:
         await until(lambda: probes_ok(svc) >= 2, "the first probes pass")
         loop = asyncio.get_running_loop()
         with LoopLag() as lag:

@@ -6,6 +6,7 @@ import errno
 import struct
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from xlb import _bpf
 from xlb.errors import (
     AttachError,
+    BpfError,
     MapSizeError,
     NotFoundError,
     VerifierError,
@@ -42,7 +44,8 @@ def test_hash_map_update_lookup_delete(fixture_obj: _bpf.BpfObject) -> None:
     assert m.lookup(key) is None
     with pytest.raises(XlbError) as info:
         m.delete(key)
-    assert info.value.errno == errno.ENOENT
+    # A failed map call is a BpfError, the errors that keep their errno.
+    assert cast(BpfError, info.value).errno == errno.ENOENT
 
 
 def test_batch_update_and_lookup(fixture_obj: _bpf.BpfObject) -> None:

@@ -55,7 +55,14 @@ def venv(path: Path, *requirements: str | Path) -> Path:
     """A fresh virtual environment with `requirements` installed. xlb is
     given as the wheel's path, so nothing of that name comes from an index."""
     run([sys.executable, "-m", "venv", path], cwd=path.parent)
-    pip = [path / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip: list[str | Path] = [
+        path / "bin" / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     run([*pip, *requirements], cwd=path.parent)
     return path / "bin" / "python"
 

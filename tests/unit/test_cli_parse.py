@@ -132,7 +132,7 @@ def test_rates_come_from_two_snapshots() -> None:
             "reals": [{"address": "r", "packets": 4, "bytes": 400}],
         }
     ]
-    now = [
+    now: list[dict[str, Any]] = [
         {
             "vip": "v",
             "packets": 30,

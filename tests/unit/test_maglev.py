@@ -277,7 +277,10 @@ def test_ipv4_only_tables_follow_bytewise_order() -> None:
     table = owners(reals, maglev.build_table(reals, 1009))
     by_bytes = sorted(reals, key=lambda r: r.packed)
     assert np.array_equal(owners(by_bytes, maglev.build_table(by_bytes, 1009)), table)
-    with_v6 = [*reals, ipaddress.IPv6Address("2001:db8::1")]
+    with_v6: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+        *reals,
+        ipaddress.IPv6Address("2001:db8::1"),
+    ]
     table_v6 = owners(with_v6, maglev.build_table(with_v6, 1009, [1] * len(reals) + [0]))
     assert np.array_equal(table_v6, table)
 

@@ -123,11 +123,12 @@ def test_protocols_must_be_tcp_or_udp_text(proto: object) -> None:
 
 @pytest.mark.parametrize("address", [None, 10, 1.5, True, [], b"\x0a\x00", ("10.0.0.1",)])
 def test_addresses_of_a_wrong_type_are_config_errors(address: object) -> None:
+    # `address` is of a wrong type on purpose.
     for make in (
-        lambda: Vip(address, 80),
-        lambda: Real(address),
-        lambda: Flow(address, "10.0.0.1", 1, 2),
-    ):  # type: ignore[arg-type]
+        lambda: Vip(address, 80),  # type: ignore[arg-type]
+        lambda: Real(address),  # type: ignore[arg-type]
+        lambda: Flow(address, "10.0.0.1", 1, 2),  # type: ignore[arg-type]
+    ):
         with pytest.raises(ConfigError, match="not an IPv4 or IPv6 address"):
             make()
 
@@ -193,8 +194,8 @@ def test_balancer_config_keeps_source_prefixes_as_canonical_text() -> None:
     """The `config` map is packed from this text: brackets or an ipaddress
     object must not reach it (they made configure() raise ValueError)."""
     config = BalancerConfig(
-        src_v4=ipaddress.IPv4Address("172.16.0.0"),
-        src_v6="[FD00:7862:0::]",  # type: ignore[arg-type]
+        src_v4=ipaddress.IPv4Address("172.16.0.0"),  # type: ignore[arg-type]  # on purpose
+        src_v6="[FD00:7862:0::]",
     )
     assert (config.src_v4, config.src_v6) == ("172.16.0.0", "fd00:7862::")
     assert config == BalancerConfig()
