@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -57,8 +58,8 @@ def log(message: str) -> None:
     print(f"[build] {message}", flush=True)
 
 
-def run(cmd: list[str], **kwargs: object) -> None:
-    subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
+def run(cmd: list[str], **kwargs: Any) -> None:
+    subprocess.run(cmd, check=True, **kwargs)
 
 
 # ---------------------------------------------------------------- bootstrap

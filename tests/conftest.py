@@ -11,10 +11,15 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+from collections.abc import Callable, Generator, Iterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pluggy
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_DIRS = ("kernel", "datapath", "e2e", "packaging")
@@ -60,7 +65,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     if REQUIRE_KERNEL and report.skipped:
@@ -74,7 +81,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 @pytest.fixture(scope="session")
-def compile_bpf(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def compile_bpf(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
     """Compile a test BPF C file with the project's flags; returns the .o path."""
     import build  # the repository root's build.py (pytest's pythonpath)
 
@@ -95,7 +102,7 @@ _netns_counter = itertools.count()
 
 
 @pytest.fixture
-def make_netns():  # type: ignore[no-untyped-def]
+def make_netns() -> Iterator[Callable[[], str]]:
     """A factory of fresh network namespaces, all deleted after the test."""
     from xlb import netns as ns
 

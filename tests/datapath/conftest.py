@@ -7,8 +7,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pkt_defs import ProgramLb, Setup
+
+    from xlb import Balancer
 
 _pin_counter = itertools.count()
 
@@ -22,7 +28,7 @@ def pin_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def lb():  # type: ignore[no-untyped-def]
+def lb() -> Iterator[Balancer]:
     """A test-run-only Balancer with a gateway MAC set (routed mode)."""
     from xlb import Balancer, BalancerConfig
     from xlb.testing import GATEWAY_MAC
@@ -33,7 +39,7 @@ def lb():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def shared_balancer():  # type: ignore[no-untyped-def]
+def shared_balancer() -> Iterator[Balancer]:
     """One test-run-only Balancer for the packet tables: loading the object
     costs ~0.3 s, so the table cases share it and `packet_lb` resets it."""
     from xlb import Balancer
@@ -44,12 +50,12 @@ def shared_balancer():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def packet_lb(shared_balancer):  # type: ignore[no-untyped-def]
+def packet_lb(shared_balancer: Balancer) -> Iterator[ProgramLb]:
     """`packet_lb(setup)`: the shared Balancer programmed with exactly a
     pkt_defs.Setup's services and config, connection tables emptied."""
     from pkt_defs import apply
 
-    def program(setup):  # type: ignore[no-untyped-def]
+    def program(setup: Setup) -> Balancer:
         return apply(shared_balancer, setup)
 
     yield program

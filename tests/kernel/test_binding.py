@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import struct
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -27,7 +28,7 @@ ETH_FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(50)
 
 
 @pytest.fixture
-def fixture_obj(compile_bpf):  # type: ignore[no-untyped-def]
+def fixture_obj(compile_bpf: Callable[[Path], Path]) -> Iterator[_bpf.BpfObject]:
     obj = _bpf.BpfObject(compile_bpf(HERE / "bpf" / "fixture.bpf.c"))
     yield obj
     obj.close()
@@ -91,7 +92,7 @@ def test_missing_object_is_a_clear_error(tmp_path: Path) -> None:
         _bpf.BpfObject(tmp_path / "absent.bpf.o")
 
 
-def test_verifier_rejection_carries_the_reason(compile_bpf) -> None:  # type: ignore[no-untyped-def]
+def test_verifier_rejection_carries_the_reason(compile_bpf: Callable[[Path], Path]) -> None:
     with pytest.raises(VerifierError) as info:
         _bpf.BpfObject(compile_bpf(HERE / "bpf" / "rejected.bpf.c"))
     assert info.value.errno == errno.EACCES
@@ -112,18 +113,20 @@ def veth_pair(ns: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["native", "generic"])
-def test_attach_and_detach_xdp_on_veth(fixture_obj: _bpf.BpfObject, make_netns, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_attach_and_detach_xdp_on_veth(
+    fixture_obj: _bpf.BpfObject, make_netns: Callable[[], str], mode: _bpf.XdpMode
+) -> None:
     ns = make_netns()
     veth_pair(ns)
     prog = fixture_obj.program("fx_xdp")
     with enter(ns):
-        link = _bpf.XdpLink.attach(prog, "va", mode)  # type: ignore[arg-type]
+        link = _bpf.XdpLink.attach(prog, "va", mode)
         try:
             assert _bpf.xdp_attached_id("va") == prog.info()["id"]
             shown = subprocess.run(["ip", "link", "show", "va"], capture_output=True, text=True)
             assert ("xdpgeneric" if mode == "generic" else "xdp") in shown.stdout
             with pytest.raises(AttachError):  # one program per interface
-                _bpf.XdpLink.attach(prog, "va", mode)  # type: ignore[arg-type]
+                _bpf.XdpLink.attach(prog, "va", mode)
         finally:
             link.detach()
         assert _bpf.xdp_attached_id("va") == 0
