@@ -23,7 +23,7 @@ from ._version import __version__
 # public name -> the module that defines it
 _HOMES = {
     "Balancer": "balancer",
-    "RunResult": "balancer",
+    "RunResult": "testrun",
     "AttachError": "errors",
     "BpfError": "errors",
     "CapacityError": "errors",
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .balancer import Balancer, RunResult
+    from .balancer import Balancer
     from .errors import (
         AttachError,
         BpfError,
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     )
     from .model import BalancerConfig, Counter, Flow, Real, Vip, VipFlags
     from .service import Service
+    from .testrun import RunResult
 
 
 def __getattr__(name: str) -> Any:

@@ -68,7 +68,9 @@ from .model import (
     parse_address,
     to_real,
     to_vip,
+    vip_sort_key,
 )
+from .pins import DEFAULT_PIN_ROOT
 from .rings import (
     NO_RING,
     GraceSource,
@@ -87,7 +89,6 @@ log = logging.getLogger("xlb.balancer")
 OBJECT_DIR = Path(__file__).resolve().parent / "_bpf_objects"
 BALANCER_OBJECT = OBJECT_DIR / "xlb.bpf.o"
 PROGRAM_NAME = "xlb_balancer"
-DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/xlb")
 LINK_PIN_NAME = "link"
 RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
 RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
@@ -329,7 +330,7 @@ class Balancer:
 
     def vips(self) -> list[Vip]:
         """Every configured VIP, sorted."""
-        return sorted(self._vips, key=_vip_sort_key)
+        return sorted(self._vips, key=vip_sort_key)
 
     def vip_flags(self, vip: VipLike) -> VipFlags:
         """The VIP's behaviour flags."""
@@ -718,10 +719,6 @@ def _check_reals(vip: Vip, reals: object) -> list[Real]:
 
 def _address_sort_key(address: IPAddress) -> tuple[int, bytes]:
     return address.version, address.packed
-
-
-def _vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
-    return vip.family, vip.address.packed, vip.port, vip.proto
 
 
 __all__ = ["Balancer", "RunResult", "UpdateEvent", "UpdateObserver", "counter_names"]

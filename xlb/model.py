@@ -369,3 +369,8 @@ def _check_seconds(value: object, what: str, most: int) -> None:
         or not (value == 0 or 1e-9 <= value <= most)
     ):
         raise ConfigError(f"invalid {what} {value!r}: seconds 0-{most} (0: never; else >= 1e-9)")
+
+
+def vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
+    """The order VIPs are listed and applied in: family, address, port, protocol."""
+    return vip.family, vip.address.packed, vip.port, vip.proto

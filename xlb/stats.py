@@ -12,20 +12,13 @@ from __future__ import annotations
 from . import _abi, _limits
 from ._bpf import Map
 from .model import Counter
-
-XDP_ACTION_NAMES = {
-    0: "xdp_aborted",
-    1: "xdp_drop",
-    2: "xdp_pass",
-    3: "xdp_tx",
-    4: "xdp_redirect",
-}
+from .xdp import ACTION_COUNTERS
 
 
 def counter_names() -> dict[int, str]:
     """Index in the `counters` map -> name (from the ABI header's enums)."""
     names: dict[int, str] = {}
-    for action, text in XDP_ACTION_NAMES.items():
+    for action, text in ACTION_COUNTERS.items():
         names[_limits.XLB_CNT_ACTION + action] = text
     for value, text in _abi.enum_names("enum xlb_reason", "XLB_R_").items():
         if text != "count":

@@ -22,7 +22,10 @@ importable from here: `from xlb.config import Config, load, diff`.
 The schema is documented in docs/config.md.
 """
 
-from ..model import MAX_WEIGHT  # the file's weight limit is the model's
+from ..model import (
+    MAX_WEIGHT,  # the file's weight limit is the model's
+    vip_sort_key,  # the order VIPs are listed in
+)
 from ..pins import DEFAULT_PIN_ROOT  # where pin_dir defaults to
 from .reader import (
     INTERFACE_RE,
@@ -49,7 +52,6 @@ from .reconcile import (
     diff,
     refuse_removing_every_vip,
     state_of_balancer,
-    vip_sort_key,
 )
 from .schema import (
     ALL_DOWN,

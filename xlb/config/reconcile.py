@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, XlbError
-from ..model import BalancerConfig, Real, Vip, VipFlags
+from ..model import BalancerConfig, Real, Vip, VipFlags, vip_sort_key
 from .schema import Config, VipConfig, balancer_config, effective_flags, sort_reals
 
 if TYPE_CHECKING:
@@ -48,10 +48,6 @@ class DataPlaneState:
 
     vips: Mapping[Vip, VipState] = field(default_factory=dict)
     config: BalancerConfig | None = None
-
-
-def vip_sort_key(vip: Vip) -> tuple[int, bytes, int, str]:
-    return vip.family, vip.address.packed, vip.port, vip.proto
 
 
 def desired_state(
