@@ -4,7 +4,7 @@ Three pure parts on one model, no I/O beyond reading the file (and the
 calls that `apply` and `from_balancer` make on the balancer they are given):
 
 - `schema`: the model, `Config` and its parts (`Settings`, `VipConfig`,
-  `Check`...), their defaults, and what follows from them.
+  `Check`, `BgpSettings`...), their defaults, and what follows from them.
 - `reader`: `load(path)` / `loads(text)` turn TOML into a `Config`.
   Validation keeps going after the first problem and raises one
   `ConfigFileError` listing every issue with its location
@@ -28,9 +28,11 @@ from ..model import (
 )
 from ..pins import DEFAULT_PIN_ROOT  # where pin_dir defaults to
 from .reader import (
+    AS_MAX,
     INTERFACE_RE,
     ConfigFileError,
     ConfigIssue,
+    find_exabgp,
     load,
     loads,
     loads_bytes,
@@ -55,9 +57,14 @@ from .reconcile import (
 )
 from .schema import (
     ALL_DOWN,
+    ANNOUNCERS,
     CHECK_TYPES,
+    DEFAULT_BIRD_INCLUDE,
+    DEFAULT_BIRD_SOCKET,
+    DEFAULT_HOLD_TIME,
     DEFAULT_LOCK_DIR,
     DEFAULT_METRICS_ADDRESS,
+    DEFAULT_MIN_HEALTHY,
     DEFAULT_PROBE_RULE_PRIORITY,
     DEFAULT_PROBE_TABLE,
     ENCAPSULATIONS,
@@ -66,13 +73,17 @@ from .schema import (
     RING_SIZE_MAX,
     XDP_MODES,
     AllDown,
+    AnnouncerKind,
+    BgpSettings,
     Check,
     CheckTiming,
     CheckType,
     Config,
     Encapsulation,
     HealthSettings,
+    Neighbor,
     OnFailure,
+    RouteAttributes,
     Settings,
     VipConfig,
     XdpMode,
@@ -91,9 +102,15 @@ from .writer import (
 
 __all__ = [
     "ALL_DOWN",
+    "ANNOUNCERS",
+    "AS_MAX",
     "CHECK_TYPES",
+    "DEFAULT_BIRD_INCLUDE",
+    "DEFAULT_BIRD_SOCKET",
+    "DEFAULT_HOLD_TIME",
     "DEFAULT_LOCK_DIR",
     "DEFAULT_METRICS_ADDRESS",
+    "DEFAULT_MIN_HEALTHY",
     "DEFAULT_PIN_ROOT",
     "DEFAULT_PROBE_RULE_PRIORITY",
     "DEFAULT_PROBE_TABLE",
@@ -106,7 +123,9 @@ __all__ = [
     "XDP_MODES",
     "AddVip",
     "AllDown",
+    "AnnouncerKind",
     "ApplyFailure",
+    "BgpSettings",
     "Change",
     "Check",
     "CheckTiming",
@@ -119,8 +138,10 @@ __all__ = [
     "EmptyConfigError",
     "Encapsulation",
     "HealthSettings",
+    "Neighbor",
     "OnFailure",
     "RemoveVip",
+    "RouteAttributes",
     "SetReals",
     "SetVipFlags",
     "Settings",
@@ -134,6 +155,7 @@ __all__ = [
     "dumps",
     "effective_encapsulation",
     "effective_flags",
+    "find_exabgp",
     "from_balancer",
     "load",
     "loads",

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import pwd
 import re
+import shutil
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,21 +38,30 @@ from ..model import (
 )
 from .schema import (
     ALL_DOWN,
+    ANNOUNCERS,
     CHECK_TYPES,
+    DEFAULT_BIRD_INCLUDE,
+    DEFAULT_BIRD_SOCKET,
+    DEFAULT_HOLD_TIME,
     DEFAULT_METRICS_ADDRESS,
+    DEFAULT_MIN_HEALTHY,
     ENCAPSULATIONS,
     ON_FAILURE,
     RING_SIZE_DEFAULT,
     RING_SIZE_MAX,
     XDP_MODES,
     AllDown,
+    AnnouncerKind,
+    BgpSettings,
     Check,
     CheckTiming,
     CheckType,
     Config,
     Encapsulation,
     HealthSettings,
+    Neighbor,
     OnFailure,
+    RouteAttributes,
     Settings,
     VipConfig,
     XdpMode,
@@ -265,11 +277,18 @@ def _read_config(root: _Table, source: str) -> Config | None:
     health = _read_health(health_table or _Table({}, "health", root.issues))
     vips = [_read_vip(t, settings, health) for t in root.tables("vip")]
     empty_on_purpose = _read_no_vips(root, len(vips))
+    bgp_table = root.table("bgp")
+    bgp = _read_bgp(bgp_table) if bgp_table is not None else None
     root.finish()
     _check_vips_unique(root.issues, vips)
-    if any(v is None for v in vips):
+    _check_routes_agree(root.issues, vips)
+    if bgp is not None:
+        _check_next_hops(root.issues, bgp, vips)
+    if any(v is None for v in vips) or (bgp_table is not None and bgp is None):
         return None
-    return Config(settings, health, tuple(cast(list[VipConfig], vips)), source, empty_on_purpose)
+    return Config(
+        settings, health, tuple(cast(list[VipConfig], vips)), source, empty_on_purpose, bgp
+    )
 
 
 def _read_no_vips(root: _Table, vip_count: int) -> bool:
@@ -437,6 +456,8 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     reals = [_read_real(r) for r in t.tables("reals")]
     check_table = t.table("check")
     check = _read_check(check_table, health.timing) if check_table is not None else None
+    route_table = t.table("bgp")
+    route = _read_route(route_table) if route_table is not None else RouteAttributes()
     t.finish()
     valid_reals = {i: real for i, real in enumerate(reals) if real is not None}
     _check_reals(t, address, valid_reals, settings)
@@ -457,6 +478,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
         on_failure=on_failure,
         all_down=all_down,
         check=check,
+        route=route,
     )
 
 
@@ -673,3 +695,171 @@ def _check_vips_unique(issues: _Issues, vips: list[VipConfig | None]) -> None:
         if entry.vip in seen:
             issues.add(f"vip[{i}]", f"VIP {entry.vip} is already vip[{seen[entry.vip]}]")
         seen.setdefault(entry.vip, i)
+
+
+# ==================================================================== BGP
+
+# 0 is reserved (RFC 7607), 4294967295 too (RFC 7300).
+AS_MAX = 2**32 - 2
+_COMMUNITY_RE = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+
+
+def _read_bgp(t: _Table) -> BgpSettings | None:
+    """The [bgp] table; None when a required part is missing or invalid."""
+    announcer = cast(AnnouncerKind, t.get_str("announcer", "exabgp", ANNOUNCERS))
+    local_as = t.get_int("local_as", None, 1, AS_MAX, required=True)
+    router_id = _address_of(t, "router_id", 4, required=True)
+    neighbors = [_read_neighbor(n) for n in t.tables("neighbors")]
+    exabgp = t.get_str("exabgp", "exabgp")
+    settings_ok = local_as is not None and router_id is not None
+    bgp = BgpSettings(
+        local_as=local_as or 1,
+        router_id=cast(ipaddress.IPv4Address, router_id or ipaddress.IPv4Address(1)),
+        neighbors=tuple(n for n in neighbors if n is not None),
+        announcer=announcer,
+        next_hop_v4=cast(ipaddress.IPv4Address | None, _address_of(t, "next_hop_v4", 4)),
+        next_hop_v6=cast(ipaddress.IPv6Address | None, _address_of(t, "next_hop_v6", 6)),
+        min_healthy=t.get_int("min_healthy", DEFAULT_MIN_HEALTHY, 1, 2**31 - 1),
+        exabgp=exabgp,
+        bird_socket=_path(t, "bird_socket", None) or DEFAULT_BIRD_SOCKET,
+        bird_include=_path(t, "bird_include", None) or DEFAULT_BIRD_INCLUDE,
+    )
+    t.finish()
+    _check_neighbors(t, announcer, neighbors)
+    if announcer == "exabgp" and find_exabgp(exabgp) is None:
+        t.error(
+            "exabgp",
+            f"ExaBGP missing: no executable {exabgp!r} (install the bgp extra: "
+            "pip install 'xlb[bgp]', or set bgp.exabgp to its path)",
+        )
+        settings_ok = False
+    if not settings_ok or len(bgp.neighbors) < len(neighbors):
+        return None
+    return bgp
+
+
+def find_exabgp(name: str) -> str | None:
+    """The ExaBGP executable a [bgp] table names: a path, or a name looked up
+    beside this Python (a virtualenv's bin/, where the bgp extra puts it),
+    then on PATH. None when there is none."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) and Path(name).is_file() else None
+    beside = Path(sys.executable).parent / name
+    if os.access(beside, os.X_OK) and beside.is_file():
+        return str(beside)
+    return shutil.which(name)
+
+
+def _read_neighbor(t: _Table) -> Neighbor | None:
+    address = _address_of(t, "address", None, required=True)
+    peer_as = t.get_int("as", None, 1, AS_MAX, required=True)
+    hold_time = t.get_int("hold_time", DEFAULT_HOLD_TIME, 0, 65535)
+    if hold_time in (1, 2):  # RFC 4271 4.2: zero or at least three seconds
+        t.error("hold_time", f"must be 0 or 3-65535 seconds, not {hold_time}")
+    password = t.get_str("password", None)
+    if password is not None and not 1 <= len(password.encode()) <= 80:
+        t.error("password", "must be 1-80 bytes (the TCP MD5 key limit)")
+    local_address = _address_of(t, "local_address", None)
+    t.finish()
+    if (
+        local_address is not None
+        and address is not None
+        and local_address.version != address.version
+    ):
+        t.error("local_address", f"must be an IPv{address.version} address like address")
+    if address is None or peer_as is None:
+        return None
+    return Neighbor(address, peer_as, hold_time, password, local_address)
+
+
+def _check_neighbors(t: _Table, announcer: str, neighbors: list[Neighbor | None]) -> None:
+    seen: dict[IPAddress, int] = {}
+    for i, neighbor in enumerate(neighbors):
+        if neighbor is None:
+            continue
+        if neighbor.address in seen:
+            t.issues.add(
+                f"{t.path}.neighbors[{i}].address",
+                f"{neighbor.address} is already neighbors[{seen[neighbor.address]}]",
+            )
+        seen.setdefault(neighbor.address, i)
+    if announcer == "exabgp" and not neighbors:
+        t.error("neighbors", "is required: ExaBGP needs at least one [[bgp.neighbors]]")
+    if announcer == "bird" and neighbors:
+        t.error("neighbors", 'not used with announcer = "bird": BIRD\'s own file has the sessions')
+
+
+def _address_of(
+    t: _Table, key: str, version: int | None, required: bool = False
+) -> IPAddress | None:
+    value = t.get_str(key, None, required=required)
+    if value is None:
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or (version is not None and address.version != version):
+        family = f"an IPv{version}" if version else "an IPv4 or IPv6"
+        t.error(key, f"must be {family} address, not {value!r}")
+        return None
+    return address
+
+
+def _read_route(t: _Table) -> RouteAttributes:
+    route = RouteAttributes(
+        communities=_communities(t),
+        med=t.get_int("med", None, 0, 2**32 - 1),
+        local_pref=t.get_int("local_pref", None, 0, 2**32 - 1),
+    )
+    t.finish()
+    return route
+
+
+def _communities(t: _Table) -> tuple[str, ...]:
+    raw = t.raw("communities")
+    if raw is None:
+        return ()
+    values = raw if isinstance(raw, list) else [raw]
+    for value in values:
+        match = _COMMUNITY_RE.match(value) if isinstance(value, str) else None
+        if match is None or any(int(half) > 65535 for half in match.groups()):
+            t.error("communities", f'must be "ASN:VALUE" strings (each 0-65535), not {value!r}')
+            return ()
+    return tuple(values)
+
+
+def _check_routes_agree(issues: _Issues, vips: list[VipConfig | None]) -> None:
+    """VIPs of one address are one prefix: one set of attributes."""
+    first: dict[IPAddress, int] = {}
+    for i, entry in enumerate(vips):
+        if entry is None:
+            continue
+        address = entry.vip.address
+        j = first.setdefault(address, i)
+        other = vips[j]
+        if j != i and other is not None and other.route != entry.route:
+            issues.add(
+                f"vip[{i}].bgp",
+                f"differs from vip[{j}].bgp: both announce {address} (one prefix, one [vip.bgp])",
+            )
+
+
+def _check_next_hops(issues: _Issues, bgp: BgpSettings, vips: list[VipConfig | None]) -> None:
+    """ExaBGP's "next-hop self" is the session's address: a VIP of the other
+    family needs an explicit next hop (BIRD's own file decides there)."""
+    if bgp.announcer != "exabgp":
+        return
+    families = {n.address.version for n in bgp.neighbors}
+    for i, entry in enumerate(vips):
+        if entry is None:
+            continue
+        version = entry.vip.address.version
+        explicit = bgp.next_hop_v4 if version == 4 else bgp.next_hop_v6
+        if explicit is None and version not in families:
+            issues.add(
+                f"bgp.next_hop_v{version}",
+                f"is required: vip[{i}] ({entry.vip.address}) is IPv{version} "
+                f"and no neighbour is, so there is no session address to use",
+            )
+            return

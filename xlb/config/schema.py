@@ -1,10 +1,11 @@
 """The model of a configuration file: what `xlb serve` is told to run.
 
 Frozen dataclasses (`Config`, `Settings`, `HealthSettings`, `VipConfig`,
-`Check`, `CheckTiming`), the defaults of the file's fields, and what
-follows from a model without any I/O (`balancer_config`, `effective_flags`,
-`probe_destination`). The reader builds these, the reconcile compares them
-with a running data plane, the writer turns them back into a file.
+`Check`, `CheckTiming`, `BgpSettings`, `Neighbor`, `RouteAttributes`), the
+defaults of the file's fields, and what follows from a model without any
+I/O (`balancer_config`, `effective_flags`, `probe_destination`). The
+reader builds these, the reconcile compares them with a running data
+plane, the writer turns them back into a file.
 
 The schema is documented in docs/config.md.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Literal
 
@@ -25,12 +27,14 @@ Encapsulation = Literal["ipip", "gue"]
 OnFailure = Literal["remove", "drain"]
 AllDown = Literal["keep", "drop"]
 CheckType = Literal["tcp", "http", "https", "udp", "command"]
+AnnouncerKind = Literal["exabgp", "bird"]
 
 XDP_MODES: tuple[XdpMode, ...] = ("native", "generic")
 ENCAPSULATIONS: tuple[Encapsulation, ...] = ("ipip", "gue")
 ON_FAILURE: tuple[OnFailure, ...] = ("remove", "drain")
 ALL_DOWN: tuple[AllDown, ...] = ("keep", "drop")
 CHECK_TYPES: tuple[CheckType, ...] = ("tcp", "http", "https", "udp", "command")
+ANNOUNCERS: tuple[AnnouncerKind, ...] = ("exabgp", "bird")
 
 RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
 RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
@@ -86,6 +90,15 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteAttributes:
+    """BGP path attributes a VIP's prefix is announced with ([vip.bgp])."""
+
+    communities: tuple[str, ...] = ()  # "ASN:VALUE", each half 0-65535
+    med: int | None = None
+    local_pref: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VipConfig:
     """One VIP of the file: what the data plane gets plus how health acts on it."""
 
@@ -97,6 +110,7 @@ class VipConfig:
     on_failure: OnFailure = "remove"
     all_down: AllDown = "keep"
     check: Check | None = None
+    route: RouteAttributes = RouteAttributes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +148,44 @@ class HealthSettings:
     rule_priority: int = DEFAULT_PROBE_RULE_PRIORITY
 
 
+DEFAULT_HOLD_TIME = 90  # RFC 4271's suggestion; a fast failover wants 3 (or BFD)
+DEFAULT_MIN_HEALTHY = 1
+DEFAULT_BIRD_SOCKET = Path("/run/bird/bird.ctl")  # Debian's bird2
+DEFAULT_BIRD_INCLUDE = Path("/etc/bird/xlb-routes.conf")
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """One BGP peer of the node (a [[bgp.neighbors]] table)."""
+
+    address: IPAddress
+    peer_as: int
+    hold_time: int = DEFAULT_HOLD_TIME  # 0 (no keepalives) or 3-65535 seconds
+    password: str | None = None  # TCP MD5 signature (RFC 2385)
+    local_address: IPAddress | None = None  # None: the kernel's source towards `address`
+
+
+@dataclass(frozen=True, slots=True)
+class BgpSettings:
+    """The [bgp] table: who announces the VIPs, to whom, and when.
+
+    `announcer = "exabgp"`: xlb runs ExaBGP with `neighbors`; `"bird"`: xlb
+    writes `bird_include` (static routes) and reloads the BIRD behind
+    `bird_socket`, whose own configuration holds the sessions (and BFD).
+    """
+
+    local_as: int
+    router_id: IPv4Address
+    neighbors: tuple[Neighbor, ...] = ()
+    announcer: AnnouncerKind = "exabgp"
+    next_hop_v4: IPv4Address | None = None  # None: the session's own address ("self")
+    next_hop_v6: IPv6Address | None = None
+    min_healthy: int = DEFAULT_MIN_HEALTHY
+    exabgp: str = "exabgp"  # the executable: a path, or a name looked up at load
+    bird_socket: Path = DEFAULT_BIRD_SOCKET
+    bird_include: Path = DEFAULT_BIRD_INCLUDE
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A whole configuration file."""
@@ -144,6 +196,7 @@ class Config:
     source: str = "<config>"  # the file name, for messages
     # The file says `vips = []`: having no VIPs is meant, not a truncated file.
     empty_on_purpose: bool = False
+    bgp: BgpSettings | None = None  # None: no [bgp], nothing is announced
 
     def vip(self, vip: Vip) -> VipConfig:
         for entry in self.vips:

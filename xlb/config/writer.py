@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING
 from ..model import VipFlags
 from ..pins import DEFAULT_PIN_ROOT
 from .schema import (
+    DEFAULT_BIRD_INCLUDE,
+    DEFAULT_BIRD_SOCKET,
+    DEFAULT_HOLD_TIME,
+    DEFAULT_MIN_HEALTHY,
+    BgpSettings,
     Check,
     CheckTiming,
     Config,
     Encapsulation,
     HealthSettings,
+    Neighbor,
+    RouteAttributes,
     Settings,
     VipConfig,
     sort_reals,
@@ -60,7 +67,8 @@ def from_balancer(balancer: Balancer, base: Config | None = None) -> Config:
     health = base.health if base else HealthSettings()
     source = base.source if base else "<balancer>"
     # An empty data plane saved is empty on purpose: applying it back must not be refused.
-    return Config(settings, health, tuple(vips), source, empty_on_purpose=not vips)
+    bgp = base.bgp if base else None
+    return Config(settings, health, tuple(vips), source, empty_on_purpose=not vips, bgp=bgp)
 
 
 def _settings_from(balancer: Balancer, base: Settings) -> Settings:
@@ -94,6 +102,10 @@ def dumps(config: Config) -> str:
         out.pairs([("vips", [])])
     out.table("balancer", _settings_items(config.settings))
     out.table("health", _health_items(config.health))
+    if config.bgp is not None:
+        out.table("bgp", _bgp_items(config.bgp))
+        for neighbor in config.bgp.neighbors:
+            out.array_table("bgp.neighbors", _neighbor_items(neighbor))
     for entry in config.vips:
         out.array_table("vip", _vip_items(entry, config.health.timing))
         for real in entry.reals:
@@ -106,6 +118,7 @@ def dumps(config: Config) -> str:
             out.array_table("vip.reals", items)
         if entry.check is not None:
             out.table("vip.check", _check_items(entry.check, config.health.timing))
+        out.table("vip.bgp", _route_items(entry.route))
     return out.text()
 
 
@@ -131,6 +144,45 @@ def _settings_items(s: Settings) -> list[tuple[str, object]]:
             ("src_v4", s.src_v4, d.src_v4),
             ("src_v6", s.src_v6, d.src_v6),
             ("lock_dir", str(s.lock_dir), str(d.lock_dir)),
+        ]
+    )
+
+
+def _bgp_items(b: BgpSettings) -> list[tuple[str, object]]:
+    required: list[tuple[str, object]] = [
+        ("local_as", b.local_as),
+        ("router_id", str(b.router_id)),
+    ]
+    return required + _non_default(
+        [
+            ("announcer", b.announcer, "exabgp"),
+            ("next_hop_v4", str(b.next_hop_v4) if b.next_hop_v4 else None, None),
+            ("next_hop_v6", str(b.next_hop_v6) if b.next_hop_v6 else None, None),
+            ("min_healthy", b.min_healthy, DEFAULT_MIN_HEALTHY),
+            ("exabgp", b.exabgp, "exabgp"),
+            ("bird_socket", str(b.bird_socket), str(DEFAULT_BIRD_SOCKET)),
+            ("bird_include", str(b.bird_include), str(DEFAULT_BIRD_INCLUDE)),
+        ]
+    )
+
+
+def _neighbor_items(n: Neighbor) -> list[tuple[str, object]]:
+    required: list[tuple[str, object]] = [("address", str(n.address)), ("as", n.peer_as)]
+    return required + _non_default(
+        [
+            ("hold_time", n.hold_time, DEFAULT_HOLD_TIME),
+            ("password", n.password, None),
+            ("local_address", str(n.local_address) if n.local_address else None, None),
+        ]
+    )
+
+
+def _route_items(r: RouteAttributes) -> list[tuple[str, object]]:
+    return _non_default(
+        [
+            ("communities", list(r.communities), []),
+            ("med", r.med, None),
+            ("local_pref", r.local_pref, None),
         ]
     )
 
