@@ -10,7 +10,9 @@ plane, installs the probe path, starts the health checks and keeps the
 data plane equal to "the file, minus what health took out" by diffing it
 against what the balancer holds after every reload and every health flip.
 Stopping leaves the data plane forwarding unless `teardown` is set.
-docs/config.md describes the file, the checks and the signals.
+While it runs it answers on a control socket (xlb/control.py); `run()`
+also tells systemd how it goes (xlb/sdnotify.py). docs/config.md describes
+the file, the checks and the signals, docs/deploy.md the unit and socket.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +39,19 @@ from typing import Any
 from . import config as cfg
 from .balancer import Balancer
 from .config import Config, ConfigFileError, VipConfig
+from .control import ControlServer, Handler, socket_path
 from .errors import ConfigError, ExistsError, XlbError
 from .health import HealthChecker, JsonFormatter, ProbePath, Target, TargetHealth, log_event
 from .health import target_for as _target_for
 from .model import IPAddress, Real, Vip
+from .sdnotify import Notifier, stream_is_journal
 
 log = logging.getLogger("xlb.service")
 
 WATCH_INTERVAL_S = 1.0
+# How often the wait for the first health results looks at the checks (the
+# checker reports flips, not single results).
+FIRST_RESULTS_POLL_S = 0.05
 # Settings a reload cannot change: they name the running data plane itself.
 RESTART_ONLY = ("interface", "xdp_mode", "pin_dir", "lock_dir")
 
@@ -251,6 +259,10 @@ class Service:
     Changes to the data plane run in one worker thread, one apply at a
     time; each apply takes the config and health as they are when it
     starts, and requests made while one runs are served by the next.
+
+    While started it answers on `<lock_dir>/<interface>.sock` (ops:
+    `health`, `status`, and `drain`, which a BGP announcer provides
+    through `add_control_op`).
     """
 
     def __init__(
@@ -280,6 +292,16 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self._syncs_asked = 0  # apply requests so far
         self._syncs_covered = 0  # requests the applies started so far cover
+        self._control: ControlServer | None = None
+        self._control_ops: dict[str, Handler] = {
+            "health": self._op_health,
+            "status": self._op_status,
+            "drain": self._op_drain,
+        }
+        self._notifier = Notifier(None)  # run() asks the environment for systemd's
+        self._first_results = False  # every checked real had a result once
+        self._started_at: float | None = None
+        self._last_reload: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -309,15 +331,21 @@ class Service:
                 self._metrics = self._start_metrics(settings.metrics)
             self._apply_thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-apply")
             await self._install(self.config)
+            self._control = ControlServer(
+                socket_path(settings.lock_dir, settings.interface), self._control_ops
+            )
+            await self._control.start()
         except BaseException:
             await self._release()
             raise
         self._running = True
+        self._started_at = time.time()
         if self._watch and self._file is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch_file()))
         log_event(
             log, "started", interface=settings.interface, pin_dir=self.balancer.pin_dir,
             vips=len(self.config.vips), targets=len(self._checker.targets), teardown=self.teardown,
+            control=self._control.path,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -346,7 +374,10 @@ class Service:
         return str(self._metrics.url) if self._metrics is not None else None
 
     async def _release(self) -> None:
-        if self._metrics is not None:  # first: it reads everything below
+        if self._control is not None:  # first, with metrics: they read everything below
+            await self._control.close()
+            self._control = None
+        if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
         for task in self._tasks:
@@ -381,7 +412,13 @@ class Service:
         await self.stop()
 
     def run(self) -> None:
-        """Serve until SIGTERM/SIGINT; SIGHUP reloads. Call from the main thread."""
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads. Call from the main thread.
+
+        Under systemd (`NOTIFY_SOCKET`, Type=notify) it reports READY=1 once
+        the first apply is done and every checked real has a first result,
+        RELOADING=1/READY=1 around a SIGHUP reload, STOPPING=1, and STATUS=.
+        """
+        self._notifier = Notifier.from_environment()
         asyncio.run(self._serve_until_signalled())
 
     async def _serve_until_signalled(self) -> None:
@@ -389,9 +426,28 @@ class Service:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_on_signal()))
+        self._notifier.status("starting: attaching the data plane, applying the configuration")
         async with self:
+            self._spawn(self._notify_ready())
             await stop.wait()
+            after = "is detached" if self.teardown else "keeps forwarding"
+            self._notifier.stopping(f"stopping (the data plane {after})")
+
+    async def _notify_ready(self) -> None:
+        self._notifier.status("waiting for the first health results")
+        await self.wait_first_results()
+        self._notifier.ready(self.status_line())
+        log_event(log, "ready", status=self.status_line())
+
+    async def _reload_on_signal(self) -> None:
+        """SIGHUP: reload, told to systemd as RELOADING=1 ... READY=1 (only
+        once ready: before, systemd has no reload to wait for)."""
+        notifier = self._notifier if self._first_results else Notifier(None)
+        notifier.reloading(f"reloading {self._config_name()}")
+        applied = await self.reload()
+        state = self.status_line()
+        notifier.ready(state if applied else f"reload rejected, kept the running config; {state}")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -442,6 +498,7 @@ class Service:
             self._reject(issues)
             return False
         await self._install(new)
+        self._last_reload = {"time": time.time(), "result": "applied", "source": new.source}
         log_event(log, "reloaded", source=new.source, vips=len(new.vips))
         return True
 
@@ -474,6 +531,11 @@ class Service:
 
     def _reject(self, issues: Sequence[cfg.ConfigIssue]) -> None:
         self.counters["reloads_rejected"] += 1
+        self._last_reload = {
+            "time": time.time(),
+            "result": "rejected",
+            "errors": [str(issue) for issue in issues],
+        }
         for issue in issues:
             log_event(log, "config_error", logging.ERROR, where=issue.location or issue.source,
                       source=issue.source, error=issue.message)  # fmt: skip
@@ -525,6 +587,8 @@ class Service:
             )
             self._log_changes(applied.changes, applied.failures)
             self._update_vip_health(applied.healthy, plan.config)
+            if self._first_results:  # before, the status says what start-up waits for
+                self._notifier.status(self.status_line())
 
     def _plan(self) -> _Plan:
         """The config and the down reals now (read on the event loop, which
@@ -582,7 +646,100 @@ class Service:
         self.counters["real_up" if health.up else "real_down"] += 1
         self._spawn(self._sync())
 
+    # ---------------------------------------------------- first results
+
+    def first_results_pending(self) -> int:
+        """Checked reals with no health result yet: neither a probe that
+        passed nor enough failures to be judged down (a real starts up, so
+        a failure or two short of `fall` says nothing yet)."""
+        checker = self._checker
+        if checker is None:
+            return 0
+        pending = 0
+        for target in checker.targets:
+            with contextlib.suppress(KeyError):  # left in a reload meanwhile
+                health = checker.health(target)
+                if health.up and health.probes_ok == 0:
+                    pending += 1
+        return pending
+
+    async def wait_first_results(self) -> None:
+        """Until every checked real has a first result and the data plane
+        holds what those results say: what READY=1 (and an announcement
+        of the VIPs) waits for after a start."""
+        while self._running and (pending := self.first_results_pending()):
+            self._notifier.status(f"waiting for the first health results ({pending} reals)")
+            await asyncio.sleep(FIRST_RESULTS_POLL_S)
+        if not self._running:  # stopped meanwhile: there is nothing to be ready for
+            return
+        await self._sync()  # covers the flips the first results made
+        self._first_results = True
+
+    @property
+    def has_first_results(self) -> bool:
+        """Whether `wait_first_results` has returned once."""
+        return self._first_results
+
+    # ------------------------------------------------------- control socket
+
+    def add_control_op(self, op: str, handler: Handler) -> None:
+        """Answer `{"op": op, ...}` on the control socket with `handler`
+        (an async function of the request returning the answer's fields;
+        an XlbError it raises is answered as the error). The BGP announcer
+        replaces "drain" this way."""
+        self._control_ops[op] = handler
+
+    @property
+    def control_path(self) -> Path | None:
+        """Where the control socket listens, or None when not started."""
+        return self._control.path if self._control is not None else None
+
+    async def _op_health(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return {"vips": self.health()}
+
+    async def _op_status(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    async def _op_drain(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        # The place for draining: withdraw the announcements, wait until no
+        # new flows arrive, answer. Only a BGP announcer can do that; it
+        # installs its own op with add_control_op("drain", ...).
+        raise XlbError("drain: this daemon announces nothing (no [bgp] announcer configured)")
+
     # ------------------------------------------------------------ reporting
+
+    def status(self) -> dict[str, Any]:
+        """What the daemon is and has done: the `status` control op."""
+        health = self.health()
+        reals = [real for vip in health.values() for real in vip["reals"].values()]
+        checked = [real for real in reals if real["state"] != "unchecked"]
+        return {
+            "pid": os.getpid(),
+            "interface": self.config.settings.interface,
+            "config": self._config_name(),
+            "pin_dir": str(self.balancer.pin_dir) if self.balancer is not None else None,
+            "started_at": self._started_at,
+            "ready": self._first_results,
+            "last_reload": self._last_reload,
+            "vips": len(health),
+            "vips_healthy": sum(1 for vip in health.values() if vip["healthy"]),
+            "reals_checked": len(checked),
+            "reals_up": sum(1 for real in checked if real["state"] == "up"),
+            "metrics_url": self.metrics_url,
+            "counters": dict(self.counters),
+        }
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        state = self.status()
+        return (
+            f"serving {state['vips']} VIPs on {state['interface']} "
+            f"({state['vips_healthy']} healthy), "
+            f"{state['reals_up']} of {state['reals_checked']} checked reals up"
+        )
+
+    def _config_name(self) -> str:
+        return str(self._file.path) if self._file is not None else self.config.source
 
     def vip_healthy(self, vip: Vip) -> bool:
         """Whether a VIP has a healthy real (what a BGP speaker announces)."""
@@ -661,10 +818,33 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 def _setup_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(log_formatter(fmt, journal=stream_is_journal(sys.stderr)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def log_formatter(fmt: str, journal: bool) -> logging.Formatter:
+    """JSON lines (their "time" is a field, kept), or key=value lines: with
+    a timestamp on a terminal or in a file, without one in the journal,
+    which stamps every line itself."""
+    if fmt == "json":
+        return JsonFormatter()
+    if journal:
+        return JournalFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+class JournalFormatter(logging.Formatter):
+    """`<priority>LEVEL logger message`: no timestamp (journald adds its
+    own), and the syslog priority prefix journald reads (SyslogLevelPrefix),
+    so `journalctl -p warning` finds the warnings."""
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITIES.get(record.levelno, 2 if record.levelno > logging.ERROR else 6)
+        return f"<{priority}>{super().format(record)}"

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import host
+from .. import control, host
 from ..model import Vip, VipFlags, parse_address
 from .common import EXIT_OK, CliError, Target, daemon_pid, open_balancer, resolve_target
 
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Health:
-    """What a running daemon reports, read from its metrics endpoint."""
+    """What a running daemon reports about health (its control socket, or
+    the metrics endpoint of a daemon without one)."""
 
     reals: dict[tuple[str, str], str]  # (vip, real) -> "up" | "down"
     vips: dict[str, bool]
@@ -44,6 +45,38 @@ class Health:
 
 
 def daemon_health(target: Target, timeout: float = 1.0) -> Health:
+    """Health states from the daemon: asked on its control socket; from its
+    metrics page when nothing listens there (a daemon older than the
+    socket); empty when neither answers."""
+    if target.interface is not None:
+        try:
+            reply = control.request(
+                control.socket_path(target.lock_dir, target.interface), "health", timeout
+            )
+        except control.DaemonUnreachable:
+            return _scraped_health(target, timeout)
+        except control.ControlError:  # a daemon that does not answer: no health to show
+            return Health({}, {})
+        return _health_from_reply(reply)
+    return _scraped_health(target, timeout)
+
+
+def _health_from_reply(reply: dict[str, Any]) -> Health:
+    """Health from the `health` op's answer (Service.health()'s shape); a
+    real without a check ("unchecked") has no state, as on the metrics page."""
+    health = Health({}, {})
+    vips = reply.get("vips")
+    for vip, entry in (vips if isinstance(vips, dict) else {}).items():
+        health.vips[vip] = bool(entry.get("healthy"))
+        for real, state in entry.get("reals", {}).items():
+            if state.get("state") in ("up", "down"):
+                health.reals[(vip, real)] = state["state"]
+            if isinstance(state.get("weight"), int):
+                health.weights[(vip, real)] = state["weight"]
+    return health
+
+
+def _scraped_health(target: Target, timeout: float) -> Health:
     """Health states from the daemon's metrics server, if one announced itself."""
     from prometheus_client.parser import text_string_to_metric_families
 
