@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     "xlb.events": 2,
     "xlb.decap": 2,
     "xlb.health": 3,
+    "xlb.announce": 3,
     "xlb.service": 3,
     "xlb.metrics": 3,
     "xlb.cli": 4,
