@@ -55,12 +55,15 @@ class Notifier:
     """Sends notifications to one NOTIFY_SOCKET (or nowhere: `address` None).
 
     A failed send is logged once and never raised: a daemon keeps serving
-    whether or not its supervisor listens.
+    whether or not its supervisor listens. A send never blocks either (a
+    receiver that stops reading fills its queue; the daemon's event loop
+    must not wait on it), and an unchanged STATUS is not sent again.
     """
 
     def __init__(self, address: str | None) -> None:
         self.address = address
         self._warned = False
+        self._last_status: str | None = None
 
     @classmethod
     def from_environment(
@@ -89,16 +92,21 @@ class Notifier:
         message = "\n".join(f"{key}={_one_line(str(value))}" for key, value in fields.items())
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message.encode(), self.address)
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             if not self._warned:  # once: a gone socket would log at every health change
                 self._warned = True
                 log.warning("cannot notify systemd at %s: %s", self.address.lstrip("\0"), exc)
             return False
+        if "STATUS" in fields:
+            self._last_status = str(fields["STATUS"])
         return True
 
     def status(self, text: str) -> bool:
-        """STATUS=: the line `systemctl status` shows."""
+        """STATUS=: the line `systemctl status` shows (not sent again while
+        it says the same)."""
+        if text == self._last_status:
+            return False
         return self.send(STATUS=text)
 
     def ready(self, status: str) -> bool:

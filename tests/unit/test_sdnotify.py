@@ -124,3 +124,31 @@ def test_journal_lines_have_a_priority_and_no_timestamp() -> None:
     assert plain[:4].isdigit()  # the asctime a terminal or a file needs
     assert isinstance(log_formatter("kv", journal=True), JournalFormatter)
     assert log_formatter("json", journal=True).format(record).startswith('{"time": ')
+
+
+def test_a_receiver_that_stops_reading_never_blocks_the_sender(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """systemd busy or hung: its queue fills, and the daemon's event loop
+    must go on (a blocking sendto hung `xlb serve` in the first version)."""
+    _sock, value = listener
+    notifier = Notifier(value)
+    sent = [notifier.send(STATUS=f"message {n}") for n in range(5000)]
+    assert sent[0] and not sent[-1]
+
+
+def test_an_unchanged_status_is_sent_once(listener: tuple[socket.socket, str]) -> None:
+    sock, value = listener
+    notifier = Notifier(value)
+    assert notifier.status("waiting")
+    assert not notifier.status("waiting")
+    assert notifier.status("serving")
+    assert notifier.ready("serving")  # READY always goes out
+    sock.setblocking(False)
+    assert [sock.recv(4096) for _ in range(3)] == [
+        b"STATUS=waiting",
+        b"STATUS=serving",
+        b"READY=1\nSTATUS=serving",
+    ]
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
