@@ -273,7 +273,10 @@ class ExaBgpAnnouncer(Announcer):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(os.getpid()),
+                # SIGKILL, not SIGTERM: the kernel then closes ExaBGP's TCP
+                # sessions within ms (measured 15-30 ms to the router's route
+                # gone); ExaBGP's own orderly shutdown took 0.23-0.32 s.
+                preexec_fn=die_with_parent(os.getpid(), signal.SIGKILL),
                 close_fds=True,
             )
         try:
