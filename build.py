@@ -49,6 +49,7 @@ APT_PACKAGES = [
     "gcc",
     "libc6-dev",
     "pkg-config",
+    "bird2",  # the router of the BGP tests and the lab, and the BFD announcer
 ]
 
 CLANG_BPF_FLAGS = ["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"]
@@ -108,13 +109,13 @@ def create_venv() -> None:
     if not VENV_PY.exists():
         log(f"creating {VENV}")
         run([sys.executable, "-m", "venv", str(VENV)])
-    log("installing xlb (editable) with its test and lint extras")
+    log("installing xlb (editable) with its test, lint and bgp extras")
     pip = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     quiet_pip([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
     # The distribution was called "xlb" before 0.2: a venv made then still
     # holds it (with its pytest11 entry point), beside the new name.
     subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", "xlb"], capture_output=True)
-    quiet_pip([*pip, "-e", f"{ROOT}[test,lint]"])
+    quiet_pip([*pip, "-e", f"{ROOT}[test,lint,bgp]"])
     stamp.write_text(python_deps_stamp())
 
 
