@@ -18,7 +18,10 @@ from . import config as cfg
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xlb serve",
-        description="Run the balancer from a TOML file: health checks, reloads (docs/config.md).",
+        description=(
+            "Run the balancer from a TOML file: health checks, reloads (docs/config.md); "
+            "a control socket and systemd notifications (docs/deploy.md)."
+        ),
     )
     parser.add_argument("config", type=Path, help="the configuration file (TOML)")
     parser.add_argument("--check", action="store_true", help="validate the file and exit")

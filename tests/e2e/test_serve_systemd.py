@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -208,19 +208,26 @@ command = ["false"]
             text += '\n[[vip.reals]]\naddress = "10.30.3.2"\n'
         self.config.write_text(text)
 
-    def start(self, notify: NotifySocket) -> subprocess.Popen[str]:
-        """`xlb serve` as the unit runs it: its capabilities, NOTIFY_SOCKET."""
+    def start(self, notify: NotifySocket, journal: bool = False) -> subprocess.Popen[str]:
+        """`xlb serve` as the unit runs it: its capabilities, NOTIFY_SOCKET;
+        `journal`: JOURNAL_STREAM names its stderr (the log file), as when
+        systemd connects stderr to the journal."""
         caps = ",".join(["-all", *unit_capabilities()])
         with open(self.log, "a") as log:
             return subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}",
              "setpriv", f"--bounding-set={caps}", "--inh-caps=-all",
              XLB, "serve", str(self.config)],
-            env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+            env={**os.environ, "NOTIFY_SOCKET": str(notify.path), **self._journal(log, journal)},
             stdout=subprocess.DEVNULL,
             stderr=log,
             text=True,
         )  # fmt: skip
+
+    @staticmethod
+    def _journal(log: IO[str], journal: bool) -> dict[str, str]:
+        st = os.fstat(log.fileno())
+        return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}" if journal else "0:0"}
 
     def ask(self, op: str, **fields: Any) -> dict[str, Any]:
         return request(self.control, op, timeout=10, **fields)
@@ -401,8 +408,11 @@ def test_a_symlink_at_the_socket_path_stops_the_start(node: Node, notify: Notify
     victim = node.dir / "victim"
     victim.write_text("keep")
     node.control.symlink_to(victim)
-    with running(node.start(notify)) as proc:
+    with running(node.start(notify, journal=True)) as proc:
         assert proc.wait(timeout=DEADLINE) == 1
-    assert re.search(r"eth0\.sock is a symbolic link", node.log.read_text())
+    # Its stderr is "the journal": a priority, no timestamp of its own.
+    (line,) = [line for line in node.log.read_text().splitlines() if "event=failed" in line]
+    assert line.startswith("<3>ERROR xlb.service event=failed error="), line
+    assert re.search(r"eth0\.sock is a symbolic link", line)
     assert victim.read_text() == "keep" and node.control.is_symlink()
     assert not any("READY" in m for m in notify.pending())

@@ -78,11 +78,13 @@ def _health_from_reply(reply: dict[str, Any]) -> Health:
 
 def _scraped_health(target: Target, timeout: float) -> Health:
     """Health states from the daemon's metrics server, if one announced itself."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from ..metrics import discovery_file
-
     empty = Health({}, {})
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from ..metrics import discovery_file
+    except ImportError:  # installed without the metrics extra: nothing to read
+        return empty
     try:
         info = json.loads(discovery_file(target.pin_dir).read_text())
         os.kill(int(info["pid"]), 0)
