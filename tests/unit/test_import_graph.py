@@ -57,6 +57,8 @@ LAYERS: dict[str, int] = {
     "xlb.health": 3,
     "xlb.announce": 3,
     "xlb.service": 3,
+    "xlb.control": 3,
+    "xlb.sdnotify": 3,
     "xlb.metrics": 3,
     "xlb.cli": 4,
     "xlb.lab": 5,
