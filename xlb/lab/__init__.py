@@ -11,6 +11,7 @@ Its modules, by what makes them change:
     lab.py        Lab: the topology, building and tearing it down, the
                   balancer nodes' life (see its docstring)
     nodes.py      the nodes: client, balancer and real namespaces
+    routers.py    the routing engines: BIRD + ExaBGP, keepalived (VRRP)
     exchanges.py  one request from a client (HTTP, UDP, a held connection)
     traffic.py    background load from a client and what it saw
     state.py      state files, leftovers, cleanup of crashed labs

@@ -36,6 +36,17 @@ run behind routers doing ECMP (see docs/ecmp.md):
         lab.restore_data_plane("lb1")          # a fresh Balancer, configured like its peers
         lab.announce("lb1")                    # back into the ECMP routes
 
+`router` says who makes the router's VIP routes (xlb/lab/routers.py):
+
+    Lab(balancers=2)                  # "static": the lab writes the ECMP route
+    Lab(balancers=2, router="bird")   # BIRD in the router, BGP to ExaBGP on
+                                      # every node: withdraw/announce go through
+                                      # ExaBGP, BIRD installs the ECMP route
+    Lab(balancers=2, router="vrrp")   # keepalived on both nodes (one shared
+                                      # segment), a static route to the floating
+                                      # next hop; lab.fail_over() kills the
+                                      # active node's keepalived and blackholes it
+
 The router hashes on the L4 5-tuple (fib_multipath_hash_policy=1, IPv4 and
 IPv6), so the client's flows to one VIP spread over the nodes by port.
 
@@ -59,7 +70,8 @@ Things this kernel needs (each found the hard way, each handled here):
   bringing it back re-adds them (`restore_data_plane`).
 
 Everything a lab creates is recorded in its state file before it is
-created; `Lab.close()` (context manager, SIGTERM/SIGINT/SIGHUP, interpreter
+created (its daemons, BIRD, ExaBGP and keepalived, right after: they run in
+the lab's namespaces, whose processes a cleanup kills anyway); `Lab.close()` (context manager, SIGTERM/SIGINT/SIGHUP, interpreter
 exit) removes it all, and `python -m xlb.lab cleanup` what a crashed run
 left (xlb/lab/state.py).
 """
@@ -86,20 +98,41 @@ from typing import Any, Literal, TypeVar
 
 from .. import host, netns
 from .._bpf import BpfObject, XdpLink, XdpMode
+from ..announce import AnnounceError, BirdControl, ExaBgpAnnouncer, die_with_parent
 from ..balancer import Balancer
+from ..config import BgpSettings, Neighbor
 from ..decap import Decap, DecapMode
 from ..errors import ConfigError, XlbError
 from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
 from .nodes import BalancerNode, ClientNode, KillHow, RealNode
+from .routers import (
+    FLOATING_V4,
+    FLOATING_V6,
+    HOLD_TIME_S,
+    NODE_AS,
+    NOTIFY_SCRIPT,
+    ROUTER_AS,
+    ROUTER_KINDS,
+    VRRP_PREFIX4,
+    VRRP_PREFIX6,
+    VRRP_PRIORITIES,
+    OwnerThread,
+    RouterKind,
+    bird_router_config,
+    keepalived_config,
+    route_hops,
+)
 from .state import (
     LAB_PREFIX,
     LABSERVER,
     PIN_ROOT,
     STATE_DIR,
     kill_pids,
+    pids_in_netns,
     private_dir,
     private_file,
     proc_start_time,
+    process_name,
     remove_state,
 )
 
@@ -123,6 +156,13 @@ T = TypeVar("T")
 
 _KIND_CODE = {"client": 1, "lb": 2, "real": 3}
 
+#: router="vrrp": the balancers' shared segment, a bridge in the router namespace.
+VRRP_BRIDGE = "lbs"
+VRRP_GW4 = ipaddress.IPv4Address("10.20.0.1")
+VRRP_GW6 = ipaddress.IPv6Address("fd00:20::1")
+#: How long the lab waits for a routing engine (BGP session, VRRP election).
+ROUTER_DEADLINE_S = 30.0
+
 
 class Lab:
     """Build a lab of network namespaces, always tear it down (see module doc).
@@ -138,6 +178,9 @@ class Lab:
         "generic" XDP or "tc").
     tcp_port / udp_port: where the lab servers listen (the default services).
     server_mtu: MTU of the links the balancer and the reals are on.
+    router: "static" (the lab's own routes), "bird" (BGP: BIRD in the
+        router, ExaBGP on each node) or "vrrp" (two nodes, keepalived, a
+        floating next hop); routed topology only.
     """
 
     def __init__(
@@ -156,6 +199,7 @@ class Lab:
         server_mtu: int = 1600,
         balancer_config: BalancerConfig | None = None,
         name: str | None = None,
+        router: RouterKind = "static",
     ) -> None:
         if topology not in TOPOLOGIES:
             raise ConfigError(f"invalid topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
@@ -168,7 +212,14 @@ class Lab:
                 f"a {topology} lab has one balancer: several balancer nodes need the "
                 "routed topology, where the router spreads the VIPs over them (ECMP)"
             )
+        if router not in ROUTER_KINDS:
+            raise ConfigError(f"invalid router {router!r}: one of {', '.join(ROUTER_KINDS)}")
+        if router != "static" and topology != "routed":
+            raise ConfigError(f"router={router!r} needs the routed topology")
+        if router == "vrrp" and balancers != 2:
+            raise ConfigError("router='vrrp' is an active/backup pair: balancers=2")
         self.topology: Topology = topology
+        self.router: RouterKind = router
         self.xdp_mode: XdpMode = xdp_mode
         self.decap_mode: DecapMode = decap_mode
         self.vip4 = ipaddress.IPv4Address(vip4)
@@ -187,6 +238,12 @@ class Lab:
         #: Roles of the balancer nodes in the router's VIP routes (all, until withdrawn).
         self.announced: set[str] = set()
         self._pass_obj: BpfObject | None = None
+        #: Starts the daemons that die with the lab (BIRD, ExaBGP, keepalived).
+        self._owner: OwnerThread | None = None
+        self._daemons: list[subprocess.Popen[bytes]] = []
+        self.bird_socket: Path | None = None
+        #: The measured time of the last `fail_over()` (kill -> next hop moved).
+        self.last_fail_over_s: float | None = None
         self._pass_links: list[XdpLink] = []
         self._state: dict[str, Any] = {}
         self._started = False
@@ -276,6 +333,10 @@ class Lab:
                 client.start()
             for node in self.balancers:
                 self._start_balancer(node)
+            if self.router == "bird":
+                self._start_bgp()
+            elif self.router == "vrrp":
+                self._start_vrrp()
         except BaseException:
             self.close()
             raise
@@ -321,6 +382,17 @@ class Lab:
                         "net.ipv6.fib_multipath_hash_policy": 1,
                     }
                 )
+            if self.router == "vrrp":
+                # VRRP needs one L2 segment: the two balancer nodes and the router.
+                host.ip_batch(
+                    [
+                        f"link add {VRRP_BRIDGE} type bridge stp_state 0 mcast_snooping 0",
+                        f"addr add {VRRP_GW4}/{VRRP_PREFIX4} dev {VRRP_BRIDGE}",
+                        f"addr add {VRRP_GW6}/{VRRP_PREFIX6} dev {VRRP_BRIDGE} nodad",
+                        f"link set {VRRP_BRIDGE} up",
+                    ],
+                    ns=self.hub,
+                )
         else:
             self.hub = self._create_netns("switch")
             host.ip_batch(
@@ -334,6 +406,17 @@ class Lab:
             raise ConfigError(f"{kind} index {index} out of range 1-254")
         mac = f"02:00:00:{code:02x}:00:{index:02x}"
         hub_mac = f"02:00:00:{code:02x}:01:{index:02x}"
+        if self.router == "vrrp" and kind == "lb":
+            return {
+                "ipv4": ipaddress.IPv4Address(int(VRRP_GW4) + index),
+                "ipv6": ipaddress.IPv6Address(int(VRRP_GW6) + index),
+                "gw4": VRRP_GW4,
+                "gw6": VRRP_GW6,
+                "prefix4": VRRP_PREFIX4,
+                "prefix6": VRRP_PREFIX6,
+                "mac": mac,
+                "hub_mac": hub_mac,
+            }
         if self.topology == "routed":
             subnet = {"client": 10, "lb": 20, "real": 30}[kind]
             return {
@@ -369,7 +452,9 @@ class Lab:
             f"peer name eth0 netns {ns} address {plan['mac']} mtu {mtu} {queues}",
             f"link set {port} up",
         ]
-        if self.topology == "routed":
+        if self.router == "vrrp" and kind == "lb":
+            hub_cmds.insert(1, f"link set {port} master {VRRP_BRIDGE}")
+        elif self.topology == "routed":
             hub_cmds += [
                 f"addr add {plan['gw4']}/{plan['prefix4']} dev {port}",
                 f"addr add {plan['gw6']}/{plan['prefix6']} dev {port} nodad",
@@ -425,13 +510,17 @@ class Lab:
         """Send VIP traffic to the balancer(s): one ECMP route over every
         announced balancer node, in node order (the same set of nodes always
         gives the same flow -> node mapping); none announced: no route."""
+        if self.router == "bird":
+            return  # BIRD installs them, from what the nodes announce
         if self.topology == "routed":
             where, targets = self.hub, self.balancers
         else:
             where, targets = "", self.balancers
         targets = [b for b in targets if b.role in self.announced]
         for family, vip in ((4, self.vip4), (6, self.vip6)):
-            hops = [b.address(family) for b in targets]
+            hops: list[IPAddress] = [b.address(family) for b in targets]
+            if self.router == "vrrp":  # whoever holds the floating address
+                hops = [FLOATING_V4 if family == 4 else FLOATING_V6]
             prefix = 32 if family == 4 else 128
             if not hops:
                 # Nodes are withdrawn one at a time: the route has one hop left.
@@ -526,6 +615,265 @@ class Lab:
             )
         with netns.enter(node.netns):
             return Balancer(node.interface, self.xdp_mode, pin_dir=node.pin_dir, config=config)
+
+    # ---------------------------------------------------- routing engines
+
+    def _daemon(self, ns: str, role: str, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        """Start a daemon in `ns` from the owner thread (it dies with the lab
+        by SIGKILL), recorded in the state file."""
+        if self._owner is None:
+            self._owner = OwnerThread(f"xlb-lab-{self.name}-owner")
+        owner_pid = os.getpid()
+
+        def start() -> subprocess.Popen[bytes]:
+            with private_file(self.run_dir / log_name, "wb") as output:
+                return netns.popen(
+                    ns,
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent(owner_pid, signal.SIGKILL),
+                )
+
+        process = self._owner.run(start)
+        self._daemons.append(process)
+        self._record_process(process.pid, role)
+        return process
+
+    def _record_process(self, pid: int, role: str) -> None:
+        self._state["processes"].append({"pid": pid, "start": proc_start_time(pid), "role": role})
+        self._save_state()
+
+    def _wait_until(self, what: str, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise XlbError(f"lab {self.name}: {what} did not happen within {timeout:.0f} s")
+            time.sleep(0.005)
+
+    # BGP (router="bird")
+
+    def _start_bgp(self) -> None:
+        """BIRD in the router, ExaBGP on every node announcing both VIPs; back
+        when the router's routes hold every node."""
+        peers = [(b.role, self._plan("lb", b.index)["gw4"], b.ipv4) for b in self.balancers]
+        config = self.run_dir / "bird.conf"
+        config.write_text(bird_router_config(peers[0][1], str(self.run_dir / "bird.log"), peers))
+        self.bird_socket = self.run_dir / "bird.ctl"
+        bird = self._daemon(
+            self.hub,
+            "router-bird",
+            [
+                "bird",
+                "-f",
+                "-c",
+                str(config),
+                "-s",
+                str(self.bird_socket),
+                "-P",
+                str(self.run_dir / "bird.pid"),
+            ],
+            "bird.out",
+        )
+        self._wait_until(
+            "BIRD's start",
+            lambda: bird.poll() is not None or self._bird_answers(),
+            ROUTER_DEADLINE_S,
+        )
+        if bird.poll() is not None:
+            output = (self.run_dir / "bird.out").read_text(errors="replace").strip()
+            raise XlbError(f"BIRD did not start in the lab's router: {output}")
+        for node in self.balancers:
+            self._start_announcer(node)
+        for node in self.balancers:
+            for vip in (self.vip4, self.vip6):
+                assert node.announcer is not None
+                node.announcer.announce(vip)
+        self._wait_for_routes()
+
+    def _bird_answers(self) -> bool:
+        assert self.bird_socket is not None
+        try:
+            BirdControl(self.bird_socket, timeout=2).command("show status")
+        except AnnounceError:
+            return False
+        return True
+
+    def _start_announcer(self, node: BalancerNode) -> None:
+        gw4 = self._plan("lb", node.index)["gw4"]
+        settings = BgpSettings(
+            local_as=NODE_AS,
+            router_id=node.ipv4,
+            neighbors=(Neighbor(gw4, ROUTER_AS, hold_time=HOLD_TIME_S),),
+            next_hop_v6=node.ipv6,
+        )
+        announcer = ExaBgpAnnouncer(settings, self.run_dir / f"{node.role}-exabgp")
+        node.announcer = announcer
+        if self._owner is None:
+            self._owner = OwnerThread(f"xlb-lab-{self.name}-owner")
+
+        def start() -> None:
+            with netns.enter(node.netns):
+                announcer.start()
+
+        try:
+            self._owner.run(start)
+        finally:
+            if announcer.process is not None:
+                self._record_process(announcer.process.pid, f"{node.role}-exabgp")
+
+    def router_hops(self, family: int) -> set[str]:
+        """The next hops of the router's kernel route to the VIP of `family`."""
+        vip = self.vip_address(family)
+        found = host.routes(f"{vip}/{vip.max_prefixlen}", family=family, ns=self.hub)
+        return route_hops(found)
+
+    def _wait_for_routes(self, timeout: float = ROUTER_DEADLINE_S) -> None:
+        """Until the router's routes to both VIPs go over exactly the announced nodes."""
+        wanted = {
+            family: {str(b.address(family)) for b in self.balancers if b.role in self.announced}
+            for family in (4, 6)
+        }
+        self._wait_until(
+            f"the router's VIP routes over {sorted(self.announced)}",
+            lambda: all(self.router_hops(f) == wanted[f] for f in (4, 6)),
+            timeout,
+        )
+
+    def _announce_over_bgp(self, node: BalancerNode, announce: bool) -> None:
+        if node.announcer is None:
+            raise XlbError(f"{node.role} runs no BGP speaker")
+        for vip in (self.vip4, self.vip6):
+            if announce:
+                node.announcer.announce(vip)
+            else:
+                node.announcer.withdraw(vip)
+        self._wait_for_routes()
+
+    # VRRP (router="vrrp")
+
+    def _start_vrrp(self) -> None:
+        """keepalived on both nodes; back when the first node holds the
+        floating addresses (the router's static route points at them)."""
+        for node, priority in zip(self.balancers, VRRP_PRIORITIES, strict=True):
+            self._start_keepalived(node, priority)
+        self._wait_until(
+            "the VRRP election", lambda: self.vrrp_active() is self.balancers[0], ROUTER_DEADLINE_S
+        )
+
+    def _start_keepalived(self, node: BalancerNode, priority: int) -> None:
+        directory = self.run_dir / f"{node.role}-vrrp"
+        private_dir(directory)
+        notify = directory / "notify.sh"
+        with private_file(notify) as out:
+            out.write(NOTIFY_SCRIPT.format(directory=directory, interface=node.interface))
+        notify.chmod(0o700)
+        config = directory / "keepalived.conf"
+        floating: list[tuple[int, IPAddress, int]] = [
+            (4, FLOATING_V4, VRRP_PREFIX4),
+            (6, FLOATING_V6, VRRP_PREFIX6),
+        ]
+        config.write_text(
+            keepalived_config(node.role, priority, node.interface, str(notify), floating)
+        )
+        node.keepalived = self._daemon(
+            node.netns,
+            f"{node.role}-keepalived",
+            [
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--vrrp",
+                "--use-file",
+                str(config),
+                "--pid",
+                str(directory / "keepalived.pid"),
+                "--vrrp_pid",
+                str(directory / "vrrp.pid"),
+            ],
+            f"{node.role}-keepalived.log",
+        )
+
+    def floating_holders(self, family: int = 4) -> list[BalancerNode]:
+        """The balancer nodes that have the floating next hop of `family`."""
+        floating = FLOATING_V4 if family == 4 else FLOATING_V6
+        return [
+            node
+            for node in self.balancers
+            if any(
+                e.address.ip == floating
+                for e in host.address_entries(node.interface, ns=node.netns)
+            )
+        ]
+
+    def vrrp_active(self) -> BalancerNode | None:
+        """The node holding both floating addresses, alone; None otherwise."""
+        v4, v6 = self.floating_holders(4), self.floating_holders(6)
+        return v4[0] if len(v4) == 1 and v4 == v6 else None
+
+    def router_next_hop_mac(self, family: int) -> str | None:
+        """The MAC the router sends the floating next hop's traffic to."""
+        floating = FLOATING_V4 if family == 4 else FLOATING_V6
+        for entry in host.ip_json("neigh", "show", "dev", VRRP_BRIDGE, ns=self.hub) or []:
+            if entry.get("dst") == str(floating) and entry.get("state") != ["FAILED"]:
+                return str(entry.get("lladdr")) if entry.get("lladdr") else None
+        return None
+
+    def kill_keepalived(self, node: BalancerNode | str) -> None:
+        """kill -9 of every keepalived process of a node (what a crash does:
+        keepalived removes nothing itself)."""
+        target = self.balancer_node(node)
+        pids = [pid for pid in pids_in_netns(target.netns) if process_name(pid) == "keepalived"]
+        # Stopped first: a VRRP process whose parent died first would get
+        # SIGTERM (keepalived's own PR_SET_PDEATHSIG) and resign politely
+        # (priority 0), which is not a crash; a parent would respawn a child.
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in sorted(pids, reverse=True):  # children (younger) first
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        if target.keepalived is not None:
+            target.keepalived.wait()
+            target.keepalived = None
+
+    def fail_over(self, timeout: float = ROUTER_DEADLINE_S) -> float:
+        """The active node dies: its keepalived is killed (-9) and its link
+        taken down (a blackhole). Back when the router sends the floating
+        next hop of both families to the backup's MAC; the seconds that took
+        (also in `last_fail_over_s`)."""
+        if self.router != "vrrp":
+            raise XlbError("fail_over needs router='vrrp'")
+        active = self.vrrp_active()
+        if active is None:
+            raise XlbError("no single node holds the floating next hop")
+        backup = next(b for b in self.balancers if b is not active)
+        started = time.monotonic()
+        self.kill_keepalived(active)
+        self.kill_data_plane(active, "link-down")
+        self._wait_until(
+            f"{backup.role} taking over the floating next hop",
+            lambda: all(self.router_next_hop_mac(f) == backup.mac for f in (4, 6)),
+            timeout,
+        )
+        self.last_fail_over_s = time.monotonic() - started
+        return self.last_fail_over_s
+
+    def _stop_routing(self) -> None:
+        """Close the BGP speakers (orderly), then every daemon, then the owner thread."""
+        for node in self.balancers:
+            if node.announcer is not None:
+                node.announcer.close()
+                node.announcer = None
+            node.keepalived = None
+        daemons, self._daemons = self._daemons, []
+        kill_pids([d.pid for d in daemons if d.poll() is None])
+        for daemon in daemons:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(5)
+        if self._owner is not None:
+            self._owner.stop()
+            self._owner = None
 
     # ------------------------------------------------------------ access
 
@@ -721,11 +1069,14 @@ class Lab:
         delete for the last node), so flows of the other nodes never see a
         gap. Its data plane keeps
         running: packets already on their way are still forwarded."""
-        role = self._ecmp_node(node).role
-        if role not in self.announced:
-            raise XlbError(f"{role} is not announced")
-        self.announced.discard(role)
-        self._route_vips()
+        target = self._ecmp_node(node)
+        if target.role not in self.announced:
+            raise XlbError(f"{target.role} is not announced")
+        self.announced.discard(target.role)
+        if self.router == "bird":
+            self._announce_over_bgp(target, announce=False)
+        else:
+            self._route_vips()
 
     def announce(self, node: BalancerNode | str) -> None:
         """Put a balancer node back into the router's ECMP routes."""
@@ -733,7 +1084,10 @@ class Lab:
         if target.role in self.announced:
             raise XlbError(f"{target.role} is already announced")
         self.announced.add(target.role)
-        self._route_vips()
+        if self.router == "bird":
+            self._announce_over_bgp(target, announce=True)
+        else:
+            self._route_vips()
 
     def _ecmp_node(self, node: BalancerNode | str) -> BalancerNode:
         if self.topology != "routed":
@@ -848,6 +1202,7 @@ class Lab:
 
         for client in self.clients:
             attempt(f"stopping {client.role}", client.stop)
+        attempt("stopping the routing daemons", self._stop_routing)
         servers = [r.server for r in self.reals if r.server is not None]
         attempt("stopping lab servers", kill_pids, [s.pid for s in servers])
         for server in servers:

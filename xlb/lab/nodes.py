@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .. import host, netns
+from ..announce import ExaBgpAnnouncer
 from ..balancer import Balancer
 from ..decap import Decap
 from ..errors import XlbError
@@ -106,6 +107,10 @@ class BalancerNode(Node):
     balancer: Balancer | None = None
     pin_dir: Path | None = None
     killed: KillHow | None = None
+    #: router="bird": the node's BGP speaker (announces the lab's VIPs).
+    announcer: ExaBgpAnnouncer | None = None
+    #: router="vrrp": the node's keepalived (None once killed).
+    keepalived: subprocess.Popen[bytes] | None = None
 
     @property
     def name(self) -> str:

@@ -85,7 +85,15 @@ def _netns_inode(name: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _pids_in_netns(name: str) -> list[int]:
+def process_name(pid: int) -> str | None:
+    """A process's command name (/proc/PID/comm); None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def pids_in_netns(name: str) -> list[int]:
     """Processes whose network namespace is `name` (like `ip netns pids`)."""
     target = _netns_inode(name)
     if target is None:
@@ -150,7 +158,7 @@ def remove_state(state: dict[str, Any]) -> list[str]:
     def kill_processes() -> None:
         pids = {p["pid"] for p in state.get("processes", []) if _alive(p["pid"], p.get("start"))}
         for name in state.get("namespaces", []):
-            pids.update(_pids_in_netns(name))
+            pids.update(pids_in_netns(name))
         if pids:
             kill_pids(sorted(pids))
             removed.extend(f"process {pid}" for pid in sorted(pids))
