@@ -207,7 +207,11 @@ LAB_OWNER = textwrap.dedent(
 
 
 @needs_bird
-def test_a_crashed_bgp_lab_leaves_nothing_after_cleanup() -> None:
+@pytest.mark.parametrize("crash", ["owner-killed", "owner-frozen"])
+def test_a_crashed_bgp_lab_leaves_nothing_after_cleanup(crash: str) -> None:
+    """Killed: the daemons die with the owner (PR_SET_PDEATHSIG), the cleanup
+    removes the rest. Frozen (SIGSTOP; `cleanup --all` takes running labs
+    too): the daemons are still there, and the cleanup must kill them."""
     owner = subprocess.Popen(
         [sys.executable, "-c", LAB_OWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -219,6 +223,12 @@ def test_a_crashed_bgp_lab_leaves_nothing_after_cleanup() -> None:
         daemons = {p["role"]: p for p in state["processes"] if not p["role"].startswith("real")}
         assert set(daemons) == {"router-bird", "lb1-exabgp", "lb2-exabgp"}, daemons
         assert all(alive(p["pid"], p["start"]) for p in daemons.values())
+        if crash == "owner-frozen":
+            os.kill(owner.pid, signal.SIGSTOP)
+            command = [sys.executable, "-m", "xlb.lab", "cleanup", "--all"]
+            cleanup = subprocess.run(command, capture_output=True, text=True, check=True)
+            survivors = [p["role"] for p in daemons.values() if alive(p["pid"], p["start"])]
+            assert survivors == [], f"cleanup --all left {survivors}: {cleanup.stdout}"
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
