@@ -194,6 +194,51 @@ def alive(pid: int, start: int) -> bool:
     return proc_start_time(pid) == start and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@needs_bird
+def test_a_crashed_node_s_held_connections_go_on_and_come_back(bgp_lab: Lab) -> None:
+    """kill -9 of a node's ExaBGP with its data plane detached: BIRD drops it
+    when the kernel closes the session; held connections (IPv4 and IPv6) go on
+    through the other node, and again when the node comes back empty."""
+    lab = bgp_lab
+    lb1 = lab.balancers[0]
+    forget_flows(lab)
+    held = lab.client.hold(lab.vip4, lab.tcp_port, HELD // 2)
+    held += lab.client.hold(lab.vip6, lab.tcp_port, HELD // 2)
+    targets = [(lab.vip_address(f), lab.tcp_port, "tcp") for f in FAMILIES]
+    try:
+        with lab.client.traffic(targets, held) as traffic:
+            wait_for_traffic(traffic)
+            dropped = lab.crash_node(lb1)
+            wait_for_traffic(traffic)
+        held_failures = [reply for kind, reply in traffic.report.failures if kind == "held"]
+        assert held_failures == [], held_failures[:5]
+        assert dropped < TAKEOVER_BOUND_S
+        assert all(lab.router_hops(f) == node_addresses(lab, f, ["lb2"]) for f in FAMILIES)
+        assert ask_all(held) == []
+
+        with lab.client.traffic(targets, held) as back:
+            wait_for_traffic(back)
+            lab.restore_data_plane(lb1)
+            lab.announce(lb1)  # a new ExaBGP
+            wait_for_traffic(back)
+        assert back.report.failed == 0, back.report.failures[:5]
+        assert all(lab.router_hops(f) == node_addresses(lab, f, ["lb1", "lb2"]) for f in FAMILIES)
+        assert ask_all(held) == []
+        print(
+            f"\nkill -9 of lb1's ExaBGP + detach -> BIRD's route without lb1: "
+            f"{dropped * 1000:.0f} ms; new connections failed: "
+            f"{traffic.report.failed - len(held_failures)}; traffic {traffic.report}; "
+            f"back: {back.report}"
+        )
+    finally:
+        for conn in held:
+            conn.close()
+        if lb1.killed is not None:
+            lab.restore_data_plane(lb1)
+        if lb1.role not in lab.announced:
+            lab.announce(lb1)
+
+
 # The lab's owner: a process of its own, so the test can kill -9 it.
 LAB_OWNER = textwrap.dedent(
     """

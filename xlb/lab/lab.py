@@ -742,6 +742,8 @@ class Lab:
         )
 
     def _announce_over_bgp(self, node: BalancerNode, announce: bool) -> None:
+        if node.announcer is None and announce:  # it crashed: a new speaker
+            self._start_announcer(node)
         if node.announcer is None:
             raise XlbError(f"{node.role} runs no BGP speaker")
         for vip in (self.vip4, self.vip6):
@@ -750,6 +752,27 @@ class Lab:
             else:
                 node.announcer.withdraw(vip)
         self._wait_for_routes()
+
+    def crash_node(self, node: BalancerNode | str, timeout: float = ROUTER_DEADLINE_S) -> float:
+        """A BGP node dies: its data plane is detached and its ExaBGP killed
+        (-9; the kernel closes the session and BIRD drops the node at once).
+        Back when the router's routes no longer hold it; the seconds that took.
+        `restore_data_plane` and `announce` bring it back (a new ExaBGP)."""
+        target = self._ecmp_node(node)
+        if self.router != "bird" or target.announcer is None:
+            raise XlbError(f"{target.role} runs no BGP speaker (router='bird')")
+        process = target.announcer.process
+        started = time.monotonic()
+        self.kill_data_plane(target, "detach")
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        self.announced.discard(target.role)
+        self._wait_for_routes(timeout)
+        took = time.monotonic() - started
+        target.announcer.close()  # reaps the dead ExaBGP, removes its pipes
+        target.announcer = None
+        return took
 
     # VRRP (router="vrrp")
 
