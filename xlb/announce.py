@@ -21,6 +21,7 @@ to announce given the reals' health.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -35,6 +36,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -46,6 +48,7 @@ from .model import IPAddress, Vip
 
 __all__ = [
     "AnnounceError",
+    "AnnouncementDriver",
     "Announcer",
     "AnnouncerState",
     "BirdAnnouncer",
@@ -53,6 +56,7 @@ __all__ = [
     "bird_include_text",
     "exabgp_config_text",
     "exabgp_route_command",
+    "make_announcer",
     "prefix_of",
     "prefixes_to_announce",
 ]
@@ -535,3 +539,70 @@ class BirdAnnouncer(Announcer):
         with contextlib.suppress(AnnounceError, OSError):
             self._write_and_reload({})
         self._announced = {}
+
+
+# ================================================================ daemon
+
+
+def make_announcer(bgp: BgpSettings, root: Path, name: str) -> Announcer:
+    """The engine [bgp] names: ExaBGP with its root under `root`, or BIRD."""
+    if bgp.announcer == "bird":
+        return BirdAnnouncer(bgp)
+    return ExaBgpAnnouncer(bgp, root, name)
+
+
+class AnnouncementDriver:
+    """An engine as the daemon drives it: from asyncio, in a thread of its own.
+
+    Every engine call (start, update, sessions, close) runs in one worker
+    thread that lives as long as the engine: the kernel ties ExaBGP's
+    PR_SET_PDEATHSIG to the thread that forked it, so a short-lived thread
+    would kill ExaBGP when it ended; and the engine's blocking pipe and
+    socket I/O stays off the event loop that times the probes. The calls run
+    in the order made, so the last `update` asked is what is announced.
+
+    `announced` and `sessions` are snapshots replaced whole (never mutated),
+    safe to read from the metrics server's threads: asking ExaBGP costs a
+    round trip over its pipes, so sessions are refreshed by the daemon
+    (`refresh_sessions`), not at every read.
+    """
+
+    def __init__(self, bgp: BgpSettings, engine: Announcer) -> None:
+        self.bgp = bgp
+        self.engine = engine
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-bgp")
+        self.announced: Mapping[IPAddress, RouteAttributes] = {}
+        self.sessions: Mapping[str, str] = _sessions_down(bgp)
+
+    async def _call(self, function: Callable[..., object], *args: object) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    async def start(self) -> None:
+        """Start the engine (announcing nothing). AnnounceError if it cannot."""
+        await self._call(self.engine.start)
+
+    async def update(self, wanted: Mapping[IPAddress, RouteAttributes]) -> None:
+        """Announce exactly `wanted`. AnnounceError if the engine refuses;
+        then `announced` stays what the engine last took."""
+        await self._call(self.engine.update, dict(wanted))
+        self.announced = dict(wanted)
+
+    async def refresh_sessions(self) -> Mapping[str, str]:
+        sessions = await self._call(self.engine.sessions)
+        assert isinstance(sessions, dict)
+        self.sessions = {**_sessions_down(self.bgp), **sessions}
+        return self.sessions
+
+    async def close(self) -> None:
+        """Stop the engine (ExaBGP's sessions close: the routers withdraw at
+        once; BIRD's include is emptied), then its thread."""
+        try:
+            await self._call(self.engine.close)
+        finally:
+            self.announced = {}
+            self.sessions = _sessions_down(self.bgp)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
+
+
+def _sessions_down(bgp: BgpSettings) -> dict[str, str]:
+    return {str(n.address): "down" for n in bgp.neighbors}

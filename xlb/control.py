@@ -210,13 +210,22 @@ def _remove_stale_socket(path: Path) -> None:
 # ================================================================ client
 
 
-def request(path: Path, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+def request(
+    path: Path,
+    op: str,
+    timeout: float = 5.0,
+    fields: Mapping[str, Any] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
     """Send one request, return the daemon's answer (without "ok").
+
+    The op's own keys come as `fields` or keywords (`fields` for keys named
+    like this function's parameters: a drain's own "timeout").
 
     Raises DaemonUnreachable when nothing listens at `path`, ControlError
     when the daemon answers with an error or not at all within `timeout`.
     """
-    message = json.dumps({"op": op, **fields}).encode() + b"\n"
+    message = json.dumps({"op": op, **(fields or {}), **more}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:

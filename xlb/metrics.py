@@ -303,6 +303,35 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
             if isinstance(count, int | float):
                 hc.add_metric([str(outcome)], count)
         yield hc
+    bgp = health.get("bgp")
+    if isinstance(bgp, Mapping):
+        yield from _bgp_metrics(bgp)
+
+
+def _bgp_metrics(bgp: Mapping[str, Any]) -> Iterator[Metric]:
+    """Announcement state (`Service.bgp_state()`): per VIP, per neighbour."""
+    announced = GaugeMetricFamily(
+        "xlb_bgp_vip_announced",
+        "1 if this node announces the VIP's address over BGP, 0 if it is withdrawn "
+        "(too few healthy reals, a drain, or no first health results yet).",
+        labels=["vip"],
+    )
+    for vip, on in sorted(dict(bgp.get("vips", {})).items()):
+        announced.add_metric([str(vip)], 1.0 if on else 0.0)
+    sessions = GaugeMetricFamily(
+        "xlb_bgp_session_established",
+        "1 if the BGP session with the neighbour is established; `state` is the engine's word.",
+        labels=["neighbor", "state"],
+    )
+    for neighbor, state in sorted(dict(bgp.get("neighbors", {})).items()):
+        up = str(state).lower() in ("established", "up")
+        sessions.add_metric([str(neighbor), str(state)], 1.0 if up else 0.0)
+    yield announced
+    yield sessions
+    yield GaugeMetricFamily(
+        "xlb_bgp_draining", "1 while the node is drained (`xlb node drain`).",
+        value=1.0 if bgp.get("draining") else 0.0,
+    )  # fmt: skip
 
 
 def _vip_entries(health: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -37,8 +37,9 @@ from types import TracebackType
 from typing import Any
 
 from . import config as cfg
+from .announce import AnnounceError, AnnouncementDriver, make_announcer, prefixes_to_announce
 from .balancer import Balancer
-from .config import Config, ConfigFileError, VipConfig
+from .config import BgpSettings, Config, ConfigFileError, VipConfig
 from .control import ControlServer, Handler, socket_path
 from .errors import ConfigError, ExistsError, XlbError
 from .health import HealthChecker, JsonFormatter, ProbePath, Target, TargetHealth, log_event
@@ -52,6 +53,17 @@ WATCH_INTERVAL_S = 1.0
 # How often the wait for the first health results looks at the checks (the
 # checker reports flips, not single results).
 FIRST_RESULTS_POLL_S = 0.05
+# How often the BGP sessions' states are asked of the engine (for status,
+# `xlb list` and the metrics; asking ExaBGP is a round trip over its pipes).
+SESSIONS_REFRESH_S = 1.0
+# A drain: withdraw, then wait until no new flow arrived for DRAIN_QUIET_S
+# (the routers have moved the flows elsewhere), at most DRAIN_TIMEOUT_S.
+DRAIN_TIMEOUT_S = 30.0
+DRAIN_QUIET_S = 2.0
+DRAIN_POLL_S = 0.1
+# The data plane's counters of packets that started a flow on this node: no
+# connection-table entry (a new flow), or a SYN re-selecting its 5-tuple.
+NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset")
 # Settings a reload cannot change: they name the running data plane itself.
 RESTART_ONLY = ("interface", "xdp_mode", "pin_dir", "lock_dir")
 
@@ -302,6 +314,10 @@ class Service:
         self._first_results = False  # every checked real had a result once
         self._started_at: float | None = None
         self._last_reload: dict[str, Any] | None = None
+        self._bgp: AnnouncementDriver | None = None  # with [bgp]: the engine
+        self._draining = False  # a drain withdrew everything until undrain
+        self._announce_lock = asyncio.Lock()
+        self._control_ops["undrain"] = self._op_undrain
 
     # ------------------------------------------------------------ lifecycle
 
@@ -335,6 +351,8 @@ class Service:
                 socket_path(settings.lock_dir, settings.interface), self._control_ops
             )
             await self._control.start()
+            if self.config.bgp is not None:  # announcing nothing until the first results
+                await self._start_announcer(self.config.bgp)
         except BaseException:
             await self._release()
             raise
@@ -342,6 +360,8 @@ class Service:
         self._started_at = time.time()
         if self._watch and self._file is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch_file()))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_sessions()))
+        self._spawn(self._announce_after_first_results())
         log_event(
             log, "started", interface=settings.interface, pin_dir=self.balancer.pin_dir,
             vips=len(self.config.vips), targets=len(self._checker.targets), teardown=self.teardown,
@@ -377,6 +397,9 @@ class Service:
         if self._control is not None:  # first, with metrics: they read everything below
             await self._control.close()
             self._control = None
+        if self._bgp is not None:  # before the data plane: routers stop sending first
+            driver, self._bgp = self._bgp, None
+            await self._close_announcer(driver)
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
@@ -431,6 +454,9 @@ class Service:
         async with self:
             self._spawn(self._notify_ready())
             await stop.wait()
+            if self._drain_on_stop():
+                self._notifier.status("draining: routes withdrawn, waiting for no new flows")
+                await self.drain()
             after = "is detached" if self.teardown else "keeps forwarding"
             self._notifier.stopping(f"stopping (the data plane {after})")
 
@@ -497,6 +523,12 @@ class Service:
         if issues:
             self._reject(issues)
             return False
+        if new.bgp != self.config.bgp:
+            try:
+                await self._replace_announcer(new.bgp)
+            except AnnounceError as exc:
+                self._reject([cfg.ConfigIssue(new.source, "bgp", str(exc))])
+                return False
         await self._install(new)
         self._last_reload = {"time": time.time(), "result": "applied", "source": new.source}
         log_event(log, "reloaded", source=new.source, vips=len(new.vips))
@@ -589,6 +621,7 @@ class Service:
             self._update_vip_health(applied.healthy, plan.config)
             if self._first_results:  # before, the status says what start-up waits for
                 self._notifier.status(self.status_line())
+        await self._announce()
 
     def _plan(self) -> _Plan:
         """The config and the down reals now (read on the event loop, which
@@ -674,6 +707,7 @@ class Service:
             return
         await self._sync()  # covers the flips the first results made
         self._first_results = True
+        await self._announce()
 
     @property
     def has_first_results(self) -> bool:
@@ -701,10 +735,195 @@ class Service:
         return self.status()
 
     async def _op_drain(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        # The place for draining: withdraw the announcements, wait until no
-        # new flows arrive, answer. Only a BGP announcer can do that; it
-        # installs its own op with add_control_op("drain", ...).
-        raise XlbError("drain: this daemon announces nothing (no [bgp] announcer configured)")
+        """Withdraw everything, wait until no new flows arrive, answer how
+        it went (`timeout`, `quiet`: seconds, optional)."""
+        if self._bgp is None:
+            raise XlbError("drain: this daemon announces nothing (no [bgp] announcer configured)")
+        timeout = _seconds(request, "timeout", DRAIN_TIMEOUT_S)
+        quiet = _seconds(request, "quiet", DRAIN_QUIET_S)
+        return await self.drain(timeout, quiet)
+
+    async def _op_undrain(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        if self._bgp is None:
+            raise XlbError("undrain: this daemon announces nothing (no [bgp] announcer configured)")
+        await self.undrain()
+        return {"bgp": self.bgp_state()}
+
+    # ------------------------------------------------------------------ BGP
+
+    async def _start_announcer(self, bgp: BgpSettings) -> None:
+        """Start the [bgp] engine, announcing nothing yet (AnnounceError).
+        It is the daemon's from the start on: the status shows its sessions
+        as down while it starts."""
+        settings = self.config.settings
+        interface = settings.interface or "xlb"
+        root = settings.lock_dir / f"{interface}.exabgp"
+        driver = AnnouncementDriver(bgp, make_announcer(bgp, root, f"xlb-{interface}"))
+        self._bgp = driver
+        try:
+            await driver.start()
+        except BaseException:
+            self._bgp = None
+            await driver.close()
+            raise
+        log_event(log, "bgp_started", announcer=bgp.announcer, neighbors=len(bgp.neighbors))
+
+    async def _close_announcer(self, driver: AnnouncementDriver) -> None:
+        try:
+            await driver.close()
+        except (AnnounceError, OSError) as exc:
+            log_event(log, "bgp_close_failed", logging.ERROR, error=exc)
+        log_event(log, "bgp_stopped", announcer=driver.bgp.announcer)
+
+    async def _replace_announcer(self, new: BgpSettings | None) -> None:
+        """A reload changed [bgp]: restart the engine with the new settings.
+
+        A restart rather than a reconfiguration: ExaBGP's neighbours live in
+        its configuration file and BIRD's socket and include are its
+        identity, so a new engine is the one way every key takes effect the
+        same way. The routers see the sessions close and open again (well
+        under a second; ECMP keeps the other nodes' flows, and held flows
+        here keep their connection-table entries). If the new engine cannot
+        start, the old settings' engine is started again and the reload is
+        refused (AnnounceError).
+        """
+        async with self._announce_lock:
+            old, self._bgp = self._bgp, None
+            if old is not None:
+                await self._close_announcer(old)
+            if new is None:
+                return
+            try:
+                await self._start_announcer(new)
+            except AnnounceError:
+                if old is not None:
+                    with contextlib.suppress(AnnounceError):
+                        await self._start_announcer(old.bgp)
+                raise
+        # the caller's install announces what the new config says
+
+    async def _announce_after_first_results(self) -> None:
+        if self._bgp is not None:
+            await self.wait_first_results()  # which announces
+
+    def _reals_up(self, config: Config) -> dict[Vip, int]:
+        """Per VIP, its reals that serve: up (or unchecked), weight > 0."""
+        plan = self._plan()
+        return {
+            entry.vip: sum(
+                1 for r in entry.reals if r.weight > 0 and plan.is_up(entry.vip)(r.address)
+            )
+            for entry in config.vips
+        }
+
+    async def _announce(self) -> None:
+        """Make the engine announce what config, health and drain say now:
+        nothing before the first health results."""
+        async with self._announce_lock:
+            driver, config = self._bgp, self.config
+            if driver is None or not self._running:
+                return
+            reals_up = self._reals_up(config) if self._first_results else None
+            wanted = prefixes_to_announce(
+                config.vips, reals_up, driver.bgp.min_healthy, self._draining
+            )
+            before = set(driver.announced)
+            try:
+                await driver.update(wanted)
+            except AnnounceError as exc:
+                self.counters["announce_failures"] += 1
+                log_event(log, "announce_failed", logging.ERROR, error=exc)
+                return
+            for address in sorted(set(wanted) - before, key=lambda a: (a.version, a.packed)):
+                self.counters["announces"] += 1
+                log_event(log, "announced", address=address)
+            for address in sorted(before - set(wanted), key=lambda a: (a.version, a.packed)):
+                self.counters["withdraws"] += 1
+                log_event(log, "withdrawn", address=address, draining=self._draining)
+
+    async def _refresh_sessions(self) -> None:
+        while True:
+            driver = self._bgp
+            if driver is not None:
+                try:
+                    await driver.refresh_sessions()
+                except AnnounceError as exc:
+                    log_event(log, "bgp_sessions_unknown", logging.DEBUG, error=exc)
+            await asyncio.sleep(SESSIONS_REFRESH_S)
+
+    def _drain_on_stop(self) -> bool:
+        # [bgp] drain_on_stop: read with getattr until the config schema has
+        # the key (xlb/config/schema.py and reader.py own it).
+        bgp = self.config.bgp
+        return self._bgp is not None and bool(getattr(bgp, "drain_on_stop", False))
+
+    async def drain(
+        self, timeout: float = DRAIN_TIMEOUT_S, quiet: float = DRAIN_QUIET_S
+    ) -> dict[str, Any]:
+        """Withdraw every announcement, then wait until the data plane saw no
+        new flow for `quiet` seconds (or `timeout`). The data plane keeps
+        serving the flows it has. Returns what happened."""
+        started = time.monotonic()
+        self._draining = True
+        log_event(log, "draining", timeout=timeout, quiet=quiet)
+        await self._announce()
+        withdrawn_s = time.monotonic() - started
+        quiet_reached, new_flows = await self._wait_no_new_flows(started + timeout, quiet)
+        result = {
+            "drained": quiet_reached,
+            "withdrawn_s": round(withdrawn_s, 4),
+            "waited_s": round(time.monotonic() - started, 3),
+            "new_flows": new_flows,
+            "bgp": self.bgp_state(),
+        }
+        log_event(log, "drained" if quiet_reached else "drain_timeout",
+                  logging.INFO if quiet_reached else logging.WARNING,
+                  waited_s=result["waited_s"], new_flows=new_flows)  # fmt: skip
+        return result
+
+    async def _wait_no_new_flows(self, deadline: float, quiet: float) -> tuple[bool, int]:
+        """(whether `quiet` s passed without a new flow before `deadline`,
+        new flows counted meanwhile)."""
+        first = last = self._new_flows()
+        last_change = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - last_change >= quiet:
+                return True, last - first
+            if now >= deadline:
+                return False, last - first
+            await asyncio.sleep(min(DRAIN_POLL_S, max(deadline - now, 0.0)))
+            seen = self._new_flows()
+            if seen != last:
+                last, last_change = seen, time.monotonic()
+
+    def _new_flows(self) -> int:
+        if self.balancer is None:
+            return 0
+        counters = self.balancer.counters()
+        return sum(counters.get(name, 0) for name in NEW_FLOW_COUNTERS)
+
+    async def undrain(self) -> None:
+        """Announce again what health says (after `drain`)."""
+        self._draining = False
+        log_event(log, "undrained")
+        await self._announce()
+
+    def bgp_state(self) -> dict[str, Any] | None:
+        """What is announced, per VIP and per address, and each session's
+        state; None without [bgp]. Safe from other threads (snapshots)."""
+        driver, config = self._bgp, self.config
+        if driver is None:
+            return None
+        announced = driver.announced
+        return {
+            "announcer": driver.bgp.announcer,
+            "draining": self._draining,
+            "announcing": self._first_results,
+            "announced": sorted(str(a) for a in announced),
+            "vips": {str(e.vip): e.vip.address in announced for e in config.vips},
+            "neighbors": dict(driver.sessions),
+        }
 
     # ------------------------------------------------------------ reporting
 
@@ -727,6 +946,7 @@ class Service:
             "reals_up": sum(1 for real in checked if real["state"] == "up"),
             "metrics_url": self.metrics_url,
             "counters": dict(self.counters),
+            "bgp": self.bgp_state(),
         }
 
     def status_line(self) -> str:
@@ -777,7 +997,15 @@ class Service:
             "service": dict(self.counters),
             "probe_path": path.counters() if path is not None else {},
             "vips": self.health(),
+            "bgp": self.bgp_state(),
         }
+
+
+def _seconds(request: Mapping[str, Any], key: str, default: float) -> float:
+    value = request.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86400:
+        raise XlbError(f"{key}: expected seconds (a number from 0 to 86400), got {value!r}")
+    return float(value)
 
 
 def _real_state(

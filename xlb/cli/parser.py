@@ -15,6 +15,7 @@ from .apply import cmd_apply, cmd_save
 from .common import DEFAULT_LOCK_DIR, EXIT_USAGE, PROG
 from .delegates import cmd_lab, cmd_serve
 from .doctor import run_doctor
+from .node import cmd_node
 from .realsetup import real_setup
 from .show import cmd_counters, cmd_flows, cmd_list, cmd_stats
 from .vips import cmd_real, cmd_vip
@@ -393,6 +394,27 @@ A file without VIPs is refused (an empty or truncated file?) unless it says
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help="cleanup [--all] | list")
     p.set_defaults(func=cmd_lab)
+
+    p = _verb(
+        sub,
+        "node",
+        "this node's BGP announcements: drain, undrain, status (asks xlb serve)",
+        """
+  xlb node drain               withdraw every VIP, wait until no new flows arrive
+  xlb node drain --timeout 60  give up waiting after 60 s (exit 1)
+  xlb node undrain             announce again what health says (also: announce)
+  xlb node status              what is announced, and each BGP session
+""",
+        common,
+    )
+    p.add_argument("action", choices=("drain", "undrain", "announce", "status"))
+    p.add_argument("--timeout", type=_positive_float, default=30.0, help="drain: longest wait (s)")
+    p.add_argument(
+        "--quiet", type=_positive_float, default=2.0,
+        help="drain: seconds without a new flow that make the node drained",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(func=cmd_node)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import control, host
 from ..model import Vip, VipFlags, parse_address
 from .common import EXIT_OK, CliError, Target, daemon_pid, open_balancer, resolve_target
+from .node import describe as describe_bgp
 
 if TYPE_CHECKING:
     from ..balancer import Balancer
@@ -59,6 +60,19 @@ def daemon_health(target: Target, timeout: float = 1.0) -> Health:
             return Health({}, {})
         return _health_from_reply(reply)
     return _scraped_health(target, timeout)
+
+
+def daemon_bgp(target: Target, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The daemon's announcement state (its `status` op's "bgp"): None
+    without [bgp], or when the daemon does not answer."""
+    if target.interface is None:
+        return None
+    path = control.socket_path(target.lock_dir, target.interface)
+    try:
+        bgp = control.request(path, "status", timeout).get("bgp")
+    except control.ControlError:
+        return None
+    return bgp if isinstance(bgp, dict) else None
 
 
 def _health_from_reply(reply: dict[str, Any]) -> Health:
@@ -227,6 +241,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     pid = daemon_pid(target)
     health = daemon_health(target) if pid else Health({}, {})
+    bgp = daemon_bgp(target) if pid else None
     with open_balancer(target) as lb:
         vips = _vip_snapshot(lb, health)
         if args.rate:
@@ -241,6 +256,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "pin_dir": str(target.pin_dir),
                 "daemon_pid": pid,
                 "vips": vips,
+                "bgp": bgp,
             }
         )
         return EXIT_OK
@@ -272,6 +288,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             else:
                 share = f"{real['share'] * 100:.1f}%"
                 print(f"{left:<34}{vip['forward']:<8}{real['weight']:<8}{share:<8}{real['health']}")
+    if bgp is not None:
+        print(describe_bgp(bgp))
     return EXIT_OK
 
 

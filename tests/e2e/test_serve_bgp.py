@@ -1,0 +1,382 @@
+"""`xlb serve` announcing its VIPs to a real BIRD router (IPv4 and IPv6).
+
+The router and the node are namespaces of the test's own (bgp_topology):
+the daemon runs in the node namespace with its data plane on a veth there
+(generic XDP) and ExaBGP as its child; what it announces is read from the
+router's kernel route table. The checks are command checks on gate files
+the test creates and removes:
+
+- 10.100.0.1 and 2001:db8:77::1 pass once `gateA` exists and are never
+  judged down (fall 1000): until then the daemon has no first health
+  results, which must keep *everything* unannounced;
+- 10.100.0.2 and 2001:db8:77::2 pass while `gate4` / `gate6` exist (fall 2):
+  their reals go down and up.
+
+Every wait is on a condition with a deadline loose enough for a busy
+2-core machine; the figures are printed (pytest -s shows them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.bgp_topology import (
+    DEADLINE_S,
+    NODE_AS,
+    NODE_V4,
+    NODE_V6,
+    ROUTER_AS,
+    ROUTER_BIRD,
+    ROUTER_V4,
+    Topology,
+    _timed,
+    eventually,
+    topology,
+)
+from xlb import Balancer, netns
+from xlb.config import find_exabgp
+from xlb.control import ControlError, request, socket_path
+from xlb.testing import GATEWAY_MAC
+
+__all__ = ["topology"]  # the fixture, used by name
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces)"),
+    pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (Debian bird2)"),
+    pytest.mark.skipif(find_exabgp("exabgp") is None, reason="needs ExaBGP (the bgp extra)"),
+]
+
+XLB = str(Path(sys.executable).with_name("xlb"))
+GATED = ("10.100.0.1", "2001:db8:77::1")  # no first results until gateA exists
+FLAPPING = {"10.100.0.2": "gate4", "2001:db8:77::2": "gate6"}
+EVERY_VIP = (*GATED, *FLAPPING)
+
+
+def vip_key(address: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:80/tcp"
+
+
+class Node:
+    """The daemon's side of the topology: a data-plane veth, its files."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.ns = topo.node
+        self.dir = topo.workdir
+        self.pin_dir = Path(f"/sys/fs/bpf/xlbt-serve-bgp-{os.getpid()}")
+        self.config = self.dir / "lb.toml"
+        self.control = socket_path(self.dir, "eth0")
+        self.log = self.dir / "serve.log"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        netns.run(self.ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"])
+        for dev in ("eth0", "eth1"):
+            netns.run(self.ns, ["ip", "link", "set", dev, "up"])
+        netns.run(self.ns, ["ip", "addr", "add", "10.0.0.1/24", "dev", "eth0"])
+
+    def gate(self, name: str) -> Path:
+        return self.dir / name
+
+    def write_config(self, bgp_extra: str = "", local_as: int = NODE_AS) -> None:
+        text = f"""
+[balancer]
+interface = "eth0"
+xdp_mode = "generic"
+gateway_mac = "{GATEWAY_MAC}"
+pin_dir = "{self.pin_dir}"
+lock_dir = "{self.dir}"
+metrics = "127.0.0.1:0"
+
+[health]
+interval = 0.2
+timeout = 0.2
+rise = 1
+fall = 2
+
+[bgp]
+local_as = {local_as}
+router_id = "{NODE_V4}"
+next_hop_v6 = "{NODE_V6}"
+{bgp_extra}
+
+[[bgp.neighbors]]
+address = "{ROUTER_V4}"
+as = {ROUTER_AS}
+hold_time = 3
+"""
+        for index, address in enumerate(EVERY_VIP):
+            gate = self.gate(FLAPPING.get(address, "gateA"))
+            real = f"fd30::{index + 2}" if ":" in address else f"10.30.{index}.2"
+            fall = "\nfall = 1000" if address in GATED else ""
+            text += f"""
+[[vip]]
+address = "{address}"
+port = 80
+
+[[vip.reals]]
+address = "{real}"
+
+[vip.check]
+type = "command"
+command = ["test", "-e", "{gate}"]{fall}
+"""
+        self.config.write_text(text)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as log:
+            proc = netns.popen(
+                self.ns,
+                [XLB, "serve", str(self.config), "--log-format", "json"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        return request(self.control, op, timeout=10, **fields)
+
+    def bgp(self) -> dict[str, Any]:
+        state = self.ask("status")["bgp"]
+        assert isinstance(state, dict)
+        return state
+
+    def xlb(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.ns}", XLB, *args, *self.where()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def where(self) -> list[str]:
+        return ["-i", "eth0", "--pin-dir", str(self.pin_dir), "--lock-dir", str(self.dir)]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") == name:
+                    out.append(event)
+        return out
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+        with netns.enter(self.ns), contextlib.suppress(Exception):
+            Balancer(pin_dir=self.pin_dir).close(detach=True)
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def node(topology: Topology) -> Iterator[Node]:
+    topology.bird(topology.router, "router", ROUTER_BIRD)
+    n = Node(topology)
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
+def routed(topo: Topology, address: str) -> bool:
+    return bool(topo.route(ipaddress.ip_address(address)))
+
+
+def routes(topo: Topology) -> set[str]:
+    """The VIPs the router has a kernel route to."""
+    return {address for address in EVERY_VIP if routed(topo, address)}
+
+
+def wait_until(what: str, condition: Callable[[], Any], proc: subprocess.Popen[bytes]) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        with contextlib.suppress(ControlError):
+            value = condition()
+            if value:
+                return value
+        assert proc.poll() is None, f"xlb serve exited ({proc.returncode}) waiting for {what}"
+        assert time.monotonic() < deadline, f"not {what} within {DEADLINE_S}s"
+        time.sleep(0.02)
+
+
+def wait_routes(node: Node, wanted: set[str], proc: subprocess.Popen[bytes]) -> float:
+    """Until the router routes exactly `wanted`; seconds it took."""
+    started = time.monotonic()
+    seen = wait_until(f"routes {sorted(wanted)}", lambda: routes(node.topo) == wanted, proc)
+    assert seen
+    return time.monotonic() - started
+
+
+def reals_probed(node: Node) -> bool:
+    """Every check has run: the gated reals failed twice, the others passed."""
+    vips = node.ask("health")["vips"]
+    for address in EVERY_VIP:
+        (real,) = vips[vip_key(address)]["reals"].values()
+        done = real["probes_failed"] >= 2 if address in GATED else real["probes_ok"] >= 1
+        if not done:
+            return False
+    return True
+
+
+def metrics_text(node: Node) -> str:
+    url = node.ask("status")["metrics_url"]
+    with netns.enter(node.ns), urllib.request.urlopen(url, timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+# -------------------------------------------------------------------- tests
+
+
+def test_announces_after_first_results_follows_health_and_drains(node: Node) -> None:
+    for gate in FLAPPING.values():
+        node.gate(gate).touch()
+    node.write_config()
+    proc = node.start()
+
+    # Session up, every check run, the flapping VIPs healthy: still nothing
+    # announced, because the gated reals have no first result yet.
+    wait_until("the session established", lambda: node.bgp()["neighbors"] == {
+        ROUTER_V4: "established"}, proc)  # fmt: skip
+    wait_until("every check run", lambda: reals_probed(node), proc)
+    bgp = node.bgp()
+    assert not node.ask("status")["ready"]
+    assert bgp["announced"] == [] and not any(bgp["vips"].values()), bgp
+    assert routes(node.topo) == set()
+    assert node.events("announced") == []
+
+    started = time.monotonic()
+    node.gate("gateA").touch()
+    wait_routes(node, set(EVERY_VIP), proc)
+    _timed("first results -> every VIP routed at the router", started)
+    assert all(node.bgp()["vips"].values())
+
+    # All reals of one VIP down -> withdrawn; back up -> announced (v4, v6).
+    for address, gate in FLAPPING.items():
+        started = time.monotonic()
+        node.gate(gate).unlink()
+        wait_routes(node, set(EVERY_VIP) - {address}, proc)
+        _timed(f"{address}'s real down -> withdrawn at the router", started)
+        assert node.bgp()["vips"][vip_key(address)] is False
+        node.gate(gate).touch()
+        wait_routes(node, set(EVERY_VIP), proc)
+
+    text = metrics_text(node)
+    assert 'xlb_bgp_vip_announced{vip="10.100.0.2:80/tcp"} 1.0' in text, text
+    assert f'xlb_bgp_session_established{{neighbor="{ROUTER_V4}",state="established"}} 1.0' in text
+
+    # Drain: every route gone at the router, the data plane still serving.
+    started = time.monotonic()
+    drain = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{node.ns}", XLB, "node", "drain",
+         "--timeout", "20", "--quiet", "1", "--json", *node.where()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def withdrawn() -> bool:
+            assert drain.poll() in (None, 0), drain.communicate()
+            return routes(node.topo) == set()
+
+        wait_until("every route withdrawn", withdrawn, proc)
+        _timed("xlb node drain -> every route gone at the router", started)
+        out, err = drain.communicate(timeout=60)
+    finally:
+        if drain.poll() is None:
+            drain.kill()
+            drain.wait()
+    assert drain.returncode == 0, (out, err)
+    answer = json.loads(out)
+    assert answer["drained"] and answer["bgp"]["draining"], answer
+    print(f"\n  drain answer: withdrawn in {answer['withdrawn_s'] * 1000:.1f} ms, "
+          f"waited {answer['waited_s']} s")  # fmt: skip
+    listed = json.loads(node.xlb("list", "--json").stdout)
+    assert {v["address"] for v in listed["vips"]} == set(EVERY_VIP), listed
+    assert listed["bgp"]["draining"] and not any(listed["bgp"]["vips"].values())
+    health = node.ask("health")["vips"]
+    assert all(health[vip_key(a)]["healthy"] for a in EVERY_VIP), health
+    # Health flips while drained announce nothing.
+    node.gate("gate4").unlink()
+    wait_until("10.100.0.2 unhealthy", lambda: not node.ask("health")["vips"][
+        vip_key("10.100.0.2")]["healthy"], proc)  # fmt: skip
+    node.gate("gate4").touch()
+    assert routes(node.topo) == set()
+
+    text = node.xlb("node", "status").stdout
+    assert "DRAINED" in text and "withdrawn" in text, text
+    started = time.monotonic()
+    undrain = node.xlb("node", "undrain")
+    assert undrain.returncode == 0, undrain.stderr
+    wait_routes(node, set(EVERY_VIP), proc)
+    _timed("xlb node undrain -> every route back", started)
+    assert node.stop(proc) == 0
+
+
+def test_restart_announces_again_and_bgp_reloads(node: Node) -> None:
+    for gate in ("gateA", *FLAPPING.values()):
+        node.gate(gate).touch()
+    node.write_config()
+    proc = node.start()
+    wait_routes(node, set(EVERY_VIP), proc)
+
+    # A bad [bgp] on reload: refused, nothing changes (same session, routes).
+    good = node.config.read_text()
+    node.write_config(local_as=0)
+    proc.send_signal(signal.SIGHUP)
+    wait_until("the reload refused", lambda: (node.ask("status")["last_reload"] or {}).get(
+        "result") == "rejected", proc)  # fmt: skip
+    errors = node.ask("status")["last_reload"]["errors"]
+    assert any("bgp.local_as" in e for e in errors), errors
+    assert node.events("bgp_stopped") == [] and len(node.events("bgp_started")) == 1
+    assert routes(node.topo) == set(EVERY_VIP)
+    assert node.bgp()["neighbors"] == {ROUTER_V4: "established"}
+
+    # A changed [bgp] (another min_healthy): the engine restarts, routes return.
+    node.config.write_text(good.replace("[bgp]\n", "[bgp]\nmin_healthy = 1\n", 1).replace(
+        "hold_time = 3", "hold_time = 4"))  # fmt: skip
+    proc.send_signal(signal.SIGHUP)
+    wait_until("the engine restarted", lambda: len(node.events("bgp_started")) == 2, proc)
+    wait_routes(node, set(EVERY_VIP), proc)
+    assert node.ask("status")["last_reload"]["result"] == "applied"
+
+    # Stop: ExaBGP ends with the daemon, the router drops every route.
+    started = time.monotonic()
+    assert node.stop(proc) == 0
+    wait_routes_gone = eventually(lambda: routes(node.topo), lambda r: not r)
+    assert wait_routes_gone == set()
+    _timed("SIGTERM -> every route gone at the router", started)
+
+    # Restarted: announces again (after its first results).
+    started = time.monotonic()
+    proc = node.start()
+    wait_routes(node, set(EVERY_VIP), proc)
+    _timed("restart -> every VIP routed again", started)
+    announced = node.events("announced")
+    ready = node.events("ready")
+    assert ready and announced, "no ready/announced event after the restart"
+    assert node.stop(proc) == 0
