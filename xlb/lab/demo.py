@@ -3,8 +3,11 @@
 One client, one balancer (XDP), four reals and a spare, IPv4 and IPv6:
 how new flows spread, direct server return, weight changes, draining,
 removing and adding a real while established connections keep working,
-and a connection left idle for the whole run. Every step checks what it
-prints; the exit status is non-zero if any check failed.
+and a connection left idle for the whole run. Then, in a second lab, the
+scale-out: two balancer nodes announcing the VIPs over BGP (ExaBGP) to a
+BIRD router doing ECMP, one drained, then one killed, while the client's
+connections go on. Every step checks what it prints; the exit status is
+non-zero if any check failed.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from statistics import mean
 from typing import Any
 
+from ..config import find_exabgp
 from ..model import Vip
 from ..xdp import ACTION_COUNTERS
-from . import FIXED_SPORT_BASE, HeldConnection, Lab, Replies, leftovers
+from . import FIXED_SPORT_BASE, HeldConnection, Lab, Replies, Traffic, leftovers
 
 PROBE_FLOWS = 400
 
@@ -353,6 +358,85 @@ class Demo:
         self.check(not bad, f"no packet dropped or aborted {bad or ''}".rstrip())
 
 
+def node_share(replies: Replies, lab: Lab, vip: Vip) -> dict[str, int]:
+    """How many of the replies' flows each balancer node carried (its connection table)."""
+    sports = {r.sport for r in replies}
+    src = lab.client.address(vip.family)
+    out = {node.role: 0 for node in lab.running_balancers()}
+    for node in lab.running_balancers():
+        assert node.balancer is not None
+        for flow, _ in node.balancer.flows(limit=100_000):
+            if flow.src == src and flow.dst == vip.address and flow.sport in sports:
+                out[node.role] += 1
+    return out
+
+
+def step_scale_out(demo: Demo) -> str | None:
+    """Two nodes behind BIRD: both carry new flows; lb2 drained (withdrawn)
+    under traffic; lb1 killed (ExaBGP -9, XDP gone): held connections go on."""
+    demo.heading("7. Scale-out: two balancer nodes announce the VIPs over BGP to a BIRD router")
+    if shutil.which("bird") is None or find_exabgp("exabgp") is None:
+        print("  skipped: needs BIRD 2 (bird2) and ExaBGP (the bgp extra)")
+        return None
+    with Lab(reals=3, balancers=2, router="bird") as lab:
+        lab.add_default_services()
+        print(f"  lab {lab.name} up in {lab.setup_seconds:.1f} s; the router's routes (BIRD):")
+        for family in (4, 6):
+            route = lab.vip_routes(family).replace("\t", "  ")
+            print("    " + route.replace("\n", "\n    "))
+        vips = [lab.vip(f, "tcp") for f in (4, 6)]
+        held = [c for v in vips for c in lab.client.hold(v.address, v.port, 10)]
+        targets = [(v.address, v.port, "tcp") for v in vips]
+        rows = []
+        for vip in vips:
+            replies = lab.client.http_get(vip.address, vip.port, 100)
+            rows.append([f"TCP v{vip.family}", *node_share(replies, lab, vip).values()])
+            demo.check(
+                replies.ok and all(rows[-1][1:]), f"IPv{vip.family}: new flows on both nodes"
+            )
+        demo.table(["100 new flows", "lb1", "lb2"], rows)
+
+        with lab.client.traffic(targets, held) as drain:
+            _wait_rounds(drain)
+            started = time.monotonic()
+            lab.withdraw("lb2")
+            withdrawn = time.monotonic() - started
+            _wait_rounds(drain)
+        print(
+            f"  drain lb2 (ExaBGP withdraw): the router's route without it in "
+            f"{withdrawn * 1000:.0f} ms"
+        )
+        demo.check(drain.report.failed == 0, f"drain under traffic: {drain.report}")
+        lab.announce("lb2")
+        with lab.client.traffic(targets, held) as crash:
+            _wait_rounds(crash)
+            dropped = lab.crash_node("lb1")
+            _wait_rounds(crash)
+        held_failed = sum(1 for kind, _ in crash.report.failures if kind == "held")
+        new_failed = crash.report.failed - held_failed
+        print(
+            f"  kill lb1 (ExaBGP -9, XDP detached): the router dropped it in "
+            f"{dropped * 1000:.0f} ms; new connections failed meanwhile: {new_failed}"
+        )
+        demo.check(
+            held_failed == 0, f"{len(held)} held connections went on through lb2: {crash.report}"
+        )
+        wrong = [c for c in held if c.try_request().real != c.real]
+        demo.check(not wrong, f"every held connection still reaches its real ({len(wrong)} wrong)")
+        for conn in held:
+            conn.close()
+        return lab.name
+
+
+def _wait_rounds(traffic: Traffic, rounds: int = 5, timeout: float = 20.0) -> None:
+    """Until the background traffic made `rounds` more rounds (a deadline, no fixed sleep)."""
+    start = traffic.report.total
+    per_round = len(traffic.targets) + len(traffic.held)
+    deadline = time.monotonic() + timeout
+    while traffic.report.total - start < rounds * per_round and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print("xlb demo: an XDP L4 load balancer in network namespaces")
@@ -373,8 +457,11 @@ def run(args: argparse.Namespace) -> int:
         demo.step_idle(idle, idle_opened)
         demo.step_counters()
         name = lab.name
-    left = [item for item in leftovers() if name in item]
-    print(f"\n== Teardown of {name}")
+    names = [name]
+    if args.scale_out:
+        names.append(step_scale_out(demo) or name)
+    left = [item for item in leftovers() if any(n in item for n in names)]
+    print(f"\n== Teardown of {', '.join(sorted(set(names)))}")
     demo.check(
         not left, "no namespace, pin, state file or process left" + (f": {left}" if left else "")
     )
@@ -395,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topology", choices=["routed", "bridged"], default="routed")
     parser.add_argument("--xdp-mode", choices=["native", "generic"], default="native")
     parser.add_argument("--decap-mode", choices=["native", "generic", "tc"], default="native")
+    parser.add_argument(
+        "--no-scale-out", dest="scale_out", action="store_false", help="skip the BGP step"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     return run(args)
