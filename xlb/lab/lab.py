@@ -71,9 +71,10 @@ Things this kernel needs (each found the hard way, each handled here):
 
 Everything a lab creates is recorded in its state file before it is
 created (its daemons, BIRD, ExaBGP and keepalived, right after: they run in
-the lab's namespaces, whose processes a cleanup kills anyway); `Lab.close()` (context manager, SIGTERM/SIGINT/SIGHUP, interpreter
-exit) removes it all, and `python -m xlb.lab cleanup` what a crashed run
-left (xlb/lab/state.py).
+the lab's namespaces, whose processes a cleanup kills anyway; they also die
+with the lab's process); `Lab.close()` (context manager,
+SIGTERM/SIGINT/SIGHUP, interpreter exit) removes it all, and
+`python -m xlb.lab cleanup` what a crashed run left (xlb/lab/state.py).
 """
 
 from __future__ import annotations
