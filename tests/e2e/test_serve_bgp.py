@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -47,10 +48,10 @@ from tests.e2e.bgp_topology import (
     eventually,
     topology,
 )
-from xlb import Balancer, netns
+from xlb import Balancer, Flow, netns
 from xlb.config import find_exabgp
 from xlb.control import ControlError, request, socket_path
-from xlb.testing import GATEWAY_MAC
+from xlb.testing import GATEWAY_MAC, tcp_packet
 
 __all__ = ["topology"]  # the fixture, used by name
 
@@ -244,6 +245,28 @@ def reals_probed(node: Node) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def data_plane(node: Node) -> Iterator[Balancer]:
+    """The daemon's data plane, adopted: its program over its pinned maps
+    (connection table, counters), packets run through it with
+    BPF_PROG_TEST_RUN."""
+    with netns.enter(node.ns):
+        lb = Balancer(pin_dir=node.pin_dir)
+    try:
+        yield lb
+    finally:
+        lb.close(detach=False)
+
+
+HELD = (Flow("198.51.100.7", "10.100.0.1", 41000, 80, "tcp"),
+        Flow("2001:db8:5::7", "2001:db8:77::1", 41000, 80, "tcp"))  # fmt: skip
+
+
+def send(lb: Balancer, flow: Flow, flags: str) -> str:
+    packet = tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags=flags)
+    return str(lb.run(packet).action)
+
+
 def metrics_text(node: Node) -> str:
     url = node.ask("status")["metrics_url"]
     with netns.enter(node.ns), urllib.request.urlopen(url, timeout=10) as reply:
@@ -290,6 +313,11 @@ def test_announces_after_first_results_follows_health_and_drains(node: Node) -> 
     assert 'xlb_bgp_vip_announced{vip="10.100.0.2:80/tcp"} 1.0' in text, text
     assert f'xlb_bgp_session_established{{neighbor="{ROUTER_V4}",state="established"}} 1.0' in text
 
+    # Held connections: in the connection table before the drain.
+    with data_plane(node) as lb:
+        for flow in HELD:
+            assert send(lb, flow, "S") == "XDP_TX" and send(lb, flow, "A") == "XDP_TX"
+
     # Drain: every route gone at the router, the data plane still serving.
     started = time.monotonic()
     drain = subprocess.Popen(
@@ -315,6 +343,14 @@ def test_announces_after_first_results_follows_health_and_drains(node: Node) -> 
     assert answer["drained"] and answer["bgp"]["draining"], answer
     print(f"\n  drain answer: withdrawn in {answer['withdrawn_s'] * 1000:.1f} ms, "
           f"waited {answer['waited_s']} s")  # fmt: skip
+    with data_plane(node) as lb:  # the held flows go on, from the table
+        before = lb.counters()
+        for flow in HELD:
+            assert send(lb, flow, "A") == "XDP_TX"
+        after = lb.counters()
+    assert after["conn_hit"] - before["conn_hit"] == len(HELD), (before, after)
+    assert after["conn_miss"] == before["conn_miss"]
+    assert_new_flows_keep_a_drain_waiting(node)
     listed = json.loads(node.xlb("list", "--json").stdout)
     assert {v["address"] for v in listed["vips"]} == set(EVERY_VIP), listed
     assert listed["bgp"]["draining"] and not any(listed["bgp"]["vips"].values())
@@ -380,3 +416,27 @@ def test_restart_announces_again_and_bgp_reloads(node: Node) -> None:
     ready = node.events("ready")
     assert ready and announced, "no ready/announced event after the restart"
     assert node.stop(proc) == 0
+
+
+def assert_new_flows_keep_a_drain_waiting(node: Node) -> None:
+    """New flows arriving all along: the drain answers "not drained" at its
+    timeout (exit 1) and counts them."""
+    stop = threading.Event()
+
+    def new_flows() -> None:
+        with data_plane(node) as lb:
+            for port in range(20000, 60000):
+                if stop.wait(0.05):
+                    return
+                send(lb, Flow("198.51.100.9", "10.100.0.2", port, 80, "tcp"), "S")
+
+    feeder = threading.Thread(target=new_flows, daemon=True)
+    feeder.start()
+    try:
+        drain = node.xlb("node", "drain", "--timeout", "3", "--quiet", "1", "--json")
+    finally:
+        stop.set()
+        feeder.join(10)
+    assert drain.returncode == 1, (drain.stdout, drain.stderr)
+    answer = json.loads(drain.stdout)
+    assert not answer["drained"] and answer["new_flows"] > 0, answer
