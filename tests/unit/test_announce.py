@@ -3,9 +3,14 @@ are told: ExaBGP's configuration and API commands, BIRD's include."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import threading
+from collections.abc import Iterable, Mapping
 
 from xlb.announce import (
+    AnnouncementDriver,
+    Announcer,
     bird_include_text,
     exabgp_config_text,
     exabgp_route_command,
@@ -13,7 +18,7 @@ from xlb.announce import (
     prefixes_to_announce,
 )
 from xlb.config import BgpSettings, Neighbor, RouteAttributes, VipConfig
-from xlb.model import Real, Vip
+from xlb.model import IPAddress, Real, Vip
 
 V4 = ipaddress.ip_address("10.100.0.1")
 V6 = ipaddress.ip_address("2001:db8::1")
@@ -110,3 +115,62 @@ def test_an_empty_bird_include_still_defines_both_protocols() -> None:
     text = bird_include_text({})
     assert "route" not in text.split("Do not edit.")[1]
     assert "xlb_vips4" in text and "xlb_vips6" in text
+
+
+class ThreadRecorder(Announcer):
+    """An engine that records the thread each call ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: dict[str, threading.Thread] = {}
+        self.told: list[dict[IPAddress, RouteAttributes]] = []
+
+    def start(self) -> None:
+        self.threads["start"] = threading.current_thread()
+
+    def _apply(
+        self,
+        announce: Mapping[IPAddress, RouteAttributes],
+        withdraw: Iterable[IPAddress],
+        wanted: Mapping[IPAddress, RouteAttributes],
+    ) -> None:
+        self.threads["update"] = threading.current_thread()
+        self.told.append(dict(wanted))
+
+    def sessions(self) -> dict[str, str]:
+        self.threads["sessions"] = threading.current_thread()
+        return {"10.0.0.254": "established"}
+
+    def close(self) -> None:
+        self.threads["close"] = threading.current_thread()
+
+
+def test_the_driver_runs_the_engine_in_one_thread_that_outlives_its_calls() -> None:
+    """ExaBGP's PR_SET_PDEATHSIG follows the thread that forked it: the
+    driver's start must run in a thread that is still alive after it, and
+    every later call in that same thread, off the event loop's."""
+    bgp = BgpSettings(
+        local_as=65001,
+        router_id=ipaddress.IPv4Address("10.0.0.1"),
+        neighbors=(Neighbor(ipaddress.ip_address("10.0.0.254"), 65000),),
+    )
+    engine = ThreadRecorder()
+    driver = AnnouncementDriver(bgp, engine)
+    assert driver.sessions == {"10.0.0.254": "down"}
+
+    async def drive() -> threading.Thread:
+        await driver.start()
+        await asyncio.sleep(0.01)
+        assert engine.threads["start"].is_alive(), "the thread that started the engine ended"
+        await driver.update({V4: ROUTE})
+        await driver.update({})
+        await driver.refresh_sessions()
+        await driver.close()
+        return threading.current_thread()
+
+    loop_thread = asyncio.run(drive())
+    threads = set(engine.threads.values())
+    assert len(threads) == 1 and loop_thread not in threads, engine.threads
+    assert engine.told == [{V4: ROUTE}, {}]
+    assert driver.announced == {} and driver.sessions == {"10.0.0.254": "down"}
+    assert not engine.threads["start"].is_alive()  # close() ends it
