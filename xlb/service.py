@@ -266,7 +266,9 @@ class Service:
     `config`: a Config, or the path of a file (then SIGHUP and edits of the
     file reload it). `teardown`: on stop, detach the data plane and remove
     its pins instead of leaving it forwarding. `watch`: poll the file for
-    changes (default: when given a path).
+    changes (default: when given a path). `drain_on_stop`: with [bgp],
+    SIGTERM in `run()` first drains (withdraw, wait for no new flow) as
+    `xlb node drain` does (default: [bgp] drain_on_stop).
 
     Changes to the data plane run in one worker thread, one apply at a
     time; each apply takes the config and health as they are when it
@@ -278,7 +280,12 @@ class Service:
     """
 
     def __init__(
-        self, config: Config | str | Path, *, teardown: bool = False, watch: bool | None = None
+        self,
+        config: Config | str | Path,
+        *,
+        teardown: bool = False,
+        watch: bool | None = None,
+        drain_on_stop: bool | None = None,
     ) -> None:
         if isinstance(config, Config):
             self._file: ConfigFile | None = None
@@ -287,6 +294,7 @@ class Service:
             self._file = ConfigFile(Path(config))
             self.config = self._file.read()
         self.teardown = teardown
+        self.drain_on_stop = drain_on_stop  # None: [bgp] drain_on_stop says
         self._watch = self._file is not None if watch is None else watch
         self.balancer: Balancer | None = None
         self._probe_path: ProbePath | None = None
@@ -852,10 +860,14 @@ class Service:
             await asyncio.sleep(SESSIONS_REFRESH_S)
 
     def _drain_on_stop(self) -> bool:
-        # [bgp] drain_on_stop: read with getattr until the config schema has
-        # the key (xlb/config/schema.py and reader.py own it).
-        bgp = self.config.bgp
-        return self._bgp is not None and bool(getattr(bgp, "drain_on_stop", False))
+        """Whether SIGTERM drains before exiting: the constructor's say, or
+        [bgp] drain_on_stop (read with getattr until the config schema has
+        the key: xlb/config/schema.py and reader.py own it)."""
+        if self._bgp is None:
+            return False
+        if self.drain_on_stop is not None:
+            return self.drain_on_stop
+        return bool(getattr(self.config.bgp, "drain_on_stop", False))
 
     async def drain(
         self, timeout: float = DRAIN_TIMEOUT_S, quiet: float = DRAIN_QUIET_S

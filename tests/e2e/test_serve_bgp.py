@@ -440,3 +440,36 @@ def assert_new_flows_keep_a_drain_waiting(node: Node) -> None:
     assert drain.returncode == 1, (drain.stdout, drain.stderr)
     answer = json.loads(drain.stdout)
     assert not answer["drained"] and answer["new_flows"] > 0, answer
+
+
+# `Service(..., drain_on_stop=True).run()`: the daemon as `xlb serve` runs it
+# (the config reader has no [bgp] drain_on_stop key yet).
+DRAINING_DAEMON = (
+    "import logging, sys; from xlb.service import Service, _setup_logging; "
+    "_setup_logging('json', 'info'); Service(sys.argv[1], drain_on_stop=True).run()"
+)
+
+
+def test_sigterm_with_drain_on_stop_withdraws_and_waits_before_exiting(node: Node) -> None:
+    for gate in ("gateA", *FLAPPING.values()):
+        node.gate(gate).touch()
+    node.write_config()
+    with open(node.log, "ab") as log:
+        proc = netns.popen(
+            node.ns, [sys.executable, "-c", DRAINING_DAEMON, str(node.config)],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    node.procs.append(proc)
+    wait_routes(node, set(EVERY_VIP), proc)
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    # Withdrawn while the daemon still runs (it waits for a quiet data plane).
+    gone = eventually(lambda: (routes(node.topo), proc.poll()), lambda s: not s[0])
+    assert gone == (set(), None), gone
+    _timed("SIGTERM (drain_on_stop) -> every route gone, daemon still running", started)
+    assert proc.wait(timeout=DEADLINE_S) == 0
+    _timed("SIGTERM (drain_on_stop) -> daemon exited", started)
+    (drained,) = node.events("drained")
+    (stopped,) = node.events("stopped")
+    assert drained["time"] <= stopped["time"]
