@@ -536,6 +536,7 @@ class Service:
                 await self._replace_announcer(new.bgp)
             except AnnounceError as exc:
                 self._reject([cfg.ConfigIssue(new.source, "bgp", str(exc))])
+                await self._announce()  # the running settings' engine, started again
                 return False
         await self._install(new)
         self._last_reload = {"time": time.time(), "result": "applied", "source": new.source}

@@ -400,6 +400,18 @@ def test_restart_announces_again_and_bgp_reloads(node: Node) -> None:
     wait_routes(node, set(EVERY_VIP), proc)
     assert node.ask("status")["last_reload"]["result"] == "applied"
 
+    # A [bgp] whose engine cannot start (an "ExaBGP" that exits at once):
+    # refused; the running settings' engine is back and announces again.
+    applied = node.config.read_text()
+    node.config.write_text(applied.replace("[bgp]\n", '[bgp]\nexabgp = "/bin/false"\n', 1))
+    proc.send_signal(signal.SIGHUP)
+    wait_until("the reload refused", lambda: len(node.events("reload_rejected")) == 2, proc)
+    errors = node.ask("status")["last_reload"]["errors"]
+    assert any("ExaBGP exited" in e for e in errors), errors
+    wait_routes(node, set(EVERY_VIP), proc)
+    assert node.bgp()["vips"] == {vip_key(a): True for a in EVERY_VIP}
+    node.config.write_text(applied)
+
     # Stop: ExaBGP ends with the daemon, the router drops every route.
     started = time.monotonic()
     assert node.stop(proc) == 0
