@@ -136,6 +136,10 @@ class Announcer:
     def sessions(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def alive(self) -> bool:
+        """Whether the engine still runs (a child process can die)."""
+        return True
+
     def _apply(
         self,
         announce: Mapping[IPAddress, RouteAttributes],
@@ -322,6 +326,9 @@ class ExaBgpAnnouncer(Announcer):
     def _wait_for_api(self) -> None:
         """Until ExaBGP answers a command on its pipes (or dies: its log says why)."""
         self.command("version", timeout=START_TIMEOUT_S)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def _check_alive(self) -> None:
         if self.process is None:
@@ -586,6 +593,9 @@ class AnnouncementDriver:
         then `announced` stays what the engine last took."""
         await self._call(self.engine.update, dict(wanted))
         self.announced = dict(wanted)
+
+    def alive(self) -> bool:
+        return self.engine.alive()
 
     async def refresh_sessions(self) -> Mapping[str, str]:
         sessions = await self._call(self.engine.sessions)

@@ -764,10 +764,7 @@ class Service:
         """Start the [bgp] engine, announcing nothing yet (AnnounceError).
         It is the daemon's from the start on: the status shows its sessions
         as down while it starts."""
-        settings = self.config.settings
-        interface = settings.interface or "xlb"
-        root = settings.lock_dir / f"{interface}.exabgp"
-        driver = AnnouncementDriver(bgp, make_announcer(bgp, root, f"xlb-{interface}"))
+        driver = self._new_driver(bgp)
         self._bgp = driver
         try:
             await driver.start()
@@ -776,6 +773,13 @@ class Service:
             await driver.close()
             raise
         log_event(log, "bgp_started", announcer=bgp.announcer, neighbors=len(bgp.neighbors))
+
+    def _new_driver(self, bgp: BgpSettings) -> AnnouncementDriver:
+        """An engine not started yet (ExaBGP's root beside the lock)."""
+        settings = self.config.settings
+        interface = settings.interface or "xlb"
+        root = settings.lock_dir / f"{interface}.exabgp"
+        return AnnouncementDriver(bgp, make_announcer(bgp, root, f"xlb-{interface}"))
 
     async def _close_announcer(self, driver: AnnouncementDriver) -> None:
         try:
@@ -851,14 +855,31 @@ class Service:
                 log_event(log, "withdrawn", address=address, draining=self._draining)
 
     async def _refresh_sessions(self) -> None:
+        """Every SESSIONS_REFRESH_S: the sessions' states, and an engine
+        that died (ExaBGP killed or crashed: its routes went with its
+        sessions) started again and told what to announce."""
         while True:
             driver = self._bgp
-            if driver is not None:
+            if driver is not None and not driver.alive() and self._running:
+                await self._restart_dead_engine(driver)
+            elif driver is not None:
                 try:
                     await driver.refresh_sessions()
                 except AnnounceError as exc:
                     log_event(log, "bgp_sessions_unknown", logging.DEBUG, error=exc)
             await asyncio.sleep(SESSIONS_REFRESH_S)
+
+    async def _restart_dead_engine(self, driver: AnnouncementDriver) -> None:
+        self.counters["bgp_engine_restarts"] += 1
+        log_event(log, "bgp_engine_died", logging.ERROR, announcer=driver.bgp.announcer)
+        try:
+            await self._replace_announcer(driver.bgp)
+        except AnnounceError as exc:
+            log_event(log, "bgp_restart_failed", logging.ERROR, error=exc)
+            if self._bgp is None:  # an engine not running: tried again at the next refresh
+                self._bgp = self._new_driver(driver.bgp)
+            return
+        await self._announce()
 
     def _drain_on_stop(self) -> bool:
         """Whether SIGTERM drains before exiting: the constructor's say, or

@@ -485,3 +485,40 @@ def test_sigterm_with_drain_on_stop_withdraws_and_waits_before_exiting(node: Nod
     (drained,) = node.events("drained")
     (stopped,) = node.events("stopped")
     assert drained["time"] <= stopped["time"]
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def exabgp_pid(proc: subprocess.Popen[bytes]) -> int | None:
+    """The daemon's ExaBGP child (the daemon is nsenter's child or itself)."""
+    for pid in [proc.pid, *children(proc.pid)]:
+        for child in children(pid):
+            with contextlib.suppress(OSError):
+                if "exabgp" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+                    return child
+    return None
+
+
+def test_a_killed_exabgp_is_started_again_and_announces(node: Node) -> None:
+    for gate in ("gateA", *FLAPPING.values()):
+        node.gate(gate).touch()
+    node.write_config()
+    proc = node.start()
+    wait_routes(node, set(EVERY_VIP), proc)
+    pid = wait_until("ExaBGP found", lambda: exabgp_pid(proc), proc)
+
+    started = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_until("the engine restarted", lambda: node.events("bgp_engine_died"), proc)
+    wait_routes(node, set(EVERY_VIP), proc)
+    _timed("kill -9 of ExaBGP -> restarted, every VIP routed again", started)
+    new = exabgp_pid(proc)
+    assert new is not None and new != pid
+    assert node.ask("status")["counters"]["bgp_engine_restarts"] == 1
+    assert node.stop(proc) == 0
