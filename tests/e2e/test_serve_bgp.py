@@ -38,6 +38,7 @@ import pytest
 from tests.e2e.bgp_topology import (
     DEADLINE_S,
     NODE_AS,
+    NODE_BIRD,
     NODE_V4,
     NODE_V6,
     ROUTER_AS,
@@ -92,7 +93,23 @@ class Node:
     def gate(self, name: str) -> Path:
         return self.dir / name
 
-    def write_config(self, bgp_extra: str = "", local_as: int = NODE_AS) -> None:
+    def write_config(
+        self, bgp_extra: str = "", local_as: int = NODE_AS, bird: Path | None = None
+    ) -> None:
+        """`bird`: the node BIRD's socket (announcer "bird"), else ExaBGP."""
+        if bird is not None:
+            bgp_extra += f'announcer = "bird"\nbird_socket = "{bird}"\n'
+            bgp_extra += f'bird_include = "{self.dir / "xlb.conf"}"\n'
+        neighbors = (
+            ""
+            if bird is not None
+            else f"""
+[[bgp.neighbors]]
+address = "{ROUTER_V4}"
+as = {ROUTER_AS}
+hold_time = 3
+"""
+        )
         text = f"""
 [balancer]
 interface = "eth0"
@@ -113,12 +130,7 @@ local_as = {local_as}
 router_id = "{NODE_V4}"
 next_hop_v6 = "{NODE_V6}"
 {bgp_extra}
-
-[[bgp.neighbors]]
-address = "{ROUTER_V4}"
-as = {ROUTER_AS}
-hold_time = 3
-"""
+{neighbors}"""
         for index, address in enumerate(EVERY_VIP):
             gate = self.gate(FLAPPING.get(address, "gateA"))
             real = f"fd30::{index + 2}" if ":" in address else f"10.30.{index}.2"
@@ -522,3 +534,35 @@ def test_a_killed_exabgp_is_started_again_and_announces(node: Node) -> None:
     assert new is not None and new != pid
     assert node.ask("status")["counters"]["bgp_engine_restarts"] == 1
     assert node.stop(proc) == 0
+
+
+def test_bird_on_the_node_announces_follows_health_and_drains(node: Node) -> None:
+    """announcer = "bird": the daemon writes the node BIRD's include."""
+    (node.dir / "xlb.conf").write_text("")
+    bird = node.topo.bird(node.ns, "node", NODE_BIRD)
+    for gate in FLAPPING.values():
+        node.gate(gate).touch()
+    node.write_config(bird=bird)
+    proc = node.start()
+    wait_until("the session established", lambda: node.bgp()["neighbors"].get(
+        "upstream") == "established", proc)  # fmt: skip
+    wait_until("every check run", lambda: reals_probed(node), proc)
+    assert routes(node.topo) == set() and node.bgp()["announced"] == []
+
+    node.gate("gateA").touch()
+    wait_routes(node, set(EVERY_VIP), proc)
+    node.gate("gate6").unlink()
+    wait_routes(node, set(EVERY_VIP) - {"2001:db8:77::2"}, proc)
+    node.gate("gate6").touch()
+    wait_routes(node, set(EVERY_VIP), proc)
+
+    started = time.monotonic()
+    drain = node.xlb("node", "drain", "--timeout", "20", "--quiet", "1")
+    assert drain.returncode == 0, drain.stderr
+    wait_routes(node, set(), proc)
+    _timed("BIRD: xlb node drain answered -> every route gone", started)
+    assert node.xlb("node", "undrain").returncode == 0
+    wait_routes(node, set(EVERY_VIP), proc)
+
+    assert node.stop(proc) == 0  # the include is emptied: BIRD withdraws
+    assert eventually(lambda: routes(node.topo), lambda r: not r) == set()
