@@ -782,9 +782,21 @@ class Lab:
         floating addresses (the router's static route points at them)."""
         for node, priority in zip(self.balancers, VRRP_PRIORITIES, strict=True):
             self._start_keepalived(node, priority)
-        self._wait_until(
-            "the VRRP election", lambda: self.vrrp_active() is self.balancers[0], ROUTER_DEADLINE_S
-        )
+        try:
+            self._wait_until(
+                "the VRRP election",
+                lambda: self.vrrp_active() is self.balancers[0],
+                ROUTER_DEADLINE_S,
+            )
+        except XlbError as exc:
+            holders = {f: [b.role for b in self.floating_holders(f)] for f in (4, 6)}
+            logs = {
+                b.role: (self.run_dir / f"{b.role}-keepalived.log")
+                .read_text(errors="replace")
+                .splitlines()[-8:]
+                for b in self.balancers
+            }
+            raise XlbError(f"{exc}; floating addresses on {holders}; keepalived: {logs}") from None
 
     def _start_keepalived(self, node: BalancerNode, priority: int) -> None:
         directory = self.run_dir / f"{node.role}-vrrp"
@@ -864,8 +876,9 @@ class Lab:
     def fail_over(self, timeout: float = ROUTER_DEADLINE_S) -> float:
         """The active node dies: its keepalived is killed (-9) and its link
         taken down (a blackhole). Back when the router sends the floating
-        next hop of both families to the backup's MAC; the seconds that took
-        (also in `last_fail_over_s`)."""
+        next hop of both families to the backup's MAC (or, where the router
+        has no entry yet, when only the backup holds the address); the
+        seconds that took (also in `last_fail_over_s`)."""
         if self.router != "vrrp":
             raise XlbError("fail_over needs router='vrrp'")
         active = self.vrrp_active()
@@ -875,9 +888,16 @@ class Lab:
         started = time.monotonic()
         self.kill_keepalived(active)
         self.kill_data_plane(active, "link-down")
+
+        def moved(family: int) -> bool:
+            mac = self.router_next_hop_mac(family)
+            if mac is None:  # the router has not used it yet: it will ask the holder
+                return self.floating_holders(family) == [backup]
+            return mac == backup.mac
+
         self._wait_until(
             f"{backup.role} taking over the floating next hop",
-            lambda: all(self.router_next_hop_mac(f) == backup.mac for f in (4, 6)),
+            lambda: moved(4) and moved(6),
             timeout,
         )
         self.last_fail_over_s = time.monotonic() - started
