@@ -41,7 +41,8 @@ run behind routers doing ECMP (see docs/ecmp.md):
     Lab(balancers=2)                  # "static": the lab writes the ECMP route
     Lab(balancers=2, router="bird")   # BIRD in the router, BGP to ExaBGP on
                                       # every node: withdraw/announce go through
-                                      # ExaBGP, BIRD installs the ECMP route
+                                      # ExaBGP, BIRD installs the ECMP route;
+                                      # lab.crash_node("lb1"): ExaBGP -9 + detach
     Lab(balancers=2, router="vrrp")   # keepalived on both nodes (one shared
                                       # segment), a static route to the floating
                                       # next hop; lab.fail_over() kills the
@@ -510,7 +511,8 @@ class Lab:
     def _route_vips(self) -> None:
         """Send VIP traffic to the balancer(s): one ECMP route over every
         announced balancer node, in node order (the same set of nodes always
-        gives the same flow -> node mapping); none announced: no route."""
+        gives the same flow -> node mapping); none announced: no route.
+        router="vrrp": one route to the floating next hop; "bird": none (BIRD's)."""
         if self.router == "bird":
             return  # BIRD installs them, from what the nodes announce
         if self.topology == "routed":
@@ -1111,8 +1113,9 @@ class Lab:
         """Take a balancer node out of the router's ECMP routes to the VIPs
         (what a BGP withdraw does): one `ip route replace` per family (a
         delete for the last node), so flows of the other nodes never see a
-        gap. Its data plane keeps
-        running: packets already on their way are still forwarded."""
+        gap; with router="bird", the node's ExaBGP withdraws the VIPs and this
+        returns when BIRD's kernel route no longer holds the node. Its data
+        plane keeps running: packets already on their way are still forwarded."""
         target = self._ecmp_node(node)
         if target.role not in self.announced:
             raise XlbError(f"{target.role} is not announced")
