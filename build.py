@@ -51,6 +51,7 @@ APT_PACKAGES = [
     "pkg-config",
     "bird2",  # the router of the BGP tests and the lab, and the BFD announcer
     "systemd",  # systemd-analyze verify of contrib/xlb.service (no systemd needs to run)
+    "keepalived",  # the lab's active/backup pair (VRRP)
 ]
 
 CLANG_BPF_FLAGS = ["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"]
