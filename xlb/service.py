@@ -275,8 +275,9 @@ class Service:
     starts, and requests made while one runs are served by the next.
 
     While started it answers on `<lock_dir>/<interface>.sock` (ops:
-    `health`, `status`, and `drain`, which a BGP announcer provides
-    through `add_control_op`).
+    `health`, `status`, `drain`, `undrain`; the last two need [bgp]).
+    With [bgp] it runs the BGP engine and announces the healthy VIPs once
+    the first health results are in (docs/deploy.md).
     """
 
     def __init__(
