@@ -242,8 +242,14 @@ def test_counters_stats_and_flows_match_the_packets_sent(p: Plane) -> None:
     v6 = Flow("2001:db8::7", DNS6.address, 5353, 53, "udp")
     assert p.lb.run(udp_packet(v6.src, v6.dst, v6.sport, v6.dport)).action == "XDP_TX"
 
+    # The interface is attached: a packet of the namespace's own (IPv6
+    # neighbour discovery, say) may pass the program while the CLI reads,
+    # so its figures lie between two reads of ours.
+    before = p.lb.counters()
     counters = p.json("counters")
-    assert counters == p.lb.counters()
+    after = p.lb.counters()
+    assert counters.keys() == before.keys()
+    assert all(before[k] <= counters[k] <= after[k] for k in counters), (before, counters, after)
     assert counters["forward"] >= 31 and counters["xdp_tx"] >= 31
     nonzero = p.ok("counters", "--nonzero")
     assert all(int(line.split()[1]) > 0 for line in nonzero.splitlines())
