@@ -884,13 +884,12 @@ class Service:
 
     def _drain_on_stop(self) -> bool:
         """Whether SIGTERM drains before exiting: the constructor's say, or
-        [bgp] drain_on_stop (read with getattr until the config schema has
-        the key: xlb/config/schema.py and reader.py own it)."""
-        if self._bgp is None:
+        [bgp] drain_on_stop."""
+        if self._bgp is None or self.config.bgp is None:
             return False
         if self.drain_on_stop is not None:
             return self.drain_on_stop
-        return bool(getattr(self.config.bgp, "drain_on_stop", False))
+        return self.config.bgp.drain_on_stop
 
     async def drain(
         self, timeout: float = DRAIN_TIMEOUT_S, quiet: float = DRAIN_QUIET_S

@@ -69,6 +69,7 @@ def test_minimal_bgp_loads_with_defaults(fake_exabgp: str) -> None:
     assert (bgp.local_as, bgp.router_id) == (65001, ipaddress.IPv4Address("10.0.0.1"))
     assert bgp.announcer == "exabgp"
     assert bgp.min_healthy == 1
+    assert not bgp.drain_on_stop
     assert bgp.next_hop_v4 is None and bgp.next_hop_v6 is None
     (neighbor,) = bgp.neighbors
     assert neighbor.address == ipaddress.ip_address("10.0.0.254")
@@ -82,6 +83,7 @@ def test_everything_set_round_trips(fake_exabgp: str) -> None:
 local_as = 4200000000
 router_id = "10.0.0.1"
 min_healthy = 2
+drain_on_stop = true
 next_hop_v4 = "10.0.0.1"
 next_hop_v6 = "fd00::1"
 exabgp = "{fake_exabgp}"
@@ -109,6 +111,7 @@ local_pref = 200
     config = cfg.loads(text)
     assert config.bgp is not None
     assert config.bgp.neighbors[0].password == "s3cret"
+    assert config.bgp.drain_on_stop
     assert config.vips[0].route == cfg.RouteAttributes(("65000:100", "65000:200"), 10, 200)
     assert cfg.loads(cfg.dumps(config)) == config
 
@@ -144,6 +147,7 @@ def test_bird_announcer_needs_no_neighbours_nor_exabgp() -> None:
         ),
         (("[bgp]", '[bgp]\nannouncer = "frr"'), "bgp.announcer: must be one of 'exabgp', 'bird'"),
         (("[bgp]", "[bgp]\nmin_healthy = 0"), "bgp.min_healthy: must be an integer 1-"),
+        (("[bgp]", '[bgp]\ndrain_on_stop = "yes"'), "bgp.drain_on_stop: must be true or false"),
         (("[bgp]", '[bgp]\nnext_hop_v4 = "fd00::1"'), "bgp.next_hop_v4: must be an IPv4 address"),
         (("[bgp]", '[bgp]\nnext_hop_v6 = "10.0.0.1"'), "bgp.next_hop_v6: must be an IPv6 address"),
         (("[bgp]", '[bgp]\nbird_socket = "rel"'), "bgp.bird_socket: must be an absolute path"),

@@ -723,6 +723,7 @@ def _read_bgp(t: _Table) -> BgpSettings | None:
         exabgp=exabgp,
         bird_socket=_path(t, "bird_socket", None) or DEFAULT_BIRD_SOCKET,
         bird_include=_path(t, "bird_include", None) or DEFAULT_BIRD_INCLUDE,
+        drain_on_stop=t.get_bool("drain_on_stop", False),
     )
     t.finish()
     _check_neighbors(t, announcer, neighbors)

@@ -184,6 +184,7 @@ class BgpSettings:
     exabgp: str = "exabgp"  # the executable: a path, or a name looked up at load
     bird_socket: Path = DEFAULT_BIRD_SOCKET
     bird_include: Path = DEFAULT_BIRD_INCLUDE
+    drain_on_stop: bool = False  # SIGTERM withdraws and waits as `xlb node drain` does
 
 
 @dataclass(frozen=True, slots=True)

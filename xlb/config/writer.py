@@ -162,6 +162,7 @@ def _bgp_items(b: BgpSettings) -> list[tuple[str, object]]:
             ("exabgp", b.exabgp, "exabgp"),
             ("bird_socket", str(b.bird_socket), str(DEFAULT_BIRD_SOCKET)),
             ("bird_include", str(b.bird_include), str(DEFAULT_BIRD_INCLUDE)),
+            ("drain_on_stop", b.drain_on_stop, False),
         ]
     )
 
