@@ -270,7 +270,7 @@ def test_a_crashed_bgp_lab_leaves_nothing_after_cleanup(crash: str) -> None:
         assert all(alive(p["pid"], p["start"]) for p in daemons.values())
         if crash == "owner-frozen":
             os.kill(owner.pid, signal.SIGSTOP)
-            command = [sys.executable, "-m", "xlb.lab", "cleanup", "--all"]
+            command = [sys.executable, "-m", "xlb.lab", "cleanup", "--all", name]
             cleanup = subprocess.run(command, capture_output=True, text=True, check=True)
             survivors = [p["role"] for p in daemons.values() if alive(p["pid"], p["start"])]
             assert survivors == [], f"cleanup --all left {survivors}: {cleanup.stdout}"
@@ -278,7 +278,10 @@ def test_a_crashed_bgp_lab_leaves_nothing_after_cleanup(crash: str) -> None:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
     cleanup = subprocess.run(
-        [sys.executable, "-m", "xlb.lab", "cleanup"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "xlb.lab", "cleanup", name],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     running = [p["role"] for p in daemons.values() if alive(p["pid"], p["start"])]
     assert running == [], f"still running after the cleanup: {running}"

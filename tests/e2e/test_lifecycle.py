@@ -136,7 +136,10 @@ def test_signal_tears_the_lab_down(signum: int) -> None:
     assert [item for item in leftovers() if name in item] == []
 
 
-def test_cleanup_after_a_crashed_lab() -> None:
+def test_cleanup_after_a_crashed_lab(fresh_lab: Lab) -> None:
+    """`cleanup NAME` removes that crashed lab, and `--all` with a name
+    leaves every other lab alone (here `fresh_lab`, running): one test run
+    never takes down what another run on the same machine is using."""
     proc = subprocess.Popen(
         [sys.executable, "-c", LAB_PROCESS], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -148,11 +151,15 @@ def test_cleanup_after_a_crashed_lab() -> None:
     assert any(item.startswith("netns") for item in left)
     assert any(item.startswith("pins") for item in left)
     cleanup = subprocess.run(
-        [sys.executable, "-m", "xlb.lab", "cleanup"], capture_output=True, text=True, cwd=ROOT
-    )
+        [sys.executable, "-m", "xlb.lab", "cleanup", "--all", name],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
     assert cleanup.returncode == 0, cleanup.stderr
     assert name in cleanup.stdout
     assert [item for item in leftovers() if name in item] == []
+    assert fresh_lab.name not in cleanup.stdout
+    assert any(fresh_lab.name in item for item in leftovers())  # still there, still serving
+    assert fresh_lab.client.http_get(fresh_lab.vip4, fresh_lab.tcp_port, 5).ok
     # The lab servers noticed their parent died, or cleanup killed them.
     for pid_dir in Path("/proc").iterdir():
         if pid_dir.name.isdigit():

@@ -12,10 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     clean = sub.add_parser("cleanup", help="remove what crashed labs left behind")
     clean.add_argument("--all", action="store_true", help="also labs whose owner is running")
+    clean.add_argument("names", nargs="*", metavar="NAME", help="only these labs (default: all)")
     sub.add_parser("list", help="labs that are running and leftovers")
     args = parser.parse_args(argv)
     if args.command == "cleanup":
-        removed = cleanup_all(include_running=args.all)
+        removed = cleanup_all(include_running=args.all, only=args.names or None)
         for item in removed:
             print(f"removed {item}")
         if not removed:

@@ -18,7 +18,7 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -204,17 +204,27 @@ def running_labs() -> list[dict[str, Any]]:
     return labs
 
 
-def cleanup_all(include_running: bool = False) -> list[str]:
+def cleanup_all(include_running: bool = False, only: Collection[str] | None = None) -> list[str]:
     """Remove what labs left behind: namespaces `xlbl-*`, their processes,
     pins under /sys/fs/bpf/xlb-lab, state files. Labs whose owner process is
-    alive are left alone unless `include_running`. Returns what was removed."""
+    alive are left alone unless `include_running`; `only` limits the cleanup
+    to the labs of those names (so one test run never removes what another
+    run on the same machine is using). Returns what was removed."""
     removed: list[str] = []
     live: set[str] = set()
+
+    def ours(lab: str) -> bool:
+        return only is None or lab in only
+
     for path in sorted(STATE_DIR.glob(f"{LAB_PREFIX}*.json")) if STATE_DIR.is_dir() else []:
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError):
-            path.unlink(missing_ok=True)
+            if only is None:
+                path.unlink(missing_ok=True)
+            continue
+        if not ours(state["name"]):
+            live.add(state["name"])
             continue
         if not include_running and _alive(state.get("owner_pid", 0), state.get("owner_start")):
             live.add(state["name"])
@@ -222,7 +232,11 @@ def cleanup_all(include_running: bool = False) -> list[str]:
         removed += remove_state(state)
     # Anything named like a lab but not owned by a live lab: a crash before
     # the state file was written, or a state file that was lost.
-    orphans = [n for n in _lab_namespaces() if not any(n.startswith(f"{lab}-") for lab in live)]
+    orphans = [
+        n
+        for n in _lab_namespaces()
+        if not any(n.startswith(f"{lab}-") for lab in live) and ours(_lab_of(n))
+    ]
     if orphans:
         removed += remove_state({"namespaces": orphans})
     for directory in (PIN_ROOT, STATE_DIR):
@@ -230,13 +244,18 @@ def cleanup_all(include_running: bool = False) -> list[str]:
             continue
         for path in directory.iterdir():
             owner = path.name.removesuffix(".json").removesuffix(".tmp")
-            if owner.startswith(LAB_PREFIX) and owner not in live:
+            if owner.startswith(LAB_PREFIX) and owner not in live and ours(owner):
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
                 removed.append(f"{path}")
     return removed
+
+
+def _lab_of(namespace: str) -> str:
+    """The lab a namespace belongs to: `xlbl-1a2b3c-real1` -> `xlbl-1a2b3c`."""
+    return "-".join(namespace.split("-")[:2])
 
 
 def leftovers() -> list[str]:
