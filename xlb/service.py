@@ -200,11 +200,7 @@ class ConfigFile:
         return cfg.loads_bytes(data, source=str(self.path))
 
     def _bytes(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except OSError as exc:
-            issue = cfg.ConfigIssue(str(self.path), "", f"cannot read: {exc.strerror}")
-            raise ConfigFileError([issue]) from None
+        return cfg.read_bytes(self.path)
 
     def changed(self) -> bool:
         """Whether the file holds other bytes than `read()` last read (a

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import waits
 
 from xlb import host, netns
 from xlb.announce import AnnounceError, BirdControl
@@ -66,12 +67,9 @@ protocol bgp upstream {{
 
 
 def eventually(observe: Any, ok: Any, timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = observe()
-        if ok(seen) or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.005)
+    """waits.eventually, polled every 5 ms: the BGP tests report route
+    times in milliseconds."""
+    return waits.eventually(observe, ok, timeout, every=0.005)
 
 
 @dataclass

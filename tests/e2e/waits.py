@@ -18,15 +18,21 @@ T = TypeVar("T")
 DEADLINE_S = 20.0
 
 
-def eventually(observe: Callable[[], T], ok: Callable[[T], bool], timeout: float = DEADLINE_S) -> T:
-    """Observe until `ok(observation)` or the deadline; the last observation
-    either way, so the caller's assertions print what was seen."""
+def eventually(
+    observe: Callable[[], T],
+    ok: Callable[[T], bool],
+    timeout: float = DEADLINE_S,
+    every: float = 0.02,
+) -> T:
+    """Observe every `every` seconds until `ok(observation)` or the deadline;
+    the last observation either way, so the caller's assertions print what
+    was seen."""
     deadline = time.monotonic() + timeout
     while True:
         seen = observe()
         if ok(seen) or time.monotonic() > deadline:
             return seen
-        time.sleep(0.02)
+        time.sleep(every)
 
 
 def completed(traffic: Traffic, kind: str) -> int:

@@ -40,9 +40,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.interface is None and args.pin_dir is None:
         args.interface = wanted.settings.interface
         args.pin_dir = wanted.settings.pin_dir
-    if args.dry_run and not _pinned(args):
-        return _plan_for_a_new_data_plane(args.file, wanted)
-    target = resolve_target(args)
+    try:
+        target = resolve_target(args)
+    except CliError:
+        if not args.dry_run:
+            raise
+        return _plan_for_a_new_data_plane(wanted)
     if not args.dry_run:
         refuse_if_daemon(target, "`xlb apply`")
     with open_balancer(target) as lb:
@@ -53,8 +56,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not changes:
             print(f"no changes: {target.name} already runs {args.file}")
             return EXIT_OK
-        for change in changes:
-            print(f"{_change_sign(change)} {change}")
+        _print_changes(changes)
         if args.dry_run:
             print(f"{len(changes)} change(s); dry run, nothing applied")
             return EXIT_OK
@@ -67,28 +69,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _pinned(args: argparse.Namespace) -> bool:
-    """Whether the data plane `args` names is pinned (so there is one to compare with)."""
-    try:
-        resolve_target(args)
-    except CliError:
-        return False
-    return True
-
-
-def _plan_for_a_new_data_plane(path: str, wanted: Any) -> int:
+def _plan_for_a_new_data_plane(wanted: Any) -> int:
     """`apply --dry-run` where no data plane runs: the file is checked and the
     changes a new data plane would get are listed. Needs neither the binding
     nor root, so a config can be checked on any machine."""
     from .. import config as cfg
 
     changes = cfg.diff(cfg.DataPlaneState(), cfg.desired_state(wanted))
+    _print_changes(changes)
+    print(f"{len(changes)} change(s) for a new data plane (none is pinned); dry run")
+    return EXIT_OK
+
+
+def _print_changes(changes: list[Any]) -> None:
     for change in changes:
         print(f"{_change_sign(change)} {change}")
-    print(
-        f"{len(changes)} change(s) for a new data plane (none is pinned); dry run, nothing applied"
-    )
-    return EXIT_OK
 
 
 def _change_sign(change: Any) -> str:

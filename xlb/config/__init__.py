@@ -37,6 +37,7 @@ from .reader import (
     loads,
     loads_bytes,
     parse_listen_address,
+    read_bytes,
 )
 from .reconcile import (
     AddVip,
@@ -162,6 +163,7 @@ __all__ = [
     "loads_bytes",
     "parse_listen_address",
     "probe_destination",
+    "read_bytes",
     "refuse_removing_every_vip",
     "sort_reals",
     "state_of_balancer",

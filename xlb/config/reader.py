@@ -238,14 +238,17 @@ def _guard(issues: _Issues, location: str, make: Callable[[], T]) -> T | None:
 
 def load(path: str | Path) -> Config:
     """Read and validate a configuration file (every issue reported at once)."""
-    path = Path(path)
+    return loads_bytes(read_bytes(path), source=str(path))
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A configuration file's bytes; one that cannot be read is a config error."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigFileError(
             [ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]
         ) from None
-    return loads_bytes(data, source=str(path))
 
 
 def loads_bytes(data: bytes, source: str) -> Config:
