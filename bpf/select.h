@@ -17,7 +17,8 @@
  *     (conn_clock_ns());
  *   - a TCP SYN without ACK skips the lookup, goes to the ring and
  *     overwrites the entry; it counts CONN_MISS, and CONN_SYN_RESET when
- *     an entry for the 5-tuple already existed;
+ *     an entry for the 5-tuple already existed; under a SYN flood
+ *     (flood.h) a SYN without an entry records none (SYN_FLOOD_SKIP);
  *   - CONN_HIT + CONN_MISS = packets of conn-table VIPs that reached
  *     selection; NO_CONN_TABLE VIPs count neither.
  *
@@ -43,6 +44,7 @@
 #include "maps.h"
 #include "stats.h"
 #include "vip.h"
+#include "flood.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
@@ -124,7 +126,8 @@ static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_
 }
 
 /*
- * Record the flow's real; a SYN overwriting an entry counts SYN_RESET.
+ * Record the flow's real; a SYN overwriting an entry counts SYN_RESET, a
+ * SYN with none under a SYN flood records nothing (flood.h).
  * `old`: the entry select_real() already found for this key (stale or
  * expired), or NULL. An entry that exists is rewritten in place, never
  * through bpf_map_update_elem(): an LRU update takes a node off the free
@@ -136,7 +139,8 @@ static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_
  * full table in the same nanoseconds could recycle it meanwhile.
  */
 static __always_inline void record_conn(const union conn_key *key, struct xlb_conn *old,
-					const struct xlb_pkt *p, const struct xlb_real *real)
+					const struct xlb_pkt *p, const struct xlb_real *real,
+					const struct xlb_config *cfg)
 {
 	struct xlb_conn conn = {
 		.real_id = p->real_id,
@@ -144,8 +148,10 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 		.atime_ns = conn_clock_ns(),
 		.hash = p->hash,
 	};
+	int flood = 0;
 
 	if (p->tcp_syn) {
+		flood = syn_flood_count(cfg, conn.atime_ns);
 		/* a SYN skipped the lookup in select_real(): do it here */
 		old = lookup_conn(key, p->flow.family);
 		if (old)
@@ -153,6 +159,10 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 	}
 	if (old) {
 		rewrite_conn(old, &conn);
+		return;
+	}
+	if (flood) {
+		count(XLB_CNT_SYN_FLOOD_SKIP);
 		return;
 	}
 	if (p->tcp_syn) {
@@ -289,7 +299,7 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	if (action != XLB_CONTINUE)
 		return action;
 	if (use_table && learn)
-		record_conn(&probe->key, probe->conn, p, *real_out);
+		record_conn(&probe->key, probe->conn, p, *real_out, cfg);
 	return XLB_CONTINUE;
 }
 

@@ -208,9 +208,35 @@ struct xlb_config {
 	__u32 mtu;	  /* host; max outer packet (L3) size; 0 = no check */
 	__u32 flags;	  /* host; enum xlb_config_flags */
 	__u32 hash_seed;  /* host; Maglev flow-hash seed, same on all nodes */
-	__u32 reserved;	  /* zero */
+	/* host; SYNs per CPU per second above which a SYN records no entry
+	 * (the SYN-flood guard, bpf/flood.h); 0 = guard off */
+	__u32 syn_flood_threshold;
 	__u32 pad;	  /* zero; explicit padding before the __u64 */
 	__u64 udp_ttl_ns; /* host; idle time after which a UDP entry is a miss */
+};
+
+/* ---- SYN-flood guard (bpf/flood.h) ------------------------------------ */
+
+enum xlb_syn_flood_limits {
+	/* The guard's rate window: SYNs are counted per CPU per window. */
+	XLB_SYN_FLOOD_WINDOW_NS = 1000000000,
+};
+
+/*
+ * Value of `syn_flood` (PERCPU_ARRAY of one): each CPU's count of TCP SYNs
+ * to connection-table VIPs in its current window. A CPU is under a flood
+ * while `syns` or `last_syns` exceeds config.syn_flood_threshold; then a
+ * SYN whose 5-tuple has no entry gets none (the ring routes it, its first
+ * ACK records it). A SYN starting a window XLB_SYN_FLOOD_WINDOW_NS or more
+ * after window_ns opens a new one: last_syns = syns if the old window was
+ * the one just before (it started less than two windows ago), else 0.
+ * Times are conn_clock_ns() (CLOCK_MONOTONIC, coarse): the control plane
+ * may move window_ns back to make a window end (xlb/synflood.py).
+ */
+struct xlb_syn_flood {
+	__u64 window_ns; /* host; start of the current window */
+	__u32 syns;	 /* host; SYNs counted in it */
+	__u32 last_syns; /* host; SYNs of the window before, if adjacent */
 };
 
 /* ---- Counters ---------------------------------------------------------- */
@@ -249,9 +275,11 @@ enum xlb_counter_index {
 	/* enum xlb_reason maps to XLB_CNT_REASON + reason. */
 	XLB_CNT_REASON = XLB_CNT_ACTION + XLB_CNT_ACTION_COUNT,
 	XLB_CNT_CONN_HIT = XLB_CNT_REASON + XLB_R_COUNT,
-	XLB_CNT_CONN_MISS,	/* no entry, or entry for a retired real */
-	XLB_CNT_CONN_EXPIRED,	/* UDP entry older than udp_ttl_ns */
-	XLB_CNT_CONN_SYN_RESET, /* SYN for a known 5-tuple: reselected */
+	XLB_CNT_CONN_MISS,	   /* no entry, or entry for a retired real */
+	XLB_CNT_CONN_EXPIRED,	   /* UDP entry older than udp_ttl_ns */
+	XLB_CNT_CONN_SYN_RESET,	   /* SYN for a known 5-tuple: reselected */
+	XLB_CNT_SYN_FLOOD_SKIP,	   /* SYN under a flood: ring only, no entry */
+	XLB_CNT_SYN_FLOOD_WINDOWS, /* a CPU's 1-s window crossed the threshold */
 	XLB_CNT_COUNT,
 };
 

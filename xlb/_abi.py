@@ -237,6 +237,7 @@ def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes
         value.flags |= lib.XLB_CFG_F_NO_ANY_PORT_VIP
     value.hash_seed = cfg.hash_seed
     value.udp_ttl_ns = int(cfg.udp_ttl_s * 1e9)
+    value.syn_flood_threshold = cfg.syn_flood_threshold
     return to_bytes(value)
 
 
@@ -257,6 +258,7 @@ def parse_config(raw: bytes) -> BalancerConfig:
         gue_all=bool(value.flags & lib.XLB_CFG_F_GUE_ALL),
         hash_seed=int(value.hash_seed),
         udp_ttl_s=int(value.udp_ttl_ns) / 1e9,
+        syn_flood_threshold=int(value.syn_flood_threshold),
     )
 
 

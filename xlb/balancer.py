@@ -16,7 +16,8 @@ The Balancer keeps the VIP table and runs each change in that order; the
 parts it delegates live beside it: ids.py (free VIP ids, real ids and
 when a retired one may be reused), rings.py (Maglev rings, ring slots,
 grace periods), vipaddrs.py (vip_filter bits, vip_addrs counts),
-stats.py (counters), flows.py (the connection table), events.py (what
+stats.py (counters), synflood.py (the SYN-flood guard's windows),
+flows.py (the connection table), events.py (what
 observers hear of each change) and testrun.py (BPF_PROG_TEST_RUN).
 
 Wherever a method takes a VIP it also takes its text ("10.0.0.1:80/tcp",
@@ -81,6 +82,7 @@ from .rings import (
     ring_fractions,
 )
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
+from .synflood import CpuFloodWindow, flood_windows
 from .testrun import RunResult, run_packet
 from .vipaddrs import VipFilter, count_vip_address
 
@@ -642,8 +644,14 @@ class Balancer:
         return {addr: read_traffic(stats, m.real_id) for addr, m in members.items()}
 
     def counters(self) -> dict[str, int]:
-        """Global counters by name: XDP actions, reasons, connection table."""
+        """Global counters by name: XDP actions, reasons, connection table,
+        SYN-flood guard."""
         return read_counters(self._map["counters"])
+
+    def syn_flood(self) -> list[CpuFloodWindow]:
+        """Each CPU's SYN-flood guard window: its SYNs, and whether it is
+        under a flood (config.syn_flood_threshold; xlb/synflood.py)."""
+        return flood_windows(self._map["syn_flood"], self._config.syn_flood_threshold)
 
     # ---------------------------------------------------- connection table
 

@@ -72,7 +72,7 @@ UPDATE_BUCKETS = (
     2.5,
 )
 
-_CONN_COUNTERS = {
+_EVENT_COUNTERS = {
     "conn_hit": ("xlb_conn_table_hits", "Packets whose flow was found in the connection table."),
     "conn_miss": (
         "xlb_conn_table_misses",
@@ -85,6 +85,15 @@ _CONN_COUNTERS = {
     "conn_syn_reset": (
         "xlb_conn_table_syn_resets",
         "TCP SYNs for a 5-tuple already in the table (the flow re-selected).",
+    ),
+    "syn_flood_skip": (
+        "xlb_syn_flood_skipped_syns",
+        "TCP SYNs routed by the ring without a connection-table entry: their CPU was "
+        "under a SYN flood (syn_flood_threshold).",
+    ),
+    "syn_flood_windows": (
+        "xlb_syn_flood_windows",
+        "One-second windows in which a CPU's TCP SYNs crossed syn_flood_threshold.",
     ),
 }
 
@@ -162,6 +171,11 @@ class BalancerCollector(Collector):
         yield from (vip_packets, vip_bytes, vip_reals, vip_ring)
         yield from (real_packets, real_bytes, real_weight, real_share)
         yield from _global_counters(lb.counters())
+        yield GaugeMetricFamily(
+            "xlb_syn_flood_cpus",
+            "CPUs under a SYN flood now: their SYNs record no connection-table entry.",
+            sum(1 for cpu in lb.syn_flood() if cpu.under_flood),
+        )
         if self.health_source is not None:
             try:
                 health = self.health_source()
@@ -196,20 +210,20 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         "Packets by why the program did what it did (forward, pass_not_vip, drop_no_real, ...).",
         labels=["reason"],
     )
-    conn: list[Metric] = []
+    events: list[Metric] = []
     action_names = set(ACTION_COUNTERS.values())
     for name in counter_names().values():
         value = counters.get(name, 0)
         if name in action_names:
             actions.add_metric([name.removeprefix("xdp_")], value)
-        elif name in _CONN_COUNTERS:
-            metric, help_text = _CONN_COUNTERS[name]
-            conn.append(CounterMetricFamily(metric, help_text, value=value))
+        elif name in _EVENT_COUNTERS:
+            metric, help_text = _EVENT_COUNTERS[name]
+            events.append(CounterMetricFamily(metric, help_text, value=value))
         else:
             reasons.add_metric([name], value)
     yield actions
     yield reasons
-    yield from conn
+    yield from events
 
 
 def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:

@@ -311,6 +311,11 @@ class BalancerConfig:
         (0-4294967295).
     udp_ttl_s: idle seconds after which a UDP flow may pick a new real
         (TCP flows never expire by time); 0 (never) to UDP_TTL_MAX_S.
+    syn_flood_threshold: TCP SYNs per CPU per second above which the CPU is
+        under a SYN flood: a SYN then records no connection-table entry (the
+        ring routes it; its first ACK records it), so a flood cannot push
+        established flows out of the table (bpf/flood.h); 0 = guard off,
+        else 1-4294967295.
 
     Every field is checked here, so `configure()` never fails on a value;
     src_v4/src_v6 are kept as canonical text (an ipaddress object is taken).
@@ -325,6 +330,7 @@ class BalancerConfig:
     gue_all: bool = False
     hash_seed: int = 0x786C62
     udp_ttl_s: float = 300.0
+    syn_flood_threshold: int = 1000
 
     def __post_init__(self) -> None:
         check_mac(self.gateway_mac, "gateway_mac")
@@ -336,6 +342,7 @@ class BalancerConfig:
         check_port(self.gue_port, "gue_port", minimum=1)
         check_int(self.hash_seed, "hash_seed", 0, U32_MAX)
         _check_seconds(self.udp_ttl_s, "udp_ttl_s", UDP_TTL_MAX_S)
+        check_int(self.syn_flood_threshold, "syn_flood_threshold", 0, U32_MAX)
 
 
 def _check_bool(value: object, what: str) -> None:

@@ -432,6 +432,7 @@ mtu = 9000
 metrics = "[::1]:9100"
 hash_seed = 7
 udp_ttl = 30.5
+syn_flood_threshold = 0
 
 [health]
 interval = 1.5
@@ -610,3 +611,14 @@ def test_a_ring_smaller_than_its_serving_reals_is_a_located_error() -> None:
     with pytest.raises(ConfigFileError) as exc:
         cfg.loads(text)
     assert "vip[0].ring_size" in str(exc.value) and "smaller than the 5" in str(exc.value)
+
+
+def test_syn_flood_threshold_reaches_the_data_plane_config_and_is_checked() -> None:
+    """0 turns the guard off; a negative or fractional rate is a located error."""
+    text = '[balancer]\ngateway_mac = "02:00:00:00:00:01"\nsyn_flood_threshold = 0\n'
+    assert cfg.balancer_config(cfg.loads(text).settings).syn_flood_threshold == 0
+    assert cfg.loads(MINIMAL).settings.syn_flood_threshold == 1000
+    for bad in ("-1", "1.5", "4294967296"):
+        with pytest.raises(ConfigFileError) as exc:
+            cfg.loads(text.replace("= 0", f"= {bad}"))
+        assert "balancer.syn_flood_threshold" in str(exc.value)

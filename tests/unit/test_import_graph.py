@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "xlb.rings": 2,
     "xlb.ids": 2,
     "xlb.stats": 2,
+    "xlb.synflood": 2,
     "xlb.flows": 2,
     "xlb.testrun": 2,
     "xlb.vipaddrs": 2,

@@ -224,6 +224,19 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _flood_cpus(lb: Balancer) -> list[int]:
+    """The CPUs whose SYN-flood guard is tripped now (bpf/flood.h)."""
+    return [cpu.cpu for cpu in lb.syn_flood() if cpu.under_flood]
+
+
+def _describe_flood(lb: Balancer, cpus: list[int]) -> str:
+    threshold = lb.config.syn_flood_threshold
+    return (
+        f"SYN flood on CPU {', '.join(map(str, cpus))}: over {threshold} SYNs/s, "
+        "new TCP flows are routed by the ring and recorded at their first ACK"
+    )
+
+
 def _header(target: Target, lb: Balancer, pid: int | None) -> str:
     xdp = host.xdp_program(target.interface) if target.interface else None
     if xdp is None:
@@ -249,6 +262,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             before, vips = vips, _vip_snapshot(lb, health)
             _add_rates(vips, before, args.interval)
         header = _header(target, lb, pid)
+        flood = _flood_cpus(lb)
+        if flood:
+            header += "\n" + _describe_flood(lb, flood)
     if args.json:
         _print_json(
             {
@@ -257,6 +273,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "daemon_pid": pid,
                 "vips": vips,
                 "bgp": bgp,
+                "syn_flood_cpus": flood,
             }
         )
         return EXIT_OK
@@ -359,7 +376,9 @@ def cmd_counters(args: argparse.Namespace) -> int:
 
     with open_balancer(target) as lb:
         raw = lb.counters()
-    # In the ABI's order: actions, reasons, connection table.
+        flood = _flood_cpus(lb)
+        flood_line = _describe_flood(lb, flood) if flood else None
+    # In the ABI's order: actions, reasons, connection table, SYN-flood guard.
     counters = {name: raw[name] for _, name in sorted(counter_names().items()) if name in raw}
     if args.nonzero:
         counters = {k: v for k, v in counters.items() if v}
@@ -369,6 +388,8 @@ def cmd_counters(args: argparse.Namespace) -> int:
     width = max((len(k) for k in counters), default=0)
     for name, value in counters.items():
         print(f"{name:<{width}}  {value:>14}")
+    if flood_line:
+        print(flood_line)
     return EXIT_OK
 
 

@@ -328,6 +328,7 @@ def _read_settings(t: _Table) -> Settings:
         metrics=_metrics_address(t),
         hash_seed=t.get_int("hash_seed", d.hash_seed, 0, 2**32 - 1),
         udp_ttl=t.get_float("udp_ttl", d.udp_ttl, 0.0, UDP_TTL_MAX_S),
+        syn_flood_threshold=t.get_int("syn_flood_threshold", d.syn_flood_threshold, 0, 2**32 - 1),
         src_v4=_source_prefix(t, "src_v4", 4, d.src_v4),
         src_v6=_source_prefix(t, "src_v6", 6, d.src_v6),
         lock_dir=_path(t, "lock_dir", d.lock_dir) or d.lock_dir,

@@ -128,6 +128,7 @@ class Settings:
     metrics: str | None = DEFAULT_METRICS_ADDRESS  # HOST:PORT of the endpoint; None: off
     hash_seed: int = _DEFAULTS.hash_seed
     udp_ttl: float = _DEFAULTS.udp_ttl_s
+    syn_flood_threshold: int = _DEFAULTS.syn_flood_threshold  # SYNs/s per CPU; 0 = guard off
     src_v4: str = _DEFAULTS.src_v4
     src_v6: str = _DEFAULTS.src_v6
     lock_dir: Path = DEFAULT_LOCK_DIR
@@ -219,6 +220,7 @@ def balancer_config(settings: Settings) -> BalancerConfig:
         gue_all=False,
         hash_seed=settings.hash_seed,
         udp_ttl_s=settings.udp_ttl,
+        syn_flood_threshold=settings.syn_flood_threshold,
     )
 
 

@@ -86,6 +86,7 @@ def _settings_from(balancer: Balancer, base: Settings) -> Settings:
         pin_dir=balancer.pin_dir if balancer.pin_dir != default_pin else None,
         hash_seed=cfg.hash_seed,
         udp_ttl=cfg.udp_ttl_s,
+        syn_flood_threshold=cfg.syn_flood_threshold,
         src_v4=cfg.src_v4,
         src_v6=cfg.src_v6,
     )
@@ -141,6 +142,7 @@ def _settings_items(s: Settings) -> list[tuple[str, object]]:
             ("metrics", s.metrics if s.metrics is not None else False, d.metrics),
             ("hash_seed", s.hash_seed, d.hash_seed),
             ("udp_ttl", s.udp_ttl, d.udp_ttl),
+            ("syn_flood_threshold", s.syn_flood_threshold, d.syn_flood_threshold),
             ("src_v4", s.src_v4, d.src_v4),
             ("src_v6", s.src_v6, d.src_v6),
             ("lock_dir", str(s.lock_dir), str(d.lock_dir)),
