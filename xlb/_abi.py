@@ -203,6 +203,24 @@ def parse_flow_key(map_name: str, raw: bytes) -> Flow:
     return Flow(src, dst, ntohs(key.sport), ntohs(key.dport), PROTO_NAMES.get(key.proto, "tcp"))
 
 
+def flow_key(flow: Flow) -> tuple[str, bytes]:
+    """The connection table of `flow` and its key there (the full 5-tuple)."""
+    if flow.src.version == 4:
+        key = ffi.new("struct xlb_flow_v4 *")
+        key.saddr = int.from_bytes(flow.src.packed, "little")
+        key.daddr = int.from_bytes(flow.dst.packed, "little")
+        table = "conn_v4"
+    else:
+        key = ffi.new("struct xlb_flow_v6 *")
+        set_addr(key.saddr, flow.src)
+        set_addr(key.daddr, flow.dst)
+        table = "conn_v6"
+    key.sport = htons(flow.sport)
+    key.dport = htons(flow.dport)
+    key.proto = IPPROTO[flow.proto]
+    return table, to_bytes(key)
+
+
 def vip_filter_bit(address: IPAddress) -> int:
     """The bit of a VIP address in the `vip_filter` map (rule: xlb_abi.h)."""
     words = address.packed.ljust(16, b"\0")

@@ -49,7 +49,7 @@ from .errors import (
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash
-from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .flows import check_sample_limit, clear_conn_tables, lookup_flow, sample_flows
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -661,12 +661,22 @@ class Balancer:
         return self._sample_flows(check_sample_limit(limit))
 
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
-        owners = {
+        yield from sample_flows(self._map, self._real_owners(), limit)
+
+    def _real_owners(self) -> dict[tuple[int, int], IPAddress]:
+        return {
             (m.real_id, m.gen): m.real.address
             for s in self._vips.values()
             for m in s.members.values()
         }
-        yield from sample_flows(self._map, owners, limit)
+
+    def flow_real(self, flow: Flow) -> IPAddress | None:
+        """The real `flow`'s connection-table entry names; None if the flow
+        has no entry, or one whose real was retired (its next packet then
+        follows the ring)."""
+        if not isinstance(flow, Flow):
+            raise ConfigError(f"expected a Flow, got {flow!r}")
+        return lookup_flow(self._map, self._real_owners(), flow)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.

@@ -47,6 +47,17 @@ def sample_flows(
             seen += 1
 
 
+def lookup_flow(maps: Mapping[str, Map], owners: RealOwners, flow: Flow) -> IPAddress | None:
+    """The real of `flow`'s connection-table entry; None if it has no entry
+    or a stale one (its real retired)."""
+    table, key = _abi.flow_key(flow)
+    value = maps[table].lookup(key)
+    if value is None:
+        return None
+    real_id, gen, _ = _abi.parse_conn(value)
+    return owners.get((real_id, gen))
+
+
 def clear_conn_tables(maps: Mapping[str, Map]) -> int:
     """Empty both connection tables; returns how many entries went."""
     cleared = 0
@@ -59,4 +70,11 @@ def clear_conn_tables(maps: Mapping[str, Map]) -> int:
     return cleared
 
 
-__all__ = ["CONN_TABLES", "RealOwners", "check_sample_limit", "clear_conn_tables", "sample_flows"]
+__all__ = [
+    "CONN_TABLES",
+    "RealOwners",
+    "check_sample_limit",
+    "clear_conn_tables",
+    "lookup_flow",
+    "sample_flows",
+]
