@@ -7,7 +7,7 @@
  * What is passed, dropped or answered, and why:
  *   not IP (ARP, LLDP, runt, double VLAN tag)     PASS  PASS_NOT_IP
  *   IPv4 with options                             PASS  PASS_IP_OPTIONS
- *   IPv4/IPv6 fragment                            PASS  PASS_FRAGMENT
+ *   IPv4/IPv6 fragment: see frag.h (TCP/UDP to a VIP: as its 5-tuple)
  *   IPv6 extension chain too long, or AH          PASS  PASS_EXT_HDRS
  *   truncated/inconsistent IP or L4 header        DROP  DROP_MALFORMED
  *   no VIP for (daddr, dport|0, proto)            PASS  PASS_NOT_VIP
@@ -42,6 +42,7 @@
 #include "csum.h"
 #include "encap.h"
 #include "icmp.h"
+#include "frag.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -65,7 +66,7 @@ static __always_inline int v4_parse_l3(struct cursor *c, struct xlb_pkt *p)
 	int proto;
 
 	proto = v4_parse_ip(c, &iph);
-	if (proto < 0)
+	if (proto < 0 && proto != PARSE_E_FRAGMENT)
 		return proto;
 	p->flow.family = XLB_FAMILY_V4;
 	p->flow.saddr[0] = iph->saddr;
@@ -82,7 +83,7 @@ static __always_inline int v6_parse_l3(struct cursor *c, struct xlb_pkt *p)
 	int proto;
 
 	proto = v6_parse_ip(c, &ip6h);
-	if (proto < 0)
+	if (proto < 0 && proto != PARSE_E_FRAGMENT)
 		return proto;
 	p->flow.family = XLB_FAMILY_V6;
 	__builtin_memcpy(p->flow.saddr, ip6h->saddr.in6_u.u6_addr32, 16);
@@ -150,6 +151,8 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 		proto = v6_parse_l3(&c, p);
 	else
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_IP);
+	if (proto == PARSE_E_FRAGMENT)
+		return parse_fragment(ctx, &c, p);
 	if (proto < 0)
 		return verdict_of_parse_err(p, proto);
 	p->flow.proto = proto;
@@ -167,7 +170,8 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
  * (the outer header copies DF, so routers may fragment it), but answered
  * like DF when the outer header is IPv6, which routers never fragment.
  * Routed ICMP errors are never answered with ICMP (RFC 1122), they are
- * forwarded whatever their size.
+ * forwarded whatever their size. A later IPv4 fragment is dropped where
+ * a whole packet would get the error (frag.h).
  */
 static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 vip_flags,
 				   const struct xlb_config *cfg, const struct xlb_real *real,
@@ -189,8 +193,11 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
 		if (p->flow.family == XLB_FAMILY_V6)
 			return v6_reply_too_big(ctx, p, mtu);
-		if (p->df || real->family == XLB_FAMILY_V6)
+		if (p->df || real->family == XLB_FAMILY_V6) {
+			if (v4_is_later_fragment(ctx, p))
+				return set_verdict(p, XDP_DROP, XLB_R_DROP_FRAG_TOO_BIG);
 			return v4_reply_too_big(ctx, p, mtu);
+		}
 	}
 	action = resolve_next_hop(ctx, p, cfg, real, hdr_len, &nh);
 	if (action != XLB_CONTINUE)
@@ -278,7 +285,8 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
  *     but ICMPv6 with a routing header that has
  *     segments left (icmp.h v6_reply_echo)              PASS  PASS_ICMP
  *   frag needed (3/4) / packet too big (2) to a VIP,
- *     quoting a TCP/UDP packet from that VIP            TX    FORWARD_ICMP_ERROR
+ *     quoting a TCP/UDP packet from that VIP (or the
+ *     first fragment of one: a real's big reply)       TX    FORWARD_ICMP_ERROR
  *   anything else to a VIP address                      PASS  PASS_ICMP
  *   anything else                                       PASS  PASS_NOT_VIP
  */

@@ -37,12 +37,16 @@
 #ifndef XLB_MAX_DECAP_ADDRS
 #define XLB_MAX_DECAP_ADDRS 1024
 #endif
+#ifndef XLB_FRAG_TABLE_SIZE
+#define XLB_FRAG_TABLE_SIZE 65536
+#endif
 
 enum xlb_limits {
 	XLB_LIMIT_MAX_VIPS = XLB_MAX_VIPS,
 	XLB_LIMIT_MAX_REALS = XLB_MAX_REALS,
 	XLB_LIMIT_CONN_TABLE_SIZE = XLB_CONN_TABLE_SIZE,
 	XLB_LIMIT_MAX_DECAP_ADDRS = XLB_MAX_DECAP_ADDRS,
+	XLB_LIMIT_FRAG_TABLE_SIZE = XLB_FRAG_TABLE_SIZE,
 	/* Default Maglev ring size: prime, > 100 x reals for good balance. */
 	XLB_RING_SIZE_DEFAULT = 65537,
 	/* Largest ring the control plane accepts (prime). */
@@ -215,6 +219,28 @@ struct xlb_config {
 	__u64 udp_ttl_ns; /* host; idle time after which a UDP entry is a miss */
 };
 
+/* ---- Fragments (bpf/frag.h) -------------------------------------------- */
+
+/*
+ * `frags` (LRU_HASH of XLB_FRAG_TABLE_SIZE): the ports of a datagram's
+ * first fragment, by what every fragment of the datagram carries, so that
+ * its later fragments (which have no L4 header) are balanced as its
+ * 5-tuple. An IPv4 id sits in the low 16 bits of `id` (host order).
+ */
+struct xlb_frag_key {
+	__be32 saddr[4]; /* net */
+	__be32 daddr[4]; /* net */
+	__u32 id;	 /* host; IPv4 16-bit id, or IPv6 32-bit identification */
+	__u8 proto;	 /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;	 /* enum xlb_family */
+	__u8 pad[2];	 /* zero */
+};
+
+struct xlb_frag_ports {
+	__be16 sport; /* net */
+	__be16 dport; /* net */
+};
+
 /* ---- SYN-flood guard (bpf/flood.h) ------------------------------------ */
 
 enum xlb_syn_flood_limits {
@@ -249,21 +275,23 @@ struct xlb_counter {
 
 /* Why the program returned what it returned. Recorded once, at the exit. */
 enum xlb_reason {
-	XLB_R_FORWARD = 0,	  /* encapsulated to a real (XDP_TX) */
-	XLB_R_PASS_NOT_IP,	  /* ARP, LLDP, ... */
-	XLB_R_PASS_NOT_VIP,	  /* IP but no VIP matches */
-	XLB_R_PASS_PROTO,	  /* to a VIP address, not TCP/UDP/ICMP */
-	XLB_R_PASS_IP_OPTIONS,	  /* IPv4 with options: not balanced */
-	XLB_R_PASS_FRAGMENT,	  /* IPv4/IPv6 fragment: not balanced */
-	XLB_R_PASS_EXT_HDRS,	  /* IPv6 extension chain too long/unknown */
-	XLB_R_PASS_ICMP,	  /* ICMP we do not handle */
-	XLB_R_DROP_MALFORMED,	  /* truncated or inconsistent headers */
-	XLB_R_DROP_NO_REAL,	  /* VIP has no ring or an empty slot */
-	XLB_R_DROP_ENCAP,	  /* could not grow/shape the packet */
-	XLB_R_DROP_NO_ROUTE,	  /* no next-hop MAC could be found */
-	XLB_R_TX_ICMP_ECHO,	  /* answered an echo request to a VIP */
-	XLB_R_TX_ICMP_TOO_BIG,	  /* told the client the path MTU */
-	XLB_R_FORWARD_ICMP_ERROR, /* PMTU error routed to the owning real */
+	XLB_R_FORWARD = 0,	   /* encapsulated to a real (XDP_TX) */
+	XLB_R_PASS_NOT_IP,	   /* ARP, LLDP, ... */
+	XLB_R_PASS_NOT_VIP,	   /* IP but no VIP matches */
+	XLB_R_PASS_PROTO,	   /* to a VIP address, not TCP/UDP/ICMP */
+	XLB_R_PASS_IP_OPTIONS,	   /* IPv4 with options: not balanced */
+	XLB_R_PASS_FRAGMENT,	   /* not TCP/UDP, or first unseen, not to a VIP */
+	XLB_R_PASS_EXT_HDRS,	   /* IPv6 extension chain too long/unknown */
+	XLB_R_PASS_ICMP,	   /* ICMP we do not handle */
+	XLB_R_DROP_MALFORMED,	   /* truncated or inconsistent headers */
+	XLB_R_DROP_NO_REAL,	   /* VIP has no ring or an empty slot */
+	XLB_R_DROP_ENCAP,	   /* could not grow/shape the packet */
+	XLB_R_DROP_NO_ROUTE,	   /* no next-hop MAC could be found */
+	XLB_R_TX_ICMP_ECHO,	   /* answered an echo request to a VIP */
+	XLB_R_TX_ICMP_TOO_BIG,	   /* told the client the path MTU */
+	XLB_R_FORWARD_ICMP_ERROR,  /* PMTU error routed to the owning real */
+	XLB_R_DROP_FRAG_NOT_FOUND, /* later fragment to a VIP, first one unseen */
+	XLB_R_DROP_FRAG_TOO_BIG,   /* later IPv4 fragment too big: no ICMP */
 	XLB_R_COUNT,
 };
 
@@ -280,6 +308,8 @@ enum xlb_counter_index {
 	XLB_CNT_CONN_SYN_RESET,	   /* SYN for a known 5-tuple: reselected */
 	XLB_CNT_SYN_FLOOD_SKIP,	   /* SYN under a flood: ring only, no entry */
 	XLB_CNT_SYN_FLOOD_WINDOWS, /* a CPU's 1-s window crossed the threshold */
+	XLB_CNT_FRAG_FIRST,	   /* first TCP/UDP fragment: its ports kept */
+	XLB_CNT_FRAG_LATER,	   /* later fragment balanced with its first's ports */
 	XLB_CNT_COUNT,
 };
 

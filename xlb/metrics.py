@@ -95,6 +95,14 @@ _EVENT_COUNTERS = {
         "xlb_syn_flood_windows",
         "One-second windows in which a CPU's TCP SYNs crossed syn_flood_threshold.",
     ),
+    "frag_first": (
+        "xlb_fragments_first",
+        "First fragments of TCP/UDP datagrams: balanced, their ports kept for the later ones.",
+    ),
+    "frag_later": (
+        "xlb_fragments_later",
+        "Later fragments balanced with the ports their datagram's first fragment had.",
+    ),
 }
 
 

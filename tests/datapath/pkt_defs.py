@@ -172,7 +172,9 @@ SETUPS: dict[str, Setup] = {
 
 
 def clear_conn_tables(lb: Balancer) -> None:
-    for name in ("conn_v4", "conn_v6"):
+    """The connection tables, and the fragments' (a case's first fragment
+    must not be another case's)."""
+    for name in ("conn_v4", "conn_v6", "frags"):
         table = lb.map(name)
         for key in list(table.keys()):
             table.delete(key)

@@ -194,9 +194,13 @@ async def http_once(dst: IPAddress, port: int, sport: int, timeout: float) -> Re
         sock.close()
 
 
-async def udp_once(dst: IPAddress, port: int, sport: int, timeout: float, tries: int) -> Reply:
+async def udp_once(
+    dst: IPAddress, port: int, sport: int, timeout: float, tries: int, size: int = 16
+) -> Reply:
     """One UDP request/answer from a new socket (a new flow), sent up to
-    `tries` times within `timeout`: who answered, or why nothing did."""
+    `tries` times within `timeout`: who answered, or why nothing did. The
+    request is `size` bytes (random hex): above the path MTU it leaves the
+    client in fragments, and only a real that reassembled it echoes it."""
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
@@ -210,7 +214,7 @@ async def udp_once(dst: IPAddress, port: int, sport: int, timeout: float, tries:
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
         sock.connect((str(dst), port))
         local = sock.getsockname()[1]
-        payload = secrets.token_hex(8).encode()
+        payload = secrets.token_hex(max(size, 2) // 2).encode()
         for _ in range(tries):
             await loop.sock_sendall(sock, payload)
             try:

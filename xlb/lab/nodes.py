@@ -239,12 +239,16 @@ class ClientNode(Node):
         concurrency: int = 64,
         timeout: float = 2.0,
         tries: int = 2,
+        size: int = 16,
     ) -> Replies:
-        """`count` UDP request/answer exchanges, each from a new socket (a new flow)."""
+        """`count` UDP request/answer exchanges, each from a new socket (a new
+        flow), each request `size` bytes (fragmented above the path MTU)."""
         address = ipaddress.ip_address(dst)
         jobs = list(sports) if sports is not None else [0] * count
         return self.call(
-            self._batch(lambda s: udp_once(address, port, s, timeout, tries), jobs, concurrency),
+            self._batch(
+                lambda s: udp_once(address, port, s, timeout, tries, size), jobs, concurrency
+            ),
             timeout * (len(jobs) // concurrency + 2) + 10,
         )
 
