@@ -214,7 +214,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 				   const struct xlb_config *cfg)
 {
 	struct conn_probe probe;
-	struct xlb_vip_meta *vip;
+	struct xlb_vip_meta vip;
 	struct xlb_real *real;
 	int action;
 
@@ -223,15 +223,14 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 	real = established_real(p, cfg, &probe);
 	if (real)
 		return forward(ctx, p, real->vip_flags, cfg, real, XLB_R_FORWARD);
-	vip = lookup_vip(&p->flow, cfg);
-	if (!vip)
+	if (!lookup_vip(&p->flow, cfg, &vip))
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
-	p->vip_id = vip->vip_id;
-	p->hash = hash_flow(&p->flow, vip->flags, cfg->hash_seed);
-	action = select_real(p, vip, cfg, 1, &probe, &real);
+	p->vip_id = vip.vip_id;
+	p->hash = hash_flow(&p->flow, vip.flags, cfg->hash_seed);
+	action = select_real(p, &vip, cfg, 1, &probe, &real);
 	if (action != XLB_CONTINUE)
 		return action;
-	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD);
+	return forward(ctx, p, vip.flags, cfg, real, XLB_R_FORWARD);
 }
 
 /* Same address (all four words: an IPv4 address's last three are zero)? */
@@ -254,7 +253,7 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 					    const struct xlb_config *cfg)
 {
 	struct conn_probe probe;
-	struct xlb_vip_meta *vip;
+	struct xlb_vip_meta vip;
 	struct flow_tuple flow;
 	struct xlb_real *real;
 	int err, action;
@@ -265,18 +264,17 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 		err = v6_read_quoted_flow(ctx, p, &flow);
 	if (err || !same_addr(p->flow.daddr, flow.daddr))
 		return XLB_CONTINUE;
-	vip = lookup_vip(&flow, cfg);
-	if (!vip)
+	if (!lookup_vip(&flow, cfg, &vip))
 		return XLB_CONTINUE;
 	p->flow = flow;
-	p->vip_id = vip->vip_id;
-	p->hash = hash_flow(&flow, vip->flags, cfg->hash_seed);
+	p->vip_id = vip.vip_id;
+	p->hash = hash_flow(&flow, vip.flags, cfg->hash_seed);
 	probe.conn = NULL;
 	probe.done = 0;
-	action = select_real(p, vip, cfg, 0, &probe, &real);
+	action = select_real(p, &vip, cfg, 0, &probe, &real);
 	if (action != XLB_CONTINUE)
 		return action;
-	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
+	return forward(ctx, p, vip.flags, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
 }
 
 /*

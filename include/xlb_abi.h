@@ -40,6 +40,9 @@
 #ifndef XLB_FRAG_TABLE_SIZE
 #define XLB_FRAG_TABLE_SIZE 65536
 #endif
+#ifndef XLB_MAX_PREFIX_VIPS
+#define XLB_MAX_PREFIX_VIPS 1024
+#endif
 
 enum xlb_limits {
 	XLB_LIMIT_MAX_VIPS = XLB_MAX_VIPS,
@@ -47,6 +50,8 @@ enum xlb_limits {
 	XLB_LIMIT_CONN_TABLE_SIZE = XLB_CONN_TABLE_SIZE,
 	XLB_LIMIT_MAX_DECAP_ADDRS = XLB_MAX_DECAP_ADDRS,
 	XLB_LIMIT_FRAG_TABLE_SIZE = XLB_FRAG_TABLE_SIZE,
+	/* Prefix VIPs (`vip_prefixes`); they count among XLB_MAX_VIPS too. */
+	XLB_LIMIT_MAX_PREFIX_VIPS = XLB_MAX_PREFIX_VIPS,
 	/* Default Maglev ring size: prime, > 100 x reals for good balance. */
 	XLB_RING_SIZE_DEFAULT = 65537,
 	/* Largest ring the control plane accepts (prime). */
@@ -93,6 +98,32 @@ struct xlb_vip_key {
 	__be16 port;	/* net; 0 = any port */
 	__u8 proto;	/* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 family;	/* enum xlb_family */
+};
+
+/*
+ * A VIP may be a prefix (10.100.0.0/24:80/tcp, [2001:db8:100::/64]:0/udp):
+ * `vip_prefixes` (LPM_TRIE, key below, value struct xlb_vip_meta) holds
+ * those, and is looked up only when the exact lookups of `vips` missed and
+ * config has XLB_CFG_F_PREFIX_VIPS: the exact port first, then port 0; the
+ * longest matching prefix wins. The key's `prefixlen` counts the bits of
+ * family, proto and port (always matched: XLB_VIP_PREFIX_FIXED_BITS) plus
+ * the address's prefix length. A prefix VIP is one VIP: one vip_id, one
+ * ring, for every address in it (the flow hash has the destination, so the
+ * addresses' flows spread over the ring independently).
+ * `vip_prefix_addrs` (LPM_TRIE, same key with proto 0 and port 0, value
+ * __u32 = number of prefix VIPs on that prefix) is to prefixes what
+ * `vip_addrs` is to addresses.
+ */
+struct xlb_vip_prefix_key {
+	__u32 prefixlen; /* host; XLB_VIP_PREFIX_FIXED_BITS + address bits */
+	__u8 family;	 /* enum xlb_family */
+	__u8 proto;	 /* IPPROTO_TCP / IPPROTO_UDP; 0 in vip_prefix_addrs */
+	__be16 port;	 /* net; 0 = any port */
+	__be32 addr[4];	 /* net; the prefix, host bits zero */
+};
+
+enum xlb_vip_prefix_limits {
+	XLB_VIP_PREFIX_FIXED_BITS = 32, /* family, proto, port */
 };
 
 /*
@@ -202,6 +233,13 @@ enum xlb_config_flags {
 	 * default) always makes the port-0 lookup.
 	 */
 	XLB_CFG_F_NO_ANY_PORT_VIP = 1 << 2,
+	/*
+	 * Some VIP is a prefix: a packet the exact lookups miss is looked up
+	 * in `vip_prefixes`. Set by the control plane before the first prefix
+	 * VIP is inserted, cleared after the last one went; clear (the default)
+	 * never looks, so traffic to no VIP pays nothing without prefix VIPs.
+	 */
+	XLB_CFG_F_PREFIX_VIPS = 1 << 3,
 };
 
 struct xlb_config {

@@ -84,6 +84,29 @@ def vip_key(vip: Vip) -> bytes:
     return to_bytes(key)
 
 
+def vip_prefix_key(vip: Vip, *, address_only: bool = False) -> bytes:
+    """Key of a prefix VIP in `vip_prefixes`; with `address_only`, of its
+    prefix in `vip_prefix_addrs` (proto 0, port 0)."""
+    key = ffi.new("struct xlb_vip_prefix_key *")
+    key.prefixlen = lib.XLB_VIP_PREFIX_FIXED_BITS + vip.prefixlen
+    key.family = FAMILY[vip.family]
+    if not address_only:
+        key.proto = IPPROTO[vip.proto]
+        key.port = htons(vip.port)
+    set_addr(key.addr, vip.address)
+    return to_bytes(key)
+
+
+def parse_vip_prefix_key(raw: bytes) -> Vip:
+    key = struct_from("struct xlb_vip_prefix_key", raw)
+    return Vip.from_data_plane(
+        get_addr(key.addr, key.family),
+        ntohs(key.port),
+        PROTO_NAMES[key.proto],
+        int(key.prefixlen) - lib.XLB_VIP_PREFIX_FIXED_BITS,
+    )
+
+
 def vip_address_key(address: IPAddress) -> bytes:
     """Key of `vip_addrs`: the address alone (port 0, proto 0)."""
     key = ffi.new("struct xlb_vip_key *")
@@ -239,9 +262,12 @@ def parse_conn(raw: bytes) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- config
 
 
-def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes:
-    """The `config` value; `no_any_port_vip` is data-plane state the
-    balancer keeps (XLB_CFG_F_NO_ANY_PORT_VIP), not a setting."""
+def config_value(
+    cfg: BalancerConfig, *, no_any_port_vip: bool = False, prefix_vips: bool = False
+) -> bytes:
+    """The `config` value; `no_any_port_vip` and `prefix_vips` are
+    data-plane state the balancer keeps (XLB_CFG_F_NO_ANY_PORT_VIP,
+    XLB_CFG_F_PREFIX_VIPS), not settings."""
     value = ffi.new("struct xlb_config *")
     ffi.memmove(value.gw_mac, mac_bytes(cfg.gateway_mac), 6)
     value.gue_port = htons(cfg.gue_port)
@@ -253,6 +279,8 @@ def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes
     )
     if no_any_port_vip:
         value.flags |= lib.XLB_CFG_F_NO_ANY_PORT_VIP
+    if prefix_vips:
+        value.flags |= lib.XLB_CFG_F_PREFIX_VIPS
     value.hash_seed = cfg.hash_seed
     value.udp_ttl_ns = int(cfg.udp_ttl_s * 1e9)
     value.syn_flood_threshold = cfg.syn_flood_threshold
@@ -262,6 +290,11 @@ def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes
 def config_no_any_port_vip(raw: bytes) -> bool:
     """Whether a `config` value has XLB_CFG_F_NO_ANY_PORT_VIP set."""
     return bool(struct_from("struct xlb_config", raw).flags & lib.XLB_CFG_F_NO_ANY_PORT_VIP)
+
+
+def config_prefix_vips(raw: bytes) -> bool:
+    """Whether a `config` value has XLB_CFG_F_PREFIX_VIPS set."""
+    return bool(struct_from("struct xlb_config", raw).flags & lib.XLB_CFG_F_PREFIX_VIPS)
 
 
 def parse_config(raw: bytes) -> BalancerConfig:

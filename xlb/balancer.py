@@ -66,6 +66,7 @@ from .model import (
     VipFlags,
     VipLike,
     check_weight,
+    overlapping_prefix,
     parse_address,
     to_real,
     to_vip,
@@ -84,7 +85,7 @@ from .rings import (
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
 from .synflood import CpuFloodWindow, flood_windows
 from .testrun import RunResult, run_packet
-from .vipaddrs import VipFilter, count_vip_address
+from .vipaddrs import VipFilter, count_vip_address, count_vip_prefix
 
 log = logging.getLogger("xlb.balancer")
 
@@ -94,6 +95,7 @@ PROGRAM_NAME = "xlb_balancer"
 LINK_PIN_NAME = "link"
 RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
 RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
+MAX_PREFIX_VIPS = _limits.XLB_LIMIT_MAX_PREFIX_VIPS
 
 
 @dataclass(slots=True)
@@ -256,11 +258,13 @@ class Balancer:
     def _read_vips(self) -> dict[Vip, _VipState]:
         """VIPs and their members from the maps (a fresh data plane: none)."""
         vips: dict[Vip, _VipState] = {}
-        for key, value in self._map["vips"].items():
+        entries = [(_abi.parse_vip_key(k), v) for k, v in self._map["vips"].items()]
+        entries += [(_abi.parse_vip_prefix_key(k), v) for k, v in self._map["vip_prefixes"].items()]
+        for vip, value in entries:
             vip_id, flags, ring_size, ring_slot = _abi.parse_vip_meta(value)
             state = _VipState(vip_id, VipFlags(flags), ring_size)
             state.rings, state.ring = self._slots.adopt(vip_id, ring_slot, ring_size)
-            vips[_abi.parse_vip_key(key)] = state
+            vips[vip] = state
         by_id = {s.vip_id: s for s in vips.values()}
         active = _abi.real_field(self._reals_raw, "flags", np.uint8) & _limits.XLB_REAL_F_ACTIVE
         for real_id in np.flatnonzero(active).tolist():
@@ -287,11 +291,13 @@ class Balancer:
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
-        self._no_any_port_vip = False  # what the map says until written below
+        # what the map says until written below
+        self._no_any_port_vip, self._prefix_vips = False, False
         if config is None and raw is not None and raw != bytes(len(raw)):
             self._config = _abi.parse_config(raw)
             self._no_any_port_vip = _abi.config_no_any_port_vip(raw)
-            self._sync_any_port_flag()
+            self._prefix_vips = _abi.config_prefix_vips(raw)
+            self._sync_lookup_flags()
             return
         self.configure(config or BalancerConfig())
 
@@ -308,24 +314,35 @@ class Balancer:
         if not isinstance(config, BalancerConfig):
             raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
         self._no_any_port_vip = not self._has_any_port_vip()
+        self._prefix_vips = self._has_prefix_vip()
         self._write_config(config)
         self._config = config
 
     def _write_config(self, config: BalancerConfig) -> None:
-        value = _abi.config_value(config, no_any_port_vip=self._no_any_port_vip)
+        value = _abi.config_value(
+            config, no_any_port_vip=self._no_any_port_vip, prefix_vips=self._prefix_vips
+        )
         self._map["config"].update(_abi.u32(0), value)
 
     def _has_any_port_vip(self) -> bool:
-        return any(vip.port == 0 for vip in self._vips)
+        """An any-port VIP in `vips` (a prefix VIP's port 0 is its own lookup)."""
+        return any(vip.port == 0 and not vip.is_prefix for vip in self._vips)
 
-    def _sync_any_port_flag(self, adding_any_port: bool = False) -> None:
-        """Keep XLB_CFG_F_NO_ANY_PORT_VIP true to `vips`: the data plane
-        skips its port-0 lookup while the flag is set, so the flag is
-        cleared before an any-port VIP is inserted (`adding_any_port`) and
-        set only after the last one was deleted."""
+    def _has_prefix_vip(self) -> bool:
+        return any(vip.is_prefix for vip in self._vips)
+
+    def _sync_lookup_flags(self, adding: Vip | None = None) -> None:
+        """Keep the config flags that let the data plane skip lookups true to
+        the VIPs: XLB_CFG_F_NO_ANY_PORT_VIP (no port-0 lookup in `vips`) is
+        cleared before an any-port VIP is inserted and set only after the
+        last one was deleted; XLB_CFG_F_PREFIX_VIPS (look in `vip_prefixes`)
+        is set before a prefix VIP is inserted and cleared only after the
+        last one was deleted. `adding`: the VIP about to be inserted."""
+        adding_any_port = adding is not None and adding.port == 0 and not adding.is_prefix
         no_any_port = not adding_any_port and not self._has_any_port_vip()
-        if no_any_port != self._no_any_port_vip:
-            self._no_any_port_vip = no_any_port
+        prefix = (adding is not None and adding.is_prefix) or self._has_prefix_vip()
+        if (no_any_port, prefix) != (self._no_any_port_vip, self._prefix_vips):
+            self._no_any_port_vip, self._prefix_vips = no_any_port, prefix
             self._write_config(self._config)
 
     # --------------------------------------------------------------- VIPs
@@ -352,22 +369,48 @@ class Balancer:
         _check_ring_size(ring_size)
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
+        self._check_prefix_room(vip)
         vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
         zero_stats(self._map["vip_stats"], vip_id)
-        count_vip_address(self._map["vip_addrs"], vip, +1)
+        self._count_address(vip, +1)
         self._vip_filter.mark(vip, flags, +1)
         try:
-            if vip.port == 0:
-                self._sync_any_port_flag(adding_any_port=True)
-            self._map["vips"].update(
-                _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size, NO_RING), lib.BPF_NOEXIST
-            )
+            self._sync_lookup_flags(adding=vip)
+            table, key = self._vip_entry(vip)
+            table.update(key, _abi.vip_meta(vip_id, flags, ring_size, NO_RING), lib.BPF_NOEXIST)
         except BaseException:
-            count_vip_address(self._map["vip_addrs"], vip, -1)
+            self._count_address(vip, -1)
             self._vip_filter.mark(vip, flags, -1)
-            self._sync_any_port_flag()
+            self._sync_lookup_flags()
             raise
         self._vips[vip] = _VipState(vip_id, flags, ring_size)
+
+    def _check_prefix_room(self, vip: Vip) -> None:
+        """A prefix VIP: no other of the same port and protocol overlaps it
+        (model.overlapping_prefix), and `vip_prefixes` has room."""
+        if not vip.is_prefix:
+            return
+        other = overlapping_prefix(vip, self._vips)
+        if other is not None:
+            raise ConfigError(
+                f"VIP {vip} overlaps VIP {other}: prefix VIPs of one port and protocol "
+                "may not overlap (an exact VIP inside a prefix may)"
+            )
+        if sum(1 for v in self._vips if v.is_prefix) >= MAX_PREFIX_VIPS:
+            raise CapacityError(f"no room for VIP {vip}: {MAX_PREFIX_VIPS} prefix VIPs at most")
+
+    def _vip_entry(self, vip: Vip) -> tuple[Map, bytes]:
+        """The map and key of a VIP's entry: `vips`, or `vip_prefixes`."""
+        if vip.is_prefix:
+            return self._map["vip_prefixes"], _abi.vip_prefix_key(vip)
+        return self._map["vips"], _abi.vip_key(vip)
+
+    def _count_address(self, vip: Vip, delta: int) -> None:
+        """Count a VIP in or out of `vip_addrs`, or for a prefix of `vip_prefix_addrs`."""
+        if vip.is_prefix:
+            count_vip_prefix(self._map["vip_prefix_addrs"], vip, delta)
+        else:
+            count_vip_address(self._map["vip_addrs"], vip, delta)
 
     @observed
     def set_vip_flags(self, vip: VipLike, flags: VipFlags) -> None:
@@ -391,17 +434,19 @@ class Balancer:
     def remove_vip(self, vip: VipLike) -> None:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         vip, state = self._lookup(vip)
-        self._map["vips"].delete(_abi.vip_key(vip))
+        table, key = self._vip_entry(vip)
+        table.delete(key)
         self._vip_filter.mark(vip, state.flags, -1)
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
-        count_vip_address(self._map["vip_addrs"], vip, -1)
+        self._count_address(vip, -1)
         del self._vips[vip]
-        self._sync_any_port_flag()
+        self._sync_lookup_flags()
 
     def _write_vip_meta(self, vip: Vip, state: _VipState, flags: VipFlags, ring_slot: int) -> None:
         meta = _abi.vip_meta(state.vip_id, flags, state.ring_size, ring_slot)
-        self._map["vips"].update(_abi.vip_key(vip), meta)
+        table, key = self._vip_entry(vip)
+        table.update(key, meta)
 
     def _lookup(self, vip: VipLike) -> tuple[Vip, _VipState]:
         """The VIP a caller named (a Vip or its text) and its state."""
@@ -609,7 +654,10 @@ class Balancer:
         return None
 
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
-        """The VIP a packet to (address, port, proto) matches: exact port, then port 0.
+        """The VIP a packet to (address, port, proto) matches, as the data
+        plane looks: the address with the port, then with port 0, then the
+        longest prefix VIP holding the address with the port, then with
+        port 0.
 
         Any destination may be asked about: one no VIP can have matches none."""
         addr = parse_address(address)
@@ -617,6 +665,14 @@ class Balancer:
             vip = Vip.from_data_plane(addr, candidate_port, proto)
             if vip in self._vips:
                 return vip
+        for candidate_port in (port, 0):
+            holding = [
+                v
+                for v in self._vips
+                if v.is_prefix and (v.port, v.proto) == (candidate_port, proto) and v.holds(addr)
+            ]
+            if holding:
+                return max(holding, key=lambda v: v.prefixlen)
         return None
 
     def ring(self, vip: VipLike) -> list[IPAddress | None]:

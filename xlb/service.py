@@ -37,7 +37,13 @@ from types import TracebackType
 from typing import Any
 
 from . import config as cfg
-from .announce import AnnounceError, AnnouncementDriver, make_announcer, prefixes_to_announce
+from .announce import (
+    AnnounceError,
+    AnnouncementDriver,
+    destination_order,
+    make_announcer,
+    prefixes_to_announce,
+)
 from .balancer import Balancer
 from .config import BgpSettings, Config, ConfigFileError, VipConfig
 from .control import ControlServer, Handler, socket_path
@@ -844,10 +850,10 @@ class Service:
                 self.counters["announce_failures"] += 1
                 log_event(log, "announce_failed", logging.ERROR, error=exc)
                 return
-            for address in sorted(set(wanted) - before, key=lambda a: (a.version, a.packed)):
+            for address in sorted(set(wanted) - before, key=destination_order):
                 self.counters["announces"] += 1
                 log_event(log, "announced", address=address)
-            for address in sorted(before - set(wanted), key=lambda a: (a.version, a.packed)):
+            for address in sorted(before - set(wanted), key=destination_order):
                 self.counters["withdraws"] += 1
                 log_event(log, "withdrawn", address=address, draining=self._draining)
 
@@ -951,7 +957,7 @@ class Service:
             "draining": self._draining,
             "announcing": self._first_results,
             "announced": sorted(str(a) for a in announced),
-            "vips": {str(e.vip): e.vip.address in announced for e in config.vips},
+            "vips": {str(e.vip): e.vip.destination in announced for e in config.vips},
             "neighbors": dict(driver.sessions),
         }
 

@@ -36,6 +36,8 @@ def test_verbs_parse_into_typed_values() -> None:
     args = parse("real-setup", "--vip", "10.100.0.1", "--vip", "10.100.0.2:80/tcp")
     assert [str(v) for v in args.vip] == ["10.100.0.1", "10.100.0.2"]
     assert parse("flows").vip is None and parse("flows", "--limit", "5").limit == 5
+    assert parse("vip", "add", "10.101.0.0/24:80/tcp").vip == Vip("10.101.0.0/24", 80)
+    assert parse("flows", "[fd00:101::/64]:0/udp").vip == Vip("fd00:101::/64", 0, "udp")
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,10 @@ def test_verbs_parse_into_typed_values() -> None:
         (["vip", "add", "10.0.0.1:80/icmp"], "invalid VIP protocol"),
         (["vip", "add", "300.0.0.1:80/tcp"], "invalid VIP address"),
         (["vip", "add", "10.0.0.1:65536/tcp"], "invalid VIP port 65536"),
+        (["vip", "add", "10.101.0.1/24:80/tcp"], "host bits are set (the prefix is 10.101.0.0/24)"),
+        (["vip", "add", "127.0.0.0/8:80/tcp"], "it holds loopback addresses"),
+        (["real-setup", "--vip", "10.101.0.0/24"], "10.101.0.0/24 is a prefix: real-setup puts"),
+        (["real-setup", "--vip", "10.101.0.0/24:80/tcp"], "10.101.0.0/24 is a prefix"),
         (["real", "add", "10.0.0.1:80/tcp", "nope"], "invalid real address 'nope'"),
         (["real", "add", "10.0.0.1:80/tcp", "10.1.0.1", "--weight", "1.5"], "invalid weight"),
         (["real", "add", "10.0.0.1:80/tcp", "10.1.0.1", "--mac", "zz"], "invalid MAC"),

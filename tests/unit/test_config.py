@@ -160,7 +160,7 @@ mac = "02:00:00:00:00:01"
 type = "udp"
 """
     assert issues_of(text) == [
-        "lb.toml: vip[0].address: '1.2.3.999' is not an IPv4 or IPv6 address",
+        "lb.toml: vip[0].address: '1.2.3.999' is not an IPv4 or IPv6 address or prefix",
         "lb.toml: vip[0].port: must be an integer 0-65535, not -5",
         "lb.toml: vip[0].reals[0].address: '10.0.1.300' is not an IPv4 or IPv6 address",
         "lb.toml: vip[0].reals[1]: no next hop: set mac here, or balancer.gateway_mac, "
@@ -622,3 +622,68 @@ def test_syn_flood_threshold_reaches_the_data_plane_config_and_is_checked() -> N
         with pytest.raises(ConfigFileError) as exc:
             cfg.loads(text.replace("= 0", f"= {bad}"))
         assert "balancer.syn_flood_threshold" in str(exc.value)
+
+
+PREFIXES = """
+[balancer]
+gateway_mac = "02:00:00:00:00:01"
+
+[[vip]]
+address = "10.101.0.0/24"
+port = 80
+
+[[vip.reals]]
+address = "10.0.1.1"
+
+[[vip]]
+address = "2001:db8:101::/64"
+port = 0
+protocol = "udp"
+
+[[vip.reals]]
+address = "2001:db8:1::1"
+"""
+
+
+def test_prefix_vips_are_read_and_written_back() -> None:
+    config = cfg.loads(PREFIXES)
+    assert [str(e.vip) for e in config.vips] == [
+        "10.101.0.0/24:80/tcp",
+        "[2001:db8:101::/64]:0/udp",
+    ]
+    assert 'address = "10.101.0.0/24"' in cfg.dumps(config)
+    assert cfg.loads(cfg.dumps(config)) == config
+    # a check probes the prefix's first host
+    assert str(cfg.probe_destination(config.vips[0])[0]) == "10.101.0.1"
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("10.101.0.1/24", "vip[0].address: '10.101.0.1/24': host bits are set (the prefix is"),
+        ("10.101.0.0/40", "vip[0].address: '10.101.0.0/40': expected an IPv4 or IPv6 prefix"),
+        ("127.0.0.0/8", "it holds loopback addresses"),
+    ],
+)
+def test_bad_vip_prefixes_are_located_errors(address: str, message: str) -> None:
+    with pytest.raises(ConfigFileError) as exc:
+        cfg.loads(PREFIXES.replace('"10.101.0.0/24"', f'"{address}"', 1))
+    assert message in str(exc.value)
+
+
+def test_overlapping_prefix_vips_are_a_located_error() -> None:
+    text = PREFIXES + '\n[[vip]]\naddress = "10.101.0.128/25"\nport = 80\n'
+    text += '[[vip.reals]]\naddress = "10.0.1.2"\n'
+    with pytest.raises(ConfigFileError) as exc:
+        cfg.loads(text)
+    assert "vip[2].address: prefix 10.101.0.128/25 overlaps vip[0] (10.101.0.0/24:80/tcp)" in str(
+        exc.value
+    )
+    # another port, or an exact VIP inside: fine
+    cfg.loads(
+        text.replace(
+            'port = 80\n[[vip.reals]]\naddress = "10.0.1.2"',
+            'port = 81\n[[vip.reals]]\naddress = "10.0.1.2"',
+        )
+    )
+    cfg.loads(text.replace('"10.101.0.128/25"', '"10.101.0.130"'))

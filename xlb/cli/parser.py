@@ -54,8 +54,19 @@ _address_arg = _address_of("address")
 def _vip_address_arg(text: str) -> Any:
     """A VIP for real-setup/doctor: an address, or ADDR:PORT/PROTO (its address)."""
     if ":" in text and ("/" in text or "]" in text or text.count(":") == 1):
-        return _vip_arg(text).address
+        vip = _vip_arg(text)
+        if vip.is_prefix:
+            raise argparse.ArgumentTypeError(_PREFIX_ON_REAL.format(vip.address_text))
+        return vip.address
+    if "/" in text:
+        raise argparse.ArgumentTypeError(_PREFIX_ON_REAL.format(text))
     return _address_of("VIP address")(text)
+
+
+_PREFIX_ON_REAL = (
+    "{} is a prefix: real-setup puts single VIP addresses on lo; a real of a prefix "
+    "VIP needs the whole prefix local (see docs/config.md, Prefix VIPs)"
+)
 
 
 def _flags_arg(text: str) -> VipFlags:
@@ -184,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         """
   xlb vip add 10.100.0.1:80/tcp
   xlb vip add [fd00:100::1]:53/udp --flags no_sport,gue
+  xlb vip add 10.101.0.0/24:80/tcp          a prefix VIP: every address in it
   xlb vip edit 10.100.0.1:80/tcp --flags none
   xlb vip del 10.100.0.1:80/tcp
 Refused while `xlb serve` manages the interface: edit its file and reload.
@@ -191,7 +203,12 @@ Refused while `xlb serve` manages the interface: edit its file and reload.
         common,
     )
     p.add_argument("action", choices=("add", "del", "edit"), help="what to do")
-    p.add_argument("vip", type=_vip_arg, metavar="VIP", help="ADDR:PORT/PROTO ([V6]:PORT/PROTO)")
+    p.add_argument(
+        "vip",
+        type=_vip_arg,
+        metavar="VIP",
+        help="ADDR:PORT/PROTO ([V6]:PORT/PROTO; a prefix: PREFIX/LEN:PORT/PROTO)",
+    )
     p.add_argument(
         "--flags",
         type=_flags_arg,

@@ -136,7 +136,7 @@ def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, 
         out.append(
             {
                 "vip": str(vip),
-                "address": str(vip.address),
+                "address": vip.address_text,  # or its prefix: 10.100.0.0/24
                 "port": vip.port,
                 "protocol": vip.proto,
                 "flags": flags.names(),
@@ -402,7 +402,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
             raise CliError(f"no VIP {vip} on {target.name} (see `xlb list`)")
         for flow, real in lb.flows(limit=2**31):
             if vip is not None and not (
-                flow.dst == vip.address
+                vip.holds(flow.dst)
                 and flow.proto == vip.proto
                 and (vip.port == 0 or flow.dport == vip.port)
             ):

@@ -30,11 +30,14 @@ from ..model import (
     MAX_WEIGHT,
     UDP_TTL_MAX_S,
     IPAddress,
+    IPNetwork,
     Real,
     Vip,
     VipFlags,
     check_mac,
+    overlapping_prefix,
     parse_address,
+    parse_vip_address,
 )
 from .schema import (
     ALL_DOWN,
@@ -486,14 +489,22 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     )
 
 
-def _vip_address(t: _Table) -> IPAddress | None:
+def _vip_address(t: _Table) -> IPAddress | IPNetwork | None:
+    """The VIP's address, or its prefix ("10.100.0.0/24")."""
     value = t.get_str("address", None, required=True)
     if value is None:
         return None
+    if "/" in value:
+        try:
+            address, prefixlen = parse_vip_address(value)
+        except ConfigError as exc:
+            t.error("address", str(exc).removeprefix("invalid VIP prefix "))
+            return None
+        return ipaddress.ip_network(f"{address}/{prefixlen}")
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        t.error("address", f"{value!r} is not an IPv4 or IPv6 address")
+        t.error("address", f"{value!r} is not an IPv4 or IPv6 address or prefix")
         return None
 
 
@@ -646,7 +657,10 @@ def _command(t: _Table, kind: str) -> tuple[str, ...]:
 
 
 def _check_reals(
-    t: _Table, vip_address: IPAddress | None, reals: Mapping[int, Real], settings: Settings
+    t: _Table,
+    vip_address: IPAddress | IPNetwork | None,
+    reals: Mapping[int, Real],
+    settings: Settings,
 ) -> None:
     """Rules between a VIP's reals, its address family and the next hop."""
     seen: dict[IPAddress, int] = {}
@@ -678,7 +692,11 @@ def _check_ring_holds_reals(t: _Table, ring_size: int, reals: Iterable[Real]) ->
 
 
 def _check_check(
-    t: _Table, check: Check, vip_address: IPAddress | None, port: int | None, proto: str
+    t: _Table,
+    check: Check,
+    vip_address: IPAddress | IPNetwork | None,
+    port: int | None,
+    proto: str,
 ) -> None:
     """Rules between a check and its VIP (each needs only the VIP parts it names)."""
     where = f"{t.path}.check"
@@ -698,7 +716,20 @@ def _check_vips_unique(issues: _Issues, vips: list[VipConfig | None]) -> None:
             continue
         if entry.vip in seen:
             issues.add(f"vip[{i}]", f"VIP {entry.vip} is already vip[{seen[entry.vip]}]")
+        else:
+            _check_prefix_overlap(issues, i, entry.vip, seen)
         seen.setdefault(entry.vip, i)
+
+
+def _check_prefix_overlap(issues: _Issues, i: int, vip: Vip, before: Mapping[Vip, int]) -> None:
+    """Prefix VIPs of one port and protocol may not overlap (model.overlapping_prefix)."""
+    other = overlapping_prefix(vip, before)
+    if other is not None:
+        issues.add(
+            f"vip[{i}].address",
+            f"prefix {vip.address_text} overlaps vip[{before[other]}] ({other}): prefix "
+            "VIPs of one port and protocol may not overlap (an exact VIP inside a prefix may)",
+        )
 
 
 # ==================================================================== BGP
@@ -835,12 +866,12 @@ def _communities(t: _Table) -> tuple[str, ...]:
 
 
 def _check_routes_agree(issues: _Issues, vips: list[VipConfig | None]) -> None:
-    """VIPs of one address are one prefix: one set of attributes."""
-    first: dict[IPAddress, int] = {}
+    """VIPs of one address (or prefix) are one route: one set of attributes."""
+    first: dict[IPAddress | IPNetwork, int] = {}
     for i, entry in enumerate(vips):
         if entry is None:
             continue
-        address = entry.vip.address
+        address = entry.vip.destination
         j = first.setdefault(address, i)
         other = vips[j]
         if j != i and other is not None and other.route != entry.route:
@@ -864,7 +895,7 @@ def _check_next_hops(issues: _Issues, bgp: BgpSettings, vips: list[VipConfig | N
         if explicit is None and version not in families:
             issues.add(
                 f"bgp.next_hop_v{version}",
-                f"is required: vip[{i}] ({entry.vip.address}) is IPv{version} "
+                f"is required: vip[{i}] ({entry.vip.address_text}) is IPv{version} "
                 f"and no neighbour is, so there is no session address to use",
             )
             return

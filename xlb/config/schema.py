@@ -236,12 +236,13 @@ def effective_flags(entry: VipConfig, settings: Settings) -> VipFlags:
 
 
 def probe_destination(entry: VipConfig) -> tuple[IPAddress, int]:
-    """Where a VIP's check connects: the VIP (or the check's override)."""
+    """Where a VIP's check connects: the VIP (or the check's override); a
+    prefix VIP's first host address (Vip.probe_address)."""
     check = entry.check
     if check is None:
-        return entry.vip.address, entry.vip.port
+        return entry.vip.probe_address, entry.vip.port
     port = check.port if check.port is not None else entry.vip.port
-    return check.address or entry.vip.address, port
+    return check.address or entry.vip.probe_address, port
 
 
 def sort_reals(reals: Iterable[Real]) -> tuple[Real, ...]:

@@ -212,7 +212,7 @@ def _health_items(h: HealthSettings) -> list[tuple[str, object]]:
 
 def _vip_items(entry: VipConfig, timing: CheckTiming) -> list[tuple[str, object]]:
     items: list[tuple[str, object]] = [
-        ("address", str(entry.vip.address)),
+        ("address", entry.vip.address_text),
         ("port", entry.vip.port),
         ("protocol", entry.vip.proto),
         ("flags", entry.flags.names()),
