@@ -105,7 +105,7 @@ from ..balancer import Balancer
 from ..config import BgpSettings, Neighbor
 from ..decap import Decap, DecapMode
 from ..errors import ConfigError, XlbError
-from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+from ..model import BalancerConfig, IPAddress, IPNetwork, Real, Vip, VipFlags
 from .nodes import BalancerNode, ClientNode, KillHow, RealNode
 from .routers import (
     FLOATING_V4,
@@ -239,6 +239,8 @@ class Lab:
         self.reals: list[RealNode] = []
         #: Roles of the balancer nodes in the router's VIP routes (all, until withdrawn).
         self.announced: set[str] = set()
+        #: Prefixes of prefix VIPs (`add_prefix_service`), routed like vip4 and vip6.
+        self.prefixes: list[IPNetwork] = []
         self._pass_obj: BpfObject | None = None
         #: Starts the daemons that die with the lab (BIRD, ExaBGP, keepalived).
         self._owner: OwnerThread | None = None
@@ -520,20 +522,21 @@ class Lab:
         else:
             where, targets = "", self.balancers
         targets = [b for b in targets if b.role in self.announced]
-        for family, vip in ((4, self.vip4), (6, self.vip6)):
+        destinations = [ipaddress.ip_network(self.vip4), ipaddress.ip_network(self.vip6)]
+        for destination in destinations + self.prefixes:
+            family = destination.version
             hops: list[IPAddress] = [b.address(family) for b in targets]
             if self.router == "vrrp":  # whoever holds the floating address
                 hops = [FLOATING_V4 if family == 4 else FLOATING_V6]
-            prefix = 32 if family == 4 else 128
             if not hops:
                 # Nodes are withdrawn one at a time: the route has one hop left.
-                routes = [f"route del {vip}/{prefix}"]
+                routes = [f"route del {destination}"]
             elif len(hops) == 1:
-                routes = [f"route replace {vip}/{prefix} via {hops[0]}"]
+                routes = [f"route replace {destination} via {hops[0]}"]
             else:
                 # One replace swaps the whole multipath route atomically.
                 routes = [
-                    f"route replace {vip}/{prefix} " + " ".join(f"nexthop via {h}" for h in hops)
+                    f"route replace {destination} " + " ".join(f"nexthop via {h}" for h in hops)
                 ]
             if where:
                 host.ip_batch(routes, ns=where)
@@ -1046,6 +1049,43 @@ class Lab:
                 self.balancers_do(program)
                 vips.append(vip)
         return vips
+
+    def add_prefix_service(
+        self,
+        vip: Vip,
+        names: Iterable[str] | None = None,
+        flags: VipFlags = VipFlags.NONE,
+        ring_size: int = 65537,
+    ) -> Vip:
+        """A prefix VIP (10.101.0.0/24:80/tcp) on every balancer node, with
+        the reals (or `names`), and what makes its addresses reach them: the
+        router (or in bridged mode the clients) routes the prefix to the
+        balancers, and every real takes every address of the prefix as its
+        own (an IPv4 prefix on lo; an IPv6 local route, and nonlocal binds
+        so the UDP server can answer from any of them)."""
+        if not vip.is_prefix:
+            raise ConfigError(f"{vip} is not a prefix VIP: add_default_services has the others")
+        if self.router == "bird":
+            raise ConfigError("router='bird' announces the lab's two VIPs only, not prefixes")
+        network = vip.network
+        for real in self.reals:
+            if network.version == 4:
+                host.ip("addr", "replace", str(network), "dev", "lo", ns=real.netns)
+            else:
+                host.ip("-6", "route", "replace", "local", str(network), "dev", "lo", ns=real.netns)
+                with netns.enter(real.netns):
+                    host.write_sysctls({"net.ipv6.ip_nonlocal_bind": 1})
+        if network not in self.prefixes:
+            self.prefixes.append(network)
+            self._route_vips()
+        reals = self.backends(vip.family, names)
+
+        def program(lb: Balancer) -> None:
+            lb.add_vip(vip, flags, ring_size)
+            lb.set_reals(vip, reals)
+
+        self.balancers_do(program)
+        return vip
 
     def predict(
         self,
