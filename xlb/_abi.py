@@ -189,6 +189,30 @@ def parse_real_entry(raw: bytes) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------ QUIC ids
+
+
+def quic_server_key(vip_id: int, server_id: int) -> bytes:
+    key = ffi.new("struct xlb_quic_server_key *")
+    key.vip_id, key.server_id = vip_id, server_id
+    return to_bytes(key)
+
+
+def quic_server_value(real_id: int, pinned: bool) -> bytes:
+    value = ffi.new("struct xlb_quic_server *")
+    value.real_id = real_id
+    value.flags = lib.XLB_QUIC_SERVER_F_PINNED if pinned else lib.XLB_QUIC_SERVER_F_NONE
+    return to_bytes(value)
+
+
+def parse_quic_server(key_raw: bytes, value_raw: bytes) -> tuple[int, int, int, bool]:
+    """(vip_id, server_id, real_id, pinned) of a `quic_servers` entry."""
+    key = struct_from("struct xlb_quic_server_key", key_raw)
+    value = struct_from("struct xlb_quic_server", value_raw)
+    pinned = bool(value.flags & lib.XLB_QUIC_SERVER_F_PINNED)
+    return int(key.vip_id), int(key.server_id), int(value.real_id), pinned
+
+
 def parse_flow_key(map_name: str, raw: bytes) -> Flow:
     src: IPAddress
     dst: IPAddress

@@ -47,7 +47,7 @@ from .errors import (
     NotFoundError,
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
-from .flowhash import flow_hash
+from .flowhash import flow_hash, quic_cid_hash
 from .flows import check_sample_limit, clear_conn_tables, sample_flows
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
@@ -71,6 +71,7 @@ from .model import (
     vip_sort_key,
 )
 from .pins import DEFAULT_PIN_ROOT
+from .quiclb import assign_server_ids, destination_cid, server_id_of
 from .rings import (
     NO_RING,
     GraceSource,
@@ -80,6 +81,7 @@ from .rings import (
     ring_addresses,
     ring_fractions,
 )
+from .serverids import Entry, QuicServers, Undo
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
 from .testrun import RunResult, run_packet
 from .vipaddrs import VipFilter, count_vip_address
@@ -109,6 +111,8 @@ class _VipState:
     members: dict[IPAddress, _Member] = field(default_factory=dict)
     ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
     rings: VipRings = field(default_factory=VipRings)  # where the ring lives
+    # QUIC VIPs: each real's server id (xlb/quiclb.py); empty for the others
+    server_ids: dict[IPAddress, int] = field(default_factory=dict)
 
 
 class Balancer:
@@ -158,6 +162,7 @@ class Balancer:
         self._attached_here = False
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
+        self._quic = QuicServers(self._map["quic_servers"])
         try:
             self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
@@ -239,6 +244,7 @@ class Balancer:
         self._map = new.maps
         self._slots.outer = new.maps["rings"]
         self._vip_filter.map = new.maps["vip_filter"]
+        self._quic.map = new.maps["quic_servers"]
         old.close()
 
     def add_observer(self, observer: UpdateObserver) -> None:
@@ -267,7 +273,27 @@ class Balancer:
             if owner is not None:
                 real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
+        self._adopt_server_ids(by_id)
         return vips
+
+    def _adopt_server_ids(self, by_id: dict[int, _VipState]) -> None:
+        """The QUIC VIPs' server ids from `quic_servers` (a pinned one goes
+        back into its Real); entries no QUIC VIP's real holds any more (a
+        process stopped between a change's steps) are deleted."""
+        for vip_id, entries in self._quic.read().items():
+            state = by_id.get(vip_id)
+            owners = {m.real_id: m for m in state.members.values()} if state else {}
+            stale = []
+            for server_id, (real_id, pinned) in entries.items():
+                member = owners.get(real_id)
+                if state is None or VipFlags.QUIC not in state.flags or member is None:
+                    stale.append(server_id)
+                    continue
+                real = member.real
+                state.server_ids[real.address] = server_id
+                if pinned:
+                    member.real = Real.from_data_plane(real.address, real.weight, real.mac, server_id)
+            self._quic.delete(vip_id, stale)
 
     def _read_reals(self) -> npt.NDArray[np.uint8]:
         """Mirror the `reals` map (we are its only writer): the mirror gives a
@@ -340,13 +366,18 @@ class Balancer:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
+    def server_ids(self, vip: VipLike) -> dict[IPAddress, int]:
+        """Each real's QUIC-LB server id in a QUIC VIP ({} for another VIP):
+        what its server must put in its connection IDs (xlb/quiclb.py)."""
+        return dict(self._state(vip).server_ids)
+
     @observed
     def add_vip(
         self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
     ) -> None:
         """Add a VIP with no reals yet (its packets are dropped until it has some)."""
         vip = to_vip(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
         _check_ring_size(ring_size)
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
@@ -372,18 +403,26 @@ class Balancer:
         """Change a VIP's flags in place: its entry, and the copy its reals
         carry for the data plane's fast path (one batch)."""
         vip, state = self._lookup(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
+        server_ids = self._server_ids_for(flags, state, [m.real for m in state.members.values()])
         self._vip_filter.mark(vip, flags, +1)
         members = list(state.members.values())
         reals_undo = self._write_reals(members, state.vip_id, active=True, vip_flags=flags)
+        sid_undo: Undo | None = None
         try:
+            # a VIP turning QUIC finds its servers' entries from its first packet
+            sid_undo = self._write_server_ids(state, state.members, server_ids)
             self._write_vip_meta(vip, state, flags, state.rings.live)
         except BaseException:
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._vip_filter.mark(vip, flags, -1)
             raise
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._vip_filter.mark(vip, state.flags, -1)
         state.flags = flags
+        state.server_ids = server_ids
 
     @observed
     def remove_vip(self, vip: VipLike) -> None:
@@ -391,6 +430,7 @@ class Balancer:
         vip, state = self._lookup(vip)
         self._map["vips"].delete(_abi.vip_key(vip))
         self._vip_filter.mark(vip, state.flags, -1)
+        self._quic.delete(state.vip_id, state.server_ids.values())
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
         count_vip_address(self._map["vip_addrs"], vip, -1)
@@ -463,13 +503,15 @@ class Balancer:
             )
         if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
+        server_ids = self._server_ids_for(state.flags, state, wanted)
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
-        slot = self._apply(vip, state, members, added, ring)
+        slot = self._apply(vip, state, members, added, ring, server_ids)
         ticket = self._start_grace(self._retire(removed))
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._slots.flipped(state.rings, slot, ticket)
-        state.members, state.ring = members, ring
+        state.members, state.ring, state.server_ids = members, ring, server_ids
 
     @staticmethod
     def _same_reals(state: _VipState, wanted: list[Real]) -> bool:
@@ -503,9 +545,10 @@ class Balancer:
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
+        server_ids: dict[IPAddress, int],
     ) -> int:
-        """Write reals, then the ring, then flip; undo the writes if anything
-        fails. Returns the ring slot the VIP now names."""
+        """Write reals and their QUIC server ids, then the ring, then flip;
+        undo the writes if anything fails. Returns the ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -516,11 +559,15 @@ class Balancer:
         reused = self._real_ids.handed_out_before(added_ids)
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
+        sid_undo: Undo | None = None
         try:
+            sid_undo = self._write_server_ids(state, members, server_ids)
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
             if slot != state.rings.live:
                 self._write_vip_meta(vip, state, state.flags, slot)  # the flip
         except BaseException:
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
@@ -528,6 +575,23 @@ class Balancer:
             self.ring_swaps += 1
         self._real_ids.take((m.real_id, m.gen) for m in added)
         return slot
+
+    @staticmethod
+    def _server_ids_for(
+        flags: VipFlags, state: _VipState, reals: list[Real]
+    ) -> dict[IPAddress, int]:
+        """The server ids of a QUIC VIP's `reals` (those they hold stay), {} for
+        another VIP; ConfigError for two reals pinned to one id."""
+        if VipFlags.QUIC not in flags:
+            return {}
+        return assign_server_ids(reals, state.server_ids)
+
+    def _write_server_ids(
+        self, state: _VipState, members: dict[IPAddress, _Member], server_ids: dict[IPAddress, int]
+    ) -> Undo:
+        """Write the entries of `server_ids` that `quic_servers` lacks; the undo."""
+        wanted = _server_entries(server_ids, members)
+        return self._quic.write(state.vip_id, wanted, _server_entries(state.server_ids, state.members))
 
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
@@ -606,6 +670,28 @@ class Balancer:
                 return m.real.address
         return None
 
+    def predict_quic(self, vip: VipLike, datagram: bytes) -> IPAddress | None:
+        """The real a QUIC VIP sends a datagram (UDP payload) to, by its
+        destination connection ID as bpf/quic.h reads it: the real whose
+        server id it names, else the ring at the CID's hash. None for a
+        datagram routed by its 5-tuple (use `predict`), or no usable real."""
+        if not isinstance(datagram, bytes):
+            raise TypeError(f"a datagram is bytes, not {type(datagram).__name__}")
+        vip, state = self._lookup(vip)
+        if VipFlags.QUIC not in state.flags:
+            raise ConfigError(f"VIP {vip} does not route QUIC (no quic flag)")
+        cid = destination_cid(datagram)
+        if cid is None:
+            return None
+        server_id = server_id_of(cid)
+        for address, sid in state.server_ids.items():
+            if sid == server_id:
+                return address
+        if state.ring is None:
+            return None
+        real_id = int(state.ring[quic_cid_hash(cid, self._config.hash_seed) % state.ring_size])
+        return next((m.real.address for m in state.members.values() if m.real_id == real_id), None)
+
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
         """The VIP a packet to (address, port, proto) matches: exact port, then port 0.
 
@@ -679,6 +765,24 @@ def _check_flags(flags: Any) -> VipFlags:
     if VipFlags.NO_SPORT in checked and VipFlags.DPORT_ONLY in checked:
         raise ConfigError("VIP flags no_sport and dport_only exclude each other")
     return checked
+
+
+def _check_vip_flags(vip: Vip, flags: Any) -> VipFlags:
+    """Flags valid on their own and for this VIP: QUIC routing is for UDP."""
+    checked = _check_flags(flags)
+    if VipFlags.QUIC in checked and vip.proto != "udp":
+        raise ConfigError(f"VIP flag quic is for UDP VIPs: {vip} is {vip.proto}")
+    return checked
+
+
+def _server_entries(
+    server_ids: dict[IPAddress, int], members: dict[IPAddress, _Member]
+) -> dict[int, Entry]:
+    """`quic_servers` entries (server id -> real id, pinned) of a VIP's members."""
+    return {
+        sid: (members[address].real_id, members[address].real.server_id is not None)
+        for address, sid in server_ids.items()
+    }
 
 
 def _check_ring_size(size: Any) -> None:

@@ -62,8 +62,9 @@ DRAIN_TIMEOUT_S = 30.0
 DRAIN_QUIET_S = 2.0
 DRAIN_POLL_S = 0.1
 # The data plane's counters of packets that started a flow on this node: no
-# connection-table entry (a new flow), or a SYN re-selecting its 5-tuple.
-NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset")
+# connection-table entry (a new flow), a SYN re-selecting its 5-tuple, or a
+# QUIC long header whose connection ID names no server (a client's Initial).
+NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset", "quic_initial")
 # Settings a reload cannot change: they name the running data plane itself.
 RESTART_ONLY = ("interface", "xdp_mode", "pin_dir", "lock_dir")
 
@@ -94,7 +95,7 @@ def serving_reals(
 
 
 def _drained(real: Real) -> Real:
-    return Real(real.address, 0, real.mac)
+    return real.with_weight(0)  # keeps its MAC and its QUIC server id
 
 
 def _last_ring(entry: VipConfig, running: Sequence[Real]) -> tuple[Real, ...]:
