@@ -115,6 +115,8 @@ def dumps(config: Config) -> str:
             ]
             if real.mac:
                 items.append(("mac", real.mac))
+            if real.server_id is not None:
+                items.append(("server_id", real.server_id))
             out.array_table("vip.reals", items)
         if entry.check is not None:
             out.table("vip.check", _check_items(entry.check, config.health.timing))
@@ -213,8 +215,10 @@ def _vip_items(entry: VipConfig, timing: CheckTiming) -> list[tuple[str, object]
         ("address", str(entry.vip.address)),
         ("port", entry.vip.port),
         ("protocol", entry.vip.proto),
-        ("flags", entry.flags.names()),
     ]
+    if VipFlags.QUIC in entry.flags:
+        items.append(("quic", True))
+    items.append(("flags", (entry.flags & ~VipFlags.QUIC).names()))
     if entry.encapsulation is not None:
         items.append(("encapsulation", entry.encapsulation))
     items += [
