@@ -504,6 +504,7 @@ class Balancer:
         if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
         server_ids = self._server_ids_for(state.flags, state, wanted)
+        _warn_moved_ids(vip, state.server_ids, server_ids)
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
@@ -773,6 +774,18 @@ def _check_vip_flags(vip: Vip, flags: Any) -> VipFlags:
     if VipFlags.QUIC in checked and vip.proto != "udp":
         raise ConfigError(f"VIP flag quic is for UDP VIPs: {vip} is {vip.proto}")
     return checked
+
+
+def _warn_moved_ids(vip: Vip, old: dict[IPAddress, int], new: dict[IPAddress, int]) -> None:
+    """Log each staying real whose server id changes (a pin took its id, or
+    it was pinned to another): its QUIC connections end."""
+    for address, sid in new.items():
+        before = old.get(address)
+        if before is not None and before != sid:
+            log.warning(
+                "VIP %s: real %s's QUIC server id moves from %d to %d: its connections end",
+                vip, address, before, sid,
+            )  # fmt: skip
 
 
 def _server_entries(

@@ -88,6 +88,14 @@ _CONN_COUNTERS = {
     ),
 }
 
+# How a QUIC VIP's datagrams were routed: counter name -> `route` label.
+_QUIC_ROUTES = {
+    "quic_routed_by_cid": "by_cid",
+    "quic_initial": "initial",
+    "quic_unknown_id": "unknown_id",
+    "quic_malformed": "malformed",
+}
+
 
 # ============================================================== collector
 
@@ -196,6 +204,12 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         "Packets by why the program did what it did (forward, pass_not_vip, drop_no_real, ...).",
         labels=["reason"],
     )
+    quic = CounterMetricFamily(
+        "xlb_quic_packets",
+        "Datagrams to QUIC VIPs by how their real was chosen (by_cid, initial, "
+        "unknown_id, malformed).",
+        labels=["route"],
+    )
     conn: list[Metric] = []
     action_names = set(ACTION_COUNTERS.values())
     for name in counter_names().values():
@@ -205,11 +219,14 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         elif name in _CONN_COUNTERS:
             metric, help_text = _CONN_COUNTERS[name]
             conn.append(CounterMetricFamily(metric, help_text, value=value))
+        elif name in _QUIC_ROUTES:
+            quic.add_metric([_QUIC_ROUTES[name]], value)
         else:
             reasons.add_metric([name], value)
     yield actions
     yield reasons
     yield from conn
+    yield quic
 
 
 def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:

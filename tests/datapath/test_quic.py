@@ -413,3 +413,28 @@ def test_server_ids_survive_adoption(pin_dir: Path) -> None:
         assert second.server_ids(VIP4) == {}
         assert list(second.map("quic_servers").keys()) == []
         second.close(detach=True)
+
+
+def test_quic_routes_are_a_metric_not_reasons(quic_lb: Balancer) -> None:
+    from xlb.metrics import BalancerCollector
+
+    def scrape() -> dict[tuple[str, str], float]:
+        samples = {}
+        for family in BalancerCollector(quic_lb).collect():
+            for sample in family.samples:
+                label = sample.labels.get("route", sample.labels.get("reason", ""))
+                samples[(sample.name, label)] = sample.value
+        return samples
+
+    before = scrape()
+    sid = quic_lb.server_ids(VIP4)[REALS4[0].address]
+    for payload in (quic_short_header(encode_cid(sid, os.urandom(5))), b"",
+                    quic_long_header(QUIC_INITIAL, os.urandom(8), size=1200),
+                    quic_long_header(QUIC_INITIAL, os.urandom(8), size=1200)):  # fmt: skip
+        quic_lb.run(frame(datagram(VIP4, payload)))
+    after = scrape()
+    routes = {"by_cid": 1, "initial": 2, "unknown_id": 0, "malformed": 1}
+    for route, n in routes.items():
+        key = ("xlb_quic_packets_total", route)
+        assert after[key] - before.get(key, 0) == n, route
+    assert not any(name == "xlb_packets_total" and r.startswith("quic") for name, r in after)

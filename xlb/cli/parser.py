@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from .._version import __version__
 from ..errors import ConfigError
-from ..model import Vip, VipFlags, check_mac, parse_address
+from ..model import SERVER_ID_MAX, Vip, VipFlags, check_mac, parse_address
 from .apply import cmd_apply, cmd_save
 from .common import DEFAULT_LOCK_DIR, EXIT_USAGE, PROG
 from .delegates import cmd_lab, cmd_serve
@@ -71,6 +71,22 @@ def _weight_arg(text: str) -> int:
     if not re.fullmatch(r"\d+", text.strip()) or int(text) > 0xFFFF:
         raise argparse.ArgumentTypeError(f"invalid weight {text!r}: an integer 0-65535")
     return int(text)
+
+
+def _server_id_arg(text: str) -> int | str:
+    """A QUIC server id (decimal or 0x hex, 0-65535), or "auto": xlb assigns it."""
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SERVER_ID_MAX:
+        raise argparse.ArgumentTypeError(
+            f"invalid server id {text!r}: 0-{SERVER_ID_MAX} (0x hex too), or auto"
+        )
+    return value
 
 
 def _mac_arg(text: str) -> str:
@@ -195,7 +211,7 @@ Refused while `xlb serve` manages the interface: edit its file and reload.
     p.add_argument(
         "--flags",
         type=_flags_arg,
-        help="comma-separated: no_sport, dport_only, no_conn_table, gue (or none)",
+        help="comma-separated: no_sport, dport_only, no_conn_table, gue, quic (or none)",
     )
     p.add_argument("--ring-size", type=int, help="Maglev ring size, a prime (default 65537)")
     p.set_defaults(func=cmd_vip)
@@ -207,6 +223,7 @@ Refused while `xlb serve` manages the interface: edit its file and reload.
         """
   xlb real add 10.100.0.1:80/tcp 10.30.1.2 --weight 2
   xlb real edit 10.100.0.1:80/tcp 10.30.1.2 --weight 0     drain (no new flows)
+  xlb real edit 10.100.0.1:443/udp 10.30.1.2 --server-id 0x0a0b   pin its QUIC server id
   xlb real del 10.100.0.1:80/tcp 10.30.1.2
 Refused while `xlb serve` manages the interface: edit its file and reload.
 """,
@@ -219,6 +236,11 @@ Refused while `xlb serve` manages the interface: edit its file and reload.
     )
     p.add_argument("--weight", type=_weight_arg, help="Maglev weight 0-65535 (add: default 1)")
     p.add_argument("--mac", type=_mac_arg, help="next-hop MAC of the real (flat L2)")
+    p.add_argument(
+        "--server-id",
+        type=_server_id_arg,
+        help="QUIC VIPs: pin the real's server id (0-65535, 0x hex too); auto: xlb assigns it",
+    )
     p.set_defaults(func=cmd_real)
 
     p = _verb(

@@ -157,6 +157,7 @@ def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, 
     A real the daemon knows shows its configured weight (a drained or
     removed one holds 0 or nothing in the data plane: `serving_weight`)."""
     per_real, shares = lb.real_stats(vip), lb.ring_shares(vip)
+    server_ids = lb.server_ids(vip)
     configured = health.configured_reals(vip) if health else {}
     rows: dict[str, dict[str, Any]] = {}
     for real in lb.reals(vip):
@@ -171,6 +172,8 @@ def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, 
             "health": health.real(vip, address) if health else "-",
             "packets": counter.packets if counter else 0,
             "bytes": counter.bytes if counter else 0,
+            "server_id": server_ids.get(real.address),
+            "server_id_pinned": real.server_id is not None,
         }
     for address, weight in configured.items():
         if address not in rows:
@@ -183,6 +186,8 @@ def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, 
                 "health": health.real(vip, address) if health else "-",
                 "packets": 0,
                 "bytes": 0,
+                "server_id": None,
+                "server_id_pinned": False,
             }
     return sorted(rows.values(), key=lambda row: _address_key(row["address"]))
 
@@ -269,7 +274,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  -> RemoteAddress")
     else:
         print(f"{'Prot LocalAddress:Port':<34}{'Flags':<16}{'Ring':<8}Health")
-        print(f"{'  -> RemoteAddress':<34}{'Forward':<8}{'Weight':<8}{'Share':<8}Health")
+        quic = any("quic" in vip["flags"] for vip in vips)
+        ids = f"{'Health':<8}ServerId" if quic else "Health"  # QUIC VIPs' reals only
+        print(f"{'  -> RemoteAddress':<34}{'Forward':<8}{'Weight':<8}{'Share':<8}{ids}")
     for vip in vips:
         first = f"{vip['protocol'].upper():<5}{_endpoint(vip)}"
         if args.stats:
@@ -287,10 +294,21 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"{left:<34}{real['pps']:>12.0f}{real['bps'] / 8:>14.0f}")
             else:
                 share = f"{real['share'] * 100:.1f}%"
-                print(f"{left:<34}{vip['forward']:<8}{real['weight']:<8}{share:<8}{real['health']}")
+                line = f"{left:<34}{vip['forward']:<8}{real['weight']:<8}{share:<8}{real['health']}"
+                print(line + _server_id_text(real))
     if bgp is not None:
         print(describe_bgp(bgp))
     return EXIT_OK
+
+
+def _server_id_text(real: dict[str, Any]) -> str:
+    """The ServerId column of a QUIC VIP's real: hex as in the CIDs, and
+    whether the configuration pinned it; nothing for other VIPs' reals."""
+    sid = real["server_id"]
+    if sid is None:
+        return ""
+    pinned = " (pinned)" if real["server_id_pinned"] else ""
+    return f"{'':<{max(0, 8 - len(real['health']))}}0x{sid:04x}{pinned}"
 
 
 def _endpoint(vip: dict[str, Any]) -> str:
