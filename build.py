@@ -111,13 +111,13 @@ def create_venv() -> None:
     if not VENV_PY.exists():
         log(f"creating {VENV}")
         run([sys.executable, "-m", "venv", str(VENV)])
-    log("installing xlb (editable) with its test, lint and bgp extras")
+    log("installing xlb (editable) with its test, lint, bgp and quic extras")
     pip = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     quiet_pip([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
     # The distribution was called "xlb" before 0.2: a venv made then still
     # holds it (with its pytest11 entry point), beside the new name.
     subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", "xlb"], capture_output=True)
-    quiet_pip([*pip, "-e", f"{ROOT}[test,lint,bgp]"])
+    quiet_pip([*pip, "-e", f"{ROOT}[test,lint,bgp,quic]"])
     stamp.write_text(python_deps_stamp())
 
 

@@ -247,6 +247,8 @@ class Lab:
         #: The measured time of the last `fail_over()` (kill -> next hop moved).
         self.last_fail_over_s: float | None = None
         self._pass_links: list[XdpLink] = []
+        #: Processes of `start_real_process` (stopped with the lab servers).
+        self._extra_processes: list[subprocess.Popen[bytes]] = []
         self._state: dict[str, Any] = {}
         self._started = False
         self._closed = False
@@ -591,6 +593,31 @@ class Lab:
             {"pid": real.server.pid, "start": proc_start_time(real.server.pid), "role": real.role}
         )
         self._save_state()
+
+    def start_real_process(
+        self, real: RealNode | str, argv: Sequence[str], name: str, timeout: float = 10.0
+    ) -> subprocess.Popen[bytes]:
+        """Run `argv` in a real's namespace as one of the lab's processes
+        (recorded in the state file, stopped with the lab; its stderr in
+        the run directory as <real>-<name>.log) and wait for it to print
+        `ready` (xlb/lab/quicserver.py is one)."""
+        node = self.real(real) if isinstance(real, str) else real
+        log_path = self.run_dir / f"{node.role}-{name}.log"
+        with private_file(log_path, "wb") as errors:
+            process = netns.popen(
+                node.netns, list(argv), stdout=subprocess.PIPE, stderr=errors,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self._extra_processes.append(process)
+        self._record_process(process.pid, f"{node.role}-{name}")
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        if not ready or process.stdout.readline().strip() != b"ready":
+            raise XlbError(
+                f"{name} on {node.role} did not start: "
+                f"{log_path.read_text(errors='replace').strip() or 'no ready line'}"
+            )
+        return process
 
     def _wait_servers(self, reals: Sequence[RealNode], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -1250,7 +1277,7 @@ class Lab:
         for client in self.clients:
             attempt(f"stopping {client.role}", client.stop)
         attempt("stopping the routing daemons", self._stop_routing)
-        servers = [r.server for r in self.reals if r.server is not None]
+        servers = [r.server for r in self.reals if r.server is not None] + self._extra_processes
         attempt("stopping lab servers", kill_pids, [s.pid for s in servers])
         for server in servers:
             with contextlib.suppress(Exception):
