@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -43,6 +43,8 @@ from ..model import IPAddress
 from .quicserver import ALPN
 
 SERVER_NAME = "xlb-lab.test"
+#: The script the reals run (with `python -P`: see its docstring).
+QUICSERVER = Path(__file__).resolve().parent / "quicserver.py"
 
 
 def make_certificate(directory: Path, name: str = SERVER_NAME) -> tuple[Path, Path]:
@@ -106,8 +108,8 @@ class _Socket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # the selector loop's datagram transport does not derive from DatagramTransport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         self.inbox.put_nowait(data)
