@@ -32,8 +32,8 @@ from typing import Any
 
 from xlb import Balancer, BalancerConfig, Real, Vip, VipFlags
 from xlb._bpf import Program
-from xlb.testing import GATEWAY_MAC
 from xlb.quiclb import derived_server_id, encode_cid
+from xlb.testing import GATEWAY_MAC
 from xlb.testing.packets import quic_short_header, tcp_packet, udp_packet
 
 from .common import Rounds, log, pinned, spread

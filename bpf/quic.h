@@ -98,10 +98,10 @@ static __always_inline int quic_read_cid(struct xdp_md *ctx, const struct xlb_pk
 #pragma unroll
 	for (i = 0; i < XLB_QUIC_HASH_LEN; i++)
 		octets[i] = i < len ? dcid[i] : 0;
-	cid->words[0] = (__u32)octets[0] << 24 | (__u32)octets[1] << 16 | (__u32)octets[2] << 8 |
-			octets[3];
-	cid->words[1] = (__u32)octets[4] << 24 | (__u32)octets[5] << 16 | (__u32)octets[6] << 8 |
-			octets[7];
+	cid->words[0] =
+		(__u32)octets[0] << 24 | (__u32)octets[1] << 16 | (__u32)octets[2] << 8 | octets[3];
+	cid->words[1] =
+		(__u32)octets[4] << 24 | (__u32)octets[5] << 16 | (__u32)octets[6] << 8 | octets[7];
 #pragma unroll
 	for (i = 1; i <= XLB_QUIC_SERVER_ID_LEN; i++)
 		sid = sid << 8 | octets[i];
@@ -136,7 +136,8 @@ static __always_inline struct xlb_real *quic_server_real(struct xlb_pkt *p, __u3
 /* The real for a datagram to a QUIC VIP (see the top of this file); sets p->hash. */
 static __always_inline int quic_select_real(struct xdp_md *ctx, struct xlb_pkt *p,
 					    const struct xlb_vip_meta *vip,
-					    const struct xlb_config *cfg, struct xlb_real **real_out)
+					    const struct xlb_config *cfg,
+					    struct xlb_real **real_out)
 {
 	struct quic_cid cid;
 	struct xlb_real *real;

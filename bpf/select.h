@@ -181,8 +181,7 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 
 	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen)
 		return NULL;
-	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_TABLELESS
-				  : real->vip_id != vip_id)
+	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_TABLELESS : real->vip_id != vip_id)
 		return NULL;
 	if (p->flow.proto == IPPROTO_UDP) {
 		now = conn_clock_ns();

@@ -292,7 +292,9 @@ class Balancer:
                 real = member.real
                 state.server_ids[real.address] = server_id
                 if pinned:
-                    member.real = Real.from_data_plane(real.address, real.weight, real.mac, server_id)
+                    member.real = Real.from_data_plane(
+                        real.address, real.weight, real.mac, server_id
+                    )
             self._quic.delete(vip_id, stale)
 
     def _read_reals(self) -> npt.NDArray[np.uint8]:
@@ -592,7 +594,9 @@ class Balancer:
     ) -> Undo:
         """Write the entries of `server_ids` that `quic_servers` lacks; the undo."""
         wanted = _server_entries(server_ids, members)
-        return self._quic.write(state.vip_id, wanted, _server_entries(state.server_ids, state.members))
+        return self._quic.write(
+            state.vip_id, wanted, _server_entries(state.server_ids, state.members)
+        )
 
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0

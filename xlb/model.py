@@ -248,7 +248,9 @@ class Real:
         addr = check_usable(parse_address(address, "real address"), "real address")
         self._set(addr, weight, mac, server_id)
 
-    def _set(self, address: AddressLike, weight: int, mac: str | None, server_id: int | None) -> None:
+    def _set(
+        self, address: AddressLike, weight: int, mac: str | None, server_id: int | None
+    ) -> None:
         addr = parse_address(address, "real address")
         object.__setattr__(self, "address", addr)
         object.__setattr__(self, "weight", check_weight(weight, addr))

@@ -38,9 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 import aioquic
-from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.asyncio import serve as aioquic_serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
+from aioquic.asyncio.server import serve as aioquic_serve
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 

@@ -80,10 +80,7 @@ def quic_lb(packet_lb: ProgramLb) -> Balancer:
 
 def datagram(vip: Vip, payload: bytes, *, src: str | None = None, sport: int = 40000) -> Packet:
     """A client's UDP datagram to `vip` carrying `payload` (a QUIC packet)."""
-    if vip.family == 4:
-        ip = ipv4(src or "198.51.100.7", vip)
-    else:
-        ip = ipv6(src or "2001:db8:c::7", vip)
+    ip = ipv4(src or "198.51.100.7", vip) if vip.family == 4 else ipv6(src or "2001:db8:c::7", vip)
     return ip / UDP(sport=sport, dport=vip.port) / Raw(payload)
 
 
@@ -156,9 +153,7 @@ def test_every_real_gets_a_distinct_server_id_pinned_ones_kept(quic_lb: Balancer
 
 
 @pytest.mark.parametrize("family", [4, 6])
-def test_short_header_goes_to_the_real_its_server_id_names(
-    quic_lb: Balancer, family: int
-) -> None:
+def test_short_header_goes_to_the_real_its_server_id_names(quic_lb: Balancer, family: int) -> None:
     """From several client addresses and ports (a migrating connection):
     always the named real, also where the ring would pick another."""
     vip, reals, flags = FAMILIES[family]
@@ -294,7 +289,7 @@ MALFORMED = {
     "long_header_cut_before_dcid_length": quic_long_header(QUIC_INITIAL, bytes(8))[:5],
     "long_header_dcid_over_20": quic_long_header(QUIC_INITIAL, bytes(21), size=1200),
     "long_header_dcid_past_the_datagram": quic_long_header(QUIC_INITIAL, bytes(20))[:20],
-    "long_header_window_past_the_datagram": quic_long_header(QUIC_INITIAL, b"")[:6 + HASH_LEN - 1],
+    "long_header_window_past_the_datagram": quic_long_header(QUIC_INITIAL, b"")[: 6 + HASH_LEN - 1],
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aioquic.buffer import Buffer
+from aioquic._buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import StreamDataReceived
@@ -169,7 +169,7 @@ def test_plain_aioquic_issues_cids_the_balancer_cannot_route(
 
 
 def test_adopting_late_or_the_wrong_side_is_refused(certificate: tuple[Path, Path]) -> None:
-    wire, server = connect(certificate, "subclass")
+    _, server = connect(certificate, "subclass")
     with pytest.raises(TypeError):
         QuicLbConnection.adopt(server, SID)
     client = QuicConnection(configuration=client_config(certificate))
@@ -221,5 +221,5 @@ def test_only_known_aioquic_versions_are_accepted(version: str, ok: bool) -> Non
     if ok:
         check_aioquic_version(version)
     else:
-        with pytest.raises(ImportError, match="aioquic 1.2 to 1.7"):
+        with pytest.raises(ImportError, match=r"aioquic 1\.2 to 1\.7"):
             check_aioquic_version(version)

@@ -145,7 +145,9 @@ gateway_mac = "02:00:00:00:00:01"
 
 
 def test_quic_vip_and_server_ids_round_trip() -> None:
-    text = BASE + """
+    text = (
+        BASE
+        + """
 [[vip]]
 address = "10.100.0.1"
 port = 443
@@ -159,6 +161,7 @@ server_id = 0x0102
 [[vip.reals]]
 address = "10.0.0.2"
 """
+    )
     config = cfg.loads(text)
     (entry,) = config.vips
     assert VipFlags.QUIC in entry.flags
@@ -172,7 +175,9 @@ address = "10.0.0.2"
 
 
 def test_quic_errors_are_located() -> None:
-    text = BASE + """
+    text = (
+        BASE
+        + """
 [[vip]]
 address = "10.100.0.1"
 port = 443
@@ -206,6 +211,7 @@ protocol = "udp"
 address = "10.0.0.1"
 server_id = 5
 """
+    )
     with pytest.raises(cfg.ConfigFileError) as err:
         cfg.loads(text, source="lb.toml")
     issues = {(i.location, i.message) for i in err.value.issues}

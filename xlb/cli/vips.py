@@ -111,7 +111,7 @@ def _server_id(arg: int | str | None, old: int | None) -> int | None:
 
 
 def _id_note(lb: Balancer, vip: Vip, address: IPAddress) -> str:
-    """", QUIC server id N" for a real of a QUIC VIP, else nothing."""
+    """ ", QUIC server id N" for a real of a QUIC VIP, else nothing."""
     sid = lb.server_ids(vip).get(address)
     return "" if sid is None else f", QUIC server id {sid} (0x{sid:04x})"
 

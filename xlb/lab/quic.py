@@ -1,10 +1,11 @@
 """QUIC in the lab: a certificate, and a client that migrates mid-transfer.
 
     cert, key = make_certificate(directory)
-    report = lab.client.call(download(vip, 443, 2_000_000, cert, migrations=[...]))
+    report = lab.client.call(download(vip.address, 443, 2_000_000, cert, migrate_at=[...]))
 
-The reals run xlb/lab/quicserver.py (`Lab.start_real_process`) (an aioquic server that issues QUIC-LB
-connection IDs with its real's server id, through xlb.quic.serve). The
+The reals run xlb/lab/quicserver.py (started by `Lab.start_real_process`):
+an aioquic server that issues QUIC-LB connection IDs with its real's
+server id, through xlb.quic.serve. The
 client here is aioquic's sans-I/O QuicConnection driven over a UDP socket
 of its own, so that it can do what a phone does between networks: move
 to a new local port (a new socket: the balancer sees a new 5-tuple) and
@@ -40,7 +41,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import XlbError
 from ..model import IPAddress
-from .quicserver import ALPN
+from .quicserver import ALPN as ALPN  # the server's, re-exported for clients
 
 SERVER_NAME = "xlb-lab.test"
 #: The script the reals run (with `python -P`: see its docstring).
@@ -52,7 +53,7 @@ def make_certificate(directory: Path, name: str = SERVER_NAME) -> tuple[Path, Pa
     (certificate PEM, key PEM) written into `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -146,9 +147,10 @@ async def download(
     At each of `migrate_at` (received octets, increasing) the client
     closes its socket, opens one on `port_for(server name, migration
     index)` (None, or 0: any free port) and switches to its next server
-    connection ID, as a client that moved to another network. Gives up when the download made no progress for
-    `stall_timeout` seconds (a migration the balancer sends to a real that
-    cannot decrypt it looks like that from the client).
+    connection ID, as a client that moved to another network. Gives up
+    when the download made no progress for `stall_timeout` seconds (a
+    migration the balancer sends to a real that cannot decrypt it looks
+    like that from the client).
     """
     dst = ipaddress.ip_address(address)
     family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
@@ -171,7 +173,11 @@ async def download(
     try:
         while not stream.done:
             timer = quic.get_timer()
-            until = progressed + stall_timeout if timer is None else min(timer, progressed + stall_timeout)
+            until = (
+                progressed + stall_timeout
+                if timer is None
+                else min(timer, progressed + stall_timeout)
+            )
             try:
                 data = await asyncio.wait_for(inbox.get(), max(0.0, until - time.monotonic()))
                 quic.receive_datagram(data, peer, now=time.monotonic())

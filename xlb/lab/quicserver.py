@@ -1,7 +1,8 @@
 """The lab's QUIC server: aioquic behind a QUIC VIP, issuing routable CIDs.
 
     python -P xlb/lab/quicserver.py --name real2 --server-id 514 --listen 10.100.0.1 \\
-        --port 443 --port 4433 --cert cert.pem --key key.pem --control /run/xlb/lab/x/real2-quic.sock
+        --port 443 --port 4433 --cert cert.pem --key key.pem \\
+        --control /run/xlb/lab/x/real2-quic.sock
 
 Runs inside a real's network namespace (started by `Lab.start_real_process`),
 listening on the VIP addresses (on loopback there), so that its replies
@@ -31,14 +32,13 @@ import signal
 import sys
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 from xlb.quic import serve
 from xlb.quiclb import destination_cid, server_id_of
-
 
 #: The ALPN of the lab's GET protocol (the client, xlb/lab/quic.py, imports it).
 ALPN = "xlb-lab"
