@@ -650,7 +650,9 @@ class Balancer:
 
         Pure Python, from the same hash the data plane uses: tests check it
         against `run()`, operators use it to answer "where would X go?".
-        None if no VIP matches or the VIP has no usable real.
+        None if no VIP matches or the VIP has no usable real. A QUIC VIP
+        routes by connection ID (`predict_quic`); this is where it sends a
+        datagram too short to carry one.
         """
         if not isinstance(flow, Flow):
             raise ConfigError(f"expected a Flow, got {flow!r}")
