@@ -30,6 +30,7 @@ import pytest
 from waits import eventually, wait_for_traffic
 
 from xlb import Vip, host
+from xlb.model import IPAddress
 from xlb.config import find_exabgp
 from xlb.lab import FIXED_SPORT_BASE, HeldConnection, Lab
 from xlb.lab.state import pids_in_netns, process_name
@@ -123,7 +124,7 @@ def hold_both(lab: Lab) -> list[HeldConnection]:
     return held + lab.client.hold(lab.vip6, lab.tcp_port, HELD_PER_FAMILY)
 
 
-def targets(lab: Lab) -> list[tuple[object, int, str]]:
+def targets(lab: Lab) -> list[tuple[IPAddress, int, str]]:
     return [(lab.vip_address(f), lab.tcp_port, "tcp") for f in FAMILIES]
 
 
@@ -137,7 +138,7 @@ def xlb_cli(lab: Lab, role: str, *args: str) -> subprocess.CompletedProcess[str]
 def exabgp_pids(lab: Lab, role: str) -> list[int]:
     """ExaBGP processes in a node's namespace."""
     ns = lab.balancer_node(role).netns
-    return [pid for pid in pids_in_netns(ns) if "exabgp" in process_name(pid).lower()]
+    return [pid for pid in pids_in_netns(ns) if "exabgp" in (process_name(pid) or "").lower()]
 
 
 # ---------------------------------------------------------------- fixtures
