@@ -47,6 +47,10 @@ run behind routers doing ECMP (see docs/ecmp.md):
                                       # segment), a static route to the floating
                                       # next hop; lab.fail_over() kills the
                                       # active node's keepalived and blackholes it
+    Lab(balancers=2, router="bird", serve=True)   # no data plane or speaker
+                                      # of the lab's: lab.start_serve("lb1")
+                                      # runs `xlb serve` on the node, as
+                                      # operators do (xlb/lab/serving.py)
 
 The router hashes on the L4 5-tuple (fib_multipath_hash_policy=1, IPv4 and
 IPv6), so the client's flows to one VIP spread over the nodes by port.
