@@ -48,7 +48,7 @@ from .errors import (
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash
-from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .flows import TableFill, check_sample_limit, clear_conn_tables, sample_flows, table_fill
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -659,6 +659,11 @@ class Balancer:
             for m in s.members.values()
         }
         yield from sample_flows(self._map, owners, limit)
+
+    def conn_table_fill(self) -> dict[int, TableFill]:
+        """Entries and capacity of the connection tables, by IP version
+        (4, 6): how close the LRU is to evicting established flows."""
+        return table_fill(self._map)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.
