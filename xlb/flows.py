@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import _abi
 from ._bpf import Map
@@ -23,6 +24,7 @@ TABLE_OF_FAMILY = {4: "conn_v4", 6: "conn_v6"}
 
 #: (real id, generation) -> the real's address, for the reals in use.
 RealOwners = Mapping[tuple[int, int], IPAddress]
+T = TypeVar("T")
 
 
 def check_sample_limit(limit: object) -> int:
@@ -75,6 +77,30 @@ def table_fill(maps: Mapping[str, Map]) -> dict[int, TableFill]:
     }
 
 
+def owners_by_key(
+    maps: Mapping[str, Map], owners: Mapping[tuple[int, int], T], limit: int
+) -> dict[bytes, T] | None:
+    """Every entry's key (raw: the two tables' keys differ in size, so
+    they never collide) -> `owners[(real id, generation)]`, stale entries
+    left out; None when the tables hold more than `limit` entries. Read in
+    batches (~2 µs an entry, against ~20 µs for `sample_flows`, which
+    parses each entry into a Flow)."""
+    found: dict[bytes, T] = {}
+    total = 0
+    for name in CONN_TABLES:
+        table = maps[name]
+        if total + table.count() > limit:  # cheaper than reading it all to find out
+            return None
+        keys, values, count = table.lookup_batch(chunk=8192)
+        total += count
+        size = table.key_size
+        for i, (real_id, gen) in enumerate(_abi.conn_owners(values, count).tolist()):
+            owner = owners.get((real_id, gen))
+            if owner is not None:
+                found[keys[i * size : (i + 1) * size]] = owner
+    return found
+
+
 def clear_conn_tables(maps: Mapping[str, Map]) -> int:
     """Empty both connection tables; returns how many entries went."""
     cleared = 0
@@ -94,6 +120,7 @@ __all__ = [
     "TableFill",
     "check_sample_limit",
     "clear_conn_tables",
+    "owners_by_key",
     "sample_flows",
     "table_fill",
 ]

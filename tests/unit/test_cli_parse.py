@@ -147,7 +147,7 @@ def test_rates_come_from_two_snapshots() -> None:
     assert (now[0]["pps"], now[0]["bps"]) == (10.0, 8000.0)
     assert (now[0]["reals"][0]["pps"], now[0]["reals"][0]["bps"]) == (5.0, 4000.0)
     assert now[0]["reals"][1]["pps"] == 0.0  # new real: no earlier sample, no rate yet
-    assert show._human(1234567) == "1.2M" and show._human(999) == "999"
+    assert show.human(1234567) == "1.2M" and show.human(999) == "999"
 
 
 # --------------------------------------------------------------- metrics
