@@ -21,9 +21,11 @@ def served() -> set[str]:
 
 
 def documented() -> set[str]:
-    """The names docs/metrics.md's tables list."""
+    """The names docs/metrics.md's tables list (a histogram's with its
+    _bucket, _sum and _count)."""
     text = (ROOT / "docs" / "metrics.md").read_text()
-    return set(re.findall(r"^\| `(xlb_[a-z0-9_]+)`", text, re.MULTILINE))
+    names = re.findall(r"^\| `(xlb_[a-z0-9_]+)`", text, re.MULTILINE)
+    return {name + suffix for name in names for suffix in SUFFIXES}
 
 
 def named_in(query: str) -> set[str]:
