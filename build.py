@@ -66,17 +66,18 @@ def log(message: str) -> None:
     print(f"[build] {message}", flush=True)
 
 
-def progress(done: int, total: int, what: str) -> None:
-    """Step `done` of `total` of a long job: a bar redrawn in place on a
-    terminal, one plain line per step otherwise (logs, CI)."""
+def progress(done: int, total: int, what: str, keep: bool = False, who: str = "build") -> None:
+    """Step `done` of `total` of a long job: a bar on a terminal (redrawn
+    in place, unless `keep`: when the step prints lines of its own), one
+    plain line per step otherwise (logs, CI). `who`: the line's prefix."""
     if not sys.stdout.isatty():
-        log(f"({done}/{total}) {what}")
+        print(f"[{who}] ({done}/{total}) {what}", flush=True)
         return
     width = 20
     filled = width * done // max(total, 1)
     bar = "#" * filled + "-" * (width - filled)
-    end = "\n" if done >= total else ""
-    print(f"\r\x1b[K[build] [{bar}] {done}/{total} {what}", end=end, flush=True)
+    end = "\n" if keep or done >= total else ""
+    print(f"\r\x1b[K[{who}] [{bar}] {done}/{total} {what}", end=end, flush=True)
 
 
 def run(cmd: list[str], **kwargs: Any) -> None:
