@@ -36,13 +36,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.bgp_topology import (
+    BFD_HOLD_TIME_S,
     DEADLINE_S,
     NODE_AS,
     NODE_BIRD,
+    NODE_BIRD_BFD,
     NODE_V4,
     NODE_V6,
     ROUTER_AS,
     ROUTER_BIRD,
+    ROUTER_BIRD_BFD,
     ROUTER_V4,
     Topology,
     _timed,
@@ -210,6 +213,17 @@ command = ["test", "-e", "{gate}"]{fall}
 @pytest.fixture
 def node(topology: Topology) -> Iterator[Node]:
     topology.bird(topology.router, "router", ROUTER_BIRD)
+    n = Node(topology)
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
+@pytest.fixture
+def bfd_node(topology: Topology) -> Iterator[Node]:
+    """The node behind a router whose BGP session runs BFD (100 ms x 3)."""
+    topology.bird(topology.router, "router", ROUTER_BIRD_BFD)
     n = Node(topology)
     try:
         yield n
@@ -566,3 +580,42 @@ def test_bird_on_the_node_announces_follows_health_and_drains(node: Node) -> Non
 
     assert node.stop(proc) == 0  # the include is emptied: BIRD withdraws
     assert eventually(lambda: routes(node.topo), lambda r: not r) == set()
+
+
+#: A frozen node is dropped by BFD in ~0.3 s (100 ms x 3; bench/failover.py
+#: reports it); the hold timer would take BFD_HOLD_TIME_S (30 s). Loose
+#: enough never to flake on a busy machine, far below the hold timer.
+BFD_DROP_BOUND_S = 5.0
+assert BFD_DROP_BOUND_S < BFD_HOLD_TIME_S / 3
+
+
+def test_bfd_drops_a_frozen_node_long_before_the_hold_timer(bfd_node: Node) -> None:
+    """announcer = "bird", BFD on the node's session: the node freezes
+    (SIGSTOP of its BIRD and its daemon, no TCP close, no withdraw) and the
+    router drops its routes within BFD's detection time."""
+    node = bfd_node
+    (node.dir / "xlb.conf").write_text("")
+    bird = node.topo.bird(node.ns, "node", NODE_BIRD_BFD)
+    node.gate("gateA").touch()
+    for gate in FLAPPING.values():
+        node.gate(gate).touch()
+    node.write_config(bird=bird)
+    proc = node.start()
+    wait_routes(node, set(EVERY_VIP), proc)
+    node_bird = node.topo.processes[-1]
+    frozen = [node_bird.pid, proc.pid]
+    started = time.monotonic()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        gone = eventually(lambda: routes(node.topo), lambda r: not r)
+        dropped_s = time.monotonic() - started
+        assert gone == set(), f"the router still routes {gone}"
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert dropped_s < BFD_DROP_BOUND_S, f"a frozen node dropped after {dropped_s:.2f} s"
+    print(
+        f"\n  BFD 100 ms x 3: frozen node -> router without its routes: {dropped_s * 1000:.0f} ms"
+    )
+    assert node.stop(proc) == 0
