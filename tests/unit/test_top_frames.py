@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -203,5 +204,13 @@ def test_bad_top_options_are_one_line_errors(
     assert err.startswith("xlb: error:") and len(err.splitlines()) == 1
 
 
-def test_a_pipe_gets_plain_frames() -> None:
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_pipe_or_a_missing_rich_gets_plain_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not top.live_capable(io.StringIO())
+    assert top.live_capable(Terminal())
+    monkeypatch.setitem(sys.modules, "rich", None)  # as if the top extra were not installed
+    assert not top.live_capable(Terminal())

@@ -67,13 +67,11 @@ class Sample:
 
 
 def take_sample(lb: Balancer, health: Health, clock: Clock) -> Sample:
-    return Sample(
-        taken=clock(),
-        vips=vip_snapshot(lb, health),
-        counters=lb.counters(),
-        flows=_flow_owners(lb),
-        fill=lb.conn_table_fill(),
-    )
+    taken, vips, counters = clock(), vip_snapshot(lb, health), lb.counters()
+    fill = lb.conn_table_fill()
+    # A table too big to read is known from its count: not counted twice.
+    small = sum(table.entries for table in fill.values()) <= FLOW_SCAN_LIMIT
+    return Sample(taken, vips, counters, _flow_owners(lb) if small else None, fill)
 
 
 def _flow_owners(lb: Balancer) -> dict[bytes, tuple[str, str]] | None:
