@@ -97,9 +97,15 @@ class Node:
         return self.dir / name
 
     def write_config(
-        self, bgp_extra: str = "", local_as: int = NODE_AS, bird: Path | None = None
+        self,
+        bgp_extra: str = "",
+        local_as: int = NODE_AS,
+        bird: Path | None = None,
+        vips: str | None = None,
+        health: str = "interval = 0.2\ntimeout = 0.2\nrise = 1\nfall = 2",
     ) -> None:
-        """`bird`: the node BIRD's socket (announcer "bird"), else ExaBGP."""
+        """`bird`: the node BIRD's socket (announcer "bird"), else ExaBGP;
+        `vips`: [[vip]] tables instead of the module's gated ones."""
         if bird is not None:
             bgp_extra += f'announcer = "bird"\nbird_socket = "{bird}"\n'
             bgp_extra += f'bird_include = "{self.dir / "xlb.conf"}"\n'
@@ -123,10 +129,7 @@ lock_dir = "{self.dir}"
 metrics = "127.0.0.1:0"
 
 [health]
-interval = 0.2
-timeout = 0.2
-rise = 1
-fall = 2
+{health}
 
 [bgp]
 local_as = {local_as}
@@ -134,6 +137,9 @@ router_id = "{NODE_V4}"
 next_hop_v6 = "{NODE_V6}"
 {bgp_extra}
 {neighbors}"""
+        if vips is not None:
+            self.config.write_text(text + vips)
+            return
         for index, address in enumerate(EVERY_VIP):
             gate = self.gate(FLAPPING.get(address, "gateA"))
             real = f"fd30::{index + 2}" if ":" in address else f"10.30.{index}.2"
@@ -619,3 +625,54 @@ def test_bfd_drops_a_frozen_node_long_before_the_hold_timer(bfd_node: Node) -> N
         f"\n  BFD 100 ms x 3: frozen node -> router without its routes: {dropped_s * 1000:.0f} ms"
     )
     assert node.stop(proc) == 0
+
+
+def test_a_vip_back_from_every_real_down_waits_for_the_others(node: Node) -> None:
+    """A VIP with two reals, both down: when one passes its check again the
+    VIP is healthy, but it is announced only once the other had time to
+    come back too (rise x interval + timeout), so the routers bring flows
+    back to a complete ring, the one the other nodes have."""
+    interval, timeout = 1.0, 0.5
+    settle = interval + timeout  # rise 1
+    vips = f"""
+[[vip]]
+address = "{GATED[0]}"
+port = 80
+"""
+    for index in (1, 2):
+        vips += f"""
+[[vip.reals]]
+address = "10.30.9.{index}"
+"""
+    vips += f"""
+[vip.check]
+type = "command"
+command = ["test", "-e", "{node.dir}/real-{{real}}"]
+"""
+    node.write_config(
+        vips=vips, health=f"interval = {interval}\ntimeout = {timeout}\nrise = 1\nfall = 1"
+    )
+    proc = node.start()
+    wait_until("every real judged down", lambda: reals_down(node) == 2, proc)
+    assert routes(node.topo) == set()
+
+    node.gate("real-10.30.9.1").touch()
+    wait_until("the first real up", lambda: reals_down(node) == 1, proc)
+    first_up = time.monotonic()
+    # Until the settle time has passed, the VIP stays unannounced although
+    # one real is up: a route now would lead flows to a one-real ring.
+    while time.monotonic() - first_up < settle * 0.6:
+        assert routes(node.topo) == set(), "announced at the first real up"
+        assert proc.poll() is None
+        time.sleep(0.02)
+    node.gate("real-10.30.9.2").touch()
+    wait_routes(node, {GATED[0]}, proc)
+    with data_plane(node) as lb:
+        serving = [r for r in lb.reals(lb.vips()[0]) if r.weight > 0]
+    assert len(serving) == 2, f"announced with {serving}"
+    assert node.stop(proc) == 0
+
+
+def reals_down(node: Node) -> int:
+    vips = node.ask("health")["vips"]
+    return sum(1 for vip in vips.values() for r in vip["reals"].values() if r["state"] == "down")
