@@ -48,7 +48,14 @@ from .errors import (
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash, quic_cid_hash
-from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .flows import (
+    TableFill,
+    check_sample_limit,
+    clear_conn_tables,
+    owners_by_key,
+    sample_flows,
+    table_fill,
+)
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -752,6 +759,23 @@ class Balancer:
             for m in s.members.values()
         }
         yield from sample_flows(self._map, owners, limit)
+
+    def flow_owners(self, limit: int) -> dict[bytes, tuple[Vip, IPAddress]] | None:
+        """Every connection-table entry, as its raw key -> the VIP and real
+        it sends to (stale entries left out); None when the tables hold
+        more than `limit` entries. For counting flows per real between two
+        readings (`xlb top`): keys compare, nothing is parsed."""
+        owners = {
+            (m.real_id, m.gen): (vip, m.real.address)
+            for vip, s in self._vips.items()
+            for m in s.members.values()
+        }
+        return owners_by_key(self._map, owners, check_sample_limit(limit))
+
+    def conn_table_fill(self) -> dict[int, TableFill]:
+        """Entries and capacity of the connection tables, by IP version
+        (4, 6): how close the LRU is to evicting established flows."""
+        return table_fill(self._map)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.
