@@ -48,7 +48,7 @@ from .errors import (
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash
-from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .flows import ConnSnapshot, check_sample_limit, clear_conn_tables, sample_flows
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -651,6 +651,22 @@ class Balancer:
         """A sample of the connection table: (flow, real or None if stale),
         at most `limit` entries."""
         return self._sample_flows(check_sample_limit(limit))
+
+    def conn_snapshot(self) -> ConnSnapshot:
+        """Both connection tables read at once (batch lookups): entry counts
+        per real (`counts`), entries new since an earlier snapshot
+        (`new_since`), every entry as a flow (`entries`). Entries point at
+        (real id, generation): `flow_owners()` says whose those are."""
+        return ConnSnapshot.read(self._map)
+
+    def flow_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
+        """(real id, generation) -> (VIP, real address) for every real in
+        use: what a connection-table entry that is not stale points at."""
+        return {
+            (m.real_id, m.gen): (vip, m.real.address)
+            for vip, s in self._vips.items()
+            for m in s.members.values()
+        }
 
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
         owners = {

@@ -44,13 +44,15 @@ from .common import (
     resolve_target,
 )
 from .delegates import DELEGATES
-from .parser import build_parser
+from .parser import build_ipvsadm_parser, build_parser, is_ipvsadm_list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATES:  # their own parsers, --help included
         args = argparse.Namespace(args=argv[1:], func=DELEGATES[argv[0]], debug=False)
+    elif is_ipvsadm_list(argv):  # xlb -Ln: ipvsadm's habit
+        args = build_ipvsadm_parser().parse_args(argv)
     else:
         args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
