@@ -33,7 +33,7 @@ from .. import config as cfg
 from .ipvsadm import IpvsadmReader
 from .kaconf import parse_file
 from .keepalived import KeepalivedReader
-from .services import FwmarkTarget, ImportOptions, Mapped, VirtualService, build
+from .services import FwmarkTarget, ImportOptions, Mapped, SourceHints, VirtualService, build
 from .source import Note, Report, SourceError, SourceIssue, Where
 
 
@@ -57,9 +57,7 @@ def import_keepalived(path: str | Path, options: ImportOptions | None = None) ->
     statements, files = parse_file(path, report)
     reader = KeepalivedReader(report)
     services = reader.read(statements) if not report.errors else []
-    return _finish(
-        services, options, report, str(path), files, "keepalived", reader.interface_hint()
-    )
+    return _finish(services, options, report, str(path), files, "keepalived", reader.hints())
 
 
 def import_ipvsadm(
@@ -74,7 +72,7 @@ def import_ipvsadm(
             "ipvsadm has no health checks: the VIPs have none (add a [vip.check] each, "
             "docs/config.md)",
         )
-    return _finish(services, options, report, source, [source], "ipvsadm", None)
+    return _finish(services, options, report, source, [source], "ipvsadm", SourceHints())
 
 
 def _finish(
@@ -84,10 +82,10 @@ def _finish(
     source: str,
     files: list[str],
     kind: str,
-    interface_hint: tuple[str, Where] | None,
+    hints: SourceHints,
 ) -> Imported:
     report.raise_errors()
-    mapped = build(services, options or ImportOptions(), report, source, interface_hint)
+    mapped = build(services, options or ImportOptions(), report, source, hints)
     report.raise_errors()
     header = (
         f"Imported from {source} by `xlb import {kind}`.\n"

@@ -23,7 +23,14 @@ from ..config.schema import Check, OnFailure
 from ..model import MAX_WEIGHT, IPAddress
 from .kachecks import COMMON_NOTES, Candidate, Checkers, Inherited, inherit
 from .kaconf import Statement, Values
-from .services import SCHEDULERS, Endpoint, Forwarding, RealServer, VirtualService
+from .services import (
+    SCHEDULERS,
+    Endpoint,
+    Forwarding,
+    RealServer,
+    SourceHints,
+    VirtualService,
+)
 from .source import Report, Where
 
 DEFAULT_PERSISTENCE = 360  # keepalived's, when persistence_timeout has no value
@@ -79,6 +86,7 @@ class KeepalivedReader:
         self.groups: dict[str, tuple[list[Endpoint], Where]] = {}
         self.used_groups: set[str] = set()
         self.interfaces: dict[str, Where] = {}
+        self.udp_ttl: tuple[float, Where] | None = None
         self.probe_note_given = False
 
     def read(self, statements: list[Statement]) -> list[VirtualService]:
@@ -108,19 +116,52 @@ class KeepalivedReader:
                 self.report.warn(where, f"virtual_server_group {name} is used by no virtual_server")
         return services
 
-    def interface_hint(self) -> tuple[str, Where] | None:
-        """The VRRP instances' interface, when they agree on one."""
+    def hints(self) -> SourceHints:
+        """The VRRP instances' interface (when they agree on one) and the
+        IPVS UDP timeout of global_defs."""
+        interface = None
         if len(self.interfaces) == 1:
             ((name, where),) = self.interfaces.items()
-            return name, where
-        return None
+            interface = (name, where)
+        return SourceHints(interface=interface, udp_ttl=self.udp_ttl)
 
     def _not_lvs(self, s: Statement) -> None:
         self.report.note(s.where, f"{s.keyword}: not imported: {NOT_LVS[s.keyword]}")
-        if s.keyword == "vrrp_instance":
-            for item in s.block or []:
-                if item.keyword == "interface" and len(item.args) == 1:
-                    self.interfaces.setdefault(item.args[0], item.where)
+        for item in s.block or []:
+            if s.keyword == "vrrp_instance" and item.keyword == "interface" and item.args:
+                self.interfaces.setdefault(item.args[0], item.where)
+            elif s.keyword == "global_defs" and item.keyword == "lvs_timeouts":
+                self._lvs_timeouts(item)
+            elif s.keyword == "global_defs" and item.keyword.startswith("lvs_sync_daemon"):
+                self.report.note(
+                    item.where,
+                    f"{item.keyword}: xlb needs no connection sync between balancers: every "
+                    "node computes the same Maglev ring, so a flow that moves to another node "
+                    "finds the same real (not carried over)",
+                )
+
+    def _lvs_timeouts(self, s: Statement) -> None:
+        """`lvs_timeouts tcp N tcpfin N udp N`: IPVS's idle timeouts."""
+        words = iter(s.args)
+        for name in words:
+            value = self.values.integer(s, 0, 2**31, next(words, ""))
+            if value is None:
+                continue
+            if name == "udp" and value > 0:
+                self.udp_ttl = (float(value), s.where)
+                self.report.note(s.where, f"lvs_timeouts udp {value}: balancer.udp_ttl = {value}")
+            elif name == "udp":
+                self.report.note(s.where, "lvs_timeouts udp 0: IPVS's default, as xlb's udp_ttl")
+            elif name in ("tcp", "tcpfin"):
+                idle = "an idle flow" if name == "tcp" else "a closing flow (FIN seen)"
+                self.report.note(
+                    s.where,
+                    f"lvs_timeouts {name} {value}: xlb's connection table keeps TCP flows with "
+                    "no idle timeout and no FIN state (an entry stays until the table needs room), "
+                    f"where IPVS forgot {idle} after {value} s (not carried over)",
+                )
+            else:
+                self.report.error(s.where, f"lvs_timeouts {name!r}: tcp, tcpfin or udp")
 
     # ------------------------------------------------------------ groups
 

@@ -177,6 +177,15 @@ class ImportOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceHints:
+    """Balancer settings the source implies beyond its services (keepalived's
+    VRRP interface, its IPVS UDP timeout), each with where it was read."""
+
+    interface: tuple[str, Where] | None = None
+    udp_ttl: tuple[float, Where] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Mapped:
     """The xlb configuration and, per VIP, where in the source it came from."""
 
@@ -192,7 +201,7 @@ def build(
     options: ImportOptions,
     report: Report,
     source: str,
-    interface_hint: tuple[str, Where] | None = None,
+    hints: SourceHints = SourceHints(),
 ) -> Mapped:
     """xlb's configuration for these services; errors go to the report."""
     vips: list[VipConfig] = []
@@ -218,7 +227,7 @@ def build(
             min_healthy.setdefault(wanted, service.quorum_where or service.where)
     if len(vips) > _limits.XLB_LIMIT_MAX_VIPS:
         report.error(None, f"{len(vips)} VIPs: xlb holds at most {_limits.XLB_LIMIT_MAX_VIPS}")
-    settings = _settings(options, report, interface_hint, gue_ports, bool(vips))
+    settings = _settings(options, report, hints, gue_ports, bool(vips))
     base = options.base
     bgp = _bgp_with_quorum(base, min_healthy, report)
     _global_notes(carried, report)
@@ -461,8 +470,9 @@ def _flags(service: VirtualService, report: Report) -> VipFlags:
         report.note(
             service.persistence_where,
             f"persistence {service.persistence} s: the client's address picks the real "
-            "(no_sport), so each client stays on one real for as long as the reals do not "
-            "change, with no timeout and the same real on every balancer node",
+            "(no_sport): each client stays on one real while the reals do not change, with "
+            "no timeout, the same on every balancer node (and an established TCP connection "
+            "keeps its real in the connection table however long it is idle)",
         )
         if service.granularity is not None:
             report.warn(
@@ -543,16 +553,16 @@ def _bgp_with_quorum(
 def _settings(
     options: ImportOptions,
     report: Report,
-    interface_hint: tuple[str, Where] | None,
+    hints: SourceHints,
     gue_ports: Mapping[int, Where],
     has_vips: bool,
 ) -> Settings:
     base = options.base.settings if options.base else Settings()
     interface = options.interface or base.interface
-    if interface is None and interface_hint is not None:
-        interface = interface_hint[0]
+    if interface is None and hints.interface is not None:
+        interface = hints.interface[0]
         report.note(
-            interface_hint[1],
+            hints.interface[1],
             f"balancer.interface = {interface!r}, the interface of the VRRP instance "
             "(-i IFACE to choose another)",
         )
@@ -578,8 +588,12 @@ def _settings(
                 f"GUE port {port}: xlb uses one GUE port for every VIP, {gue_port} "
                 f"(from {first[1]}); the reals must strip that one",
             )
+    udp_ttl = base.udp_ttl
+    if hints.udp_ttl is not None and udp_ttl == Settings().udp_ttl:
+        udp_ttl = hints.udp_ttl[0]
     return replace(
         base,
+        udp_ttl=udp_ttl,
         interface=interface,
         gateway_mac=gateway_mac,
         fib_lookup=fib_lookup,
@@ -606,6 +620,7 @@ __all__ = [
     "ImportOptions",
     "Mapped",
     "RealServer",
+    "SourceHints",
     "VirtualService",
     "build",
 ]
