@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter as Tally
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from waits import eventually
 
 from xlb import BalancerConfig, Vip, netns
 from xlb.lab import Lab
-from xlb.model import format_endpoint
+from xlb.model import Counter, format_endpoint
 
 XLB = str(Path(sys.executable).with_name("xlb"))
 UDP_TTL_S = 2.0
@@ -70,7 +70,7 @@ def real_lines(out: str, service: str) -> dict[str, list[str]]:
     return rows
 
 
-def by_address(lab: Lab, counts: Counter[str], family: int, port: int) -> dict[str, int]:
+def by_address(lab: Lab, counts: Tally[str], family: int, port: int) -> dict[str, int]:
     """Lab names (real1) to 'address:port' as xlb prints the reals."""
     return {
         format_endpoint(lab.real(name).address(family), port): count
@@ -134,7 +134,7 @@ def test_udp_entries_past_udp_ttl_are_inactive(quiet: Lab) -> None:
 
 def test_stats_counts_connections_and_packets_in_ipvsadm_columns(quiet: Lab) -> None:
     lab = quiet
-    before = {r["address"]: r for r in _stats_rows(lab)}
+    before = _real_counters(lab)
     replies = lab.client.http_get(lab.vip4, lab.tcp_port, count=24)
     assert not replies.failures
     out = xlb(lab, "-Ln", "--stats", "--exact")
@@ -151,24 +151,21 @@ def test_stats_counts_connections_and_packets_in_ipvsadm_columns(quiet: Lab) -> 
         conns, in_pkts, out_pkts, in_bytes, out_bytes = map(int, fields)
         made = expected.get(address, 0)
         assert conns == made, address
-        grew = in_pkts - before[address]["packets"]
+        grew = in_pkts - before[address].packets
         # A GET is at least SYN, the request and the FIN from the client.
         assert grew >= 3 * made, (address, grew, made)
         assert (out_pkts, out_bytes) == (0, 0)  # replies never pass the balancer
-        assert in_bytes - before[address]["bytes"] >= grew * 40  # IPv4 + TCP headers at least
+        assert in_bytes - before[address].bytes >= grew * 40  # IPv4 + TCP headers at least
         totals = [t + v for t, v in zip(totals, map(int, fields), strict=True)]
     assert list(map(int, service.split()[2:])) == totals
 
 
-def _stats_rows(lab: Lab) -> list[dict[str, int | str]]:
-    vip = Vip(lab.vip4, lab.tcp_port, "tcp")
+def _real_counters(lab: Lab) -> dict[str, Counter]:
+    """Each real's packets and bytes so far, by 'address:port' (a base to count from)."""
     node = lab.balancers[0]
     assert node.balancer is not None
-    stats = node.balancer.real_stats(vip)
-    return [
-        {"address": format_endpoint(a, lab.tcp_port), "packets": c.packets, "bytes": c.bytes}
-        for a, c in stats.items()
-    ]
+    stats = node.balancer.real_stats(Vip(lab.vip4, lab.tcp_port, "tcp"))
+    return {format_endpoint(a, lab.tcp_port): c for a, c in stats.items()}
 
 
 def test_connection_list_is_each_client_connection_and_its_real(quiet: Lab) -> None:

@@ -12,17 +12,22 @@ every real.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
 import subprocess
 import sys
+import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serve import Serve, probes_ok
 from waits import eventually
 
 import xlb.config
+from xlb import netns
 from xlb.lab import Lab
 
 XLB = str(Path(sys.executable).with_name("xlb"))
@@ -33,6 +38,63 @@ def lab() -> Iterator[Lab]:
     with Lab(reals=3) as lab:
         lab.release_balancer()  # `xlb serve` adopts the pinned data plane
         yield lab
+
+
+class Serve:
+    """`xlb serve FILE --log-format json` in the balancer's namespace, its log read as it comes."""
+
+    def __init__(self, lab: Lab, config: Path) -> None:
+        self.lab = lab
+        self.events: list[dict[str, Any]] = []
+        self.proc = netns.popen(
+            lab.balancers[0].netns,
+            [XLB, "serve", str(config), "--log-format", "json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            try:
+                self.events.append(json.loads(raw))
+            except ValueError:
+                self.events.append({"event": "text", "message": raw.decode(errors="replace")})
+
+    def find(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e.get("event") == event]
+
+    def wait_for(self, event: str, timeout: float) -> dict[str, Any]:
+        eventually(lambda: bool(self.find(event)) or self.proc.poll() is not None, bool, timeout)
+        found = self.find(event)
+        assert found, f"no {event} in {timeout} s:\n{self.dump()}"
+        return found[0]
+
+    def probes_ok(self, vip: str, real: str) -> int:
+        """Passed health probes of `real` for `vip`, from the daemon's metrics."""
+        url = self.wait_for("metrics", 10)["url"]
+        with (
+            netns.enter(self.lab.balancers[0].netns),
+            urllib.request.urlopen(url, timeout=5) as page,
+        ):
+            text = page.read().decode()
+        for line in text.splitlines():
+            if line.startswith("xlb_real_health_probes_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                if labels == {"vip": vip, "real": real, "result": "ok"}:
+                    return int(float(line.rsplit(" ", 1)[1]))
+        return 0
+
+    def dump(self) -> str:
+        return "\n".join(json.dumps(e) for e in self.events[-40:])
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(30)
+        self._reader.join(5)
+        return code
 
 
 def keepalived_conf(lab: Lab) -> str:
@@ -138,7 +200,7 @@ def test_an_imported_keepalived_conf_serves_every_vip(lab: Lab, tmp_path: Path) 
     svc = Serve(lab, output)
     try:
         svc.wait_for("started", timeout=30)
-        _every_real_passes_its_check(lab, svc, config)
+        _every_real_passes_its_check(svc, config)
         everyone = {r.role for r in lab.reals}
         for family in (4, 6):
             vip = lab.vip_address(family)
@@ -154,14 +216,15 @@ def test_an_imported_keepalived_conf_serves_every_vip(lab: Lab, tmp_path: Path) 
             svc.proc.wait()
 
 
-def _every_real_passes_its_check(lab: Lab, svc: Serve, config: Any) -> None:
+def _every_real_passes_its_check(svc: Serve, config: xlb.config.Config) -> None:
     """The imported checks probe each real through the tunnel, and pass."""
     for entry in config.vips:
         for real in entry.reals:
+            vip, address = str(entry.vip), str(real.address)
             ok = eventually(
-                lambda v=str(entry.vip), r=str(real.address): probes_ok(lab, svc, v, r),
+                functools.partial(svc.probes_ok, vip, address),
                 lambda n: n >= 2,
                 timeout=30,
                 every=0.2,
             )
-            assert ok >= 2, f"{entry.vip} {real.address}: {ok} probes passed\n{svc.dump()}"
+            assert ok >= 2, f"{vip} {address}: {ok} probes passed\n{svc.dump()}"
