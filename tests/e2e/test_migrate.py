@@ -126,7 +126,7 @@ vrrp_instance VI_1 {{
     virtual_router_id 77
     priority 150
     virtual_ipaddress {{
-        {lab.vip4}
+        10.20.0.100/24      # the floating next hop the router routes the VIPs to
     }}
 }}
 

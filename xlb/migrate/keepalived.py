@@ -87,6 +87,7 @@ class KeepalivedReader:
         self.used_groups: set[str] = set()
         self.interfaces: dict[str, Where] = {}
         self.udp_ttl: tuple[float, Where] | None = None
+        self.vrrp_addresses: dict[IPAddress, Where] = {}
         self.probe_note_given = False
 
     def read(self, statements: list[Statement]) -> list[VirtualService]:
@@ -114,7 +115,22 @@ class KeepalivedReader:
         for name, (_, where) in self.groups.items():
             if name not in self.used_groups:
                 self.report.warn(where, f"virtual_server_group {name} is used by no virtual_server")
+        self._vrrp_vips(services)
         return services
+
+    def _vrrp_vips(self, services: list[VirtualService]) -> None:
+        """A VIP that VRRP puts on this node's interface is a local address
+        there: the kernel would take xlb's health probes to it for itself."""
+        addresses = {e.address for s in services for e in s.endpoints if e.address is not None}
+        for address, where in self.vrrp_addresses.items():
+            if address in addresses:
+                self.report.warn(
+                    where,
+                    f"{address} is a VRRP virtual_ipaddress and a VIP: on the node that holds "
+                    "it, it is a local address, so the kernel answers xlb's health probes to "
+                    "it itself (they never reach the tunnel); let VRRP move a next-hop address "
+                    "the router routes the VIPs to instead (docs/migrate.md, docs/deploy.md)",
+                )
 
     def hints(self) -> SourceHints:
         """The VRRP instances' interface (when they agree on one) and the
@@ -130,6 +146,13 @@ class KeepalivedReader:
         for item in s.block or []:
             if s.keyword == "vrrp_instance" and item.keyword == "interface" and item.args:
                 self.interfaces.setdefault(item.args[0], item.where)
+            elif s.keyword == "vrrp_instance" and item.keyword.startswith("virtual_ipaddress"):
+                for entry in item.block or []:
+                    try:
+                        address = ipaddress.ip_interface(entry.keyword).ip
+                    except ValueError:
+                        continue  # VRRP's business: not read here
+                    self.vrrp_addresses.setdefault(address, entry.where)
             elif s.keyword == "global_defs" and item.keyword == "lvs_timeouts":
                 self._lvs_timeouts(item)
             elif s.keyword == "global_defs" and item.keyword.startswith("lvs_sync_daemon"):
