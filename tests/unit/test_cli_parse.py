@@ -245,3 +245,14 @@ def test_large_numbers_shrink_as_ipvsadm_shrinks_them() -> None:
     assert _large(123_456_789_012_345, exact=False) == "     123T"
     assert _large(12_345_678_901, exact=True) == " 12345678901"
     assert _large(5, exact=True) == "        5"
+
+
+@pytest.mark.parametrize("argv", [["import", "--help"], ["-L", "--help"], ["--help"]])
+def test_import_and_list_have_help_with_examples(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and ("xlb -Ln" in out or "xlb import" in out)

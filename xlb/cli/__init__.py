@@ -10,6 +10,8 @@
     xlb doctor                      # what is wrong on this host, in plain words
     xlb serve lb.toml               # the daemon (xlb.service)
     xlb lab cleanup                 # remove what crashed labs left (xlb.lab)
+    xlb -Ln [--stats|--rate|-c]     # ipvsadm's listing of the data plane
+    xlb import keepalived FILE      # keepalived.conf (or ipvsadm-save -n) as an xlb file
 
 Every command works on the data plane pinned under /sys/fs/bpf/xlb/<iface>
 (`--interface/-i`, or `--pin-dir`); it adopts it read-mostly and never
@@ -19,7 +21,8 @@ attaching a new data plane. Reference: docs/cli.md.
 The package: `parser` builds the command line; `common` holds what every
 verb shares (errors, exit codes, which data plane); one module per verb
 family: `show` (list, stats, counters, flows), `vips` (vip, real), `apply`
-(save, apply), `realsetup`, `doctor`, and `delegates` (serve, lab).
+(save, apply), `importing` (import), `ipvsadm` (-L), `realsetup`,
+`doctor`, and `delegates` (serve, lab).
 """
 
 from __future__ import annotations

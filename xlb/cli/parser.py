@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and control the xlb XDP load balancer (docs/cli.md).",
         epilog="examples:\n"
         "  xlb list                      VIPs and reals, like ipvsadm -Ln\n"
+        "  xlb -Ln                       ipvsadm's listing itself (--stats, --rate, -c)\n"
+        "  xlb import keepalived FILE    keepalived.conf as an xlb file (docs/migrate.md)\n"
         "  xlb real edit 10.100.0.1:80/tcp 10.30.1.2 --weight 0   drain a real\n"
         "  xlb doctor                    check this host end to end\n"
         "run `xlb VERB --help` for each verb's options and examples",
