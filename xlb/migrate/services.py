@@ -256,12 +256,15 @@ def _service_vips(
             f"left out{_with_reals(service.reals)}",
         )
         return []
+    endpoints = _endpoints(service, options, report)
+    if not endpoints:
+        return []
     reals, encapsulation = _carried_reals(service, report, gue_ports)
     if not reals:
         return []
     flags = _flags(service, report)
     out = []
-    for address, port, protocol, where in _endpoints(service, options, report):
+    for address, port, protocol, where in endpoints:
         vip = _make(report, where, functools.partial(Vip, address, port, protocol))
         if vip is None:
             continue

@@ -83,10 +83,15 @@ class Report:
         self.errors.append(SourceIssue(where, message))
 
     def warn(self, where: Where | None, message: str) -> None:
-        self.notes.append(Note(where, "warning", message))
+        self._add(Note(where, "warning", message))
 
     def note(self, where: Where | None, message: str) -> None:
-        self.notes.append(Note(where, "note", message))
+        self._add(Note(where, "note", message))
+
+    def _add(self, note: Note) -> None:
+        # A service that becomes several VIPs (a group) says the same once.
+        if note not in self.notes:
+            self.notes.append(note)
 
     def raise_errors(self) -> None:
         if self.errors:
