@@ -18,7 +18,17 @@ import time
 import traceback
 from typing import Any
 
-from . import conntable, control, growth, importing, maglev_bench, pktpath, report, throughput
+from . import (
+    conntable,
+    control,
+    failover,
+    growth,
+    importing,
+    maglev_bench,
+    pktpath,
+    report,
+    throughput,
+)
 from .common import BENCH_DIR, log, machine
 
 SECTIONS = {
@@ -29,6 +39,7 @@ SECTIONS = {
     "control": control.run,
     "growth": growth.run,
     "importing": importing.run,
+    "failover": failover.run,
 }
 
 
@@ -47,6 +58,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         ratios["maglev_vs_c"] = s["maglev"]["maglev_vs_c"]
     if "importing" in s:
         ratios["import_vs_numpy"] = s["importing"]["import_vs_numpy"]
+    if "failover" in s:
+        for name, value in s["failover"]["median_ms"].items():
+            update[f"failover_{name}"] = value
     if "control" in s:
         for name, value in s["control"]["ms"].items():
             update[name] = value

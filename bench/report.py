@@ -268,6 +268,20 @@ def render(results: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if "failover" in s:
+        fo = s["failover"]
+        out += [
+            "## 8. How fast the router stops sending to a node that leaves\n",
+            f"Method: {fo['method']}; see `bench/failover.py`. The baseline is a frozen "
+            "node (SIGSTOP of `xlb serve` and ExaBGP), which only BGP's hold timer ends.\n",
+            table(
+                ["event", "median ms", "x hold timer", "every run, ms"],
+                [
+                    [name, fo["median_ms"][name], fo["vs_hold_timer"].get(name, 1.0), values]
+                    for name, values in fo["ms"].items()
+                ],
+            ),
+        ]
     out += ["## Analysis\n", analysis(results), ABLATIONS]
     return "\n".join(out)
 

@@ -302,6 +302,9 @@ class Service:
         self._targets: dict[Vip, dict[IPAddress, Target]] = {}
         self._vip_healthy: dict[Vip, bool] = {}
         self._vip_unhealthy_count: Counter[Vip] = Counter()
+        #: VIPs back from every real down, and the loop time until which
+        #: their announcement waits for the reals coming back with them.
+        self._settling: dict[Vip, float] = {}
         self.counters: Counter[str] = Counter()
         self._running = False
         self._apply_thread: ThreadPoolExecutor | None = None
@@ -663,9 +666,37 @@ class Service:
             if not ok:
                 self._vip_unhealthy_count[vip] += 1
             entry = config.vip(vip)
+            if ok:
+                self._hold_return(vip, entry)
             event = "vip_healthy" if ok else "vip_unhealthy"
             level = logging.INFO if ok else logging.WARNING
             log_event(log, event, level, vip=vip, all_down=entry.all_down)
+
+    def _hold_return(self, vip: Vip, entry: VipConfig) -> None:
+        """A VIP back from every real down is announced only once the reals
+        coming back with it had time to pass their checks too (rise x
+        interval + timeout): announced at its first real up, its ring would
+        lack the others while the routers bring flows back, and a flow
+        another node has sent to one of them would meet the wrong real."""
+        if entry.check is None or self._bgp is None:
+            return
+        timing = entry.check.timing
+        settle = timing.rise * timing.interval + timing.timeout
+        self._settling[vip] = asyncio.get_running_loop().time() + settle
+        self._spawn(self._announce_after(settle))
+
+    async def _announce_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._announce()
+
+    def _settled(self, vip: Vip) -> bool:
+        until = self._settling.get(vip)
+        if until is None:
+            return True
+        if asyncio.get_running_loop().time() < until:
+            return False
+        del self._settling[vip]
+        return True
 
     def _on_health_change(self, target: Target, health: TargetHealth) -> None:
         vips = sorted(
@@ -817,12 +848,15 @@ class Service:
             await self.wait_first_results()  # which announces
 
     def _reals_up(self, config: Config) -> dict[Vip, int]:
-        """Per VIP, its reals that serve: up (or unchecked), weight > 0."""
+        """Per VIP, its reals that serve: up (or unchecked), weight > 0;
+        none while the VIP settles after every real was down."""
         plan = self._plan()
         return {
             entry.vip: sum(
                 1 for r in entry.reals if r.weight > 0 and plan.is_up(entry.vip)(r.address)
             )
+            if self._settled(entry.vip)
+            else 0
             for entry in config.vips
         }
 
