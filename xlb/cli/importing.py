@@ -50,8 +50,8 @@ def cmd_import(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_RUNTIME
     shown = [n for n in result.notes if not (args.quiet and n.severity == "note")]
-    for note in _ordered(shown, result.files):
-        print(note, file=sys.stderr)
+    for line in _grouped(_ordered(shown, result.files)):
+        print(line, file=sys.stderr)
     warnings = len(result.warnings)
     if args.strict and warnings:
         print(
@@ -99,6 +99,27 @@ def _ordered(notes: list[Note], files: tuple[str, ...]) -> list[Note]:
         return (0, rank.get(where.file, len(rank)), where.line)
 
     return sorted(notes, key=key)
+
+
+MAX_PLACES = 5  # places listed for a message said at many lines
+
+
+def _grouped(notes: list[Note]) -> list[str]:
+    """One line per message: a note said for many services (the same
+    scheduler everywhere) at its first place, the other places after it."""
+    places: dict[tuple[str, str], list[Note]] = {}
+    for note in notes:
+        places.setdefault((note.severity, note.message), []).append(note)
+    lines = []
+    for same in places.values():
+        first, others = same[0], [str(n.where) for n in same[1:] if n.where is not None]
+        line = str(first)
+        if others:
+            listed = ", ".join(others[:MAX_PLACES])
+            more = f" and {len(others) - MAX_PLACES} more" if len(others) > MAX_PLACES else ""
+            line += f" (also at {listed}{more})"
+        lines.append(line)
+    return lines
 
 
 def _write(text: str, output: Path | None) -> None:

@@ -78,6 +78,7 @@ class Report:
     def __init__(self) -> None:
         self.errors: list[SourceIssue] = []
         self.notes: list[Note] = []
+        self._said: set[Note] = set()
 
     def error(self, where: Where | None, message: str) -> None:
         self.errors.append(SourceIssue(where, message))
@@ -90,7 +91,8 @@ class Report:
 
     def _add(self, note: Note) -> None:
         # A service that becomes several VIPs (a group) says the same once.
-        if note not in self.notes:
+        if note not in self._said:
+            self._said.add(note)
             self.notes.append(note)
 
     def raise_errors(self) -> None:
