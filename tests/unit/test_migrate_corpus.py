@@ -407,3 +407,15 @@ def test_the_writer_keeps_comments_out_of_the_model() -> None:
     assert text.startswith("# line one\n# line two\n\n[balancer]\n")
     assert "\n# x:1\n[[vip]]\n" in text
     assert cfg.loads(text) == config
+
+
+def test_a_missing_source_is_one_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["import", "keepalived", str(tmp_path / "nope.conf")]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"error: cannot read {tmp_path / 'nope.conf'}: No such file or directory",
+        "xlb: error: 1 error: nothing imported",
+    ]

@@ -132,7 +132,7 @@ def _tokenize_file(path: Path, shown: str, reader: _Reader, depth: int) -> list[
     try:
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
-        reader.report.error(Where(shown, 0), f"cannot read: {exc.strerror}")
+        reader.report.error(None, f"cannot read {shown}: {exc.strerror}")
         return []
     reader.files.append(shown)
     reader.reading.append(path.resolve())
