@@ -242,6 +242,15 @@ def parse_conn(raw: bytes) -> tuple[int, int, int]:
     return int(conn.real_id), int(conn.real_gen), int(conn.atime_ns)
 
 
+def conn_owners(values: bytes, count: int) -> npt.NDArray[np.uint32]:
+    """(real_id, real_gen) of `count` packed `struct xlb_conn` values, as a
+    (count, 2) array: the connection table read in one batch."""
+    size = ffi.sizeof("struct xlb_conn")
+    words = np.frombuffer(values, np.uint32, count * size // 4).reshape(count, size // 4)
+    columns = [ffi.offsetof("struct xlb_conn", f) // 4 for f in ("real_id", "real_gen")]
+    return words[:, columns]
+
+
 # ---------------------------------------------------------------- config
 
 

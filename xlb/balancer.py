@@ -48,7 +48,15 @@ from .errors import (
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash
-from .flows import ConnSnapshot, check_sample_limit, clear_conn_tables, sample_flows
+from .flows import (
+    ConnSnapshot,
+    TableFill,
+    check_sample_limit,
+    clear_conn_tables,
+    owners_by_key,
+    sample_flows,
+    table_fill,
+)
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -656,10 +664,10 @@ class Balancer:
         """Both connection tables read at once (batch lookups): entry counts
         per real (`counts`), entries new since an earlier snapshot
         (`new_since`), every entry as a flow (`entries`). Entries point at
-        (real id, generation): `flow_owners()` says whose those are."""
+        (real id, generation): `real_id_owners()` says whose those are."""
         return ConnSnapshot.read(self._map)
 
-    def flow_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
+    def real_id_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
         """(real id, generation) -> (VIP, real address) for every real in
         use: what a connection-table entry that is not stale points at."""
         return {
@@ -675,6 +683,18 @@ class Balancer:
             for m in s.members.values()
         }
         yield from sample_flows(self._map, owners, limit)
+
+    def flow_owners(self, limit: int) -> dict[bytes, tuple[Vip, IPAddress]] | None:
+        """Every connection-table entry, as its raw key -> the VIP and real
+        it sends to (stale entries left out); None when the tables hold
+        more than `limit` entries. For counting flows per real between two
+        readings (`xlb top`): keys compare, nothing is parsed."""
+        return owners_by_key(self._map, self.real_id_owners(), check_sample_limit(limit))
+
+    def conn_table_fill(self) -> dict[int, TableFill]:
+        """Entries and capacity of the connection tables, by IP version
+        (4, 6): how close the LRU is to evicting established flows."""
+        return table_fill(self._map)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.

@@ -64,6 +64,9 @@ DRAIN_POLL_S = 0.1
 # The data plane's counters of packets that started a flow on this node: no
 # connection-table entry (a new flow), or a SYN re-selecting its 5-tuple.
 NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset")
+# Events counted from 0 at start (not from their first occurrence): a
+# dashboard's rate() and an alert on them need the series before the event.
+EVENTS_FROM_ZERO = ("reloads", "reloads_rejected", "real_up", "real_down")
 # Settings a reload cannot change: they name the running data plane itself.
 RESTART_ONLY = ("interface", "xdp_mode", "pin_dir", "lock_dir")
 
@@ -305,7 +308,7 @@ class Service:
         #: VIPs back from every real down, and the loop time until which
         #: their announcement waits for the reals coming back with them.
         self._settling: dict[Vip, float] = {}
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter(dict.fromkeys(EVENTS_FROM_ZERO, 0))
         self._running = False
         self._apply_thread: ThreadPoolExecutor | None = None
         self._apply_lock = asyncio.Lock()
@@ -322,6 +325,7 @@ class Service:
         self._first_results = False  # every checked real had a result once
         self._started_at: float | None = None
         self._last_reload: dict[str, Any] | None = None
+        self._loaded_at = time.time()  # when the running configuration was read
         self._bgp: AnnouncementDriver | None = None  # with [bgp]: the engine
         self._draining = False  # a drain withdrew everything until undrain
         self._announce_lock = asyncio.Lock()
@@ -540,6 +544,7 @@ class Service:
                 return False
         await self._install(new)
         self._last_reload = {"time": time.time(), "result": "applied", "source": new.source}
+        self._loaded_at = self._last_reload["time"]
         log_event(log, "reloaded", source=new.source, vips=len(new.vips))
         return True
 
@@ -1037,6 +1042,8 @@ class Service:
         references that reloads replace whole, never mutate.
         """
         config, targets, checker = self.config, self._targets, self._checker
+        # A VIP serves with one real up; with [bgp] it is announced from min_healthy.
+        min_healthy = config.bgp.min_healthy if config.bgp is not None else 1
         out: dict[str, Any] = {}
         for entry in config.vips:
             reals = {
@@ -1050,9 +1057,23 @@ class Service:
                 "healthy": self.vip_healthy(entry.vip),
                 "unhealthy_transitions": self._vip_unhealthy_count[entry.vip],
                 "reals_up": sum(1 for r in reals.values() if r["state"] != "down"),
+                "min_healthy": min_healthy,
                 "reals": reals,
             }
         return out
+
+    def config_state(self) -> dict[str, Any]:
+        """Whether the running configuration is the file's: the last
+        reload's result (ok before any), when the running one was read, and
+        whether the file now holds bytes no reload has read (an edit not
+        picked up: no watcher, no SIGHUP). Safe from other threads: a stat,
+        and the file's hash only when the stat moved."""
+        last = self._last_reload
+        return {
+            "last_reload_ok": last is None or last.get("result") == "applied",
+            "loaded_time": self._loaded_at,
+            "file_changed": self._file is not None and self._file.changed(),
+        }
 
     def metrics(self) -> dict[str, Any]:
         """Counters for the metrics endpoint: service, probe path, health."""
@@ -1062,6 +1083,7 @@ class Service:
             "probe_path": path.counters() if path is not None else {},
             "vips": self.health(),
             "bgp": self.bgp_state(),
+            "config": self.config_state(),
         }
 
 

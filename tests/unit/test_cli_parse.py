@@ -147,7 +147,7 @@ def test_rates_come_from_two_snapshots() -> None:
     assert (now[0]["pps"], now[0]["bps"]) == (10.0, 8000.0)
     assert (now[0]["reals"][0]["pps"], now[0]["reals"][0]["bps"]) == (5.0, 4000.0)
     assert now[0]["reals"][1]["pps"] == 0.0  # new real: no earlier sample, no rate yet
-    assert show._human(1234567) == "1.2M" and show._human(999) == "999"
+    assert show.human(1234567) == "1.2M" and show.human(999) == "999"
 
 
 # --------------------------------------------------------------- metrics
@@ -195,6 +195,28 @@ def test_health_metrics_follow_the_service_health_shape() -> None:
     assert samples[key] == 3
     assert samples[("xlb_service_events_total", (("event", "reloads"),))] == 3
     assert samples[("xlb_healthcheck_packets_total", (("outcome", "encap_v4"),))] == 12
+
+
+def test_health_metrics_give_min_healthy_and_whether_the_file_runs() -> None:
+    health = {
+        "vips": {"10.0.0.1:80/tcp": {"healthy": True, "reals_up": 1, "min_healthy": 2}},
+        "config": {"last_reload_ok": False, "loaded_time": 1700000000.5, "file_changed": True},
+    }
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in _health_metrics(health)
+        for s in family.samples
+    }
+    vip = ("vip", "10.0.0.1:80/tcp")
+    assert samples[("xlb_vip_reals_up", (vip,))] == 1
+    assert samples[("xlb_vip_min_healthy_reals", (vip,))] == 2
+    assert samples[("xlb_config_last_reload_successful", ())] == 0
+    assert samples[("xlb_config_last_reload_success_timestamp_seconds", ())] == 1700000000.5
+    assert samples[("xlb_config_file_changed", ())] == 1
+    health["config"] = {"last_reload_ok": True, "loaded_time": 1.0, "file_changed": False}
+    names = {s.name: s.value for family in _health_metrics(health) for s in family.samples}
+    assert names["xlb_config_last_reload_successful"] == 1
+    assert names["xlb_config_file_changed"] == 0
 
 
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "xlb.sdnotify": 3,
     "xlb.metrics": 3,
     "xlb.cli": 4,
+    "xlb.cli.top": 4,  # the live view; rich only inside functions (an optional extra)
     "xlb.lab": 5,
     "xlb.testing": 5,
 }

@@ -409,9 +409,7 @@ def test_the_writer_keeps_comments_out_of_the_model() -> None:
     assert cfg.loads(text) == config
 
 
-def test_a_missing_source_is_one_error(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_a_missing_source_is_one_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert cli.main(["import", "keepalived", str(tmp_path / "nope.conf")]) == 1
     out, err = capsys.readouterr()
     assert out == ""

@@ -6,6 +6,7 @@
     xlb real add 10.0.0.1:80/tcp 10.0.1.1 --weight 2
     xlb save > lb.toml; xlb apply lb.toml --dry-run
     xlb stats --watch; xlb counters; xlb flows
+    xlb top                         # live: rates, new flows, shares, health, drops
     xlb real-setup --vip 10.0.0.1   # on a backend: decap, VIP on lo, sysctls
     xlb doctor                      # what is wrong on this host, in plain words
     xlb serve lb.toml               # the daemon (xlb.service)
@@ -20,9 +21,9 @@ attaching a new data plane. Reference: docs/cli.md.
 
 The package: `parser` builds the command line; `common` holds what every
 verb shares (errors, exit codes, which data plane); one module per verb
-family: `show` (list, stats, counters, flows), `vips` (vip, real), `apply`
-(save, apply), `importing` (import), `ipvsadm` (-L), `realsetup`,
-`doctor`, and `delegates` (serve, lab).
+family: `show` (list, stats, counters, flows), `top` (the live view),
+`vips` (vip, real), `apply` (save, apply), `node`, `importing` (import),
+`ipvsadm` (-L), `realsetup`, `doctor`, and `delegates` (serve, lab).
 """
 
 from __future__ import annotations

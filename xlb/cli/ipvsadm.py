@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..model import IPAddress, Vip, format_endpoint
 from .common import EXIT_OK, CliError, UsageError, daemon_pid, open_balancer, resolve_target
-from .show import Health, _vip_snapshot, daemon_health
+from .show import Health, vip_snapshot, daemon_health
 
 if TYPE_CHECKING:
     from ..balancer import Balancer
@@ -95,7 +95,7 @@ def _real_name(real: dict[str, Any], port: int) -> str:
 
 
 def _conn_counts(lb: Balancer, snapshot: ConnSnapshot) -> dict[tuple[Vip, IPAddress], ConnCounts]:
-    owners = lb.flow_owners()
+    owners = lb.real_id_owners()
     udp_ttl_ns = int(lb.config.udp_ttl_s * 1e9)
     return {
         owners[owner]: counts
@@ -109,7 +109,7 @@ def _services(
 ) -> list[str]:
     from ..flows import ConnCounts
 
-    vips = [v for v in _vip_snapshot(lb, health) if only is None or v["vip"] == str(only)]
+    vips = [v for v in vip_snapshot(lb, health) if only is None or v["vip"] == str(only)]
     counts = _conn_counts(lb, lb.conn_snapshot())
     lines = []
     if args.stats:
@@ -146,12 +146,12 @@ def _services(
 
 
 def _rates(lb: Balancer, health: Health, only: Vip | None, args: argparse.Namespace) -> list[str]:
-    before, conns_before = _vip_snapshot(lb, health), lb.conn_snapshot()
+    before, conns_before = vip_snapshot(lb, health), lb.conn_snapshot()
     started = time.monotonic()
     time.sleep(args.interval)
-    after, conns_after = _vip_snapshot(lb, health), lb.conn_snapshot()
+    after, conns_after = vip_snapshot(lb, health), lb.conn_snapshot()
     seconds = time.monotonic() - started
-    owners = lb.flow_owners()
+    owners = lb.real_id_owners()
     new = {owners[o]: n for o, n in conns_after.new_since(conns_before).items() if o in owners}
     old = {v["vip"]: v for v in before}
     lines = [
@@ -205,7 +205,7 @@ def _large(value: int, exact: bool) -> str:
 
 def _connections(lb: Balancer) -> list[str]:
     snapshot = lb.conn_snapshot()
-    owners = lb.flow_owners()
+    owners = lb.real_id_owners()
     udp_ttl_ns = int(lb.config.udp_ttl_s * 1e9)
     lines = [
         "xlb connection entries",

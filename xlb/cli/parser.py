@@ -20,6 +20,7 @@ from .ipvsadm import cmd_ipvsadm
 from .node import cmd_node
 from .realsetup import real_setup
 from .show import cmd_counters, cmd_flows, cmd_list, cmd_stats
+from .top import SORT_KEYS, cmd_top
 from .vips import cmd_real, cmd_vip
 
 
@@ -287,6 +288,29 @@ A file without VIPs is refused (an empty or truncated file?) unless it says
     p.add_argument("--count", type=_positive_int, help="stop after COUNT samples")
     p.add_argument("--json", action="store_true", help="one JSON object per sample")
     p.set_defaults(func=cmd_stats)
+
+    p = _verb(
+        sub,
+        "top",
+        "a live view: per VIP and real rates, new flows, shares, health, moving drop reasons",
+        """
+  xlb top                      refresh every second until Ctrl-C
+  xlb top --sort bps           heaviest VIPs, and reals within each, first
+  xlb top --once --json        one frame (rates over --interval) for scripts
+Without a terminal (a pipe, a log) it prints plain frames instead of redrawing.
+""",
+        common,
+    )
+    p.add_argument(
+        "--sort", choices=SORT_KEYS, default="pps",
+        help="order of VIPs and of reals within each: busiest first (name: address order)",
+    )  # fmt: skip
+    p.add_argument("--interval", type=_positive_float, default=1.0, help="seconds per frame")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--once", action="store_true", help="one frame, then exit")
+    shown.add_argument("--count", type=_positive_int, help="stop after COUNT frames")
+    p.add_argument("--json", action="store_true", help="one JSON object per frame")
+    p.set_defaults(func=cmd_top)
 
     p = _verb(
         sub,

@@ -128,7 +128,7 @@ def _encap(lb: Balancer, vip: Vip) -> str:
     return "GUE" if VipFlags.GUE in lb.vip_flags(vip) or lb.config.gue_all else "Tunnel"
 
 
-def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, Any]]:
+def vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, Any]]:
     out = []
     for vip in lb.vips():
         stats = lb.stats(vip)
@@ -210,7 +210,7 @@ def _rate(entry: dict[str, Any], prev: dict[str, Any], seconds: float) -> None:
     entry["bps"] = round(nbytes * 8 / seconds, 1)
 
 
-def _human(value: float, unit: str = "") -> str:
+def human(value: float, unit: str = "") -> str:
     for suffix in ("", "K", "M", "G", "T"):
         if abs(value) < 1000 or suffix == "T":
             text = f"{value:.0f}" if suffix == "" else f"{value:.1f}{suffix}"
@@ -224,7 +224,7 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _header(target: Target, lb: Balancer, pid: int | None) -> str:
+def header_line(target: Target, lb: Balancer, pid: int | None) -> str:
     xdp = host.xdp_program(target.interface) if target.interface else None
     if xdp is None:
         where = f"{target.interface} (no XDP program seen in this network namespace)"
@@ -243,12 +243,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     health = daemon_health(target) if pid else Health({}, {})
     bgp = daemon_bgp(target) if pid else None
     with open_balancer(target) as lb:
-        vips = _vip_snapshot(lb, health)
+        vips = vip_snapshot(lb, health)
         if args.rate:
             time.sleep(args.interval)
-            before, vips = vips, _vip_snapshot(lb, health)
+            before, vips = vips, vip_snapshot(lb, health)
             _add_rates(vips, before, args.interval)
-        header = _header(target, lb, pid)
+        header = header_line(target, lb, pid)
     if args.json:
         _print_json(
             {
@@ -303,13 +303,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     count = args.count or (None if args.watch else 1)
     tty = sys.stdout.isatty() and args.watch and not args.json
     with open_balancer(target) as lb:
-        before, counters_before = _vip_snapshot(lb), lb.counters()
+        before, counters_before = vip_snapshot(lb), lb.counters()
         taken = time.monotonic()
         shown = 0
         try:
             while count is None or shown < count:
                 time.sleep(args.interval)
-                now, counters_now = _vip_snapshot(lb), lb.counters()
+                now, counters_now = vip_snapshot(lb), lb.counters()
                 elapsed = time.monotonic() - taken
                 taken = time.monotonic()
                 _add_rates(now, before, elapsed)
@@ -335,21 +335,21 @@ def _print_stats(
     target: Target, vips: list[dict[str, Any]], totals: dict[str, float], t: float
 ) -> None:
     print(
-        f"{target.name}: forwarded {_human(totals['xdp_tx'])} pkt/s, passed "
-        f"{_human(totals['xdp_pass'])} pkt/s, dropped {_human(totals['xdp_drop'])} pkt/s, "
-        f"conn table {_human(totals['conn_hit'])} hit/s {_human(totals['conn_miss'])} miss/s "
+        f"{target.name}: forwarded {human(totals['xdp_tx'])} pkt/s, passed "
+        f"{human(totals['xdp_pass'])} pkt/s, dropped {human(totals['xdp_drop'])} pkt/s, "
+        f"conn table {human(totals['conn_hit'])} hit/s {human(totals['conn_miss'])} miss/s "
         f"(over {t:.1f}s)"
     )
     print(f"{'VIP / real':<34}{'pkt/s':>10}{'bit/s':>10}{'packets':>14}{'bytes':>16}")
     for vip in vips:
         print(
-            f"{vip['vip']:<34}{_human(vip['pps']):>10}{_human(vip['bps']):>10}"
+            f"{vip['vip']:<34}{human(vip['pps']):>10}{human(vip['bps']):>10}"
             f"{vip['packets']:>14}{vip['bytes']:>16}"
         )
         for real in vip["reals"]:
             print(
-                f"{'  -> ' + real['address']:<34}{_human(real['pps']):>10}"
-                f"{_human(real['bps']):>10}{real['packets']:>14}{real['bytes']:>16}"
+                f"{'  -> ' + real['address']:<34}{human(real['pps']):>10}"
+                f"{human(real['bps']):>10}{real['packets']:>14}{real['bytes']:>16}"
             )
 
 
@@ -416,4 +416,15 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-__all__ = ["Health", "cmd_counters", "cmd_flows", "cmd_list", "cmd_stats", "daemon_health"]
+__all__ = [
+    "Health",
+    "cmd_counters",
+    "cmd_flows",
+    "cmd_list",
+    "cmd_stats",
+    "daemon_bgp",
+    "daemon_health",
+    "header_line",
+    "human",
+    "vip_snapshot",
+]
