@@ -329,6 +329,7 @@ class Service:
         self._bgp: AnnouncementDriver | None = None  # with [bgp]: the engine
         self._draining = False  # a drain withdrew everything until undrain
         self._announce_lock = asyncio.Lock()
+        self._announce_failed = False  # the engine refused the last update
         self._control_ops["undrain"] = self._op_undrain
 
     # ------------------------------------------------------------ lifecycle
@@ -881,8 +882,12 @@ class Service:
                 await driver.update(wanted)
             except AnnounceError as exc:
                 self.counters["announce_failures"] += 1
-                log_event(log, "announce_failed", logging.ERROR, error=exc)
+                again = self._announce_failed  # once at ERROR, not every retry
+                log_event(log, "announce_failed", logging.DEBUG if again else logging.ERROR,
+                          error=exc)  # fmt: skip
+                self._announce_failed = True  # tried again at the next session refresh
                 return
+            self._announce_failed = False
             for address in sorted(set(wanted) - before, key=lambda a: (a.version, a.packed)):
                 self.counters["announces"] += 1
                 log_event(log, "announced", address=address)
@@ -903,6 +908,8 @@ class Service:
                     await driver.refresh_sessions()
                 except AnnounceError as exc:
                     log_event(log, "bgp_sessions_unknown", logging.DEBUG, error=exc)
+                if self._announce_failed:  # e.g. ExaBGP refuses next-hop self with no session
+                    await self._announce()
             await asyncio.sleep(SESSIONS_REFRESH_S)
 
     async def _restart_dead_engine(self, driver: AnnouncementDriver) -> None:
