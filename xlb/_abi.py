@@ -236,6 +236,30 @@ def vip_filter_bit(address: IPAddress) -> int:
     return ((folded * 2654435761) & 0xFFFFFFFF) >> (32 - int(lib.XLB_VIP_FILTER_BITS_LOG2))
 
 
+def conn_records(values: bytes) -> npt.NDArray[Any]:
+    """Packed `struct xlb_conn` values (a batch lookup's) as a numpy record
+    array with the fields real_id, real_gen and atime_ns."""
+    ctype = "struct xlb_conn"
+    names = ["real_id", "real_gen", "atime_ns"]
+    dtype = np.dtype(
+        {
+            "names": names,
+            "formats": ["=u4", "=u4", "=u8"],
+            "offsets": [ffi.offsetof(ctype, name) for name in names],
+            "itemsize": ffi.sizeof(ctype),
+        }
+    )
+    return np.frombuffer(values, dtype=dtype)
+
+
+def flow_key_protos(map_name: str, keys: bytes) -> npt.NDArray[np.uint8]:
+    """The IP protocol of each packed flow key of `conn_v4` or `conn_v6`."""
+    ctype = "struct xlb_flow_v4" if map_name == "conn_v4" else "struct xlb_flow_v6"
+    size = ffi.sizeof(ctype)
+    rows = np.frombuffer(keys, dtype=np.uint8).reshape(-1, size)
+    return rows[:, ffi.offsetof(ctype, "proto")]
+
+
 def parse_conn(raw: bytes) -> tuple[int, int, int]:
     """(real_id, real_gen, atime_ns)"""
     conn = struct_from("struct xlb_conn", raw)

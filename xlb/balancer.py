@@ -49,6 +49,7 @@ from .errors import (
 from .events import Observers, UpdateEvent, UpdateObserver, observed
 from .flowhash import flow_hash, quic_cid_hash
 from .flows import (
+    ConnSnapshot,
     TableFill,
     check_sample_limit,
     clear_conn_tables,
@@ -752,6 +753,22 @@ class Balancer:
         at most `limit` entries."""
         return self._sample_flows(check_sample_limit(limit))
 
+    def conn_snapshot(self) -> ConnSnapshot:
+        """Both connection tables read at once (batch lookups): entry counts
+        per real (`counts`), entries new since an earlier snapshot
+        (`new_since`), every entry as a flow (`entries`). Entries point at
+        (real id, generation): `real_id_owners()` says whose those are."""
+        return ConnSnapshot.read(self._map)
+
+    def real_id_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
+        """(real id, generation) -> (VIP, real address) for every real in
+        use: what a connection-table entry that is not stale points at."""
+        return {
+            (m.real_id, m.gen): (vip, m.real.address)
+            for vip, s in self._vips.items()
+            for m in s.members.values()
+        }
+
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
         owners = {
             (m.real_id, m.gen): m.real.address
@@ -765,12 +782,7 @@ class Balancer:
         it sends to (stale entries left out); None when the tables hold
         more than `limit` entries. For counting flows per real between two
         readings (`xlb top`): keys compare, nothing is parsed."""
-        owners = {
-            (m.real_id, m.gen): (vip, m.real.address)
-            for vip, s in self._vips.items()
-            for m in s.members.values()
-        }
-        return owners_by_key(self._map, owners, check_sample_limit(limit))
+        return owners_by_key(self._map, self.real_id_owners(), check_sample_limit(limit))
 
     def conn_table_fill(self) -> dict[int, TableFill]:
         """Entries and capacity of the connection tables, by IP version

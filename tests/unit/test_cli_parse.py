@@ -226,3 +226,55 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"xlb {xlb.__version__}"
+
+
+# ------------------------------------------------------- ipvsadm's habits
+
+
+@pytest.mark.parametrize(
+    ("argv", "connection", "stats", "rate", "service"),
+    [
+        (["-Ln"], False, False, False, None),
+        (["-L", "-n"], False, False, False, None),
+        (["-lnc"], True, False, False, None),
+        (["--list", "--numeric", "--stats"], False, True, False, None),
+        (["-Ln", "--rate", "-t", "10.0.0.1:80"], False, False, True, "10.0.0.1:80"),
+    ],
+)
+def test_ipvsadm_list_forms_parse(
+    argv: list[str], connection: bool, stats: bool, rate: bool, service: str | None
+) -> None:
+    assert cli.is_ipvsadm_list(argv) and not cli.is_ipvsadm_list(["list", *argv])
+    args = cli.build_ipvsadm_parser().parse_args(argv)
+    assert (args.connection, args.stats, args.rate, args.tcp_service) == (
+        connection, stats, rate, service
+    )  # fmt: skip
+
+
+def test_ipvsadm_list_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["-Ln", "--stats", "-c"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("xlb: error: argument -c/--connection")
+
+
+def test_large_numbers_shrink_as_ipvsadm_shrinks_them() -> None:
+    from xlb.cli.ipvsadm import _large
+
+    assert _large(99_999_999, exact=False) == " 99999999"
+    assert _large(123_456_789, exact=False) == "  123456K"
+    assert _large(12_345_678_901, exact=False) == "   12345M"
+    assert _large(123_456_789_012_345, exact=False) == "     123T"
+    assert _large(12_345_678_901, exact=True) == " 12345678901"
+    assert _large(5, exact=True) == "        5"
+
+
+@pytest.mark.parametrize("argv", [["import", "--help"], ["-L", "--help"], ["--help"]])
+def test_import_and_list_have_help_with_examples(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and ("xlb -Ln" in out or "xlb import" in out)

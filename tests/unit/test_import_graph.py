@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "xlb.netns": 0,
     "xlb.config": 0,
     "xlb.serve": 0,
+    "xlb.migrate": 0,  # keepalived.conf and ipvsadm-save into a Config
     "xlb._ffi_build": 1,
     "xlb._bpf": 1,
     "xlb._abi": 1,

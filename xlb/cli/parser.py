@@ -15,6 +15,8 @@ from .apply import cmd_apply, cmd_save
 from .common import DEFAULT_LOCK_DIR, EXIT_USAGE, PROG
 from .delegates import cmd_lab, cmd_serve
 from .doctor import run_doctor
+from .importing import cmd_import
+from .ipvsadm import cmd_ipvsadm
 from .node import cmd_node
 from .realsetup import real_setup
 from .show import cmd_counters, cmd_flows, cmd_list, cmd_stats
@@ -115,6 +117,15 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _fwmark_arg(text: str) -> Any:
+    from ..migrate import FwmarkTarget
+
+    try:
+        return FwmarkTarget.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common() -> argparse.ArgumentParser:
     """Options every verb takes."""
     common = _Parser(add_help=False)
@@ -162,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and control the xlb XDP load balancer (docs/cli.md).",
         epilog="examples:\n"
         "  xlb list                      VIPs and reals, like ipvsadm -Ln\n"
+        "  xlb -Ln                       ipvsadm's listing itself (--stats, --rate, -c)\n"
+        "  xlb import keepalived FILE    keepalived.conf as an xlb file (docs/migrate.md)\n"
         "  xlb real edit 10.100.0.1:80/tcp 10.30.1.2 --weight 0   drain a real\n"
         "  xlb doctor                    check this host end to end\n"
         "run `xlb VERB --help` for each verb's options and examples",
@@ -461,7 +474,100 @@ Without a terminal (a pipe, a log) it prints plain frames instead of redrawing.
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(func=cmd_node)
+
+    _import_verb(sub)
     return parser
 
 
-__all__ = ["build_parser"]
+def _import_verb(sub: Any) -> None:
+    p = _verb(
+        sub,
+        "import",
+        "turn a keepalived.conf or saved ipvsadm rules into an xlb configuration",
+        """
+  xlb import keepalived /etc/keepalived/keepalived.conf > lb.toml
+  ipvsadm-save -n | xlb import ipvsadm -i eth0 > lb.toml
+  xlb import keepalived keepalived.conf --base settings.toml -o lb.toml
+  xlb import keepalived keepalived.conf --fwmark 1=192.0.2.10:80 --fwmark 1=192.0.2.10:443
+What is not carried over is listed on stderr with its file and line
+(docs/migrate.md); a source with errors writes nothing and exits 1.
+""",
+        [],
+    )
+    p.add_argument("format", choices=("keepalived", "ipvsadm"), help="what FILE is")
+    p.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="keepalived.conf, or ipvsadm-save -n output (ipvsadm: default stdin)",
+    )
+    p.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+    p.add_argument("-i", "--interface", metavar="IFACE", help="balancer.interface of the output")
+    p.add_argument(
+        "--gateway-mac",
+        type=_mac_arg,
+        metavar="MAC",
+        help="next hop towards the reals (default: balancer.fib_lookup = true, as DR)",
+    )
+    p.add_argument(
+        "--base",
+        type=Path,
+        metavar="TOML",
+        help="an xlb file whose [balancer], [health] and [bgp] the output starts from",
+    )
+    p.add_argument(
+        "--fwmark",
+        type=_fwmark_arg,
+        action="append",
+        default=[],
+        metavar="MARK=ADDR[:PORT][/PROTO]",
+        help="a VIP a firewall-mark service stands for (repeat; port 0 or none: every port)",
+    )
+    p.add_argument("--strict", action="store_true", help="fail (exit 1) on any warning")
+    p.add_argument("-q", "--quiet", action="store_true", help="print warnings, not notes")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.set_defaults(func=cmd_import)
+
+
+IPVSADM_LIST = re.compile(r"^-[lL][a-zA-Z]*$|^--list$")
+
+
+def is_ipvsadm_list(argv: list[str]) -> bool:
+    """`xlb -Ln`, `xlb -L -n`, `xlb -lnc`, `xlb --list`: ipvsadm's habit."""
+    return bool(argv) and IPVSADM_LIST.match(argv[0]) is not None
+
+
+def build_ipvsadm_parser() -> argparse.ArgumentParser:
+    """`xlb -L ...`: the data plane listed as `ipvsadm -L` lists IPVS."""
+    parser = _Parser(
+        prog=PROG,
+        description="List the running data plane the way `ipvsadm -Ln` lists IPVS "
+        "(docs/cli.md: what each column means for xlb).",
+        epilog="examples:\n"
+        "  xlb -Ln                      services and reals, connection counts\n"
+        "  xlb -Ln --stats              Conns InPkts OutPkts InBytes OutBytes\n"
+        "  xlb -Ln --rate               CPS InPPS OutPPS InBPS OutBPS over --interval\n"
+        "  xlb -Lnc                     the connection table\n"
+        "  xlb -Ln -t 10.100.0.1:80     one service (-u for UDP)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common()],
+    )
+    parser.add_argument("-L", "-l", "--list", action="store_true", required=True, help="list")
+    parser.add_argument("-n", "--numeric", action="store_true", help="numeric (always)")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("-c", "--connection", action="store_true", help="the connection table")
+    shown.add_argument("--stats", action="store_true", help="totals")
+    shown.add_argument("--rate", action="store_true", help="rates over --interval")
+    for option in ("--thresholds", "--persistent-conn", "--timeout", "--daemon"):
+        shown.add_argument(option, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--exact", "-X", action="store_true", help="numbers in full (no K/M)")
+    parser.add_argument("--interval", type=_positive_float, default=1.0, help="--rate sample (s)")
+    service = parser.add_mutually_exclusive_group()
+    service.add_argument("-t", "--tcp-service", metavar="ADDR:PORT", help="only this TCP service")
+    service.add_argument("-u", "--udp-service", metavar="ADDR:PORT", help="only this UDP service")
+    parser.add_argument("--sort", "--nosort", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(func=cmd_ipvsadm)
+    return parser
+
+
+__all__ = ["build_ipvsadm_parser", "build_parser", "is_ipvsadm_list"]

@@ -646,19 +646,35 @@ def _http_path(t: _Table) -> str:
     return path
 
 
+_STATUS_RANGE_RE = re.compile(r"^(\d{3})-(\d{3})$")
+
+
 def _expect_status(t: _Table) -> tuple[int, ...]:
+    """A status, a "FIRST-LAST" range of them, or an array of both."""
     raw = t.raw("expect_status")
     if raw is None:
         return (200,)
-    values = raw if isinstance(raw, list) else [raw]
-    if not values or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in values
-    ):
+    items = [_status_codes(value) for value in (raw if isinstance(raw, list) else [raw])]
+    codes = [code for item in items for code in item]
+    if not items or not all(items):
         t.error(
-            "expect_status", f"must be an HTTP status (100-599) or an array of them, not {raw!r}"
+            "expect_status",
+            'must be an HTTP status (100-599), a range like "200-299", or an array of them, '
+            f"not {raw!r}",
         )
         return (200,)
-    return tuple(values)
+    return tuple(codes)
+
+
+def _status_codes(value: object) -> list[int]:
+    """The codes one expect_status item stands for ([] for an invalid item)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] if 100 <= value <= 599 else []
+    match = _STATUS_RANGE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return []
+    first, last = int(match.group(1)), int(match.group(2))
+    return list(range(first, last + 1)) if 100 <= first <= last <= 599 else []
 
 
 def _command(t: _Table, kind: str) -> tuple[str, ...]:
