@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..model import IPAddress, Vip, format_endpoint
 from .common import EXIT_OK, CliError, UsageError, daemon_pid, open_balancer, resolve_target
-from .show import Health, vip_snapshot, daemon_health
+from .show import Health, daemon_health, vip_snapshot
 
 if TYPE_CHECKING:
     from ..balancer import Balancer
