@@ -48,8 +48,17 @@ from .errors import (
     NotFoundError,
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
-from .flowhash import flow_hash
-from .flows import check_sample_limit, clear_conn_tables, lookup_flow, sample_flows
+from .flowhash import flow_hash, quic_cid_hash
+from .flows import (
+    ConnSnapshot,
+    TableFill,
+    check_sample_limit,
+    clear_conn_tables,
+    lookup_flow,
+    owners_by_key,
+    sample_flows,
+    table_fill,
+)
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -73,6 +82,7 @@ from .model import (
     vip_sort_key,
 )
 from .pins import DEFAULT_PIN_ROOT
+from .quiclb import assign_server_ids, destination_cid, server_id_of
 from .rings import (
     NO_RING,
     GraceSource,
@@ -82,6 +92,7 @@ from .rings import (
     ring_addresses,
     ring_fractions,
 )
+from .serverids import Entry, QuicServers, Undo
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
 from .synflood import CpuFloodWindow, flood_windows
 from .testrun import RunResult, run_packet
@@ -113,6 +124,8 @@ class _VipState:
     members: dict[IPAddress, _Member] = field(default_factory=dict)
     ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
     rings: VipRings = field(default_factory=VipRings)  # where the ring lives
+    # QUIC VIPs: each real's server id (xlb/quiclb.py); empty for the others
+    server_ids: dict[IPAddress, int] = field(default_factory=dict)
 
 
 class Balancer:
@@ -162,6 +175,7 @@ class Balancer:
         self._attached_here = False
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
+        self._quic = QuicServers(self._map["quic_servers"])
         try:
             self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
@@ -243,6 +257,7 @@ class Balancer:
         self._map = new.maps
         self._slots.outer = new.maps["rings"]
         self._vip_filter.map = new.maps["vip_filter"]
+        self._quic.map = new.maps["quic_servers"]
         old.close()
 
     def add_observer(self, observer: UpdateObserver) -> None:
@@ -273,7 +288,29 @@ class Balancer:
             if owner is not None:
                 real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
+        self._adopt_server_ids(by_id)
         return vips
+
+    def _adopt_server_ids(self, by_id: dict[int, _VipState]) -> None:
+        """The QUIC VIPs' server ids from `quic_servers` (a pinned one goes
+        back into its Real); entries no QUIC VIP's real holds any more (a
+        process stopped between a change's steps) are deleted."""
+        for vip_id, entries in self._quic.read().items():
+            state = by_id.get(vip_id)
+            owners = {m.real_id: m for m in state.members.values()} if state else {}
+            stale = []
+            for server_id, (real_id, pinned) in entries.items():
+                member = owners.get(real_id)
+                if state is None or VipFlags.QUIC not in state.flags or member is None:
+                    stale.append(server_id)
+                    continue
+                real = member.real
+                state.server_ids[real.address] = server_id
+                if pinned:
+                    member.real = Real.from_data_plane(
+                        real.address, real.weight, real.mac, server_id
+                    )
+            self._quic.delete(vip_id, stale)
 
     def _read_reals(self) -> npt.NDArray[np.uint8]:
         """Mirror the `reals` map (we are its only writer): the mirror gives a
@@ -359,13 +396,18 @@ class Balancer:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
+    def server_ids(self, vip: VipLike) -> dict[IPAddress, int]:
+        """Each real's QUIC-LB server id in a QUIC VIP ({} for another VIP):
+        what its server must put in its connection IDs (xlb/quiclb.py)."""
+        return dict(self._state(vip).server_ids)
+
     @observed
     def add_vip(
         self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
     ) -> None:
         """Add a VIP with no reals yet (its packets are dropped until it has some)."""
         vip = to_vip(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
         _check_ring_size(ring_size)
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
@@ -417,18 +459,26 @@ class Balancer:
         """Change a VIP's flags in place: its entry, and the copy its reals
         carry for the data plane's fast path (one batch)."""
         vip, state = self._lookup(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
+        server_ids = self._server_ids_for(flags, state, [m.real for m in state.members.values()])
         self._vip_filter.mark(vip, flags, +1)
         members = list(state.members.values())
         reals_undo = self._write_reals(members, state.vip_id, active=True, vip_flags=flags)
+        sid_undo: Undo | None = None
         try:
+            # a VIP turning QUIC finds its servers' entries from its first packet
+            sid_undo = self._write_server_ids(state, state.members, server_ids)
             self._write_vip_meta(vip, state, flags, state.rings.live)
         except BaseException:
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._vip_filter.mark(vip, flags, -1)
             raise
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._vip_filter.mark(vip, state.flags, -1)
         state.flags = flags
+        state.server_ids = server_ids
 
     @observed
     def remove_vip(self, vip: VipLike) -> None:
@@ -437,6 +487,7 @@ class Balancer:
         table, key = self._vip_entry(vip)
         table.delete(key)
         self._vip_filter.mark(vip, state.flags, -1)
+        self._quic.delete(state.vip_id, state.server_ids.values())
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
         self._count_address(vip, -1)
@@ -510,13 +561,16 @@ class Balancer:
             )
         if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
+        server_ids = self._server_ids_for(state.flags, state, wanted)
+        _warn_moved_ids(vip, state.server_ids, server_ids)
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
-        slot = self._apply(vip, state, members, added, ring)
+        slot = self._apply(vip, state, members, added, ring, server_ids)
         ticket = self._start_grace(self._retire(removed))
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._slots.flipped(state.rings, slot, ticket)
-        state.members, state.ring = members, ring
+        state.members, state.ring, state.server_ids = members, ring, server_ids
 
     @staticmethod
     def _same_reals(state: _VipState, wanted: list[Real]) -> bool:
@@ -550,9 +604,10 @@ class Balancer:
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
+        server_ids: dict[IPAddress, int],
     ) -> int:
-        """Write reals, then the ring, then flip; undo the writes if anything
-        fails. Returns the ring slot the VIP now names."""
+        """Write reals and their QUIC server ids, then the ring, then flip;
+        undo the writes if anything fails. Returns the ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -563,11 +618,15 @@ class Balancer:
         reused = self._real_ids.handed_out_before(added_ids)
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
+        sid_undo: Undo | None = None
         try:
+            sid_undo = self._write_server_ids(state, members, server_ids)
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
             if slot != state.rings.live:
                 self._write_vip_meta(vip, state, state.flags, slot)  # the flip
         except BaseException:
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
@@ -575,6 +634,25 @@ class Balancer:
             self.ring_swaps += 1
         self._real_ids.take((m.real_id, m.gen) for m in added)
         return slot
+
+    @staticmethod
+    def _server_ids_for(
+        flags: VipFlags, state: _VipState, reals: list[Real]
+    ) -> dict[IPAddress, int]:
+        """The server ids of a QUIC VIP's `reals` (those they hold stay), {} for
+        another VIP; ConfigError for two reals pinned to one id."""
+        if VipFlags.QUIC not in flags:
+            return {}
+        return assign_server_ids(reals, state.server_ids)
+
+    def _write_server_ids(
+        self, state: _VipState, members: dict[IPAddress, _Member], server_ids: dict[IPAddress, int]
+    ) -> Undo:
+        """Write the entries of `server_ids` that `quic_servers` lacks; the undo."""
+        wanted = _server_entries(server_ids, members)
+        return self._quic.write(
+            state.vip_id, wanted, _server_entries(state.server_ids, state.members)
+        )
 
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
@@ -628,7 +706,9 @@ class Balancer:
 
         Pure Python, from the same hash the data plane uses: tests check it
         against `run()`, operators use it to answer "where would X go?".
-        None if no VIP matches or the VIP has no usable real.
+        None if no VIP matches or the VIP has no usable real. A QUIC VIP
+        routes by connection ID (`predict_quic`); this is where it sends a
+        datagram too short to carry one.
         """
         if not isinstance(flow, Flow):
             raise ConfigError(f"expected a Flow, got {flow!r}")
@@ -652,6 +732,28 @@ class Balancer:
             if m.real_id == real_id:
                 return m.real.address
         return None
+
+    def predict_quic(self, vip: VipLike, datagram: bytes) -> IPAddress | None:
+        """The real a QUIC VIP sends a datagram (UDP payload) to, by its
+        destination connection ID as bpf/quic.h reads it: the real whose
+        server id it names, else the ring at the CID's hash. None for a
+        datagram routed by its 5-tuple (use `predict`), or no usable real."""
+        if not isinstance(datagram, bytes):
+            raise TypeError(f"a datagram is bytes, not {type(datagram).__name__}")
+        vip, state = self._lookup(vip)
+        if VipFlags.QUIC not in state.flags:
+            raise ConfigError(f"VIP {vip} does not route QUIC (no quic flag)")
+        cid = destination_cid(datagram)
+        if cid is None:
+            return None
+        server_id = server_id_of(cid)
+        for address, sid in state.server_ids.items():
+            if sid == server_id:
+                return address
+        if state.ring is None:
+            return None
+        real_id = int(state.ring[quic_cid_hash(cid, self._config.hash_seed) % state.ring_size])
+        return next((m.real.address for m in state.members.values() if m.real_id == real_id), None)
 
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
         """The VIP a packet to (address, port, proto) matches, as the data
@@ -716,6 +818,22 @@ class Balancer:
         at most `limit` entries."""
         return self._sample_flows(check_sample_limit(limit))
 
+    def conn_snapshot(self) -> ConnSnapshot:
+        """Both connection tables read at once (batch lookups): entry counts
+        per real (`counts`), entries new since an earlier snapshot
+        (`new_since`), every entry as a flow (`entries`). Entries point at
+        (real id, generation): `real_id_owners()` says whose those are."""
+        return ConnSnapshot.read(self._map)
+
+    def real_id_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
+        """(real id, generation) -> (VIP, real address) for every real in
+        use: what a connection-table entry that is not stale points at."""
+        return {
+            (m.real_id, m.gen): (vip, m.real.address)
+            for vip, s in self._vips.items()
+            for m in s.members.values()
+        }
+
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
         yield from sample_flows(self._map, self._real_owners(), limit)
 
@@ -733,6 +851,18 @@ class Balancer:
         if not isinstance(flow, Flow):
             raise ConfigError(f"expected a Flow, got {flow!r}")
         return lookup_flow(self._map, self._real_owners(), flow)
+
+    def flow_owners(self, limit: int) -> dict[bytes, tuple[Vip, IPAddress]] | None:
+        """Every connection-table entry, as its raw key -> the VIP and real
+        it sends to (stale entries left out); None when the tables hold
+        more than `limit` entries. For counting flows per real between two
+        readings (`xlb top`): keys compare, nothing is parsed."""
+        return owners_by_key(self._map, self.real_id_owners(), check_sample_limit(limit))
+
+    def conn_table_fill(self) -> dict[int, TableFill]:
+        """Entries and capacity of the connection tables, by IP version
+        (4, 6): how close the LRU is to evicting established flows."""
+        return table_fill(self._map)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.
@@ -753,6 +883,36 @@ def _check_flags(flags: Any) -> VipFlags:
     if VipFlags.NO_SPORT in checked and VipFlags.DPORT_ONLY in checked:
         raise ConfigError("VIP flags no_sport and dport_only exclude each other")
     return checked
+
+
+def _check_vip_flags(vip: Vip, flags: Any) -> VipFlags:
+    """Flags valid on their own and for this VIP: QUIC routing is for UDP."""
+    checked = _check_flags(flags)
+    if VipFlags.QUIC in checked and vip.proto != "udp":
+        raise ConfigError(f"VIP flag quic is for UDP VIPs: {vip} is {vip.proto}")
+    return checked
+
+
+def _warn_moved_ids(vip: Vip, old: dict[IPAddress, int], new: dict[IPAddress, int]) -> None:
+    """Log each staying real whose server id changes (a pin took its id, or
+    it was pinned to another): its QUIC connections end."""
+    for address, sid in new.items():
+        before = old.get(address)
+        if before is not None and before != sid:
+            log.warning(
+                "VIP %s: real %s's QUIC server id moves from %d to %d: its connections end",
+                vip, address, before, sid,
+            )  # fmt: skip
+
+
+def _server_entries(
+    server_ids: dict[IPAddress, int], members: dict[IPAddress, _Member]
+) -> dict[int, Entry]:
+    """`quic_servers` entries (server id -> real id, pinned) of a VIP's members."""
+    return {
+        sid: (members[address].real_id, members[address].real.server_id is not None)
+        for address, sid in server_ids.items()
+    }
 
 
 def _check_ring_size(size: Any) -> None:

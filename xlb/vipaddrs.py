@@ -24,6 +24,9 @@ from ._bpf import Map
 from .errors import BpfError
 from .model import Vip, VipFlags
 
+#: VIPs that never use the connection table (QUIC VIPs route by connection ID).
+TABLELESS = VipFlags.NO_CONN_TABLE | VipFlags.QUIC
+
 
 class VipFilter:
     """The `vip_filter` map's bits and the reference counts behind them."""
@@ -34,7 +37,7 @@ class VipFilter:
         self.map = filter_map  # the Balancer points it at a new object's map on upgrade
         self._refs = np.zeros(1 << _limits.XLB_VIP_FILTER_BITS_LOG2, dtype=np.int64)
         for vip, flags in vips:
-            if VipFlags.NO_CONN_TABLE not in flags and not vip.is_prefix:
+            if not flags & TABLELESS and not vip.is_prefix:
                 self._refs[_abi.vip_filter_bit(vip.address)] += 1
         bits = np.packbits(self._refs > 0, bitorder="little")
         words = bits.view(np.uint64).copy()  # bit i of word w is filter bit 64 * w + i
@@ -49,7 +52,7 @@ class VipFilter:
         """Count a VIP with `flags` in (+1) or out (-1) of its address's bit.
         A prefix VIP has no bit: its established flows take the VIP path
         (the filter cannot mark every address of a prefix)."""
-        if VipFlags.NO_CONN_TABLE in flags or vip.is_prefix:
+        if flags & TABLELESS or vip.is_prefix:
             return
         bit = _abi.vip_filter_bit(vip.address)
         self._refs[bit] += delta
