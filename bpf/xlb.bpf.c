@@ -10,7 +10,8 @@
  *   IPv4/IPv6 fragment: see frag.h (TCP/UDP to a VIP: as its 5-tuple)
  *   IPv6 extension chain too long, or AH          PASS  PASS_EXT_HDRS
  *   truncated/inconsistent IP or L4 header        DROP  DROP_MALFORMED
- *   no VIP for (daddr, dport|0, proto)            PASS  PASS_NOT_VIP
+ *   no VIP for (daddr or a prefix holding it,
+ *     dport|0, proto) (vip_lookup.h)              PASS  PASS_NOT_VIP
  *   (a QUIC VIP picks its real by connection ID: quic.h)
  *   other protocol to a VIP address               PASS  PASS_PROTO
  *   ICMP: see handle_icmp()
