@@ -232,7 +232,8 @@ def send_with(lb: Balancer, l3: Packet, flags: VipFlags) -> str:
     result = lb.run(frame(l3))
     assert result.action == TX
     real = str(outer_destination(result.packet))
-    assert_packet(result.packet, encapsulated(l3, ALL_REALS[real], flags=flags), "with flags")
+    want = encapsulated(l3, ALL_REALS[real], flags=flags, config=lb.config)
+    assert_packet(result.packet, want, "with flags")
     return real
 
 
@@ -259,3 +260,49 @@ def test_a_restarted_control_plane_adopts_prefix_vips(tmp_path: Path) -> None:
             second.close(detach=True)
     finally:
         shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+def test_a_config_file_with_prefix_vips_is_applied_and_saved_back(lb: Balancer) -> None:
+    """The daemon's path: a file's prefix VIPs are programmed, read back
+    from the data plane as the same VIPs (a reload changes nothing), and
+    saved as the same file."""
+    from xlb import config as cfg
+
+    text = """
+[balancer]
+gateway_mac = "02:00:00:00:00:fe"
+
+[[vip]]
+address = "198.19.0.0/24"
+port = 8080
+flags = ["no_sport"]
+ring_size = 13
+
+[[vip.reals]]
+address = "10.0.18.1"
+
+[[vip]]
+address = "2001:db8:1a::/56"
+port = 0
+protocol = "udp"
+ring_size = 13
+
+[[vip.reals]]
+address = "fd00::18:1"
+"""
+    wanted = cfg.loads(text)
+    for vip in lb.vips():
+        lb.remove_vip(vip)
+    failures = cfg.apply(lb, cfg.diff(cfg.state_of_balancer(lb), wanted))
+    assert failures == []
+    assert cfg.diff(cfg.state_of_balancer(lb), wanted) == []
+    saved = cfg.from_balancer(lb, wanted)
+    assert [str(e.vip) for e in saved.vips] == [
+        "198.19.0.0/24:8080/tcp",
+        "[2001:db8:1a::/56]:0/udp",
+    ]
+    assert cfg.loads(cfg.dumps(saved)).vips == wanted.vips
+    packet = tcp4("198.19.0.200", 8080)
+    result = lb.run(frame(packet))
+    want = encapsulated(packet, Real("10.0.18.1"), flags=VipFlags.NO_SPORT, config=lb.config)
+    assert_packet(result.packet, want, "a VIP of the file")
