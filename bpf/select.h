@@ -43,6 +43,7 @@
 #include "maps.h"
 #include "stats.h"
 #include "vip.h"
+#include "prev_ring.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
@@ -256,8 +257,8 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 
 /*
  * Choose the real for p->flow (p->hash already set). `learn`: record a
- * ring choice in the connection table (false for routed ICMP errors,
- * which must not create entries). `probe`: a lookup the fast path made
+ * ring choice in the connection table and look for second chance's
+ * alternate (false for routed ICMP errors, which must not create entries). `probe`: a lookup the fast path made
  * (its entry, if any, is not valid: no second look). Sets p->real_id and
  * *real_out.
  */
@@ -288,6 +289,8 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	action = select_from_ring(p, vip, real_out);
 	if (action != XLB_CONTINUE)
 		return action;
+	if (learn && find_alternate(p, vip, *real_out))
+		return XLB_CONTINUE; /* second chance: not recorded (prev_ring.h) */
 	if (use_table && learn)
 		record_conn(&probe->key, probe->conn, p, *real_out);
 	return XLB_CONTINUE;

@@ -12,10 +12,16 @@ A retired real id is handed out again only after an RCU grace period, so a
 packet that read the old ring just before the flip can never reach the
 id's next owner.
 
+Second chance (xlb/prevring.py): just before the flip, the VIP's
+`prev_rings` entry is pointed at the slot that is still live, which from
+the flip on is the previous ring, carried for the VIP's window; reals that
+left are retired as alternates and their ids held for as long.
+
 The Balancer keeps the VIP table and runs each change in that order; the
 parts it delegates live beside it: ids.py (free VIP ids, real ids and
 when a retired one may be reused), rings.py (Maglev rings, ring slots,
-grace periods), vipaddrs.py (vip_filter bits, vip_addrs counts),
+grace periods), prevring.py (second chance's previous rings),
+vipaddrs.py (vip_filter bits, vip_addrs counts),
 stats.py (counters), flows.py (the connection table), events.py (what
 observers hear of each change) and testrun.py (BPF_PROG_TEST_RUN).
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +61,7 @@ from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
 from .model import (
     IPPROTO,
+    SECOND_CHANCE_DEFAULT_S,
     AddressLike,
     BalancerConfig,
     Counter,
@@ -64,6 +72,7 @@ from .model import (
     Vip,
     VipFlags,
     VipLike,
+    check_second_chance,
     check_weight,
     parse_address,
     to_real,
@@ -71,6 +80,14 @@ from .model import (
     vip_sort_key,
 )
 from .pins import DEFAULT_PIN_ROOT
+from .prevring import (
+    UNTIL_CHANGE_NS,
+    PrevRings,
+    Transition,
+    window_end,
+    window_ns,
+    window_seconds,
+)
 from .rings import (
     NO_RING,
     GraceSource,
@@ -109,6 +126,8 @@ class _VipState:
     members: dict[IPAddress, _Member] = field(default_factory=dict)
     ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
     rings: VipRings = field(default_factory=VipRings)  # where the ring lives
+    window_ns: int = window_ns(SECOND_CHANCE_DEFAULT_S)  # second chance (prevring.py)
+    transition: Transition | None = None  # the last change, while its window is open
 
 
 class Balancer:
@@ -158,6 +177,7 @@ class Balancer:
         self._attached_here = False
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
+        self._prev = PrevRings(self._map["prev_rings"])
         try:
             self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
@@ -238,6 +258,7 @@ class Balancer:
         self._prog = new.program(PROGRAM_NAME)
         self._map = new.maps
         self._slots.outer = new.maps["rings"]
+        self._prev.map = new.maps["prev_rings"]
         self._vip_filter.map = new.maps["vip_filter"]
         old.close()
 
@@ -258,16 +279,38 @@ class Balancer:
             vip_id, flags, ring_size, ring_slot = _abi.parse_vip_meta(value)
             state = _VipState(vip_id, VipFlags(flags), ring_size)
             state.rings, state.ring = self._slots.adopt(vip_id, ring_slot, ring_size)
+            self._adopt_transition(state)
             vips[_abi.parse_vip_key(key)] = state
         by_id = {s.vip_id: s for s in vips.values()}
-        active = _abi.real_field(self._reals_raw, "flags", np.uint8) & _limits.XLB_REAL_F_ACTIVE
-        for real_id in np.flatnonzero(active).tolist():
+        real_flags = _abi.real_field(self._reals_raw, "flags", np.uint8)
+        for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ACTIVE).tolist():
             entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
             if owner is not None:
                 real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
+        for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ALTERNATE).tolist():
+            entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
+            owner = by_id.get(entry["vip_id"])
+            change = owner.transition if owner is not None else None
+            if change is not None and np.any(change.ring == real_id):
+                change.departed[entry["address"]] = real_id
         return vips
+
+    def _adopt_transition(self, state: _VipState) -> None:
+        """A pinned VIP's second-chance window and, if its previous ring is
+        still carried, that ring (read back from its slot)."""
+        slot, until, window = self._prev.read(state.vip_id)
+        state.window_ns = window
+        live = state.rings.live
+        if NO_RING in (slot, live) or slot == live or time.monotonic_ns() >= until:
+            return
+        ring = self._slots.read(state.vip_id, slot, state.ring_size)
+        if ring is None:
+            return
+        state.rings.prev, state.rings.prev_until_ns = slot, until
+        changed = until - window if window != UNTIL_CHANGE_NS else time.monotonic_ns()
+        state.transition = Transition(ring, changed, until)
 
     def _read_reals(self) -> npt.NDArray[np.uint8]:
         """Mirror the `reals` map (we are its only writer): the mirror gives a
@@ -281,7 +324,12 @@ class Balancer:
         free, retired ones after a grace period."""
         gens = _abi.real_field(self._reals_raw, "gen", np.uint32)
         in_use = (m.real_id for s in self._vips.values() for m in s.members.values())
-        return RealIds(gens, in_use, self._slots.grace)
+        ids = RealIds(gens, in_use, self._slots.grace)
+        for state in self._vips.values():
+            if state.transition is not None:
+                departed = list(state.transition.departed.values())
+                ids.hold(departed, state.transition.until_ns)
+        return ids
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
@@ -340,17 +388,30 @@ class Balancer:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
+    def second_chance(self, vip: VipLike) -> float:
+        """The VIP's second-chance window in seconds (0: off; math.inf:
+        until its next ring change): how long after a ring change the
+        previous ring's real is carried for flows the change moved."""
+        return window_seconds(self._state(vip).window_ns)
+
     @observed
     def add_vip(
-        self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
+        self,
+        vip: VipLike,
+        flags: VipFlags = VipFlags.NONE,
+        ring_size: int = RING_SIZE_DEFAULT,
+        second_chance: float = SECOND_CHANCE_DEFAULT_S,
     ) -> None:
-        """Add a VIP with no reals yet (its packets are dropped until it has some)."""
+        """Add a VIP with no reals yet (its packets are dropped until it has
+        some). `second_chance`: see second_chance()."""
         vip = to_vip(vip)
         flags = _check_flags(flags)
         _check_ring_size(ring_size)
+        window = window_ns(check_second_chance(second_chance))
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
         vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
+        self._prev.closed(vip_id, window)  # whatever an earlier VIP of this id left
         zero_stats(self._map["vip_stats"], vip_id)
         count_vip_address(self._map["vip_addrs"], vip, +1)
         self._vip_filter.mark(vip, flags, +1)
@@ -365,7 +426,37 @@ class Balancer:
             self._vip_filter.mark(vip, flags, -1)
             self._sync_any_port_flag()
             raise
-        self._vips[vip] = _VipState(vip_id, flags, ring_size)
+        self._vips[vip] = _VipState(vip_id, flags, ring_size, window_ns=window)
+
+    @observed
+    def set_second_chance(self, vip: VipLike, seconds: float) -> None:
+        """Change the VIP's second-chance window (see second_chance()). An
+        open window is measured from its change again: shorter, it may
+        close at once; 0 closes it."""
+        vip, state = self._lookup(vip)
+        window = window_ns(check_second_chance(seconds))
+        state.window_ns = window
+        change = state.transition
+        if change is None or not window:
+            self._end_transition(state)
+            return
+        change.until_ns = window_end(change.changed_ns, window)
+        state.rings.prev_until_ns = change.until_ns
+        self._prev.write(state.vip_id, state.rings.prev, change.until_ns, window)
+        self._real_ids.hold(list(change.departed.values()), change.until_ns)
+
+    def _end_transition(self, state: _VipState) -> None:
+        """Stop carrying the VIP's previous ring (if it was): its slot and
+        the ids of the reals it named are reusable after a grace period."""
+        self._prev.closed(state.vip_id, state.window_ns)
+        change, state.transition = state.transition, None
+        if change is None:
+            return
+        ticket = self._slots.grace.ticket()
+        state.rings.release_prev(ticket)
+        departed = list(change.departed.values())
+        self._real_ids.hold(departed, 0)
+        self._real_ids.reusable_after(departed, ticket)
 
     @observed
     def set_vip_flags(self, vip: VipLike, flags: VipFlags) -> None:
@@ -391,6 +482,7 @@ class Balancer:
         vip, state = self._lookup(vip)
         self._map["vips"].delete(_abi.vip_key(vip))
         self._vip_filter.mark(vip, state.flags, -1)
+        self._end_transition(state)
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
         count_vip_address(self._map["vip_addrs"], vip, -1)
@@ -466,10 +558,34 @@ class Balancer:
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
-        slot = self._apply(vip, state, members, added, ring)
-        ticket = self._start_grace(self._retire(removed))
-        self._slots.flipped(state.rings, slot, ticket)
-        state.members, state.ring = members, ring
+        previous = state.transition
+        change: Transition | None = previous
+        opened = not (previous is not None and previous.is_open() and _same_ring(state.ring, ring))
+        if opened:  # else the ring stays, and so does its previous ring
+            change = self._open_transition(state, ring)
+        slot = self._apply(vip, state, members, added, ring, change, opened)
+        retired = self._retire(removed, alternate=change is not None)
+        ticket = self._start_grace(retired)
+        until = change.until_ns if change is not None else 0
+        self._slots.flipped(state.rings, slot, ticket, until if opened else None)
+        if change is not None:
+            change.departed.update((m.real.address, m.real_id) for m in removed)
+            self._real_ids.hold(retired, until)
+        if opened and previous is not None:  # no ring names its departed any more
+            departed = list(previous.departed.values())
+            self._real_ids.hold(departed, 0)
+            self._real_ids.reusable_after(departed, ticket)
+        state.members, state.ring, state.transition = members, ring, change
+
+    def _open_transition(
+        self, state: _VipState, ring: npt.NDArray[np.uint32] | None
+    ) -> Transition | None:
+        """The transition a change to `ring` opens: none with the window
+        off, from no ring, or to none (the VIP then drops its packets)."""
+        if not state.window_ns or state.ring is None or ring is None:
+            return None
+        now = time.monotonic_ns()
+        return Transition(state.ring, now, window_end(now, state.window_ns))
 
     @staticmethod
     def _same_reals(state: _VipState, wanted: list[Real]) -> bool:
@@ -503,9 +619,13 @@ class Balancer:
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
+        change: Transition | None,
+        opened: bool,
     ) -> int:
-        """Write reals, then the ring, then flip; undo the writes if anything
-        fails. Returns the ring slot the VIP now names."""
+        """Write reals, then the ring, then (`opened`) the previous ring's
+        entry (`change`: the live slot stays readable; None: no previous
+        ring), then flip; undo the writes if anything fails. Returns the
+        ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -516,11 +636,20 @@ class Balancer:
         reused = self._real_ids.handed_out_before(added_ids)
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
+        prev_undo: bytes | None = None
         try:
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
+            if slot != state.rings.live and opened:
+                if change is not None:
+                    until, live = change.until_ns, state.rings.live
+                    prev_undo = self._prev.write(state.vip_id, live, until, state.window_ns)
+                else:
+                    prev_undo = self._prev.closed(state.vip_id, state.window_ns)
             if slot != state.rings.live:
                 self._write_vip_meta(vip, state, state.flags, slot)  # the flip
         except BaseException:
+            if prev_undo is not None:
+                self._prev.restore(state.vip_id, prev_undo)
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
@@ -552,15 +681,32 @@ class Balancer:
             self._map["reals"].update_batch(_abi.u32_keys(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
-    def _retire(self, members: list[_Member]) -> list[int]:
+    def _retire(self, members: list[_Member], alternate: bool = False) -> list[int]:
         """Mark ids unused (one batch): connection-table entries pointing at
         them become misses, so their flows re-select. A packet that read the
         old ring just before the flip and picks one of them is dropped; the
-        id is handed out again only after a grace period (_start_grace)."""
+        id is handed out again only after a grace period (_start_grace).
+        `alternate`: the previous ring still names them (second chance)."""
         ids = [m.real_id for m in members]
-        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids]))
+        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids], alternate))
         self._real_ids.retire(ids)
         return ids
+
+    @observed
+    def drop_alternate(self, vip: VipLike, address: RealLike) -> bool:
+        """A real that left the VIP at its last change is known to be dead:
+        stop handing it the packets of flows the change moved (the real
+        the ring now gives them resets them at once instead). Returns
+        whether the previous ring still named it."""
+        vip, state = self._lookup(vip)
+        addr = _real_address(address)
+        change = state.transition
+        real_id = change.departed.pop(addr, None) if change is not None else None
+        if real_id is None:
+            return False
+        self._put_reals([real_id], _abi.retired_real_entries(self._reals_raw[[real_id]]))
+        self._real_ids.hold([real_id], 0)
+        return True
 
     def _start_grace(self, retired_ids: list[int]) -> int:
         """One grace ticket for all a change took out of use, issued after
@@ -591,7 +737,39 @@ class Balancer:
         state = self._vips[vip]
         if state.ring is None:
             return None
-        h = flow_hash(
+        real_id = int(state.ring[self._flow_hash(flow, state) % state.ring_size])
+        for m in state.members.values():
+            if m.real_id == real_id:
+                return m.real.address
+        return None
+
+    def alternate(self, flow: Flow) -> IPAddress | None:
+        """The real a packet of `flow` that the ring (not the connection
+        table) forwards carries as its alternate (second chance), as the
+        data plane decides it (bpf/prev_ring.h): a TCP flow whose VIP's
+        last ring change, within its window, moved it from that real to
+        another of the same family. None otherwise. A SYN never carries
+        one."""
+        if not isinstance(flow, Flow):
+            raise ConfigError(f"expected a Flow, got {flow!r}")
+        vip = self.lookup_vip(flow.dst, flow.dport, flow.proto)
+        if vip is None or flow.proto != "tcp":
+            return None
+        state = self._vips[vip]
+        change = state.transition
+        if state.ring is None or change is None or not change.is_open():
+            return None
+        slot = self._flow_hash(flow, state) % state.ring_size
+        now_id, prev_id = int(state.ring[slot]), int(change.ring[slot])
+        owners = {m.real_id: m.real.address for m in state.members.values()}
+        owners.update((i, a) for a, i in change.departed.items())
+        now, prev = owners.get(now_id), owners.get(prev_id)
+        if prev is None or now is None or prev == now or prev.version != now.version:
+            return None
+        return prev
+
+    def _flow_hash(self, flow: Flow, state: _VipState) -> int:
+        return flow_hash(
             flow.src.packed,
             flow.dst.packed,
             flow.sport,
@@ -600,11 +778,6 @@ class Balancer:
             self._config.hash_seed,
             int(state.flags),
         )
-        real_id = int(state.ring[h % state.ring_size])
-        for m in state.members.values():
-            if m.real_id == real_id:
-                return m.real.address
-        return None
 
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
         """The VIP a packet to (address, port, proto) matches: exact port, then port 0.
@@ -691,6 +864,10 @@ def _check_ring_size(size: Any) -> None:
     except ConfigError:
         rule = f"at most {RING_SIZE_MAX}" if size > RING_SIZE_MAX else "must be a prime number"
         raise ConfigError(f"invalid ring size {size!r}: {rule}") from None
+
+
+def _same_ring(a: npt.NDArray[np.uint32] | None, b: npt.NDArray[np.uint32] | None) -> bool:
+    return a is not None and b is not None and np.array_equal(a, b)
 
 
 def _real_address(value: RealLike) -> IPAddress:

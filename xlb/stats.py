@@ -24,7 +24,7 @@ def counter_names() -> dict[int, str]:
         if text != "count":
             names[_limits.XLB_CNT_REASON + value] = text
     for value, text in _abi.enum_names("enum xlb_counter_index", "XLB_CNT_").items():
-        if text.startswith("conn_"):
+        if text not in ("action", "action_count", "reason", "count"):  # markers, not counters
             names[value] = text
     return names
 
