@@ -82,6 +82,11 @@ static __always_inline void gue_write_carrier(void *hdr, __u8 inner_family, __u8
 		__builtin_memcpy(&w[2], alt, 16);
 }
 
+#define V4_GUE_HDRS (sizeof(struct iphdr) + sizeof(struct udphdr))
+#define V6_GUE_HDRS (sizeof(struct ipv6hdr) + sizeof(struct udphdr))
+#define V4_GUE_CARRIER_HDRS (V4_GUE_HDRS + sizeof(struct gue_hdr) + XLB_CARRIER_GUE_V4_LEN)
+#define V6_GUE_CARRIER_HDRS (V6_GUE_HDRS + sizeof(struct gue_hdr) + XLB_CARRIER_GUE_V6_LEN)
+
 /* v4_encap()/v6_encap() with the carrier of p->alt_id. */
 static __always_inline int encap_with_carrier(struct xdp_md *ctx, struct xlb_pkt *p,
 					      const struct xlb_config *cfg,
@@ -90,6 +95,7 @@ static __always_inline int encap_with_carrier(struct xdp_md *ctx, struct xlb_pkt
 {
 	__u32 extra = carrier_len(real->family, gue);
 	__u32 hdr_len = outer_hdr_len(real->family, gue) + extra;
+	__u16 eth_proto = real->family == XLB_FAMILY_V4 ? ETH_P_IP : ETH_P_IPV6;
 	struct xlb_real *alt = lookup_real(p->alt_id);
 	void *data, *data_end, *l3;
 	struct outer_flow f;
@@ -99,23 +105,29 @@ static __always_inline int encap_with_carrier(struct xdp_md *ctx, struct xlb_pkt
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	l3 = data + sizeof(struct ethhdr);
-	/* the largest: IPv6 + UDP + GUE + IPv6 address */
-	if (l3 + sizeof(struct ipv6hdr) + sizeof(struct udphdr) + sizeof(struct gue_hdr) +
-		    XLB_CARRIER_GUE_V6_LEN >
-	    data_end)
+	/* the shortest layout (IPv4 with the option); each branch checks its own */
+	if (l3 + sizeof(struct iphdr) + XLB_CARRIER_V4_OPT_LEN > data_end)
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
-
-	write_eth(data, nh->dmac, nh->smac,
-		  real->family == XLB_FAMILY_V4 ? ETH_P_IP : ETH_P_IPV6);
+	write_eth(data, nh->dmac, nh->smac, eth_proto);
 	outer_flow_of(&f, p, gue);
-	if (gue) {
+	/* one branch per layout, its length a constant: bounds the verifier keeps */
+	if (gue && real->family == XLB_FAMILY_V4) {
+		if (l3 + V4_GUE_CARRIER_HDRS > data_end)
+			return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 		f.len += extra;
-		write_outer(l3, &f, cfg, real->addr, real->family);
-		gue_write_carrier(l3 + outer_hdr_len(real->family, 1), p->flow.family, real->family,
-				  alt->addr);
+		v4_write_outer(l3, &f, cfg, real->addr[0]);
+		gue_write_carrier(l3 + V4_GUE_HDRS, p->flow.family, XLB_FAMILY_V4, alt->addr);
+	} else if (gue) {
+		if (l3 + V6_GUE_CARRIER_HDRS > data_end)
+			return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+		f.len += extra;
+		v6_write_outer(l3, &f, cfg, real->addr);
+		gue_write_carrier(l3 + V6_GUE_HDRS, p->flow.family, XLB_FAMILY_V6, alt->addr);
 	} else if (real->family == XLB_FAMILY_V4) {
 		v4_write_outer_carrier(l3, &f, cfg, real->addr[0], alt->addr[0]);
 	} else {
+		if (l3 + sizeof(struct ipv6hdr) + XLB_CARRIER_V6_HDR_LEN > data_end)
+			return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 		f.len += extra;
 		v6_write_outer(l3, &f, cfg, real->addr);
 		((struct ipv6hdr *)l3)->nexthdr = IPPROTO_DSTOPTS;

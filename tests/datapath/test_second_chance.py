@@ -35,7 +35,7 @@ from pkt_defs import (
 )
 from scapy.packet import Packet
 
-from xlb import Balancer, Flow, Real, Vip, VipFlags
+from xlb import Balancer, Flow, Real, Vip, VipFlags, _abi
 from xlb.errors import ConfigError
 from xlb.model import IPAddress
 
@@ -357,3 +357,51 @@ def test_a_bad_window_is_refused_before_anything_changes(lb: Balancer, bad: obje
     with pytest.raises(ConfigError, match="second_chance"):
         lb.set_second_chance(VIP4, bad)  # type: ignore[arg-type]
     assert lb.second_chance(VIP4) == 3600.0
+
+
+class PassedGrace:
+    """Grace tickets that have always passed: every slot not live is free
+    as far as grace goes, so only holding keeps the previous ring's."""
+
+    def ticket(self) -> int:
+        return 1
+
+    def passed(self, ticket: int) -> bool:
+        return True
+
+    def wait(self, ticket: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def slots_of(lb: Balancer, vip: Vip) -> tuple[int, int, int, int]:
+    """(vip_id, ring_size, live slot, previous ring's slot) from the maps."""
+    vip_id, _, size, live = _abi.parse_vip_meta(lb.map("vips").lookup(_abi.vip_key(vip)))
+    prev, _, _ = _abi.parse_prev_ring(lb.map("prev_rings").lookup(_abi.u32(vip_id)))
+    return vip_id, size, live, prev
+
+
+def test_the_previous_ring_slot_is_never_written_while_held() -> None:
+    """Every grace ticket has passed, so only holding keeps a change from
+    writing its new ring into the slot packets still read as the previous
+    ring (until the change points the entry at the live one): each change
+    takes the third slot, and the held slot holds the ring before it."""
+    with Balancer(config=CONFIG, grace_periods=PassedGrace()) as lb:
+        lb.add_vip(VIP4, ring_size=RING)
+        sets = [V4, [*V4, V4_NEW], [V4[0], V4_NEW], [V4[1], V4_NEW], V4]
+        lb.set_reals(VIP4, sets[0])
+        for reals in sets[1:]:
+            ring_before = lb.ring(VIP4)
+            _, _, live_before, prev_before = slots_of(lb, VIP4)
+            lb.set_reals(VIP4, reals)
+            vip_id, size, live, prev = slots_of(lb, VIP4)
+            assert live not in (live_before, prev_before) and prev == live_before
+            held = lb._slots.read(vip_id, prev, size)
+            assert held is not None
+            state = lb._vips[VIP4]
+            assert state.transition is not None
+            owners = {m.real_id: a for a, m in state.members.items()}
+            owners.update((i, a) for a, i in state.transition.departed.items())
+            assert [owners.get(int(i)) for i in held] == ring_before
