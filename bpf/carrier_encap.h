@@ -90,8 +90,8 @@ static __always_inline void gue_write_carrier(void *hdr, __u8 inner_family, __u8
 /* v4_encap()/v6_encap() with the carrier of p->alt_id. */
 static __always_inline int encap_with_carrier(struct xdp_md *ctx, struct xlb_pkt *p,
 					      const struct xlb_config *cfg,
-					      const struct xlb_real *real, const struct next_hop *nh,
-					      int gue)
+					      const struct xlb_real *real,
+					      const struct next_hop *nh, int gue)
 {
 	__u32 extra = carrier_len(real->family, gue);
 	__u32 hdr_len = outer_hdr_len(real->family, gue) + extra;

@@ -14,8 +14,8 @@
  *
  * A frame that carries second chance's alternate is first asked whether
  * it is ours (handoff.h): if not, it is readdressed to the alternate and
- * sent on, with the FIB's neighbour and XDP_TX / bpf_redirect() at XDP,
- * with bpf_redirect_neigh() at tc; if that fails it is dropped.
+ * sent on (XDP: the FIB's next hop, or back to the hop it came from; tc:
+ * bpf_redirect_neigh()); if that fails it is dropped.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -69,18 +69,28 @@ static __always_inline int xdp_hand_on(struct xdp_md *ctx, const struct decap_in
 	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib;
 	struct ethhdr *eth = data;
+	__u8 sender[ETH_ALEN];
+	long rc;
 
-	if (sc_readdress(data, data_end, di, &fib) || (void *)(eth + 1) > data_end)
+	if ((void *)(eth + 1) > data_end || sc_readdress(data, data_end, di) ||
+	    sc_fib_query(data, data_end, di, &fib))
 		return XDP_DROP;
 	fib.ifindex = ctx->ingress_ifindex;
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) !=
-	    BPF_FIB_LKUP_RET_SUCCESS)
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		if (fib.ifindex == ctx->ingress_ifindex)
+			return XDP_TX;
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc != BPF_FIB_LKUP_RET_FWD_DISABLED && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	if (fib.ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(fib.ifindex, 0);
+	/* back to the hop it came from (handoff.h) */
+	__builtin_memcpy(sender, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, sender, ETH_ALEN);
+	return XDP_TX;
 }
 
 /* A frame with a carrier: hand it on (an action) or strip it (XDP_PASS). */
@@ -153,26 +163,10 @@ static __always_inline int tc_strip(struct __sk_buff *skb, const struct decap_in
 /* Send a frame that is not ours to the alternate; a tc action. */
 static __always_inline int tc_hand_on(struct __sk_buff *skb, const struct decap_info *di)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct bpf_redir_neigh nh;
-	struct bpf_fib_lookup fib;
-
-	if (sc_readdress(data, data_end, di, &fib))
+	if (sc_readdress((void *)(long)skb->data, (void *)(long)skb->data_end, di))
 		return TC_ACT_SHOT;
-	fib.ifindex = skb->ingress_ifindex;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib),
-			   BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH) !=
-	    BPF_FIB_LKUP_RET_SUCCESS)
-		return TC_ACT_SHOT;
-	/* the FIB left the next hop (gateway or destination) in ipv*_dst */
-	__builtin_memset(&nh, 0, sizeof(nh));
-	nh.nh_family = fib.family;
-	if (fib.family == XLB_AF_INET)
-		nh.ipv4_nh = fib.ipv4_dst;
-	else
-		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
-	return (int)bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	/* routed and its neighbour resolved by the kernel, out of this device */
+	return (int)bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
 }
 
 /* A frame with a carrier: hand it on (an action) or strip it (TC_ACT_OK). */

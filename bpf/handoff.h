@@ -26,12 +26,18 @@
  * destination becomes the alternate, the carrier is cleared (flag
  * XLB_CARRIER_F_HANDED_OVER, address zero) so the alternate never hands
  * it on again, the TTL / hop limit loses one (a packet arriving with 1 is
- * dropped); the outer source stays the balancer's. The route is an
- * output FIB lookup out of the ingress device: XDP transmits with the
- * neighbour the FIB knows (XDP_TX, or XDP_REDIRECT to another device) and
- * drops when it has none; tc lets bpf_redirect_neigh() resolve it. A
- * packet that cannot be handed on is dropped (SC_NO_ROUTE): passed up,
- * our stack would reset a connection that lives on the alternate.
+ * dropped); the outer source stays the balancer's. Then, at tc,
+ * bpf_redirect_neigh() out of the device it came in on (the kernel routes
+ * it and resolves the neighbour, as for a packet of its own). At XDP, an
+ * output FIB lookup (sc_fib_query()) out of the ingress device gives the
+ * next hop (XDP_TX, or XDP_REDIRECT to another device), but the kernel
+ * answers it only for a device that forwards (net.ipv4.conf.<dev>.
+ * forwarding, IPv6 likewise): without forwarding, or without a neighbour
+ * entry, the packet goes back to the hop that sent it (the frame's source
+ * MAC: the router, in a routed network), which routes it to the
+ * alternate. A packet that cannot be handed on is dropped (SC_NO_ROUTE):
+ * passed up, our stack would reset a connection that lives on the
+ * alternate.
  */
 #ifndef XLB_HANDOFF_H
 #define XLB_HANDOFF_H
@@ -89,8 +95,8 @@ static __always_inline struct carrier_word *carrier_of(void *data, void *data_en
 }
 
 /* The inner packet's TCP header and its tuple as the stack sees it; 0 or -1. */
-static __always_inline int parse_inner_tcp(void *data, void *data_end,
-					   const struct decap_info *di, struct inner_tcp *in)
+static __always_inline int parse_inner_tcp(void *data, void *data_end, const struct decap_info *di,
+					   struct inner_tcp *in)
 {
 	struct ipv6hdr *ip6h;
 	struct iphdr *iph;
@@ -204,11 +210,10 @@ static __always_inline __u16 v4_csum_outer(struct iphdr *iph, void *data_end)
 
 /*
  * Address the outer header to the alternate and clear the carrier (see
- * the top of this file). Fills the FIB query for the new destination.
- * 0, or -1 when the TTL runs out or the headers are not where they were.
+ * the top of this file). 0, or -1 when the TTL runs out or the headers are
+ * not where they were.
  */
-static __always_inline int sc_readdress(void *data, void *data_end, const struct decap_info *di,
-					struct bpf_fib_lookup *fib)
+static __always_inline int sc_readdress(void *data, void *data_end, const struct decap_info *di)
 {
 	/* 14 or 18, as constants: a bound the verifier keeps */
 	void *l3 = data + (di->l2_len == ETH_HLEN ? ETH_HLEN : ETH_HLEN + sizeof(struct vlan_hdr));
@@ -220,7 +225,6 @@ static __always_inline int sc_readdress(void *data, void *data_end, const struct
 	if (!w)
 		return -1;
 	alt = (__be32 *)(w + 1);
-	__builtin_memset(fib, 0, sizeof(*fib));
 	if (di->outer_proto == ETH_P_IP) {
 		if ((void *)(iph + 1) > data_end || iph->ttl <= 1)
 			return -1;
@@ -229,12 +233,6 @@ static __always_inline int sc_readdress(void *data, void *data_end, const struct
 		alt[0] = 0;
 		w->flags |= XLB_CARRIER_F_HANDED_OVER;
 		iph->check = v4_csum_outer(iph, data_end);
-		fib->family = XLB_AF_INET;
-		fib->tos = iph->tos;
-		fib->l4_protocol = iph->protocol;
-		fib->tot_len = bpf_ntohs(iph->tot_len);
-		fib->ipv4_src = iph->saddr;
-		fib->ipv4_dst = iph->daddr;
 		return 0;
 	}
 	if ((void *)(ip6h + 1) > data_end || ip6h->hop_limit <= 1)
@@ -243,6 +241,31 @@ static __always_inline int sc_readdress(void *data, void *data_end, const struct
 	__builtin_memcpy(ip6h->daddr.in6_u.u6_addr32, alt, 16);
 	__builtin_memset(alt, 0, 16);
 	w->flags |= XLB_CARRIER_F_HANDED_OVER;
+	return 0;
+}
+
+/* The FIB query for a readdressed outer header: where the alternate is. */
+static __always_inline int sc_fib_query(void *data, void *data_end, const struct decap_info *di,
+					struct bpf_fib_lookup *fib)
+{
+	void *l3 = data + (di->l2_len == ETH_HLEN ? ETH_HLEN : ETH_HLEN + sizeof(struct vlan_hdr));
+	struct ipv6hdr *ip6h = l3;
+	struct iphdr *iph = l3;
+
+	__builtin_memset(fib, 0, sizeof(*fib));
+	if (di->outer_proto == ETH_P_IP) {
+		if ((void *)(iph + 1) > data_end)
+			return -1;
+		fib->family = XLB_AF_INET;
+		fib->tos = iph->tos;
+		fib->l4_protocol = iph->protocol;
+		fib->tot_len = bpf_ntohs(iph->tot_len);
+		fib->ipv4_src = iph->saddr;
+		fib->ipv4_dst = iph->daddr;
+		return 0;
+	}
+	if ((void *)(ip6h + 1) > data_end)
+		return -1;
 	fib->family = XLB_AF_INET6;
 	fib->l4_protocol = ip6h->nexthdr;
 	fib->tot_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);

@@ -61,8 +61,8 @@ static __always_inline int serves_vip(const struct xlb_real *alt, __u32 vip_id)
 
 static __always_inline int same_real_addr(const struct xlb_real *a, const struct xlb_real *b)
 {
-	return !((a->addr[0] ^ b->addr[0]) | (a->addr[1] ^ b->addr[1]) |
-		 (a->addr[2] ^ b->addr[2]) | (a->addr[3] ^ b->addr[3]));
+	return !((a->addr[0] ^ b->addr[0]) | (a->addr[1] ^ b->addr[1]) | (a->addr[2] ^ b->addr[2]) |
+		 (a->addr[3] ^ b->addr[3]));
 }
 
 /*

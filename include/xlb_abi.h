@@ -255,10 +255,10 @@ enum xlb_counter_index {
 	/* enum xlb_reason maps to XLB_CNT_REASON + reason. */
 	XLB_CNT_REASON = XLB_CNT_ACTION + XLB_CNT_ACTION_COUNT,
 	XLB_CNT_CONN_HIT = XLB_CNT_REASON + XLB_R_COUNT,
-	XLB_CNT_CONN_MISS,	/* no entry, or entry for a retired real */
-	XLB_CNT_CONN_EXPIRED,	/* UDP entry older than udp_ttl_ns */
-	XLB_CNT_CONN_SYN_RESET, /* SYN for a known 5-tuple: reselected */
-	XLB_CNT_SC_CARRIED,	/* previous ring's real carried (second chance) */
+	XLB_CNT_CONN_MISS,	 /* no entry, or entry for a retired real */
+	XLB_CNT_CONN_EXPIRED,	 /* UDP entry older than udp_ttl_ns */
+	XLB_CNT_CONN_SYN_RESET,	 /* SYN for a known 5-tuple: reselected */
+	XLB_CNT_SC_CARRIED,	 /* previous ring's real carried (second chance) */
 	XLB_CNT_SC_OTHER_FAMILY, /* previous ring's real of another family: not carried */
 	XLB_CNT_COUNT,
 };
@@ -303,11 +303,11 @@ struct xlb_prev_ring {
  */
 enum xlb_carrier {
 	XLB_CARRIER_TYPE = 0x1e,
-	XLB_CARRIER_V4_OPT_LEN = 8,	 /* option bytes, type and length included */
-	XLB_CARRIER_V6_OPT_LEN = 18,	 /* option data bytes (RFC 8200 counts so) */
-	XLB_CARRIER_V6_HDR_LEN = 24,	 /* the destination-options header */
-	XLB_CARRIER_GUE_V4_LEN = 8,	 /* private data: word + IPv4 address */
-	XLB_CARRIER_GUE_V6_LEN = 20,	 /* private data: word + IPv6 address */
+	XLB_CARRIER_V4_OPT_LEN = 8,  /* option bytes, type and length included */
+	XLB_CARRIER_V6_OPT_LEN = 18, /* option data bytes (RFC 8200 counts so) */
+	XLB_CARRIER_V6_HDR_LEN = 24, /* the destination-options header */
+	XLB_CARRIER_GUE_V4_LEN = 8,  /* private data: word + IPv4 address */
+	XLB_CARRIER_GUE_V6_LEN = 20, /* private data: word + IPv6 address */
 	XLB_CARRIER_F_HANDED_OVER = 1 << 0,
 };
 
@@ -336,14 +336,14 @@ enum xlb_decap_counter_index {
 	XLB_DCNT_DROP_MALFORMED, /* encapsulated but truncated/inconsistent */
 	XLB_DCNT_PASS_FRAGMENT,	 /* outer fragment/options to a local address */
 	/* Second chance (bpf/handoff.h): packets that carry an alternate. */
-	XLB_DCNT_SC_SOCKET,	 /* a socket of ours (established, request, time-wait) */
-	XLB_DCNT_SC_SYN,	 /* a SYN: ours to answer */
-	XLB_DCNT_SC_SYNCOOKIE,	 /* only a listener, whose syncookie the ACK holds */
-	XLB_DCNT_SC_HANDED_ON,	 /* no socket: sent on to the alternate */
-	XLB_DCNT_SC_RECEIVED,	 /* handed over by another real (carrier cleared) */
-	XLB_DCNT_SC_NOT_TCP,	 /* carrier on a non-TCP packet: decapsulated */
-	XLB_DCNT_SC_ALT_LOCAL,	 /* the alternate is one of our addresses: kept */
-	XLB_DCNT_SC_NO_ROUTE,	 /* no socket, no route/neighbour to the alternate: dropped */
+	XLB_DCNT_SC_SOCKET,    /* a socket of ours (established, request, time-wait) */
+	XLB_DCNT_SC_SYN,       /* a SYN: ours to answer */
+	XLB_DCNT_SC_SYNCOOKIE, /* only a listener, whose syncookie the ACK holds */
+	XLB_DCNT_SC_HANDED_ON, /* no socket: sent on to the alternate */
+	XLB_DCNT_SC_RECEIVED,  /* handed over by another real (carrier cleared) */
+	XLB_DCNT_SC_NOT_TCP,   /* carrier on a non-TCP packet: decapsulated */
+	XLB_DCNT_SC_ALT_LOCAL, /* the alternate is one of our addresses: kept */
+	XLB_DCNT_SC_NO_ROUTE,  /* no socket, no route/neighbour to the alternate: dropped */
 	XLB_DCNT_COUNT,
 };
 

@@ -449,6 +449,8 @@ def encapsulated(
     smac: str = LB_MAC,
     padding: bytes = b"",
     alternate: str | None = None,
+    carrier_flags: int = 0,
+    ttl: int = TTL,
 ) -> bytes:
     """The balancer's output for `inner` sent to `real` (bpf/encap.h).
 
@@ -463,7 +465,8 @@ def encapsulated(
     packet byte for byte, then any Ethernet padding it arrived with.
     `flow` (default: the inner packet's own 5-tuple) is what is hashed.
     `alternate`: the second-chance carrier (xlb_abi.h, enum xlb_carrier) of
-    that address: see carrier_bytes().
+    that address, with `carrier_flags`: see carrier_bytes(). `ttl`: of the
+    outer header (a real that hands a packet on takes one off).
     """
     raw = bytes(inner)
     inner_v4 = raw[0] >> 4 == 4
@@ -474,7 +477,7 @@ def encapsulated(
     gue = VipFlags.GUE in flags or config.gue_all
     if dmac is None:
         dmac = real.mac or config.gateway_mac
-    carrier = b"" if alternate is None else carrier_bytes(alternate, gue, inner_v4)
+    carrier = b"" if alternate is None else carrier_bytes(alternate, gue, inner_v4, carrier_flags)
     opt = carrier if alternate is not None and not gue and real.address.version == 4 else b""
     ext = carrier if alternate is not None and not gue and real.address.version == 6 else b""
     in_gue = carrier if gue else b""
@@ -490,7 +493,7 @@ def encapsulated(
             id=0,
             flags="DF" if inner_v4 and raw[6] & 0x40 else 0,
             frag=0,
-            ttl=TTL,
+            ttl=ttl,
             proto=17 if gue else 4,
             src=str(ipaddress.IPv4Address(outer_source_v4(_packed(config.src_v4), h))),
             dst=str(real.address),
@@ -502,7 +505,7 @@ def encapsulated(
             fl=h & 0xFFFFF,
             plen=len(ext) + (udp_len if gue else len(raw)),
             nh=17 if gue else 60 if ext else (4 if inner_v4 else 41),
-            hlim=TTL,
+            hlim=ttl,
             src=str(ipaddress.IPv6Address(outer_source_v6(_packed(config.src_v6), h))),
             dst=str(real.address),
         )

@@ -94,8 +94,8 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from xlb import Balancer, BpfError, Flow, Real, Vip, VipFlags
-from xlb.testing import outer_destination
 from xlb.model import IPAddress
+from xlb.testing import outer_destination
 
 TX, PASS, DROP = "XDP_TX", "XDP_PASS", "XDP_DROP"
 GUE = VipFlags.GUE

@@ -123,7 +123,7 @@ def real_of(lb: Balancer, flow: Flow) -> Real:
     return Real(address)
 
 
-def recorded(lb: Balancer, flow: Flow) -> IPAddress | None | bool:
+def recorded(lb: Balancer, flow: Flow) -> IPAddress | bool | None:
     """The real the connection table holds for `flow`; False: no entry."""
     for sampled, real in lb.flows(limit=100_000):
         if sampled == flow:
@@ -378,8 +378,12 @@ class PassedGrace:
 
 def slots_of(lb: Balancer, vip: Vip) -> tuple[int, int, int, int]:
     """(vip_id, ring_size, live slot, previous ring's slot) from the maps."""
-    vip_id, _, size, live = _abi.parse_vip_meta(lb.map("vips").lookup(_abi.vip_key(vip)))
-    prev, _, _ = _abi.parse_prev_ring(lb.map("prev_rings").lookup(_abi.u32(vip_id)))
+    meta = lb.map("vips").lookup(_abi.vip_key(vip))
+    assert meta is not None
+    vip_id, _, size, live = _abi.parse_vip_meta(meta)
+    entry = lb.map("prev_rings").lookup(_abi.u32(vip_id))
+    assert entry is not None
+    prev, _, _ = _abi.parse_prev_ring(entry)
     return vip_id, size, live, prev
 
 
