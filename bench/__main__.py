@@ -18,7 +18,17 @@ import time
 import traceback
 from typing import Any
 
-from . import conntable, control, growth, importing, maglev_bench, pktpath, report, throughput
+from . import (
+    conntable,
+    control,
+    growth,
+    importing,
+    maglev_bench,
+    pktpath,
+    report,
+    second_chance,
+    throughput,
+)
 from .common import BENCH_DIR, log, machine
 
 SECTIONS = {
@@ -29,6 +39,7 @@ SECTIONS = {
     "control": control.run,
     "growth": growth.run,
     "importing": importing.run,
+    "second_chance": second_chance.run,
 }
 
 

@@ -268,8 +268,30 @@ def render(results: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if "second_chance" in s:
+        out += second_chance_section(s["second_chance"])
     out += ["## Analysis\n", analysis(results), ABLATIONS]
     return "\n".join(out)
+
+
+def second_chance_section(sc: dict[str, Any]) -> list[str]:
+    return [
+        "## 8. Second chance: the balancer before and after, the reals' lookup\n",
+        f"Method: {sc['method']}; see `bench/second_chance.py` for each row.\n",
+        table(
+            ["path", "on ns", "off ns", "on / off", "on x min-encap", "spread"],
+            [
+                [name, r["on_ns"], r["off_ns"], r["on_vs_off"], r["on_vs_min_encap"], r["spread"]]
+                for name, r in sc["rows"].items()
+            ],
+        ),
+        f"A SYN to a stateless (no_conn_table) VIP costs {sc['syn_stateless_vs_syn_table']}x "
+        "the SYN of a new flow to a connection-table VIP.\n",
+        table(
+            ["decap path", "ns", "x plain decap", "spread"],
+            [[name, r["ns"], r["vs_plain"], r["spread"]] for name, r in sc["decap"].items()],
+        ),
+    ]
 
 
 def analysis(results: dict[str, Any]) -> str:

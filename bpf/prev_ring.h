@@ -32,6 +32,14 @@
 #include "maps.h"
 #include "stats.h"
 
+/*
+ * -DXLB_SECOND_CHANCE=0 compiles second chance out of the balancer's packet
+ * path (the maps stay): the benchmarks' "before" (bench/second_chance.py).
+ */
+#ifndef XLB_SECOND_CHANCE
+#define XLB_SECOND_CHANCE 1
+#endif
+
 /* The real id in slot `hash % ring_size` of ring slot `ring_slot`; 0 or -1. */
 static __always_inline int read_ring(__u32 vip_id, __u32 ring_slot, __u32 ring_size, __u32 hash,
 				     __u32 *real_id)

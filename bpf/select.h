@@ -289,7 +289,7 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	action = select_from_ring(p, vip, real_out);
 	if (action != XLB_CONTINUE)
 		return action;
-	if (learn && find_alternate(p, vip, *real_out))
+	if (XLB_SECOND_CHANCE && learn && find_alternate(p, vip, *real_out))
 		return XLB_CONTINUE; /* second chance: not recorded (prev_ring.h) */
 	if (use_table && learn)
 		record_conn(&probe->key, probe->conn, p, *real_out);

@@ -188,7 +188,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	}
 	hdr_len = outer_hdr_len(real->family, gue);
-	if (p->has_alt)
+	if (XLB_SECOND_CHANCE && p->has_alt)
 		hdr_len += carrier_len(real->family, gue);
 	if (reason == XLB_R_FORWARD && cfg->mtu && p->l3_len + hdr_len > cfg->mtu) {
 		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
@@ -202,7 +202,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 		return action;
 	p->reason = reason;
 	p->has_vip = 1;
-	if (p->has_alt)
+	if (XLB_SECOND_CHANCE && p->has_alt)
 		return encap_with_carrier(ctx, p, cfg, real, &nh, gue);
 	if (real->family == XLB_FAMILY_V4)
 		return v4_encap(ctx, p, cfg, real, &nh, gue);
