@@ -692,6 +692,15 @@ class Balancer:
         self._real_ids.retire(ids)
         return ids
 
+    def departed_alternates(self, vip: VipLike) -> list[IPAddress]:
+        """Reals that left the VIP at its last ring change and that its
+        previous ring still names while the window is open: second chance
+        hands them the packets of their connections. Sorted."""
+        change = self._state(vip).transition
+        if change is None or not change.is_open():
+            return []
+        return sorted(change.departed, key=_address_sort_key)
+
     @observed
     def drop_alternate(self, vip: VipLike, address: RealLike) -> bool:
         """A real that left the VIP at its last change is known to be dead:

@@ -36,8 +36,11 @@ from pkt_defs import (
 from scapy.packet import Packet
 
 from xlb import Balancer, Flow, Real, Vip, VipFlags, _abi
+from xlb import config as cfg
+from xlb.config import Config
 from xlb.errors import ConfigError
 from xlb.model import IPAddress
+from xlb.service import _apply_plan, _Plan
 
 RING = 13  # small and prime: adding a third real moves about a third of the slots
 SPORTS = range(41000, 41200)
@@ -409,3 +412,49 @@ def test_the_previous_ring_slot_is_never_written_while_held() -> None:
             owners = {m.real_id: a for a, m in state.members.items()}
             owners.update((i, a) for a, i in state.transition.departed.items())
             assert [owners.get(int(i)) for i in held] == ring_before
+
+
+def daemon_config(reals: list[Real], on_failure: str) -> Config:
+    lines = [
+        "[balancer]",
+        f'gateway_mac = "{CONFIG.gateway_mac}"',
+        f"hash_seed = {CONFIG.hash_seed}",
+        "[[vip]]",
+        f'address = "{VIP4.address}"',
+        f"port = {VIP4.port}",
+        f"ring_size = {RING}",
+        f'on_failure = "{on_failure}"',
+    ]
+    for real in reals:
+        lines += ["[[vip.reals]]", f'address = "{real.address}"']
+    return cfg.loads("\n".join(lines))
+
+
+@pytest.mark.parametrize("on_failure", ["remove", "drain"])
+def test_the_daemon_hands_nothing_to_a_real_health_took_out(lb: Balancer, on_failure: str) -> None:
+    """In one apply, the file drops a real (it may still serve its
+    connections: carried) and health finds another down: with on_failure =
+    "remove" it leaves the VIP and is no alternate (its connections are
+    reset by their new real at once, not black-holed); with "drain" it stays
+    in the VIP at weight 0, still serving, and is carried."""
+    everyone = [*V4, V4_NEW]
+    dead, dropped = V4[1].address, V4_NEW.address
+    applied = _apply_plan(lb, _Plan(daemon_config(everyone, on_failure), frozenset()))
+    assert applied.failures == []
+    flows = [IPIP.flow(sport) for sport in SPORTS]
+    before = {f: lb.predict(f) for f in flows}
+    down = frozenset({(VIP4, dead)})
+    applied = _apply_plan(lb, _Plan(daemon_config(V4, on_failure), down))
+    assert applied.failures == []
+    assert lb.departed_alternates(VIP4) == [dropped]  # a drained real has not left
+    on_dead = [f for f in flows if before[f] == dead]
+    on_dropped = [f for f in flows if before[f] == dropped]
+    assert on_dead and on_dropped
+    assert all(lb.alternate(f) == dropped for f in on_dropped)
+    carried_dead = dead if on_failure == "drain" else None
+    assert all(lb.alternate(f) == carried_dead for f in on_dead)
+    flow = on_dead[0]
+    packet = IPIP.packet(flow.sport)
+    alternate = None if carried_dead is None else str(carried_dead)
+    want = encapsulated(packet, real_of(lb, flow), alternate=alternate)
+    assert_packet(lb.run(frame(packet)).packet, want, f"on_failure={on_failure}")
