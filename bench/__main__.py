@@ -21,6 +21,7 @@ from typing import Any
 from . import (
     conntable,
     control,
+    fleet,
     growth,
     importing,
     maglev_bench,
@@ -40,6 +41,7 @@ SECTIONS = {
     "growth": growth.run,
     "importing": importing.run,
     "second_chance": second_chance.run,
+    "fleet": fleet.run,
 }
 
 

@@ -270,8 +270,43 @@ def render(results: dict[str, Any]) -> str:
         ]
     if "second_chance" in s:
         out += second_chance_section(s["second_chance"])
+    if "fleet" in s:
+        out += fleet_section(s["fleet"])
     out += ["## Analysis\n", analysis(results), ABLATIONS]
     return "\n".join(out)
+
+
+def fleet_section(f: dict[str, Any]) -> list[str]:
+    modes = ("none", "table", "table+sc")
+    return [
+        "## 9. A fleet: connections broken per hour (simulated)\n",
+        f"Method: {f['method']}; see `bench/fleet.py` for the model. Connections broken per "
+        "hour, and per 1000 connections, with no connection table, with the table, with "
+        "the table and second chance.\n",
+        table(
+            [
+                "fleet",
+                "connections",
+                "ring changes",
+                "node changes",
+                *(f"{m} /h" for m in modes),
+                *(f"{m} /1000" for m in modes),
+                "sc: past window / chained",
+            ],
+            [
+                [
+                    name,
+                    r["connections"],
+                    r["ring_changes"],
+                    r["node_changes"],
+                    *(r["broken_per_h"][m] for m in modes),
+                    *(r["broken_per_1000"][m] for m in modes),
+                    f"{r['sc_breaks']['past_window']} / {r['sc_breaks']['chained']}",
+                ]
+                for name, r in f["rows"].items()
+            ],
+        ),
+    ]
 
 
 def second_chance_section(sc: dict[str, Any]) -> list[str]:

@@ -88,6 +88,18 @@ _CONN_COUNTERS = {
     ),
 }
 
+_SECOND_CHANCE_COUNTERS = {
+    "sc_carried": (
+        "xlb_second_chance_carried",
+        "Packets sent with the previous ring's real (second chance: a flow a ring change moved).",
+    ),
+    "sc_other_family": (
+        "xlb_second_chance_other_family",
+        "Packets whose previous ring's real has another address family: not carried.",
+    ),
+}
+_NAMED_COUNTERS = {**_CONN_COUNTERS, **_SECOND_CHANCE_COUNTERS}
+
 
 # ============================================================== collector
 
@@ -202,8 +214,8 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         value = counters.get(name, 0)
         if name in action_names:
             actions.add_metric([name.removeprefix("xdp_")], value)
-        elif name in _CONN_COUNTERS:
-            metric, help_text = _CONN_COUNTERS[name]
+        elif name in _NAMED_COUNTERS:
+            metric, help_text = _NAMED_COUNTERS[name]
             conn.append(CounterMetricFamily(metric, help_text, value=value))
         else:
             reasons.add_metric([name], value)
