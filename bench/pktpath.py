@@ -18,6 +18,9 @@ What one iteration is, per case:
   v4 no conn table     ACK to a NO_CONN_TABLE VIP: ring every packet
   v4 not a VIP         ACK to an address with no VIP: XDP_PASS
   v4 GUE hit           ACK of a known flow to a GUE VIP (IPv4 + UDP outer)
+  v4 QUIC by CID       QUIC short-header datagram to a QUIC VIP whose connection
+                       ID names a real (QUIC-LB server id): CID read and hashed,
+                       one server-id lookup, no connection table
 Baselines: bench_tx (XDP_TX) and bench_min_encap (prepend 20-byte IPv4).
 """
 
@@ -29,8 +32,9 @@ from typing import Any
 
 from xlb import Balancer, BalancerConfig, Real, Vip, VipFlags
 from xlb._bpf import Program
+from xlb.quiclb import derived_server_id, encode_cid
 from xlb.testing import GATEWAY_MAC
-from xlb.testing.packets import tcp_packet, udp_packet
+from xlb.testing.packets import quic_short_header, tcp_packet, udp_packet
 
 from .common import Rounds, log, pinned, spread
 from .progs import Baselines, Flows, Harness, kernel_ns, prog_insns
@@ -43,6 +47,7 @@ V6_TCP = Vip("fd00:9::1", 80, "tcp")
 V4_UDP = Vip("10.9.0.2", 53, "udp")
 V4_BYPASS = Vip("10.9.0.3", 80, "tcp")
 V4_GUE = Vip("10.9.0.4", 80, "tcp")
+V4_QUIC = Vip("10.9.0.5", 443, "udp")
 REALS4 = [Real(f"10.1.0.{i}") for i in range(1, 11)]
 REALS6 = [Real(f"fd00:1::{i:x}") for i in range(1, 11)]
 
@@ -53,9 +58,17 @@ def configure(lb: Balancer) -> None:
     lb.add_vip(V4_UDP)
     lb.add_vip(V4_BYPASS, VipFlags.NO_CONN_TABLE)
     lb.add_vip(V4_GUE, VipFlags.GUE)
-    for vip in (V4_TCP, V4_UDP, V4_BYPASS, V4_GUE):
+    lb.add_vip(V4_QUIC, VipFlags.QUIC)
+    for vip in (V4_TCP, V4_UDP, V4_BYPASS, V4_GUE, V4_QUIC):
         lb.set_reals(vip, REALS4)
     lb.set_reals(V6_TCP, REALS6)
+    if lb.server_ids(V4_QUIC)[REALS4[3].address] != QUIC_SERVER_ID:
+        raise RuntimeError(f"the QUIC frame's server id is not {REALS4[3]}'s")
+
+
+# A 1-RTT packet naming the 4th real, its 8-octet CID as aioquic's default
+QUIC_SERVER_ID = derived_server_id(REALS4[3].address)
+QUIC_CID = encode_cid(QUIC_SERVER_ID, bytes.fromhex("5eed5eed5e"))
 
 
 FRAMES = {
@@ -67,6 +80,7 @@ FRAMES = {
     "v4_bypass": tcp_packet(CLIENT4, V4_BYPASS.address, 40000, 80, "A", PAYLOAD),
     "v4_not_vip": tcp_packet(CLIENT4, "10.8.0.1", 40000, 80, "A", PAYLOAD),
     "v4_gue": tcp_packet(CLIENT4, V4_GUE.address, 40000, 80, "A", PAYLOAD),
+    "v4_quic": udp_packet(CLIENT4, V4_QUIC.address, 40000, 443, quic_short_header(QUIC_CID)),
 }
 
 # case -> (frame, baseline family, expected action)
@@ -80,6 +94,7 @@ XLB_CASES = {
     "v4_no_conn_table": ("v4_bypass", "v4", "XDP_TX"),
     "v4_not_vip_pass": ("v4_not_vip", "v4", "XDP_PASS"),
     "v4_gue_hit": ("v4_gue", "v4", "XDP_TX"),
+    "v4_quic_by_cid": ("v4_quic", "v4", "XDP_TX"),
 }
 HIT_ROWS = ["v4_tcp_hit", "v6_tcp_hit"]
 SYN_ROWS = ["v4_tcp_syn_new", "v6_tcp_syn_new"]

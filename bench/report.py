@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 ABLATIONS = """\
@@ -82,7 +83,17 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(results: dict[str, Any]) -> str:
+def chart(charts: Mapping[str, str] | None, section: str) -> list[str]:
+    """The section's chart (bench/plots.py), linked, if one was drawn."""
+    from .plots import CHARTS
+
+    if not charts or section not in charts:
+        return []
+    return [f"![{CHARTS[section][1]}]({charts[section]})\n"]
+
+
+def render(results: dict[str, Any], charts: Mapping[str, str] | None = None) -> str:
+    """RESULTS.md; `charts`: section -> SVG path relative to it (linked)."""
     m = results["machine"]
     s = results["sections"]
     out = [
@@ -123,6 +134,7 @@ def render(results: dict[str, Any]) -> str:
             f"Method: {p['method']}. See `bench/pktpath.py` for what each row's "
             "iteration is (SYN new flow = a 5-tuple never seen, inserted into a table "
             "below half of one CPU's LRU share).\n",
+            *chart(charts, "pktpath"),
             table(
                 ["path", "ns", "min-encap ns", "x min-encap", "XDP_TX ns", "x XDP_TX", "spread"],
                 [
@@ -157,6 +169,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 2. Connection table at 1M flows\n",
             f"Method: {c['method']}.\n",
+            *chart(charts, "conntable"),
             table(
                 ["pass", "ns/packet", "x min-encap"],
                 [[k, v, c["vs_min_encap"][k]] for k, v in c["ns"].items()],
@@ -174,6 +187,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 3. Throughput through a veth path (live frames)\n",
             f"Method: {t['method']}.\n",
+            *chart(charts, "throughput"),
             table(
                 [
                     "cores/flows",
@@ -203,6 +217,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 4. Maglev table build\n",
             f"Method: {g['method']}.\n",
+            *chart(charts, "maglev"),
             table(
                 ["reals x size", "C ms", "numpy ms", "numpy / C", "Python loop ms", "equal"],
                 [
@@ -238,6 +253,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 6. Cost growth with VIPs and reals\n",
             f"Method: {g['method']}; see `bench/growth.py` (ring sizes, id limit).\n",
+            *chart(charts, "growth"),
             table(
                 ["VIPs x reals", "ring", "ns", "min-encap ns", "x min-encap", "setup s"],
                 [
@@ -268,6 +284,20 @@ def render(results: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if "failover" in s:
+        fo = s["failover"]
+        out += [
+            "## 8. How fast the router stops sending to a node that leaves\n",
+            f"Method: {fo['method']}; see `bench/failover.py`. The baseline is a frozen "
+            "node (SIGSTOP of `xlb serve` and ExaBGP), which only BGP's hold timer ends.\n",
+            table(
+                ["event", "median ms", "x hold timer", "every run, ms"],
+                [
+                    [name, fo["median_ms"][name], fo["vs_hold_timer"].get(name, 1.0), values]
+                    for name, values in fo["ms"].items()
+                ],
+            ),
+        ]
     if "second_chance" in s:
         out += second_chance_section(s["second_chance"])
     if "fleet" in s:
@@ -279,7 +309,7 @@ def render(results: dict[str, Any]) -> str:
 def fleet_section(f: dict[str, Any]) -> list[str]:
     modes = ("none", "table", "table+sc")
     return [
-        "## 9. A fleet: connections broken per hour (simulated)\n",
+        "## 10. A fleet: connections broken per hour (simulated)\n",
         f"Method: {f['method']}; see `bench/fleet.py` for the model. Connections broken per "
         "hour, and per 1000 connections, with no connection table, with the table, with "
         "the table and second chance.\n",
@@ -311,7 +341,7 @@ def fleet_section(f: dict[str, Any]) -> list[str]:
 
 def second_chance_section(sc: dict[str, Any]) -> list[str]:
     return [
-        "## 8. Second chance: the balancer before and after, the reals' lookup\n",
+        "## 9. Second chance: the balancer before and after, the reals' lookup\n",
         f"Method: {sc['method']}; see `bench/second_chance.py` for each row.\n",
         table(
             ["path", "on ns", "off ns", "on / off", "on x min-encap", "spread"],

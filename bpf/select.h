@@ -19,7 +19,7 @@
  *     overwrites the entry; it counts CONN_MISS, and CONN_SYN_RESET when
  *     an entry for the 5-tuple already existed;
  *   - CONN_HIT + CONN_MISS = packets of conn-table VIPs that reached
- *     selection; NO_CONN_TABLE VIPs count neither.
+ *     selection; NO_CONN_TABLE and QUIC VIPs count neither.
  *
  * The fast path (established_real()): a packet that is not a SYN, to an
  * address `vip_filter` marks, looks up its entry before any VIP. A valid
@@ -48,6 +48,8 @@
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
 #define XLB_ANY_VIP 0xffffffffU
+/* VIPs that never use the connection table (QUIC VIPs route by CID: quic.h). */
+#define XLB_VIP_F_TABLELESS (XLB_VIP_F_NO_CONN_TABLE | XLB_VIP_F_QUIC)
 
 /*
  * The connection table's clock: CLOCK_MONOTONIC at tick resolution (1-10
@@ -180,8 +182,7 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 
 	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen)
 		return NULL;
-	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_NO_CONN_TABLE
-				  : real->vip_id != vip_id)
+	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_TABLELESS : real->vip_id != vip_id)
 		return NULL;
 	if (p->flow.proto == IPPROTO_UDP) {
 		now = conn_clock_ns();
@@ -266,7 +267,7 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 				       const struct xlb_config *cfg, int learn,
 				       struct conn_probe *probe, struct xlb_real **real_out)
 {
-	int use_table = !(vip->flags & XLB_VIP_F_NO_CONN_TABLE);
+	int use_table = !(vip->flags & XLB_VIP_F_TABLELESS);
 	struct xlb_real *real;
 	int action;
 

@@ -11,6 +11,7 @@
  *   IPv6 extension chain too long, or AH          PASS  PASS_EXT_HDRS
  *   truncated/inconsistent IP or L4 header        DROP  DROP_MALFORMED
  *   no VIP for (daddr, dport|0, proto)            PASS  PASS_NOT_VIP
+ *   (a QUIC VIP picks its real by connection ID: quic.h)
  *   other protocol to a VIP address               PASS  PASS_PROTO
  *   ICMP: see handle_icmp()
  *   no ring / empty slot / inactive real          DROP  DROP_NO_REAL
@@ -41,6 +42,7 @@
 #include "hash.h"
 #include "vip.h"
 #include "select.h"
+#include "quic.h"
 #include "csum.h"
 #include "encap.h"
 #include "carrier_encap.h"
@@ -227,8 +229,12 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 	if (!vip)
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
 	p->vip_id = vip->vip_id;
-	p->hash = hash_flow(&p->flow, vip->flags, cfg->hash_seed);
-	action = select_real(p, vip, cfg, 1, &probe, &real);
+	if (vip->flags & XLB_VIP_F_QUIC) {
+		action = quic_select_real(ctx, p, vip, cfg, &real);
+	} else {
+		p->hash = hash_flow(&p->flow, vip->flags, cfg->hash_seed);
+		action = select_real(p, vip, cfg, 1, &probe, &real);
+	}
 	if (action != XLB_CONTINUE)
 		return action;
 	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD);

@@ -80,7 +80,12 @@ enum xlb_vip_flags {
 	XLB_VIP_F_NO_CONN_TABLE = 1 << 2,
 	/* Encapsulate in GUE (UDP) instead of IP-in-IP. */
 	XLB_VIP_F_GUE = 1 << 3,
-	XLB_VIP_F_ALL = (1 << 4) - 1,
+	/*
+	 * UDP VIP serving QUIC: route by the server id in the destination
+	 * connection ID (QUIC-LB, below); no connection table.
+	 */
+	XLB_VIP_F_QUIC = 1 << 4,
+	XLB_VIP_F_ALL = (1 << 5) - 1,
 };
 
 /* Key of the `vips` hash map. port 0 = every port of address+proto. */
@@ -158,6 +163,55 @@ struct xlb_real {
 	__u32 vip_id;	 /* host; the VIP this id serves */
 	__u32 weight;	 /* host; Maglev weight (control plane only) */
 	__u32 vip_flags; /* host; the VIP's xlb_vip_meta.flags, for the fast path */
+};
+
+/* ---- QUIC connection-ID routing (bpf/quic.h) ------------------------- */
+
+/*
+ * QUIC-LB (draft-ietf-quic-load-balancers), plaintext algorithm, one
+ * configuration: a connection ID the servers issue is
+ *   octet 0    config id (top 3 bits) | CID length - 1 (low 5 bits)
+ *   octets 1-2 the server id, big-endian
+ *   then       a nonce of at least 4 octets
+ * A datagram to an XLB_VIP_F_QUIC VIP is routed by its destination CID
+ * (short header: from octet 1 of the UDP payload; long header: length in
+ * octet 5, CID from octet 6): config id XLB_QUIC_CONFIG_ID and a server id
+ * in `quic_servers` -> that real, whatever its weight; otherwise the ring
+ * at a hash of the CID's first XLB_QUIC_HASH_LEN octets (zero-padded), the
+ * same for every packet carrying that CID from any address. A datagram too
+ * short for that (or a long header whose CID length exceeds
+ * XLB_QUIC_MAX_CID_LEN) follows the ring by its 5-tuple.
+ */
+enum xlb_quic_format {
+	XLB_QUIC_CONFIG_ID = 0,
+	XLB_QUIC_SERVER_ID_LEN = 2,
+	XLB_QUIC_NONCE_MIN_LEN = 4,
+	/* config octet + server id + the shortest nonce */
+	XLB_QUIC_HASH_LEN = 1 + XLB_QUIC_SERVER_ID_LEN + XLB_QUIC_NONCE_MIN_LEN,
+	XLB_QUIC_MAX_CID_LEN = 20,
+	XLB_QUIC_LONG_DCID_LEN_OFF = 5,
+	XLB_QUIC_LONG_DCID_OFF = 6,
+};
+
+/*
+ * Key of `quic_servers` (HASH): a QUIC VIP's server id. The value is the
+ * real that owns it; the control plane writes one entry per real of each
+ * XLB_VIP_F_QUIC VIP, before the real's first ring and until it is retired.
+ */
+struct xlb_quic_server_key {
+	__u32 vip_id;	 /* host */
+	__u32 server_id; /* host; the CID's server-id octets as a number */
+};
+
+enum xlb_quic_server_flags {
+	XLB_QUIC_SERVER_F_NONE = 0,
+	/* the id was set by the operator, not derived (control plane only) */
+	XLB_QUIC_SERVER_F_PINNED = 1 << 0,
+};
+
+struct xlb_quic_server {
+	__u32 real_id; /* host; must be ACTIVE and serve the key's VIP */
+	__u32 flags;   /* host; enum xlb_quic_server_flags */
 };
 
 /* ---- Connection table (LRU hashes, per-CPU LRU lists) ---------------- */
@@ -255,10 +309,16 @@ enum xlb_counter_index {
 	/* enum xlb_reason maps to XLB_CNT_REASON + reason. */
 	XLB_CNT_REASON = XLB_CNT_ACTION + XLB_CNT_ACTION_COUNT,
 	XLB_CNT_CONN_HIT = XLB_CNT_REASON + XLB_R_COUNT,
-	XLB_CNT_CONN_MISS,	 /* no entry, or entry for a retired real */
-	XLB_CNT_CONN_EXPIRED,	 /* UDP entry older than udp_ttl_ns */
-	XLB_CNT_CONN_SYN_RESET,	 /* SYN for a known 5-tuple: reselected */
-	XLB_CNT_SC_CARRIED,	 /* previous ring's real carried (second chance) */
+	XLB_CNT_CONN_MISS,	/* no entry, or entry for a retired real */
+	XLB_CNT_CONN_EXPIRED,	/* UDP entry older than udp_ttl_ns */
+	XLB_CNT_CONN_SYN_RESET, /* SYN for a known 5-tuple: reselected */
+	/* QUIC VIPs (bpf/quic.h); each of their datagrams counts one of these */
+	XLB_CNT_QUIC_ROUTED_BY_CID, /* the CID named a known server: its real */
+	XLB_CNT_QUIC_UNKNOWN_ID,    /* short header, no known server: CID hash */
+	XLB_CNT_QUIC_INITIAL,	    /* long header (Initial, 0-RTT), no known server */
+	XLB_CNT_QUIC_MALFORMED,	    /* too short for a CID: 5-tuple hash */
+	/* second chance (bpf/prev_ring.h, bpf/carrier_encap.h) */
+	XLB_CNT_SC_CARRIED,	 /* previous ring's real carried */
 	XLB_CNT_SC_OTHER_FAMILY, /* previous ring's real of another family: not carried */
 	XLB_CNT_COUNT,
 };

@@ -209,6 +209,30 @@ def parse_real_entry(raw: bytes) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------ QUIC ids
+
+
+def quic_server_key(vip_id: int, server_id: int) -> bytes:
+    key = ffi.new("struct xlb_quic_server_key *")
+    key.vip_id, key.server_id = vip_id, server_id
+    return to_bytes(key)
+
+
+def quic_server_value(real_id: int, pinned: bool) -> bytes:
+    value = ffi.new("struct xlb_quic_server *")
+    value.real_id = real_id
+    value.flags = lib.XLB_QUIC_SERVER_F_PINNED if pinned else lib.XLB_QUIC_SERVER_F_NONE
+    return to_bytes(value)
+
+
+def parse_quic_server(key_raw: bytes, value_raw: bytes) -> tuple[int, int, int, bool]:
+    """(vip_id, server_id, real_id, pinned) of a `quic_servers` entry."""
+    key = struct_from("struct xlb_quic_server_key", key_raw)
+    value = struct_from("struct xlb_quic_server", value_raw)
+    pinned = bool(value.flags & lib.XLB_QUIC_SERVER_F_PINNED)
+    return int(key.vip_id), int(key.server_id), int(value.real_id), pinned
+
+
 def parse_flow_key(map_name: str, raw: bytes) -> Flow:
     src: IPAddress
     dst: IPAddress
@@ -232,10 +256,43 @@ def vip_filter_bit(address: IPAddress) -> int:
     return ((folded * 2654435761) & 0xFFFFFFFF) >> (32 - int(lib.XLB_VIP_FILTER_BITS_LOG2))
 
 
+def conn_records(values: bytes) -> npt.NDArray[Any]:
+    """Packed `struct xlb_conn` values (a batch lookup's) as a numpy record
+    array with the fields real_id, real_gen and atime_ns."""
+    ctype = "struct xlb_conn"
+    names = ["real_id", "real_gen", "atime_ns"]
+    dtype = np.dtype(
+        {
+            "names": names,
+            "formats": ["=u4", "=u4", "=u8"],
+            "offsets": [ffi.offsetof(ctype, name) for name in names],
+            "itemsize": ffi.sizeof(ctype),
+        }
+    )
+    return np.frombuffer(values, dtype=dtype)
+
+
+def flow_key_protos(map_name: str, keys: bytes) -> npt.NDArray[np.uint8]:
+    """The IP protocol of each packed flow key of `conn_v4` or `conn_v6`."""
+    ctype = "struct xlb_flow_v4" if map_name == "conn_v4" else "struct xlb_flow_v6"
+    size = ffi.sizeof(ctype)
+    rows = np.frombuffer(keys, dtype=np.uint8).reshape(-1, size)
+    return rows[:, ffi.offsetof(ctype, "proto")]
+
+
 def parse_conn(raw: bytes) -> tuple[int, int, int]:
     """(real_id, real_gen, atime_ns)"""
     conn = struct_from("struct xlb_conn", raw)
     return int(conn.real_id), int(conn.real_gen), int(conn.atime_ns)
+
+
+def conn_owners(values: bytes, count: int) -> npt.NDArray[np.uint32]:
+    """(real_id, real_gen) of `count` packed `struct xlb_conn` values, as a
+    (count, 2) array: the connection table read in one batch."""
+    size = ffi.sizeof("struct xlb_conn")
+    words = np.frombuffer(values, np.uint32, count * size // 4).reshape(count, size // 4)
+    columns = [ffi.offsetof("struct xlb_conn", f) // 4 for f in ("real_id", "real_gen")]
+    return words[:, columns]
 
 
 # ---------------------------------------------------------------- config

@@ -54,8 +54,16 @@ from .errors import (
     NotFoundError,
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
-from .flowhash import flow_hash
-from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .flowhash import flow_hash, quic_cid_hash
+from .flows import (
+    ConnSnapshot,
+    TableFill,
+    check_sample_limit,
+    clear_conn_tables,
+    owners_by_key,
+    sample_flows,
+    table_fill,
+)
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
@@ -88,6 +96,7 @@ from .prevring import (
     window_ns,
     window_seconds,
 )
+from .quiclb import assign_server_ids, destination_cid, server_id_of
 from .rings import (
     NO_RING,
     GraceSource,
@@ -97,6 +106,7 @@ from .rings import (
     ring_addresses,
     ring_fractions,
 )
+from .serverids import Entry, QuicServers, Undo
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
 from .testrun import RunResult, run_packet
 from .vipaddrs import VipFilter, count_vip_address
@@ -128,6 +138,8 @@ class _VipState:
     rings: VipRings = field(default_factory=VipRings)  # where the ring lives
     window_ns: int = window_ns(SECOND_CHANCE_DEFAULT_S)  # second chance (prevring.py)
     transition: Transition | None = None  # the last change, while its window is open
+    # QUIC VIPs: each real's server id (xlb/quiclb.py); empty for the others
+    server_ids: dict[IPAddress, int] = field(default_factory=dict)
 
 
 class Balancer:
@@ -178,6 +190,7 @@ class Balancer:
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
         self._prev = PrevRings(self._map["prev_rings"])
+        self._quic = QuicServers(self._map["quic_servers"])
         try:
             self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
@@ -260,6 +273,7 @@ class Balancer:
         self._slots.outer = new.maps["rings"]
         self._prev.map = new.maps["prev_rings"]
         self._vip_filter.map = new.maps["vip_filter"]
+        self._quic.map = new.maps["quic_servers"]
         old.close()
 
     def add_observer(self, observer: UpdateObserver) -> None:
@@ -295,6 +309,7 @@ class Balancer:
             change = owner.transition if owner is not None else None
             if change is not None and np.any(change.ring == real_id):
                 change.departed[entry["address"]] = real_id
+        self._adopt_server_ids(by_id)
         return vips
 
     def _adopt_transition(self, state: _VipState) -> None:
@@ -311,6 +326,27 @@ class Balancer:
         state.rings.prev, state.rings.prev_until_ns = slot, until
         changed = until - window if window != UNTIL_CHANGE_NS else time.monotonic_ns()
         state.transition = Transition(ring, changed, until)
+
+    def _adopt_server_ids(self, by_id: dict[int, _VipState]) -> None:
+        """The QUIC VIPs' server ids from `quic_servers` (a pinned one goes
+        back into its Real); entries no QUIC VIP's real holds any more (a
+        process stopped between a change's steps) are deleted."""
+        for vip_id, entries in self._quic.read().items():
+            state = by_id.get(vip_id)
+            owners = {m.real_id: m for m in state.members.values()} if state else {}
+            stale = []
+            for server_id, (real_id, pinned) in entries.items():
+                member = owners.get(real_id)
+                if state is None or VipFlags.QUIC not in state.flags or member is None:
+                    stale.append(server_id)
+                    continue
+                real = member.real
+                state.server_ids[real.address] = server_id
+                if pinned:
+                    member.real = Real.from_data_plane(
+                        real.address, real.weight, real.mac, server_id
+                    )
+            self._quic.delete(vip_id, stale)
 
     def _read_reals(self) -> npt.NDArray[np.uint8]:
         """Mirror the `reals` map (we are its only writer): the mirror gives a
@@ -394,6 +430,11 @@ class Balancer:
         previous ring's real is carried for flows the change moved."""
         return window_seconds(self._state(vip).window_ns)
 
+    def server_ids(self, vip: VipLike) -> dict[IPAddress, int]:
+        """Each real's QUIC-LB server id in a QUIC VIP ({} for another VIP):
+        what its server must put in its connection IDs (xlb/quiclb.py)."""
+        return dict(self._state(vip).server_ids)
+
     @observed
     def add_vip(
         self,
@@ -405,7 +446,7 @@ class Balancer:
         """Add a VIP with no reals yet (its packets are dropped until it has
         some). `second_chance`: see second_chance()."""
         vip = to_vip(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
         _check_ring_size(ring_size)
         window = window_ns(check_second_chance(second_chance))
         if vip in self._vips:
@@ -463,18 +504,26 @@ class Balancer:
         """Change a VIP's flags in place: its entry, and the copy its reals
         carry for the data plane's fast path (one batch)."""
         vip, state = self._lookup(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
+        server_ids = self._server_ids_for(flags, state, [m.real for m in state.members.values()])
         self._vip_filter.mark(vip, flags, +1)
         members = list(state.members.values())
         reals_undo = self._write_reals(members, state.vip_id, active=True, vip_flags=flags)
+        sid_undo: Undo | None = None
         try:
+            # a VIP turning QUIC finds its servers' entries from its first packet
+            sid_undo = self._write_server_ids(state, state.members, server_ids)
             self._write_vip_meta(vip, state, flags, state.rings.live)
         except BaseException:
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._vip_filter.mark(vip, flags, -1)
             raise
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._vip_filter.mark(vip, state.flags, -1)
         state.flags = flags
+        state.server_ids = server_ids
 
     @observed
     def remove_vip(self, vip: VipLike) -> None:
@@ -483,6 +532,7 @@ class Balancer:
         self._map["vips"].delete(_abi.vip_key(vip))
         self._vip_filter.mark(vip, state.flags, -1)
         self._end_transition(state)
+        self._quic.delete(state.vip_id, state.server_ids.values())
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
         count_vip_address(self._map["vip_addrs"], vip, -1)
@@ -555,6 +605,8 @@ class Balancer:
             )
         if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
+        server_ids = self._server_ids_for(state.flags, state, wanted)
+        _warn_moved_ids(vip, state.server_ids, server_ids)
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
@@ -563,9 +615,10 @@ class Balancer:
         opened = not (previous is not None and previous.is_open() and _same_ring(state.ring, ring))
         if opened:  # else the ring stays, and so does its previous ring
             change = self._open_transition(state, ring)
-        slot = self._apply(vip, state, members, added, ring, change, opened)
+        slot = self._apply(vip, state, members, added, ring, server_ids, change, opened)
         retired = self._retire(removed, alternate=change is not None)
         ticket = self._start_grace(retired)
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         until = change.until_ns if change is not None else 0
         self._slots.flipped(state.rings, slot, ticket, until if opened else None)
         if change is not None:
@@ -576,6 +629,7 @@ class Balancer:
             self._real_ids.hold(departed, 0)
             self._real_ids.reusable_after(departed, ticket)
         state.members, state.ring, state.transition = members, ring, change
+        state.server_ids = server_ids
 
     def _open_transition(
         self, state: _VipState, ring: npt.NDArray[np.uint32] | None
@@ -619,13 +673,14 @@ class Balancer:
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
+        server_ids: dict[IPAddress, int],
         change: Transition | None,
         opened: bool,
     ) -> int:
-        """Write reals, then the ring, then (`opened`) the previous ring's
-        entry (`change`: the live slot stays readable; None: no previous
-        ring), then flip; undo the writes if anything fails. Returns the
-        ring slot the VIP now names."""
+        """Write reals and their QUIC server ids, then the ring, then
+        (`opened`) the previous ring's entry (`change`: the live slot stays
+        readable; None: no previous ring), then flip; undo the writes if
+        anything fails. Returns the ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -637,7 +692,9 @@ class Balancer:
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
         prev_undo: bytes | None = None
+        sid_undo: Undo | None = None
         try:
+            sid_undo = self._write_server_ids(state, members, server_ids)
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
             if slot != state.rings.live and opened:
                 if change is not None:
@@ -650,6 +707,8 @@ class Balancer:
         except BaseException:
             if prev_undo is not None:
                 self._prev.restore(state.vip_id, prev_undo)
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
@@ -657,6 +716,25 @@ class Balancer:
             self.ring_swaps += 1
         self._real_ids.take((m.real_id, m.gen) for m in added)
         return slot
+
+    @staticmethod
+    def _server_ids_for(
+        flags: VipFlags, state: _VipState, reals: list[Real]
+    ) -> dict[IPAddress, int]:
+        """The server ids of a QUIC VIP's `reals` (those they hold stay), {} for
+        another VIP; ConfigError for two reals pinned to one id."""
+        if VipFlags.QUIC not in flags:
+            return {}
+        return assign_server_ids(reals, state.server_ids)
+
+    def _write_server_ids(
+        self, state: _VipState, members: dict[IPAddress, _Member], server_ids: dict[IPAddress, int]
+    ) -> Undo:
+        """Write the entries of `server_ids` that `quic_servers` lacks; the undo."""
+        wanted = _server_entries(server_ids, members)
+        return self._quic.write(
+            state.vip_id, wanted, _server_entries(state.server_ids, state.members)
+        )
 
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
@@ -736,7 +814,9 @@ class Balancer:
 
         Pure Python, from the same hash the data plane uses: tests check it
         against `run()`, operators use it to answer "where would X go?".
-        None if no VIP matches or the VIP has no usable real.
+        None if no VIP matches or the VIP has no usable real. A QUIC VIP
+        routes by connection ID (`predict_quic`); this is where it sends a
+        datagram too short to carry one.
         """
         if not isinstance(flow, Flow):
             raise ConfigError(f"expected a Flow, got {flow!r}")
@@ -788,6 +868,28 @@ class Balancer:
             int(state.flags),
         )
 
+    def predict_quic(self, vip: VipLike, datagram: bytes) -> IPAddress | None:
+        """The real a QUIC VIP sends a datagram (UDP payload) to, by its
+        destination connection ID as bpf/quic.h reads it: the real whose
+        server id it names, else the ring at the CID's hash. None for a
+        datagram routed by its 5-tuple (use `predict`), or no usable real."""
+        if not isinstance(datagram, bytes):
+            raise TypeError(f"a datagram is bytes, not {type(datagram).__name__}")
+        vip, state = self._lookup(vip)
+        if VipFlags.QUIC not in state.flags:
+            raise ConfigError(f"VIP {vip} does not route QUIC (no quic flag)")
+        cid = destination_cid(datagram)
+        if cid is None:
+            return None
+        server_id = server_id_of(cid)
+        for address, sid in state.server_ids.items():
+            if sid == server_id:
+                return address
+        if state.ring is None:
+            return None
+        real_id = int(state.ring[quic_cid_hash(cid, self._config.hash_seed) % state.ring_size])
+        return next((m.real.address for m in state.members.values() if m.real_id == real_id), None)
+
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
         """The VIP a packet to (address, port, proto) matches: exact port, then port 0.
 
@@ -834,6 +936,22 @@ class Balancer:
         at most `limit` entries."""
         return self._sample_flows(check_sample_limit(limit))
 
+    def conn_snapshot(self) -> ConnSnapshot:
+        """Both connection tables read at once (batch lookups): entry counts
+        per real (`counts`), entries new since an earlier snapshot
+        (`new_since`), every entry as a flow (`entries`). Entries point at
+        (real id, generation): `real_id_owners()` says whose those are."""
+        return ConnSnapshot.read(self._map)
+
+    def real_id_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
+        """(real id, generation) -> (VIP, real address) for every real in
+        use: what a connection-table entry that is not stale points at."""
+        return {
+            (m.real_id, m.gen): (vip, m.real.address)
+            for vip, s in self._vips.items()
+            for m in s.members.values()
+        }
+
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
         owners = {
             (m.real_id, m.gen): m.real.address
@@ -841,6 +959,18 @@ class Balancer:
             for m in s.members.values()
         }
         yield from sample_flows(self._map, owners, limit)
+
+    def flow_owners(self, limit: int) -> dict[bytes, tuple[Vip, IPAddress]] | None:
+        """Every connection-table entry, as its raw key -> the VIP and real
+        it sends to (stale entries left out); None when the tables hold
+        more than `limit` entries. For counting flows per real between two
+        readings (`xlb top`): keys compare, nothing is parsed."""
+        return owners_by_key(self._map, self.real_id_owners(), check_sample_limit(limit))
+
+    def conn_table_fill(self) -> dict[int, TableFill]:
+        """Entries and capacity of the connection tables, by IP version
+        (4, 6): how close the LRU is to evicting established flows."""
+        return table_fill(self._map)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.
@@ -861,6 +991,36 @@ def _check_flags(flags: Any) -> VipFlags:
     if VipFlags.NO_SPORT in checked and VipFlags.DPORT_ONLY in checked:
         raise ConfigError("VIP flags no_sport and dport_only exclude each other")
     return checked
+
+
+def _check_vip_flags(vip: Vip, flags: Any) -> VipFlags:
+    """Flags valid on their own and for this VIP: QUIC routing is for UDP."""
+    checked = _check_flags(flags)
+    if VipFlags.QUIC in checked and vip.proto != "udp":
+        raise ConfigError(f"VIP flag quic is for UDP VIPs: {vip} is {vip.proto}")
+    return checked
+
+
+def _warn_moved_ids(vip: Vip, old: dict[IPAddress, int], new: dict[IPAddress, int]) -> None:
+    """Log each staying real whose server id changes (a pin took its id, or
+    it was pinned to another): its QUIC connections end."""
+    for address, sid in new.items():
+        before = old.get(address)
+        if before is not None and before != sid:
+            log.warning(
+                "VIP %s: real %s's QUIC server id moves from %d to %d: its connections end",
+                vip, address, before, sid,
+            )  # fmt: skip
+
+
+def _server_entries(
+    server_ids: dict[IPAddress, int], members: dict[IPAddress, _Member]
+) -> dict[int, Entry]:
+    """`quic_servers` entries (server id -> real id, pinned) of a VIP's members."""
+    return {
+        sid: (members[address].real_id, members[address].real.server_id is not None)
+        for address, sid in server_ids.items()
+    }
 
 
 def _check_ring_size(size: Any) -> None:

@@ -36,6 +36,8 @@ PROTO_NAMES = {v: k for k, v in IPPROTO.items()}
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 U32_MAX = 2**32 - 1
 MAX_WEIGHT = 0xFFFF
+#: Largest QUIC-LB server id: XLB_QUIC_SERVER_ID_LEN octets (xlb/quiclb.py).
+SERVER_ID_MAX = 256**_limits.XLB_QUIC_SERVER_ID_LEN - 1
 #: Longest udp_ttl_s: the `config` map holds it as a u64 of nanoseconds.
 UDP_TTL_MAX_S = (2**64 - 1) // 10**9
 #: Second chance (docs/ecmp.md): how long after a VIP's ring change its
@@ -59,6 +61,9 @@ class VipFlags(enum.IntFlag):
     NO_CONN_TABLE = _limits.XLB_VIP_F_NO_CONN_TABLE
     #: Encapsulate in GUE (UDP) instead of IP-in-IP.
     GUE = _limits.XLB_VIP_F_GUE
+    #: UDP VIP serving QUIC: route by the server id in the connection ID
+    #: (QUIC-LB, xlb/quiclb.py); no connection table.
+    QUIC = _limits.XLB_VIP_F_QUIC
 
     @classmethod
     def parse(cls, names: str | list[str]) -> VipFlags:
@@ -140,6 +145,23 @@ def check_weight(weight: object, address: IPAddress) -> int:
     return weight
 
 
+def check_server_id(server_id: object, address: IPAddress) -> int | None:
+    """A real's QUIC-LB server id: None (xlb assigns one) or 0-SERVER_ID_MAX."""
+    if server_id is None:
+        return None
+    if (
+        isinstance(server_id, bool)
+        or not isinstance(server_id, int)
+        or not 0 <= server_id <= SERVER_ID_MAX
+    ):
+        octets = _limits.XLB_QUIC_SERVER_ID_LEN
+        raise ConfigError(
+            f"invalid server_id {server_id!r} for real {address}: QUIC-LB server ids are "
+            f"{octets} octets here, an integer 0-{SERVER_ID_MAX}"
+        )
+    return server_id
+
+
 def check_port(port: object, what: str = "port", *, minimum: int = 0) -> int:
     return check_int(port, what, minimum, 65535)
 
@@ -212,34 +234,48 @@ class Real:
     """A backend server. Weight 0 drains it: no new flows, existing ones stay.
 
     `mac` is the next-hop MAC for flat L2 deployments (None: the balancer's
-    gateway MAC or a FIB lookup decides).
+    gateway MAC or a FIB lookup decides). `server_id` pins the real's
+    QUIC-LB server id in a QUIC VIP (None: xlb assigns one, see
+    xlb/quiclb.py); VIPs without QUIC routing ignore it.
     """
 
     address: IPAddress
     weight: int
     mac: str | None
+    server_id: int | None
 
-    def __init__(self, address: AddressLike, weight: int = 1, mac: str | None = None) -> None:
+    def __init__(
+        self,
+        address: AddressLike,
+        weight: int = 1,
+        mac: str | None = None,
+        server_id: int | None = None,
+    ) -> None:
         addr = check_usable(parse_address(address, "real address"), "real address")
-        self._set(addr, weight, mac)
+        self._set(addr, weight, mac, server_id)
 
-    def _set(self, address: AddressLike, weight: int, mac: str | None) -> None:
+    def _set(
+        self, address: AddressLike, weight: int, mac: str | None, server_id: int | None
+    ) -> None:
         addr = parse_address(address, "real address")
         object.__setattr__(self, "address", addr)
         object.__setattr__(self, "weight", check_weight(weight, addr))
         object.__setattr__(self, "mac", check_mac(mac, f"MAC of real {addr}"))
+        object.__setattr__(self, "server_id", check_server_id(server_id, addr))
 
     @classmethod
-    def from_data_plane(cls, address: AddressLike, weight: int, mac: str | None) -> Real:
+    def from_data_plane(
+        cls, address: AddressLike, weight: int, mac: str | None, server_id: int | None = None
+    ) -> Real:
         """A real as the maps hold it: checked like `Real()` except that the
         address may be one xlb refuses for new reals (an older xlb wrote it)."""
         real = cls.__new__(cls)
-        real._set(address, weight, mac)
+        real._set(address, weight, mac, server_id)
         return real
 
     def with_weight(self, weight: int) -> Real:
         """This real with another weight (its address was checked when it was made)."""
-        return Real.from_data_plane(self.address, weight, self.mac)
+        return Real.from_data_plane(self.address, weight, self.mac, self.server_id)
 
     def __str__(self) -> str:
         return str(self.address)

@@ -62,8 +62,12 @@ DRAIN_TIMEOUT_S = 30.0
 DRAIN_QUIET_S = 2.0
 DRAIN_POLL_S = 0.1
 # The data plane's counters of packets that started a flow on this node: no
-# connection-table entry (a new flow), or a SYN re-selecting its 5-tuple.
-NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset")
+# connection-table entry (a new flow), a SYN re-selecting its 5-tuple, or a
+# QUIC long header whose connection ID names no server (a client's Initial).
+NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset", "quic_initial")
+# Events counted from 0 at start (not from their first occurrence): a
+# dashboard's rate() and an alert on them need the series before the event.
+EVENTS_FROM_ZERO = ("reloads", "reloads_rejected", "real_up", "real_down")
 # Settings a reload cannot change: they name the running data plane itself.
 RESTART_ONLY = ("interface", "xdp_mode", "pin_dir", "lock_dir")
 
@@ -94,7 +98,7 @@ def serving_reals(
 
 
 def _drained(real: Real) -> Real:
-    return Real(real.address, 0, real.mac)
+    return real.with_weight(0)  # keeps its MAC and its QUIC server id
 
 
 def _last_ring(entry: VipConfig, running: Sequence[Real]) -> tuple[Real, ...]:
@@ -315,7 +319,10 @@ class Service:
         self._targets: dict[Vip, dict[IPAddress, Target]] = {}
         self._vip_healthy: dict[Vip, bool] = {}
         self._vip_unhealthy_count: Counter[Vip] = Counter()
-        self.counters: Counter[str] = Counter()
+        #: VIPs back from every real down, and the loop time until which
+        #: their announcement waits for the reals coming back with them.
+        self._settling: dict[Vip, float] = {}
+        self.counters: Counter[str] = Counter(dict.fromkeys(EVENTS_FROM_ZERO, 0))
         self._running = False
         self._apply_thread: ThreadPoolExecutor | None = None
         self._apply_lock = asyncio.Lock()
@@ -332,9 +339,11 @@ class Service:
         self._first_results = False  # every checked real had a result once
         self._started_at: float | None = None
         self._last_reload: dict[str, Any] | None = None
+        self._loaded_at = time.time()  # when the running configuration was read
         self._bgp: AnnouncementDriver | None = None  # with [bgp]: the engine
         self._draining = False  # a drain withdrew everything until undrain
         self._announce_lock = asyncio.Lock()
+        self._announce_failed = False  # the engine refused the last update
         self._control_ops["undrain"] = self._op_undrain
 
     # ------------------------------------------------------------ lifecycle
@@ -550,6 +559,7 @@ class Service:
                 return False
         await self._install(new)
         self._last_reload = {"time": time.time(), "result": "applied", "source": new.source}
+        self._loaded_at = self._last_reload["time"]
         log_event(log, "reloaded", source=new.source, vips=len(new.vips))
         return True
 
@@ -676,9 +686,37 @@ class Service:
             if not ok:
                 self._vip_unhealthy_count[vip] += 1
             entry = config.vip(vip)
+            if ok:
+                self._hold_return(vip, entry)
             event = "vip_healthy" if ok else "vip_unhealthy"
             level = logging.INFO if ok else logging.WARNING
             log_event(log, event, level, vip=vip, all_down=entry.all_down)
+
+    def _hold_return(self, vip: Vip, entry: VipConfig) -> None:
+        """A VIP back from every real down is announced only once the reals
+        coming back with it had time to pass their checks too (rise x
+        interval + timeout): announced at its first real up, its ring would
+        lack the others while the routers bring flows back, and a flow
+        another node has sent to one of them would meet the wrong real."""
+        if entry.check is None or self._bgp is None:
+            return
+        timing = entry.check.timing
+        settle = timing.rise * timing.interval + timing.timeout
+        self._settling[vip] = asyncio.get_running_loop().time() + settle
+        self._spawn(self._announce_after(settle))
+
+    async def _announce_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._announce()
+
+    def _settled(self, vip: Vip) -> bool:
+        until = self._settling.get(vip)
+        if until is None:
+            return True
+        if asyncio.get_running_loop().time() < until:
+            return False
+        del self._settling[vip]
+        return True
 
     def _on_health_change(self, target: Target, health: TargetHealth) -> None:
         vips = sorted(
@@ -830,12 +868,15 @@ class Service:
             await self.wait_first_results()  # which announces
 
     def _reals_up(self, config: Config) -> dict[Vip, int]:
-        """Per VIP, its reals that serve: up (or unchecked), weight > 0."""
+        """Per VIP, its reals that serve: up (or unchecked), weight > 0;
+        none while the VIP settles after every real was down."""
         plan = self._plan()
         return {
             entry.vip: sum(
                 1 for r in entry.reals if r.weight > 0 and plan.is_up(entry.vip)(r.address)
             )
+            if self._settled(entry.vip)
+            else 0
             for entry in config.vips
         }
 
@@ -855,8 +896,12 @@ class Service:
                 await driver.update(wanted)
             except AnnounceError as exc:
                 self.counters["announce_failures"] += 1
-                log_event(log, "announce_failed", logging.ERROR, error=exc)
+                again = self._announce_failed  # once at ERROR, not every retry
+                log_event(log, "announce_failed", logging.DEBUG if again else logging.ERROR,
+                          error=exc)  # fmt: skip
+                self._announce_failed = True  # tried again at the next session refresh
                 return
+            self._announce_failed = False
             for address in sorted(set(wanted) - before, key=lambda a: (a.version, a.packed)):
                 self.counters["announces"] += 1
                 log_event(log, "announced", address=address)
@@ -877,6 +922,8 @@ class Service:
                     await driver.refresh_sessions()
                 except AnnounceError as exc:
                     log_event(log, "bgp_sessions_unknown", logging.DEBUG, error=exc)
+                if self._announce_failed:  # e.g. ExaBGP refuses next-hop self with no session
+                    await self._announce()
             await asyncio.sleep(SESSIONS_REFRESH_S)
 
     async def _restart_dead_engine(self, driver: AnnouncementDriver) -> None:
@@ -1016,6 +1063,8 @@ class Service:
         references that reloads replace whole, never mutate.
         """
         config, targets, checker = self.config, self._targets, self._checker
+        # A VIP serves with one real up; with [bgp] it is announced from min_healthy.
+        min_healthy = config.bgp.min_healthy if config.bgp is not None else 1
         out: dict[str, Any] = {}
         for entry in config.vips:
             reals = {
@@ -1029,9 +1078,23 @@ class Service:
                 "healthy": self.vip_healthy(entry.vip),
                 "unhealthy_transitions": self._vip_unhealthy_count[entry.vip],
                 "reals_up": sum(1 for r in reals.values() if r["state"] != "down"),
+                "min_healthy": min_healthy,
                 "reals": reals,
             }
         return out
+
+    def config_state(self) -> dict[str, Any]:
+        """Whether the running configuration is the file's: the last
+        reload's result (ok before any), when the running one was read, and
+        whether the file now holds bytes no reload has read (an edit not
+        picked up: no watcher, no SIGHUP). Safe from other threads: a stat,
+        and the file's hash only when the stat moved."""
+        last = self._last_reload
+        return {
+            "last_reload_ok": last is None or last.get("result") == "applied",
+            "loaded_time": self._loaded_at,
+            "file_changed": self._file is not None and self._file.changed(),
+        }
 
     def metrics(self) -> dict[str, Any]:
         """Counters for the metrics endpoint: service, probe path, health."""
@@ -1041,6 +1104,7 @@ class Service:
             "probe_path": path.counters() if path is not None else {},
             "vips": self.health(),
             "bgp": self.bgp_state(),
+            "config": self.config_state(),
         }
 
 

@@ -1,10 +1,11 @@
 """The balancer's counters as the control plane reads them.
 
 Three per-CPU maps, every read summed over the CPUs: `counters` (XDP
-actions, reasons and connection-table events, named by the ABI header's
-enums), `vip_stats` (packets and bytes per VIP id) and `real_stats` (per
-real id). A VIP id or a real id that is handed out again starts from zero
-(`zero_stats`), so a new owner never inherits its predecessor's counts.
+actions, reasons, connection-table events and how QUIC datagrams were
+routed, named by the ABI header's enums), `vip_stats` (packets and bytes
+per VIP id) and `real_stats` (per real id). A VIP id or a real id that
+is handed out again starts from zero (`zero_stats`), so a new owner never
+inherits its predecessor's counts.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ from ._bpf import Map
 from .errors import BpfError
 from .model import Vip, VipFlags
 
+#: VIPs that never use the connection table (QUIC VIPs route by connection ID).
+TABLELESS = VipFlags.NO_CONN_TABLE | VipFlags.QUIC
+
 
 class VipFilter:
     """The `vip_filter` map's bits and the reference counts behind them."""
@@ -33,7 +36,7 @@ class VipFilter:
         self.map = filter_map  # the Balancer points it at a new object's map on upgrade
         self._refs = np.zeros(1 << _limits.XLB_VIP_FILTER_BITS_LOG2, dtype=np.int64)
         for vip, flags in vips:
-            if VipFlags.NO_CONN_TABLE not in flags:
+            if not flags & TABLELESS:
                 self._refs[_abi.vip_filter_bit(vip.address)] += 1
         bits = np.packbits(self._refs > 0, bitorder="little")
         words = bits.view(np.uint64).copy()  # bit i of word w is filter bit 64 * w + i
@@ -46,7 +49,7 @@ class VipFilter:
 
     def mark(self, vip: Vip, flags: VipFlags, delta: int) -> None:
         """Count a VIP with `flags` in (+1) or out (-1) of its address's bit."""
-        if VipFlags.NO_CONN_TABLE in flags:
+        if flags & TABLELESS:
             return
         bit = _abi.vip_filter_bit(vip.address)
         self._refs[bit] += delta

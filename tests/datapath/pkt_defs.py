@@ -445,6 +445,7 @@ def encapsulated(
     flags: VipFlags = VipFlags.NONE,
     config: BalancerConfig = CONFIG,
     flow: tuple[str, str, int, int, int] | None = None,
+    flow_hash: int | None = None,
     dmac: str | None = None,
     smac: str = LB_MAC,
     padding: bytes = b"",
@@ -463,7 +464,8 @@ def encapsulated(
     low 32 bits = the hash. GUE: UDP src 0xc000 | (hash >> 16 & 0x3fff),
     dst config.gue_port, length 8 + inner, checksum 0. Then the inner IP
     packet byte for byte, then any Ethernet padding it arrived with.
-    `flow` (default: the inner packet's own 5-tuple) is what is hashed.
+    `flow` (default: the inner packet's own 5-tuple) is what is hashed;
+    `flow_hash` gives the hash itself (a QUIC VIP hashes the connection ID).
     `alternate`: the second-chance carrier (xlb_abi.h, enum xlb_carrier) of
     that address, with `carrier_flags`: see carrier_bytes(). `ttl`: of the
     outer header (a real that hands a packet on takes one off).
@@ -473,7 +475,7 @@ def encapsulated(
     tos = raw[1] if inner_v4 else ((raw[0] & 0x0F) << 4) | (raw[1] >> 4)
     if flow is None:
         flow = flow_of(IP(raw) if inner_v4 else IPv6(raw))
-    h = hash_of(flow, flags, config)
+    h = hash_of(flow, flags, config) if flow_hash is None else flow_hash
     gue = VipFlags.GUE in flags or config.gue_all
     if dmac is None:
         dmac = real.mac or config.gateway_mac

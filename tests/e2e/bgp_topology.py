@@ -65,6 +65,21 @@ protocol bgp upstream {{
 }}
 """
 
+# BFD on both ends (100 ms x 3) and a hold timer of 30 s: a frozen peer is
+# noticed by BFD alone (the tests assert a bound far below the hold time).
+BFD_PROTOCOL = """
+protocol bfd {{
+    interface "*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};
+}}
+"""
+BFD_HOLD_TIME_S = 30
+ROUTER_BIRD_BFD = (
+    ROUTER_BIRD.replace("hold time 3;", f"hold time {BFD_HOLD_TIME_S};\n    bfd on;") + BFD_PROTOCOL
+)
+NODE_BIRD_BFD = (
+    NODE_BIRD.replace("hold time 3;", f"hold time {BFD_HOLD_TIME_S};\n    bfd on;") + BFD_PROTOCOL
+)
+
 
 def eventually(observe: Any, ok: Any, timeout: float = DEADLINE_S) -> Any:
     """waits.eventually, polled every 5 ms: the BGP tests report route

@@ -36,20 +36,23 @@ from typing import Any
 import pytest
 
 from tests.e2e.bgp_topology import (
+    BFD_HOLD_TIME_S,
     DEADLINE_S,
     NODE_AS,
     NODE_BIRD,
+    NODE_BIRD_BFD,
     NODE_V4,
     NODE_V6,
     ROUTER_AS,
     ROUTER_BIRD,
+    ROUTER_BIRD_BFD,
     ROUTER_V4,
     Topology,
     _timed,
     eventually,
     topology,
 )
-from xlb import Balancer, Flow, netns
+from xlb import Balancer, Flow, host, netns
 from xlb.config import find_exabgp
 from xlb.control import ControlError, request, socket_path
 from xlb.testing import GATEWAY_MAC, tcp_packet
@@ -94,9 +97,15 @@ class Node:
         return self.dir / name
 
     def write_config(
-        self, bgp_extra: str = "", local_as: int = NODE_AS, bird: Path | None = None
+        self,
+        bgp_extra: str = "",
+        local_as: int = NODE_AS,
+        bird: Path | None = None,
+        vips: str | None = None,
+        health: str = "interval = 0.2\ntimeout = 0.2\nrise = 1\nfall = 2",
     ) -> None:
-        """`bird`: the node BIRD's socket (announcer "bird"), else ExaBGP."""
+        """`bird`: the node BIRD's socket (announcer "bird"), else ExaBGP;
+        `vips`: [[vip]] tables instead of the module's gated ones."""
         if bird is not None:
             bgp_extra += f'announcer = "bird"\nbird_socket = "{bird}"\n'
             bgp_extra += f'bird_include = "{self.dir / "xlb.conf"}"\n'
@@ -120,10 +129,7 @@ lock_dir = "{self.dir}"
 metrics = "127.0.0.1:0"
 
 [health]
-interval = 0.2
-timeout = 0.2
-rise = 1
-fall = 2
+{health}
 
 [bgp]
 local_as = {local_as}
@@ -131,6 +137,9 @@ router_id = "{NODE_V4}"
 next_hop_v6 = "{NODE_V6}"
 {bgp_extra}
 {neighbors}"""
+        if vips is not None:
+            self.config.write_text(text + vips)
+            return
         for index, address in enumerate(EVERY_VIP):
             gate = self.gate(FLAPPING.get(address, "gateA"))
             real = f"fd30::{index + 2}" if ":" in address else f"10.30.{index}.2"
@@ -210,6 +219,17 @@ command = ["test", "-e", "{gate}"]{fall}
 @pytest.fixture
 def node(topology: Topology) -> Iterator[Node]:
     topology.bird(topology.router, "router", ROUTER_BIRD)
+    n = Node(topology)
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
+@pytest.fixture
+def bfd_node(topology: Topology) -> Iterator[Node]:
+    """The node behind a router whose BGP session runs BFD (100 ms x 3)."""
+    topology.bird(topology.router, "router", ROUTER_BIRD_BFD)
     n = Node(topology)
     try:
         yield n
@@ -566,3 +586,119 @@ def test_bird_on_the_node_announces_follows_health_and_drains(node: Node) -> Non
 
     assert node.stop(proc) == 0  # the include is emptied: BIRD withdraws
     assert eventually(lambda: routes(node.topo), lambda r: not r) == set()
+
+
+#: A frozen node is dropped by BFD in ~0.3 s (100 ms x 3; bench/failover.py
+#: reports it); the hold timer would take BFD_HOLD_TIME_S (30 s). Loose
+#: enough never to flake on a busy machine, far below the hold timer.
+BFD_DROP_BOUND_S = 5.0
+assert BFD_DROP_BOUND_S < BFD_HOLD_TIME_S / 3
+
+
+def test_bfd_drops_a_frozen_node_long_before_the_hold_timer(bfd_node: Node) -> None:
+    """announcer = "bird", BFD on the node's session: the node freezes
+    (SIGSTOP of its BIRD and its daemon, no TCP close, no withdraw) and the
+    router drops its routes within BFD's detection time."""
+    node = bfd_node
+    (node.dir / "xlb.conf").write_text("")
+    bird = node.topo.bird(node.ns, "node", NODE_BIRD_BFD)
+    node.gate("gateA").touch()
+    for gate in FLAPPING.values():
+        node.gate(gate).touch()
+    node.write_config(bird=bird)
+    proc = node.start()
+    wait_routes(node, set(EVERY_VIP), proc)
+    node_bird = node.topo.processes[-1]
+    frozen = [node_bird.pid, proc.pid]
+    started = time.monotonic()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        gone = eventually(lambda: routes(node.topo), lambda r: not r)
+        dropped_s = time.monotonic() - started
+        assert gone == set(), f"the router still routes {gone}"
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert dropped_s < BFD_DROP_BOUND_S, f"a frozen node dropped after {dropped_s:.2f} s"
+    print(
+        f"\n  BFD 100 ms x 3: frozen node -> router without its routes: {dropped_s * 1000:.0f} ms"
+    )
+    assert node.stop(proc) == 0
+
+
+def test_a_vip_back_from_every_real_down_waits_for_the_others(node: Node) -> None:
+    """A VIP with two reals, both down: when one passes its check again the
+    VIP is healthy, but it is announced only once the other had time to
+    come back too (rise x interval + timeout), so the routers bring flows
+    back to a complete ring, the one the other nodes have."""
+    interval, timeout = 1.0, 0.5
+    settle = interval + timeout  # rise 1
+    vips = f"""
+[[vip]]
+address = "{GATED[0]}"
+port = 80
+"""
+    for index in (1, 2):
+        vips += f"""
+[[vip.reals]]
+address = "10.30.9.{index}"
+"""
+    vips += f"""
+[vip.check]
+type = "command"
+command = ["test", "-e", "{node.dir}/real-{{real}}"]
+"""
+    node.write_config(
+        vips=vips, health=f"interval = {interval}\ntimeout = {timeout}\nrise = 1\nfall = 1"
+    )
+    proc = node.start()
+    wait_until("every real judged down", lambda: reals_down(node) == 2, proc)
+    assert routes(node.topo) == set()
+
+    node.gate("real-10.30.9.1").touch()
+    wait_until("the first real up", lambda: reals_down(node) == 1, proc)
+    first_up = time.monotonic()
+    # Until the settle time has passed, the VIP stays unannounced although
+    # one real is up: a route now would lead flows to a one-real ring.
+    while time.monotonic() - first_up < settle * 0.6:
+        assert routes(node.topo) == set(), "announced at the first real up"
+        assert proc.poll() is None
+        time.sleep(0.02)
+    node.gate("real-10.30.9.2").touch()
+    wait_routes(node, {GATED[0]}, proc)
+    with data_plane(node) as lb:
+        serving = [r for r in lb.reals(lb.vips()[0]) if r.weight > 0]
+    assert len(serving) == 2, f"announced with {serving}"
+    assert node.stop(proc) == 0
+
+
+def reals_down(node: Node) -> int:
+    vips = node.ask("health")["vips"]
+    return sum(1 for vip in vips.values() for r in vip["reals"].values() if r["state"] == "down")
+
+
+def test_a_daemon_started_before_its_router_announces_once_the_session_is_up(
+    topology: Topology,
+) -> None:
+    """The router is not there when `xlb serve` starts (its address is not
+    up): ExaBGP refuses routes with `next-hop self` while it has no local
+    address towards the neighbour, so the first announcement fails; it is
+    tried again at every session refresh, and the VIPs reach the router
+    once it runs (seen failing without the retry: never announced)."""
+    node = Node(topology)
+    router_address = [f"{ROUTER_V4}/24", "dev", "r0"]
+    host.ip("addr", "del", *router_address, ns=topology.router)  # not there yet
+    try:
+        for gate in ("gateA", *FLAPPING.values()):
+            node.gate(gate).touch()
+        node.write_config()  # IPv4 next hop: "self"
+        proc = node.start()
+        wait_until("the first health results", lambda: node.bgp()["announcing"], proc)
+        assert wait_until("an announcement refused", lambda: node.events("announce_failed"), proc)
+        host.ip("addr", "add", *router_address, ns=topology.router)
+        topology.bird(topology.router, "router", ROUTER_BIRD)
+        wait_routes(node, set(EVERY_VIP), proc)
+        assert node.stop(proc) == 0
+    finally:
+        node.cleanup()

@@ -34,12 +34,14 @@ LAYERS: dict[str, int] = {
     "xlb.model": 0,
     "xlb.maglev": 0,
     "xlb.flowhash": 0,
+    "xlb.quiclb": 0,
     "xlb.pins": 0,
     "xlb.xdp": 0,
     "xlb.host": 0,
     "xlb.netns": 0,
     "xlb.config": 0,
     "xlb.serve": 0,
+    "xlb.migrate": 0,  # keepalived.conf and ipvsadm-save into a Config
     "xlb._ffi_build": 1,
     "xlb._bpf": 1,
     "xlb._abi": 1,
@@ -53,6 +55,7 @@ LAYERS: dict[str, int] = {
     "xlb.flows": 2,
     "xlb.testrun": 2,
     "xlb.vipaddrs": 2,
+    "xlb.serverids": 2,
     "xlb.events": 2,
     "xlb.decap": 2,
     "xlb.health": 3,
@@ -61,7 +64,9 @@ LAYERS: dict[str, int] = {
     "xlb.control": 3,
     "xlb.sdnotify": 3,
     "xlb.metrics": 3,
+    "xlb.quic": 3,
     "xlb.cli": 4,
+    "xlb.cli.top": 4,  # the live view; rich only inside functions (an optional extra)
     "xlb.lab": 5,
     "xlb.testing": 5,
 }

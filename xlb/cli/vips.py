@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..model import SECOND_CHANCE_DEFAULT_S, Real, Vip, VipFlags
+from ..model import SECOND_CHANCE_DEFAULT_S, IPAddress, Real, Vip, VipFlags
 from .common import EXIT_OK, CliError, UsageError, open_balancer, refuse_if_daemon, resolve_target
 
 if TYPE_CHECKING:
@@ -90,27 +90,44 @@ def cmd_real(args: argparse.Namespace) -> int:
             if address in current:
                 raise CliError(f"real {address} is already in VIP {vip} (use `xlb real edit`)")
             weight = 1 if args.weight is None else args.weight
-            lb.add_real(vip, Real(address, weight, args.mac))
-            print(f"added real {address} to {vip} (weight {weight})")
+            lb.add_real(vip, Real(address, weight, args.mac, _server_id(args.server_id, None)))
+            print(f"added real {address} to {vip} (weight {weight}){_id_note(lb, vip, address)}")
             return EXIT_OK
         if address not in current:
             raise CliError(f"real {address} is not in VIP {vip} (see `xlb list`)")
         if args.action == "del":
+            if args.weight is not None or args.mac is not None or args.server_id is not None:
+                raise UsageError("`xlb real del` takes no --weight, --mac or --server-id")
             lb.remove_real(vip, address)
             print(f"removed real {address} from {vip}")
             return EXIT_OK
-        if args.weight is None and args.mac is None:
-            raise UsageError("`xlb real edit` needs --weight and/or --mac")
+        if args.weight is None and args.mac is None and args.server_id is None:
+            raise UsageError("`xlb real edit` needs --weight, --mac and/or --server-id")
         old = current[address]
         new = Real(
             address,
             old.weight if args.weight is None else args.weight,
             old.mac if args.mac is None else args.mac,
+            _server_id(args.server_id, old.server_id),
         )
         lb.set_reals(vip, [new if r.address == address else r for r in current.values()])
         drain = " (draining: no new flows)" if new.weight == 0 else ""
-        print(f"changed real {address} of {vip}: weight {new.weight}{drain}")
+        note = _id_note(lb, vip, address)
+        print(f"changed real {address} of {vip}: weight {new.weight}{drain}{note}")
     return EXIT_OK
+
+
+def _server_id(arg: int | str | None, old: int | None) -> int | None:
+    """--server-id: absent keeps `old`, "auto" unpins, a number pins."""
+    if arg is None:
+        return old
+    return None if arg == "auto" else int(arg)
+
+
+def _id_note(lb: Balancer, vip: Vip, address: IPAddress) -> str:
+    """ ", QUIC server id N" for a real of a QUIC VIP, else nothing."""
+    sid = lb.server_ids(vip).get(address)
+    return "" if sid is None else f", QUIC server id {sid} (0x{sid:04x})"
 
 
 __all__ = ["cmd_real", "cmd_vip"]

@@ -30,6 +30,7 @@ from ..model import (
     MAX_WEIGHT,
     SECOND_CHANCE_DEFAULT_S,
     SECOND_CHANCE_MAX_S,
+    SERVER_ID_MAX,
     UDP_TTL_MAX_S,
     IPAddress,
     Real,
@@ -456,6 +457,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     port = t.get_int("port", None, 0, 65535, required=True)
     proto = t.get_str("protocol", "tcp", tuple(IPPROTO))
     flags, encapsulation = _read_flags(t)
+    flags = _read_quic(t, flags, proto)
     ring_size = _ring_size(t)
     second_chance = _second_chance(t)
     on_failure = cast(OnFailure, t.get_str("on_failure", "remove", ON_FAILURE))
@@ -468,6 +470,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     t.finish()
     valid_reals = {i: real for i, real in enumerate(reals) if real is not None}
     _check_reals(t, address, valid_reals, settings)
+    _check_server_ids(t, valid_reals, VipFlags.QUIC in flags)
     _check_ring_holds_reals(t, ring_size, valid_reals.values())
     if check is not None:
         _check_check(t, check, address, port, proto)
@@ -539,6 +542,33 @@ def _second_chance(t: _Table) -> float:
         return SECOND_CHANCE_DEFAULT_S
 
 
+def _read_quic(t: _Table, flags: VipFlags, proto: str) -> VipFlags:
+    """`quic = true`: route by QUIC connection ID (the flag "quic" says
+    the same); only a UDP VIP carries QUIC."""
+    quic = t.get_bool("quic", False)
+    if VipFlags.QUIC in flags and t.has("quic") and not quic:
+        t.error("quic", 'false contradicts flag "quic"')
+    if quic:
+        flags |= VipFlags.QUIC
+    if VipFlags.QUIC in flags and proto != "udp":
+        t.error("quic" if t.has("quic") else "flags", 'QUIC routing needs protocol = "udp"')
+    return flags
+
+
+def _check_server_ids(t: _Table, reals: Mapping[int, Real], quic: bool) -> None:
+    """A pinned server_id belongs to a QUIC VIP and names one of its reals."""
+    seen: dict[int, int] = {}
+    for i, real in reals.items():
+        if real.server_id is None:
+            continue
+        where = f"{t.path}.reals[{i}].server_id"
+        if not quic:
+            t.issues.add(where, "is for a VIP with quic = true")
+        elif real.server_id in seen:
+            t.issues.add(where, f"{real.server_id} is already reals[{seen[real.server_id]}]'s")
+        seen.setdefault(real.server_id, i)
+
+
 def _ring_size(t: _Table) -> int:
     size = t.get_int("ring_size", RING_SIZE_DEFAULT, 2, RING_SIZE_MAX)
     try:
@@ -553,6 +583,7 @@ def _read_real(t: _Table) -> Real | None:
     address = t.get_str("address", None, required=True)
     weight = t.get_int("weight", 1, 0, MAX_WEIGHT)
     mac = _mac(t, "mac")
+    server_id = t.get_int("server_id", None, 0, SERVER_ID_MAX)
     t.finish()
     if address is None:
         return None
@@ -561,7 +592,7 @@ def _read_real(t: _Table) -> Real | None:
     except ConfigError:
         t.error("address", f"{address!r} is not an IPv4 or IPv6 address")
         return None
-    return _guard(t.issues, t.path, lambda: Real(address, weight, mac))
+    return _guard(t.issues, t.path, lambda: Real(address, weight, mac, server_id))
 
 
 _CHECK_KEYS: dict[str, set[str]] = {
@@ -636,19 +667,35 @@ def _http_path(t: _Table) -> str:
     return path
 
 
+_STATUS_RANGE_RE = re.compile(r"^(\d{3})-(\d{3})$")
+
+
 def _expect_status(t: _Table) -> tuple[int, ...]:
+    """A status, a "FIRST-LAST" range of them, or an array of both."""
     raw = t.raw("expect_status")
     if raw is None:
         return (200,)
-    values = raw if isinstance(raw, list) else [raw]
-    if not values or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in values
-    ):
+    items = [_status_codes(value) for value in (raw if isinstance(raw, list) else [raw])]
+    codes = [code for item in items for code in item]
+    if not items or not all(items):
         t.error(
-            "expect_status", f"must be an HTTP status (100-599) or an array of them, not {raw!r}"
+            "expect_status",
+            'must be an HTTP status (100-599), a range like "200-299", or an array of them, '
+            f"not {raw!r}",
         )
         return (200,)
-    return tuple(values)
+    return tuple(codes)
+
+
+def _status_codes(value: object) -> list[int]:
+    """The codes one expect_status item stands for ([] for an invalid item)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] if 100 <= value <= 599 else []
+    match = _STATUS_RANGE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return []
+    first, last = int(match.group(1)), int(match.group(2))
+    return list(range(first, last + 1)) if 100 <= first <= last <= 599 else []
 
 
 def _command(t: _Table, kind: str) -> tuple[str, ...]:

@@ -155,8 +155,14 @@ class SetReals:
         balancer.set_reals(self.vip, self.reals)
 
     def __str__(self) -> str:
-        reals = " ".join(f"{r.address}*{r.weight}" for r in self.reals) or "(none)"
+        reals = " ".join(map(_real_text, self.reals)) or "(none)"
         return f"set reals {self.vip} {reals}"
+
+
+def _real_text(real: Real) -> str:
+    """ADDRESS*WEIGHT, and #SERVER_ID when the id is pinned."""
+    pinned = f"#{real.server_id}" if real.server_id is not None else ""
+    return f"{real.address}*{real.weight}{pinned}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,7 @@ class VipConfig:
 
     vip: Vip
     reals: tuple[Real, ...] = ()
-    flags: VipFlags = VipFlags.NONE  # without GUE: that is `encapsulation`
+    flags: VipFlags = VipFlags.NONE  # without GUE: that is `encapsulation`; QUIC is `quic`
     encapsulation: Encapsulation | None = None  # None: the global setting
     ring_size: int = RING_SIZE_DEFAULT
     # seconds a ring change's previous ring is carried (0: off; math.inf:

@@ -9,11 +9,11 @@ equal `Config`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..model import VipFlags
+from ..model import Vip, VipFlags
 from ..pins import DEFAULT_PIN_ROOT
 from .schema import (
     DEFAULT_BIRD_INCLUDE,
@@ -92,13 +92,20 @@ def _settings_from(balancer: Balancer, base: Settings) -> Settings:
     )
 
 
-def dumps(config: Config) -> str:
+def dumps(
+    config: Config, header: str | None = None, vip_comments: Mapping[Vip, str] | None = None
+) -> str:
     """A Config as TOML that `loads()` reads back to an equal Config.
 
     Settings equal to their default are left out so the file stays short;
-    VIP fields are written in full so each VIP reads on its own.
+    VIP fields are written in full so each VIP reads on its own. `header`
+    (lines) opens the file as comments, and each `vip_comments` entry is a
+    comment line above its VIP's table (where an imported VIP came from).
     """
     out = _TomlWriter()
+    if header:
+        out.comment(header)
+        out.lines.append("")
     if config.empty_on_purpose:
         out.pairs([("vips", [])])
     out.table("balancer", _settings_items(config.settings))
@@ -108,7 +115,8 @@ def dumps(config: Config) -> str:
         for neighbor in config.bgp.neighbors:
             out.array_table("bgp.neighbors", _neighbor_items(neighbor))
     for entry in config.vips:
-        out.array_table("vip", _vip_items(entry, config.health.timing))
+        comment = vip_comments.get(entry.vip) if vip_comments else None
+        out.array_table("vip", _vip_items(entry, config.health.timing), comment)
         for real in entry.reals:
             items: list[tuple[str, object]] = [
                 ("address", str(real.address)),
@@ -116,6 +124,8 @@ def dumps(config: Config) -> str:
             ]
             if real.mac:
                 items.append(("mac", real.mac))
+            if real.server_id is not None:
+                items.append(("server_id", real.server_id))
             out.array_table("vip.reals", items)
         if entry.check is not None:
             out.table("vip.check", _check_items(entry.check, config.health.timing))
@@ -214,8 +224,10 @@ def _vip_items(entry: VipConfig, timing: CheckTiming) -> list[tuple[str, object]
         ("address", str(entry.vip.address)),
         ("port", entry.vip.port),
         ("protocol", entry.vip.proto),
-        ("flags", entry.flags.names()),
     ]
+    if VipFlags.QUIC in entry.flags:
+        items.append(("quic", True))
+    items.append(("flags", (entry.flags & ~VipFlags.QUIC).names()))
     if entry.encapsulation is not None:
         items.append(("encapsulation", entry.encapsulation))
     items += [
@@ -240,7 +252,7 @@ def _check_items(check: Check, health_timing: CheckTiming) -> list[tuple[str, ob
         pairs += [
             ("path", check.path, d.path),
             ("host", check.host, None),
-            ("expect_status", list(check.expect_status), list(d.expect_status)),
+            ("expect_status", status_items(check.expect_status), list(d.expect_status)),
             ("expect_body", check.expect_body, None),
         ]
     if check.type == "https":
@@ -252,26 +264,55 @@ def _check_items(check: Check, health_timing: CheckTiming) -> list[tuple[str, ob
     return _non_default(pairs)
 
 
+def status_items(codes: tuple[int, ...]) -> list[int | str]:
+    """expect_status as written: runs of three or more consecutive codes as
+    "FIRST-LAST" ranges (the reader expands them back to the same codes)."""
+    items: list[int | str] = []
+    i = 0
+    while i < len(codes):
+        j = i
+        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+            j += 1
+        if j - i >= 2:
+            items.append(f"{codes[i]}-{codes[j]}")
+        else:
+            items += codes[i : j + 1]
+        i = j + 1
+    return items
+
+
 class _TomlWriter:
     """Just enough TOML output for a Config: tables, arrays of tables, scalars."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.commented = -1  # len(lines) right after a comment: no blank line follows it
 
     def table(self, name: str, items: list[tuple[str, object]]) -> None:
         if items:
             self._block(f"[{name}]", items)
 
+    def comment(self, text: str) -> None:
+        """Comment lines (before any table header, or above the next table)."""
+        self.lines += [f"# {line}".rstrip() for line in text.splitlines()]
+        self.commented = len(self.lines)
+
     def pairs(self, items: list[tuple[str, object]]) -> None:
         """Keys of the root table: before any table header."""
-        assert not self.lines, "root keys come first"
+        assert all(not line or line.startswith("#") for line in self.lines), "root keys first"
         self.lines += [f"{key} = {toml_value(value)}" for key, value in items]
 
-    def array_table(self, name: str, items: list[tuple[str, object]]) -> None:
+    def array_table(
+        self, name: str, items: list[tuple[str, object]], comment: str | None = None
+    ) -> None:
+        if comment:
+            if self.lines and self.lines[-1]:
+                self.lines.append("")
+            self.comment(comment)
         self._block(f"[[{name}]]", items)
 
     def _block(self, header: str, items: list[tuple[str, object]]) -> None:
-        if self.lines:
+        if self.lines and self.lines[-1] and self.commented != len(self.lines):
             self.lines.append("")
         self.lines.append(header)
         self.lines += [f"{key} = {toml_value(value)}" for key, value in items]

@@ -47,6 +47,10 @@ run behind routers doing ECMP (see docs/ecmp.md):
                                       # segment), a static route to the floating
                                       # next hop; lab.fail_over() kills the
                                       # active node's keepalived and blackholes it
+    Lab(balancers=2, router="bird", serve=True)   # no data plane or speaker
+                                      # of the lab's: lab.start_serve("lb1")
+                                      # runs `xlb serve` on the node, as
+                                      # operators do (xlb/lab/serving.py)
 
 The router hashes on the L4 5-tuple (fib_multipath_hash_policy=1, IPv4 and
 IPv6), so the client's flows to one VIP spread over the nodes by port.
@@ -93,7 +97,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, TypeVar
@@ -124,6 +128,7 @@ from .routers import (
     keepalived_config,
     route_hops,
 )
+from .serving import NodeSettings, ServeDaemon, serve_config
 from .state import (
     LAB_PREFIX,
     LABSERVER,
@@ -183,6 +188,9 @@ class Lab:
     router: "static" (the lab's own routes), "bird" (BGP: BIRD in the
         router, ExaBGP on each node) or "vrrp" (two nodes, keepalived, a
         floating next hop); routed topology only.
+    serve: the balancer nodes are run by `xlb serve` daemons the caller
+        starts (`start_serve`, xlb/lab/serving.py): the lab opens no
+        Balancer and, with router="bird", runs no BGP speaker of its own.
     """
 
     def __init__(
@@ -202,6 +210,7 @@ class Lab:
         balancer_config: BalancerConfig | None = None,
         name: str | None = None,
         router: RouterKind = "static",
+        serve: bool = False,
     ) -> None:
         if topology not in TOPOLOGIES:
             raise ConfigError(f"invalid topology {topology!r}: one of {', '.join(TOPOLOGIES)}")
@@ -222,6 +231,9 @@ class Lab:
             raise ConfigError("router='vrrp' is an active/backup pair: balancers=2")
         self.topology: Topology = topology
         self.router: RouterKind = router
+        self.serve = serve
+        #: serve=True: the `xlb serve` daemon of each node (by role) once started.
+        self.daemons: dict[str, ServeDaemon] = {}
         self.xdp_mode: XdpMode = xdp_mode
         self.decap_mode: DecapMode = decap_mode
         self.vip4 = ipaddress.IPv4Address(vip4)
@@ -247,6 +259,8 @@ class Lab:
         #: The measured time of the last `fail_over()` (kill -> next hop moved).
         self.last_fail_over_s: float | None = None
         self._pass_links: list[XdpLink] = []
+        #: Processes of `start_real_process` (stopped with the lab servers).
+        self._extra_processes: list[subprocess.Popen[bytes]] = []
         self._state: dict[str, Any] = {}
         self._started = False
         self._closed = False
@@ -323,7 +337,8 @@ class Lab:
                 self.clients.append(self._add_node(ClientNode, "client", i))
             for i in range(1, self._n_balancers + 1):
                 self.balancers.append(self._add_node(BalancerNode, "lb", i))
-            self.announced = {node.role for node in self.balancers}
+            # With daemons, only what they announce (BIRD's routes) counts.
+            self.announced = set() if self.serve else {node.role for node in self.balancers}
             for i in range(1, self._n_reals + 1):
                 self.reals.append(self._add_node(RealNode, "real", i))
             self._route_vips()
@@ -596,6 +611,31 @@ class Lab:
         )
         self._save_state()
 
+    def start_real_process(
+        self, real: RealNode | str, argv: Sequence[str], name: str, timeout: float = 10.0
+    ) -> subprocess.Popen[bytes]:
+        """Run `argv` in a real's namespace as one of the lab's processes
+        (recorded in the state file, stopped with the lab; its stderr in
+        the run directory as <real>-<name>.log) and wait for it to print
+        `ready` (xlb/lab/quicserver.py is one)."""
+        node = self.real(real) if isinstance(real, str) else real
+        log_path = self.run_dir / f"{node.role}-{name}.log"
+        with private_file(log_path, "wb") as errors:
+            process = netns.popen(
+                node.netns, list(argv), stdout=subprocess.PIPE, stderr=errors,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self._extra_processes.append(process)
+        self._record_process(process.pid, f"{node.role}-{name}")
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        if not ready or process.stdout.readline().strip() != b"ready":
+            raise XlbError(
+                f"{name} on {node.role} did not start: "
+                f"{log_path.read_text(errors='replace').strip() or 'no ready line'}"
+            )
+        return process
+
     def _wait_servers(self, reals: Sequence[RealNode], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         for real in reals:
@@ -609,7 +649,8 @@ class Lab:
 
     def _start_balancer(self, node: BalancerNode) -> None:
         node.pin_dir = self.pin_root / node.role
-        node.balancer = self._open_balancer(node)
+        if not self.serve:  # else the node's `xlb serve` attaches its own
+            node.balancer = self._open_balancer(node)
 
     def _open_balancer(self, node: BalancerNode) -> Balancer:
         config = self._balancer_config or BalancerConfig(mtu=self.server_mtu)
@@ -691,6 +732,8 @@ class Lab:
         if bird.poll() is not None:
             output = (self.run_dir / "bird.out").read_text(errors="replace").strip()
             raise XlbError(f"BIRD did not start in the lab's router: {output}")
+        if self.serve:
+            return  # the nodes' daemons run the BGP speakers
         for node in self.balancers:
             self._start_announcer(node)
         for node in self.balancers:
@@ -780,6 +823,95 @@ class Lab:
         target.announcer.close()  # reaps the dead ExaBGP, removes its pipes
         target.announcer = None
         return took
+
+    # `xlb serve` daemons (serve=True)
+
+    def serve_settings(self, node: BalancerNode | str) -> NodeSettings:
+        """What a node's daemon configuration says about the node itself."""
+        target = self.balancer_node(node)
+        plan = self._plan("lb", target.index)
+        assert target.pin_dir is not None
+        return NodeSettings(
+            interface=target.interface,
+            xdp_mode=self.xdp_mode,
+            gateway_mac=target.hub_mac,
+            mtu=self.server_mtu,
+            pin_dir=target.pin_dir,
+            lock_dir=self.run_dir / target.role,
+            router_id=str(target.ipv4),
+            next_hop_v6=str(target.ipv6),
+            neighbor=str(plan["gw4"]) if self.router == "bird" else None,
+        )
+
+    def serve_config(self, node: BalancerNode | str, drain_on_stop: bool = False) -> str:
+        """The node's `xlb serve` file: TCP on both VIPs over every real,
+        HTTP checks; a [bgp] table peering with the router (router="bird")."""
+        vips = [
+            (str(self.vip_address(f)), self.tcp_port, [str(r.address(f)) for r in self.reals])
+            for f in (4, 6)
+        ]
+        return serve_config(
+            self.serve_settings(node),
+            vips,
+            local_as=NODE_AS,
+            router_as=ROUTER_AS,
+            hold_time=HOLD_TIME_S,
+            drain_on_stop=drain_on_stop,
+        )
+
+    def start_serve(
+        self, node: BalancerNode | str, config: str | None = None, timeout: float = 30.0
+    ) -> ServeDaemon:
+        """Start `xlb serve` on a node (it dies with the lab) on `config`
+        (default: `serve_config`); back when its control socket answers."""
+        if not self.serve:
+            raise XlbError("start_serve needs Lab(serve=True): the lab runs the data planes")
+        target = self.balancer_node(node)
+        previous = self.daemons.get(target.role)
+        if previous is not None and previous.running:
+            raise XlbError(f"{target.role} already runs xlb serve (pid {previous.process.pid})")
+        settings = self.serve_settings(target)
+        private_dir(settings.lock_dir)
+        path = self.run_dir / f"{target.role}.toml"
+        path.write_text(config if config is not None else self.serve_config(target))
+        starts = previous.starts + 1 if previous is not None else 1
+        log_name = f"{target.role}-serve-{starts}.log"  # one per start: a restart keeps the old
+        cmd = [sys.executable, "-c", "import sys, xlb.cli; sys.exit(xlb.cli.main())"]
+        cmd += ["serve", str(path), "--log-format", "json"]
+        process = self._daemon(target.netns, f"{target.role}-serve", cmd, log_name)
+        daemon = ServeDaemon(
+            role=target.role,
+            config=path,
+            lock_dir=settings.lock_dir,
+            log=self.run_dir / log_name,
+            interface=target.interface,
+            process=process,
+            starts=starts,
+        )
+        self.daemons[target.role] = daemon
+        self._wait_until(
+            f"{target.role}'s xlb serve answering",
+            lambda: not daemon.running or daemon.answers(),
+            timeout,
+        )
+        if not daemon.running:
+            raise XlbError(
+                f"xlb serve on {target.role} exited ({process.returncode}): "
+                + daemon.log.read_text(errors="replace")[-2000:]
+            )
+        return daemon
+
+    @contextlib.contextmanager
+    def data_plane(self, node: BalancerNode | str) -> Iterator[Balancer]:
+        """A handle on a daemon's pinned data plane (its connection table and
+        counters), closed without detaching anything."""
+        target = self.balancer_node(node)
+        with netns.enter(target.netns):
+            lb = Balancer(pin_dir=target.pin_dir)
+        try:
+            yield lb
+        finally:
+            lb.close(detach=False)
 
     # VRRP (router="vrrp")
 
@@ -1253,7 +1385,7 @@ class Lab:
         for client in self.clients:
             attempt(f"stopping {client.role}", client.stop)
         attempt("stopping the routing daemons", self._stop_routing)
-        servers = [r.server for r in self.reals if r.server is not None]
+        servers = [r.server for r in self.reals if r.server is not None] + self._extra_processes
         attempt("stopping lab servers", kill_pids, [s.pid for s in servers])
         for server in servers:
             with contextlib.suppress(Exception):

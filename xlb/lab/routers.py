@@ -110,6 +110,9 @@ def bird_router_config(
             f"    neighbor {neighbor} as {NODE_AS};",
             f"    hold time {HOLD_TIME_S};",
             "    connect retry time 1;",
+            # After a hold timer expiry (a frozen node) BIRD waits `error wait
+            # time` (60 s by default) before it takes the node back.
+            "    error wait time 1, 5;",
             "    ipv4 { import all; export none; };",
             "    ipv6 { import all; export none; };",
             "}",
