@@ -522,6 +522,9 @@ class Balancer:
             raise
         self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._vip_filter.mark(vip, state.flags, -1)
+        if (flags ^ state.flags) & _HASH_FLAGS:
+            # the flows' slots changed: the previous ring's slots name nobody's real
+            self._end_transition(state)
         state.flags = flags
         state.server_ids = server_ids
 
@@ -1033,6 +1036,10 @@ def _check_ring_size(size: Any) -> None:
     except ConfigError:
         rule = f"at most {RING_SIZE_MAX}" if size > RING_SIZE_MAX else "must be a prime number"
         raise ConfigError(f"invalid ring size {size!r}: {rule}") from None
+
+
+#: Flags that change which fields the flow hash covers (hash.h).
+_HASH_FLAGS = VipFlags.NO_SPORT | VipFlags.DPORT_ONLY
 
 
 def _same_ring(a: npt.NDArray[np.uint32] | None, b: npt.NDArray[np.uint32] | None) -> bool:

@@ -242,6 +242,22 @@ def test_set_second_chance_to_zero_ends_the_transition_at_once(lb: Balancer) -> 
     assert lb.alternate(flow) is None
 
 
+def test_a_flag_that_changes_the_hash_ends_the_transition(lb: Balancer) -> None:
+    """no_sport / dport_only move every flow to another slot: the previous
+    ring's slots no longer name the flows' reals."""
+    seen = program(lb, IPIP)
+    assert lb.departed_alternates(IPIP.vip) == []
+    lb.set_vip_flags(IPIP.vip, VipFlags.GUE)  # the hash stays: so does the previous ring
+    assert lb.alternate(seen.moved[0]) == seen.before[seen.moved[0]]
+    lb.set_vip_flags(IPIP.vip, VipFlags.NO_SPORT)
+    for flow in seen.moved:
+        assert lb.alternate(flow) is None
+    packet = IPIP.packet(seen.moved[0].sport)
+    out = lb.run(frame(packet)).packet
+    want = encapsulated(packet, real_of(lb, seen.moved[0]), flags=VipFlags.NO_SPORT)
+    assert_packet(out, want)
+
+
 def test_a_removed_real_is_carried_until_dropped_as_dead(lb: Balancer) -> None:
     case = Case("remove", VIP4, [*V4, V4_NEW], V4_NEW)
     lb.add_vip(case.vip, ring_size=RING)
