@@ -1,7 +1,8 @@
 """End to end: held TCP connections survive a ring change on a balancer that
 never saw them (second chance, docs/ecmp.md).
 
-A routed lab (reals behind the router, decap at native XDP): 40 kept-alive
+A routed lab (reals behind the router, decap at native XDP; and a flat one,
+decap at tc): 40 kept-alive
 connections per case, then a ring change (a real added, removed or
 reweighted), then the balancer's connection table emptied: the balancer is
 now one that never saw the connections. Every moved connection reaches the
@@ -151,6 +152,17 @@ def test_without_second_chance_exactly_the_moved_connections_break(
     assert set(got.wrong) == got.moved
     assert got.handed_on == 0
     print(f"\nIPv{family} {change.id}, second chance off: {len(got.wrong)} of {HELD} broke")
+
+
+def test_on_a_flat_network_the_reals_hand_on_at_tc() -> None:
+    """One L2 segment, the balancer sending straight to the reals: a real's
+    decap at tc hands a packet on with bpf_redirect_neigh() (the kernel
+    routes it and resolves the other real's MAC itself)."""
+    with Lab(reals=4, topology="bridged", xdp_mode="generic", decap_mode="tc") as lab:
+        for family in (4, 6):
+            got = change_then_forget(lab, family, False, CHANGES[0], SC_ON)
+            assert got.moved and got.wrong == {}
+            assert got.handed_on >= len(got.moved) and got.received >= len(got.moved)
 
 
 # ------------------------------------------------- a handshake split in two
