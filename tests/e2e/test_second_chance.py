@@ -4,12 +4,12 @@ never saw them (second chance, docs/ecmp.md).
 A routed lab (reals behind the router, decap at native XDP; and a flat one,
 decap at tc): 40 kept-alive connections per case, then a ring change (a
 real added, removed or reweighted), then the balancer's connection table
-emptied: the balancer is
-now one that never saw the connections. Every moved connection reaches the
-real the new ring names, which has no socket for it and hands it on to the
-real the previous ring named (the carrier); every connection keeps working
-and is answered by its original real. The control: the same with the VIP's
-second-chance window at 0, where exactly the moved connections break.
+emptied: the balancer is now one that never saw the connections. Every
+moved connection reaches the real the new ring names, which has no socket
+for it and hands it on to the real the previous ring named (the carrier);
+every connection keeps working and is answered by its original real. The
+control: the same with the VIP's second-chance window at 0, where exactly
+the moved connections break.
 
 A handshake split across the change (the SYN reached the old real, the
 final ACK comes after the change) completes on the old real: the client's
