@@ -2,7 +2,7 @@
 than this machine, with no connection table, with the table, and with the
 table plus second chance. Pure Python over `xlb.maglev` (the rings) and
 `xlb.flowhash` (the data plane's flow hash); no kernel. The lab tests
-(tests/e2e/test_second_chance.py, tests/e2e/test_ecmp.py) check its claims
+(tests/e2e/test_second_chance_lab.py, tests/e2e/test_ecmp.py) check its claims
 at small scale: what the data plane does with one flow is the same rule.
 
 The model (every number is a parameter of `Fleet`):
