@@ -25,11 +25,13 @@ from . import (
     conntable,
     control,
     failover,
+    fleet,
     growth,
     importing,
     maglev_bench,
     pktpath,
     report,
+    second_chance,
     throughput,
 )
 from .common import BENCH_DIR, log, machine
@@ -43,6 +45,8 @@ SECTIONS = {
     "growth": growth.run,
     "importing": importing.run,
     "failover": failover.run,
+    "second_chance": second_chance.run,
+    "fleet": fleet.run,
 }
 
 

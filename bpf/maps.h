@@ -75,6 +75,14 @@ struct {
 	__type(value, struct xlb_real);
 } reals SEC(".maps");
 
+/* vip_id -> the ring before its last change, and until when (alternate.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct xlb_prev_ring);
+} prev_rings SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, XLB_CONN_TABLE_SIZE);

@@ -45,6 +45,7 @@
 #include "stats.h"
 #include "vip.h"
 #include "flood.h"
+#include "prev_ring.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
@@ -267,8 +268,8 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 
 /*
  * Choose the real for p->flow (p->hash already set). `learn`: record a
- * ring choice in the connection table (false for routed ICMP errors,
- * which must not create entries). `probe`: a lookup the fast path made
+ * ring choice in the connection table and look for second chance's
+ * alternate (false for routed ICMP errors, which must not create entries). `probe`: a lookup the fast path made
  * (its entry, if any, is not valid: no second look). Sets p->real_id and
  * *real_out.
  */
@@ -299,6 +300,8 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	action = select_from_ring(p, vip, real_out);
 	if (action != XLB_CONTINUE)
 		return action;
+	if (XLB_SECOND_CHANCE && learn && find_alternate(p, vip, *real_out))
+		return XLB_CONTINUE; /* second chance: not recorded (prev_ring.h) */
 	if (use_table && learn)
 		record_conn(&probe->key, probe->conn, p, *real_out, cfg);
 	return XLB_CONTINUE;

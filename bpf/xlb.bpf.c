@@ -19,6 +19,8 @@
  *   no next-hop MAC                               DROP  DROP_NO_ROUTE
  *   too big for config.mtu after encap            TX    TX_ICMP_TOO_BIG
  *   encapsulated to the real                      TX    FORWARD
+ *     (with the previous ring's real when a ring change moved the flow:
+ *     prev_ring.h, carrier_encap.h)
  *     (XDP_REDIRECT when the FIB says the real is behind another device)
  */
 #include <linux/types.h>
@@ -44,6 +46,7 @@
 #include "quic.h"
 #include "csum.h"
 #include "encap.h"
+#include "carrier_encap.h"
 #include "icmp.h"
 #include "frag.h"
 
@@ -192,6 +195,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	}
 	hdr_len = outer_hdr_len(real->family, gue);
+	if (XLB_SECOND_CHANCE && p->has_alt)
+		hdr_len += carrier_len(real->family, gue);
 	if (reason == XLB_R_FORWARD && cfg->mtu && p->l3_len + hdr_len > cfg->mtu) {
 		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
 		if (p->flow.family == XLB_FAMILY_V6)
@@ -207,6 +212,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 		return action;
 	p->reason = reason;
 	p->has_vip = 1;
+	if (XLB_SECOND_CHANCE && p->has_alt)
+		return encap_with_carrier(ctx, p, cfg, real, &nh, gue);
 	if (real->family == XLB_FAMILY_V4)
 		return v4_encap(ctx, p, cfg, real, &nh, gue);
 	return v6_encap(ctx, p, cfg, real, &nh, gue);

@@ -181,6 +181,12 @@ struct xlb_vip_meta {
 enum xlb_real_flags {
 	XLB_REAL_F_NONE = 0,
 	XLB_REAL_F_ACTIVE = 1 << 0, /* id in use; cleared when retired */
+	/*
+	 * Retired from a VIP whose previous ring (`prev_rings`) may still name
+	 * it: second chance carries its address (vip_id is kept). Never set
+	 * with ACTIVE; cleared when the real is known dead.
+	 */
+	XLB_REAL_F_ALTERNATE = 1 << 1,
 };
 
 struct xlb_real {
@@ -403,11 +409,62 @@ enum xlb_counter_index {
 	XLB_CNT_QUIC_UNKNOWN_ID,    /* short header, no known server: CID hash */
 	XLB_CNT_QUIC_INITIAL,	    /* long header (Initial, 0-RTT), no known server */
 	XLB_CNT_QUIC_MALFORMED,	    /* too short for a CID: 5-tuple hash */
-	XLB_CNT_SYN_FLOOD_SKIP,	    /* SYN under a flood: ring only, no entry */
-	XLB_CNT_SYN_FLOOD_WINDOWS,  /* a CPU's 1-s window crossed the threshold */
-	XLB_CNT_FRAG_FIRST,	    /* first TCP/UDP fragment: its ports kept */
-	XLB_CNT_FRAG_LATER,	    /* later fragment balanced with its first's ports */
+	/* second chance (bpf/prev_ring.h, bpf/carrier_encap.h) */
+	XLB_CNT_SC_CARRIED,	   /* previous ring's real carried */
+	XLB_CNT_SC_OTHER_FAMILY,   /* previous ring's real of another family: not carried */
+	XLB_CNT_SYN_FLOOD_SKIP,	   /* SYN under a flood: ring only, no entry */
+	XLB_CNT_SYN_FLOOD_WINDOWS, /* a CPU's 1-s window crossed the threshold */
+	XLB_CNT_FRAG_FIRST,	   /* first TCP/UDP fragment: its ports kept */
+	XLB_CNT_FRAG_LATER,	   /* later fragment balanced with its first's ports */
 	XLB_CNT_COUNT,
+};
+
+/* ---- Second chance: the previous ring (bpf/alternate.h) ------------- */
+
+/*
+ * `prev_rings` (ARRAY of XLB_MAX_VIPS, key vip_id) names the ring slot that
+ * was live before the VIP's last ring change, until `until_ns`. A TCP
+ * packet that is not a SYN and that the ring (not the connection table)
+ * sent to a real other than the one the previous ring gives for its slot
+ * carries that previous real's address to its real (the carrier below),
+ * and is not recorded in the connection table. ring_slot ==
+ * XLB_RING_SLOT_NONE, or == the live slot, or a passed until_ns: nothing
+ * is carried.
+ */
+struct xlb_prev_ring {
+	__u32 ring_slot; /* host; the previously live slot, or XLB_RING_SLOT_NONE */
+	__u32 reserved;	 /* zero */
+	__u64 until_ns;	 /* host; CLOCK_MONOTONIC ns; carried while now < until_ns */
+	__u64 window_ns; /* host; the VIP's setting, read by the control plane
+			    only (all ones: until the next change) */
+};
+
+/*
+ * The carrier: the previous ring's real (the "alternate") in the outer
+ * headers, in one of three places, each starting with the same 4-byte
+ * word {type XLB_CARRIER_TYPE, length, flags, 0} and followed by the
+ * address of the outer header's family (the alternate is only carried
+ * when it has that family):
+ *   IPv4 outer (IPIP): an IP option (RFC 4727 experimental type 30: not
+ *     copied, class 0), length 8, right after the 20-byte header (ihl 7);
+ *   IPv6 outer (IP6IP6, 4in6): a destination-options header (next header
+ *     60) of 24 bytes: next header, hdrlen 2, Pad2 (type 1, length 0), the
+ *     option (RFC 4727 experimental type 0x1e: skip if unknown, does not
+ *     change en route) of data length 18 (flags, 0, address);
+ *   GUE: variant 0 GUE header {version 0, C 0, hlen, proto 4 or 41, flags
+ *     0} whose private data (hlen 2 or 5 words) is the word (length 8 or
+ *     20) and the address.
+ * XLB_CARRIER_F_HANDED_OVER with a zero address: a real already handed
+ * the packet on (bpf/handoff.h); it is handed on once only.
+ */
+enum xlb_carrier {
+	XLB_CARRIER_TYPE = 0x1e,
+	XLB_CARRIER_V4_OPT_LEN = 8,  /* option bytes, type and length included */
+	XLB_CARRIER_V6_OPT_LEN = 18, /* option data bytes (RFC 8200 counts so) */
+	XLB_CARRIER_V6_HDR_LEN = 24, /* the destination-options header */
+	XLB_CARRIER_GUE_V4_LEN = 8,  /* private data: word + IPv4 address */
+	XLB_CARRIER_GUE_V6_LEN = 20, /* private data: word + IPv6 address */
+	XLB_CARRIER_F_HANDED_OVER = 1 << 0,
 };
 
 /* ---- Decap program for the reals (bpf/decap.bpf.c) ------------------- */
@@ -434,6 +491,15 @@ enum xlb_decap_counter_index {
 	XLB_DCNT_PASS_FOREIGN,	 /* encapsulated but not to a local address */
 	XLB_DCNT_DROP_MALFORMED, /* encapsulated but truncated/inconsistent */
 	XLB_DCNT_PASS_FRAGMENT,	 /* outer fragment/options to a local address */
+	/* Second chance (bpf/handoff.h): packets that carry an alternate. */
+	XLB_DCNT_SC_SOCKET,    /* a socket of ours (established, request, time-wait) */
+	XLB_DCNT_SC_SYN,       /* a SYN: ours to answer */
+	XLB_DCNT_SC_SYNCOOKIE, /* only a listener, whose syncookie the ACK holds */
+	XLB_DCNT_SC_HANDED_ON, /* no socket: sent on to the alternate */
+	XLB_DCNT_SC_RECEIVED,  /* handed over by another real (carrier cleared) */
+	XLB_DCNT_SC_NOT_TCP,   /* carrier on a non-TCP packet: decapsulated */
+	XLB_DCNT_SC_ALT_LOCAL, /* the alternate is one of our addresses: kept */
+	XLB_DCNT_SC_NO_ROUTE,  /* no socket, no route/neighbour to the alternate: dropped */
 	XLB_DCNT_COUNT,
 };
 

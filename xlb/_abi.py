@@ -169,6 +169,19 @@ def real_entries(
     return rows
 
 
+def prev_ring_entry(ring_slot: int, until_ns: int, window_ns: int) -> bytes:
+    """A `prev_rings` value (struct xlb_prev_ring)."""
+    entry = ffi.new("struct xlb_prev_ring *")
+    entry.ring_slot, entry.until_ns, entry.window_ns = ring_slot, until_ns, window_ns
+    return to_bytes(entry)
+
+
+def parse_prev_ring(raw: bytes) -> tuple[int, int, int]:
+    """(ring_slot, until_ns, window_ns) of a `prev_rings` value."""
+    entry = struct_from("struct xlb_prev_ring", raw)
+    return int(entry.ring_slot), int(entry.until_ns), int(entry.window_ns)
+
+
 def _frombytes(raw: bytes, width: int, n: int) -> npt.NDArray[np.uint8]:
     return np.frombuffer(raw, dtype=np.uint8).reshape(n, width)
 
@@ -182,13 +195,20 @@ def set_real_field(rows: npt.NDArray[np.uint8], field: str, values: npt.NDArray[
     rows[:, offset : offset + column.shape[1]] = column
 
 
-def retired_real_entries(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """`rows` as retired ids: not active, no VIP, no weight (address, MAC and
-    gen kept, as real_entries(..., active=False) writes them)."""
+def retired_real_entries(
+    rows: npt.NDArray[np.uint8], alternate: bool = False
+) -> npt.NDArray[np.uint8]:
+    """`rows` as retired ids: not active, no weight (address, MAC and gen
+    kept, as real_entries(..., active=False) writes them). `alternate`: the
+    VIP's previous ring may still name them (XLB_REAL_F_ALTERNATE), so
+    they keep their vip_id; else they lose it too."""
     retired = rows.copy()
-    for field, dtype in (("flags", np.uint8), ("vip_id", np.uint32), ("weight", np.uint32),
-                         ("vip_flags", np.uint32)):  # fmt: skip
-        set_real_field(retired, field, np.zeros(len(rows), dtype=dtype))
+    n = len(rows)
+    flags = lib.XLB_REAL_F_ALTERNATE if alternate else 0
+    set_real_field(retired, "flags", np.full(n, flags, dtype=np.uint8))
+    zeroed = ["weight", "vip_flags"] if alternate else ["weight", "vip_flags", "vip_id"]
+    for field in zeroed:
+        set_real_field(retired, field, np.zeros(n, dtype=np.uint32))
     return retired
 
 

@@ -12,12 +12,18 @@ A retired real id is handed out again only after an RCU grace period, so a
 packet that read the old ring just before the flip can never reach the
 id's next owner.
 
+Second chance (xlb/prevring.py): just before the flip, the VIP's
+`prev_rings` entry is pointed at the slot that is still live, which from
+the flip on is the previous ring, carried for the VIP's window; reals that
+left are retired as alternates and their ids held for as long.
+
 The Balancer keeps the VIP table and runs each change in that order; the
 parts it delegates live beside it: ids.py (free VIP ids, real ids and
 when a retired one may be reused), rings.py (Maglev rings, ring slots,
-grace periods), vipaddrs.py (vip_filter bits, vip_addrs counts),
-stats.py (counters), synflood.py (the SYN-flood guard's windows),
-flows.py (the connection table), events.py (what
+grace periods), prevring.py (second chance's previous rings),
+vipaddrs.py (vip_filter bits, vip_addrs counts), stats.py (counters),
+synflood.py (the SYN-flood guard's windows), flows.py (the connection
+table), events.py (what
 observers hear of each change) and testrun.py (BPF_PROG_TEST_RUN).
 
 Wherever a method takes a VIP it also takes its text ("10.0.0.1:80/tcp",
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +71,7 @@ from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
 from .model import (
     IPPROTO,
+    SECOND_CHANCE_DEFAULT_S,
     AddressLike,
     BalancerConfig,
     Counter,
@@ -74,6 +82,7 @@ from .model import (
     Vip,
     VipFlags,
     VipLike,
+    check_second_chance,
     check_weight,
     overlapping_prefix,
     parse_address,
@@ -82,6 +91,14 @@ from .model import (
     vip_sort_key,
 )
 from .pins import DEFAULT_PIN_ROOT
+from .prevring import (
+    UNTIL_CHANGE_NS,
+    PrevRings,
+    Transition,
+    window_end,
+    window_ns,
+    window_seconds,
+)
 from .quiclb import assign_server_ids, destination_cid, server_id_of
 from .rings import (
     NO_RING,
@@ -124,6 +141,8 @@ class _VipState:
     members: dict[IPAddress, _Member] = field(default_factory=dict)
     ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
     rings: VipRings = field(default_factory=VipRings)  # where the ring lives
+    window_ns: int = window_ns(SECOND_CHANCE_DEFAULT_S)  # second chance (prevring.py)
+    transition: Transition | None = None  # the last change, while its window is open
     # QUIC VIPs: each real's server id (xlb/quiclb.py); empty for the others
     server_ids: dict[IPAddress, int] = field(default_factory=dict)
 
@@ -175,6 +194,7 @@ class Balancer:
         self._attached_here = False
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
+        self._prev = PrevRings(self._map["prev_rings"])
         self._quic = QuicServers(self._map["quic_servers"])
         try:
             self._reals_raw = self._read_reals()
@@ -256,6 +276,7 @@ class Balancer:
         self._prog = new.program(PROGRAM_NAME)
         self._map = new.maps
         self._slots.outer = new.maps["rings"]
+        self._prev.map = new.maps["prev_rings"]
         self._vip_filter.map = new.maps["vip_filter"]
         self._quic.map = new.maps["quic_servers"]
         old.close()
@@ -279,17 +300,39 @@ class Balancer:
             vip_id, flags, ring_size, ring_slot = _abi.parse_vip_meta(value)
             state = _VipState(vip_id, VipFlags(flags), ring_size)
             state.rings, state.ring = self._slots.adopt(vip_id, ring_slot, ring_size)
+            self._adopt_transition(state)
             vips[vip] = state
         by_id = {s.vip_id: s for s in vips.values()}
-        active = _abi.real_field(self._reals_raw, "flags", np.uint8) & _limits.XLB_REAL_F_ACTIVE
-        for real_id in np.flatnonzero(active).tolist():
+        real_flags = _abi.real_field(self._reals_raw, "flags", np.uint8)
+        for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ACTIVE).tolist():
             entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
             if owner is not None:
                 real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
+        for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ALTERNATE).tolist():
+            entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
+            owner = by_id.get(entry["vip_id"])
+            change = owner.transition if owner is not None else None
+            if change is not None and np.any(change.ring == real_id):
+                change.departed[entry["address"]] = real_id
         self._adopt_server_ids(by_id)
         return vips
+
+    def _adopt_transition(self, state: _VipState) -> None:
+        """A pinned VIP's second-chance window and, if its previous ring is
+        still carried, that ring (read back from its slot)."""
+        slot, until, window = self._prev.read(state.vip_id)
+        state.window_ns = window
+        live = state.rings.live
+        if NO_RING in (slot, live) or slot == live or time.monotonic_ns() >= until:
+            return
+        ring = self._slots.read(state.vip_id, slot, state.ring_size)
+        if ring is None:
+            return
+        state.rings.prev, state.rings.prev_until_ns = slot, until
+        changed = until - window if window != UNTIL_CHANGE_NS else time.monotonic_ns()
+        state.transition = Transition(ring, changed, until)
 
     def _adopt_server_ids(self, by_id: dict[int, _VipState]) -> None:
         """The QUIC VIPs' server ids from `quic_servers` (a pinned one goes
@@ -324,7 +367,12 @@ class Balancer:
         free, retired ones after a grace period."""
         gens = _abi.real_field(self._reals_raw, "gen", np.uint32)
         in_use = (m.real_id for s in self._vips.values() for m in s.members.values())
-        return RealIds(gens, in_use, self._slots.grace)
+        ids = RealIds(gens, in_use, self._slots.grace)
+        for state in self._vips.values():
+            if state.transition is not None:
+                departed = list(state.transition.departed.values())
+                ids.hold(departed, state.transition.until_ns)
+        return ids
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
@@ -396,6 +444,12 @@ class Balancer:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
+    def second_chance(self, vip: VipLike) -> float:
+        """The VIP's second-chance window in seconds (0: off; math.inf:
+        until its next ring change): how long after a ring change the
+        previous ring's real is carried for flows the change moved."""
+        return window_seconds(self._state(vip).window_ns)
+
     def server_ids(self, vip: VipLike) -> dict[IPAddress, int]:
         """Each real's QUIC-LB server id in a QUIC VIP ({} for another VIP):
         what its server must put in its connection IDs (xlb/quiclb.py)."""
@@ -403,16 +457,23 @@ class Balancer:
 
     @observed
     def add_vip(
-        self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
+        self,
+        vip: VipLike,
+        flags: VipFlags = VipFlags.NONE,
+        ring_size: int = RING_SIZE_DEFAULT,
+        second_chance: float = SECOND_CHANCE_DEFAULT_S,
     ) -> None:
-        """Add a VIP with no reals yet (its packets are dropped until it has some)."""
+        """Add a VIP with no reals yet (its packets are dropped until it has
+        some). `second_chance`: see second_chance()."""
         vip = to_vip(vip)
         flags = _check_vip_flags(vip, flags)
         _check_ring_size(ring_size)
+        window = window_ns(check_second_chance(second_chance))
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
         self._check_prefix_room(vip)
         vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
+        self._prev.closed(vip_id, window)  # whatever an earlier VIP of this id left
         zero_stats(self._map["vip_stats"], vip_id)
         self._count_address(vip, +1)
         self._vip_filter.mark(vip, flags, +1)
@@ -425,7 +486,37 @@ class Balancer:
             self._vip_filter.mark(vip, flags, -1)
             self._sync_lookup_flags()
             raise
-        self._vips[vip] = _VipState(vip_id, flags, ring_size)
+        self._vips[vip] = _VipState(vip_id, flags, ring_size, window_ns=window)
+
+    @observed
+    def set_second_chance(self, vip: VipLike, seconds: float) -> None:
+        """Change the VIP's second-chance window (see second_chance()). An
+        open window is measured from its change again: shorter, it may
+        close at once; 0 closes it."""
+        vip, state = self._lookup(vip)
+        window = window_ns(check_second_chance(seconds))
+        state.window_ns = window
+        change = state.transition
+        if change is None or not window:
+            self._end_transition(state)
+            return
+        change.until_ns = window_end(change.changed_ns, window)
+        state.rings.prev_until_ns = change.until_ns
+        self._prev.write(state.vip_id, state.rings.prev, change.until_ns, window)
+        self._real_ids.hold(list(change.departed.values()), change.until_ns)
+
+    def _end_transition(self, state: _VipState) -> None:
+        """Stop carrying the VIP's previous ring (if it was): its slot and
+        the ids of the reals it named are reusable after a grace period."""
+        self._prev.closed(state.vip_id, state.window_ns)
+        change, state.transition = state.transition, None
+        if change is None:
+            return
+        ticket = self._slots.grace.ticket()
+        state.rings.release_prev(ticket)
+        departed = list(change.departed.values())
+        self._real_ids.hold(departed, 0)
+        self._real_ids.reusable_after(departed, ticket)
 
     def _check_prefix_room(self, vip: Vip) -> None:
         """A prefix VIP: no other of the same port and protocol overlaps it
@@ -477,6 +568,9 @@ class Balancer:
             raise
         self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._vip_filter.mark(vip, state.flags, -1)
+        if (flags ^ state.flags) & _HASH_FLAGS:
+            # the flows' slots changed: the previous ring's slots name nobody's real
+            self._end_transition(state)
         state.flags = flags
         state.server_ids = server_ids
 
@@ -487,6 +581,7 @@ class Balancer:
         table, key = self._vip_entry(vip)
         table.delete(key)
         self._vip_filter.mark(vip, state.flags, -1)
+        self._end_transition(state)
         self._quic.delete(state.vip_id, state.server_ids.values())
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
@@ -566,11 +661,36 @@ class Balancer:
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         removed = [m for addr, m in state.members.items() if addr not in members]
-        slot = self._apply(vip, state, members, added, ring, server_ids)
-        ticket = self._start_grace(self._retire(removed))
+        previous = state.transition
+        change: Transition | None = previous
+        opened = not (previous is not None and previous.is_open() and _same_ring(state.ring, ring))
+        if opened:  # else the ring stays, and so does its previous ring
+            change = self._open_transition(state, ring)
+        slot = self._apply(vip, state, members, added, ring, server_ids, change, opened)
+        retired = self._retire(removed, alternate=change is not None)
+        ticket = self._start_grace(retired)
         self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
-        self._slots.flipped(state.rings, slot, ticket)
-        state.members, state.ring, state.server_ids = members, ring, server_ids
+        until = change.until_ns if change is not None else 0
+        self._slots.flipped(state.rings, slot, ticket, until if opened else None)
+        if change is not None:
+            change.departed.update((m.real.address, m.real_id) for m in removed)
+            self._real_ids.hold(retired, until)
+        if opened and previous is not None:  # no ring names its departed any more
+            departed = list(previous.departed.values())
+            self._real_ids.hold(departed, 0)
+            self._real_ids.reusable_after(departed, ticket)
+        state.members, state.ring, state.transition = members, ring, change
+        state.server_ids = server_ids
+
+    def _open_transition(
+        self, state: _VipState, ring: npt.NDArray[np.uint32] | None
+    ) -> Transition | None:
+        """The transition a change to `ring` opens: none with the window
+        off, from no ring, or to none (the VIP then drops its packets)."""
+        if not state.window_ns or state.ring is None or ring is None:
+            return None
+        now = time.monotonic_ns()
+        return Transition(state.ring, now, window_end(now, state.window_ns))
 
     @staticmethod
     def _same_reals(state: _VipState, wanted: list[Real]) -> bool:
@@ -605,9 +725,13 @@ class Balancer:
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
         server_ids: dict[IPAddress, int],
+        change: Transition | None,
+        opened: bool,
     ) -> int:
-        """Write reals and their QUIC server ids, then the ring, then flip;
-        undo the writes if anything fails. Returns the ring slot the VIP now names."""
+        """Write reals and their QUIC server ids, then the ring, then
+        (`opened`) the previous ring's entry (`change`: the live slot stays
+        readable; None: no previous ring), then flip; undo the writes if
+        anything fails. Returns the ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -618,13 +742,22 @@ class Balancer:
         reused = self._real_ids.handed_out_before(added_ids)
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
+        prev_undo: bytes | None = None
         sid_undo: Undo | None = None
         try:
             sid_undo = self._write_server_ids(state, members, server_ids)
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
+            if slot != state.rings.live and opened:
+                if change is not None:
+                    until, live = change.until_ns, state.rings.live
+                    prev_undo = self._prev.write(state.vip_id, live, until, state.window_ns)
+                else:
+                    prev_undo = self._prev.closed(state.vip_id, state.window_ns)
             if slot != state.rings.live:
                 self._write_vip_meta(vip, state, state.flags, slot)  # the flip
         except BaseException:
+            if prev_undo is not None:
+                self._prev.restore(state.vip_id, prev_undo)
             if sid_undo is not None:
                 self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
@@ -677,15 +810,41 @@ class Balancer:
             self._map["reals"].update_batch(_abi.u32_keys(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
-    def _retire(self, members: list[_Member]) -> list[int]:
+    def _retire(self, members: list[_Member], alternate: bool = False) -> list[int]:
         """Mark ids unused (one batch): connection-table entries pointing at
         them become misses, so their flows re-select. A packet that read the
         old ring just before the flip and picks one of them is dropped; the
-        id is handed out again only after a grace period (_start_grace)."""
+        id is handed out again only after a grace period (_start_grace).
+        `alternate`: the previous ring still names them (second chance)."""
         ids = [m.real_id for m in members]
-        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids]))
+        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids], alternate))
         self._real_ids.retire(ids)
         return ids
+
+    def departed_alternates(self, vip: VipLike) -> list[IPAddress]:
+        """Reals that left the VIP at its last ring change and that its
+        previous ring still names while the window is open: second chance
+        hands them the packets of their connections. Sorted."""
+        change = self._state(vip).transition
+        if change is None or not change.is_open():
+            return []
+        return sorted(change.departed, key=_address_sort_key)
+
+    @observed
+    def drop_alternate(self, vip: VipLike, address: RealLike) -> bool:
+        """A real that left the VIP at its last change is known to be dead:
+        stop handing it the packets of flows the change moved (the real
+        the ring now gives them resets them at once instead). Returns
+        whether the previous ring still named it."""
+        vip, state = self._lookup(vip)
+        addr = _real_address(address)
+        change = state.transition
+        real_id = change.departed.pop(addr, None) if change is not None else None
+        if real_id is None:
+            return False
+        self._put_reals([real_id], _abi.retired_real_entries(self._reals_raw[[real_id]]))
+        self._real_ids.hold([real_id], 0)
+        return True
 
     def _start_grace(self, retired_ids: list[int]) -> int:
         """One grace ticket for all a change took out of use, issued after
@@ -718,7 +877,39 @@ class Balancer:
         state = self._vips[vip]
         if state.ring is None:
             return None
-        h = flow_hash(
+        real_id = int(state.ring[self._flow_hash(flow, state) % state.ring_size])
+        for m in state.members.values():
+            if m.real_id == real_id:
+                return m.real.address
+        return None
+
+    def alternate(self, flow: Flow) -> IPAddress | None:
+        """The real a packet of `flow` that the ring (not the connection
+        table) forwards carries as its alternate (second chance), as the
+        data plane decides it (bpf/prev_ring.h): a TCP flow whose VIP's
+        last ring change, within its window, moved it from that real to
+        another of the same family. None otherwise. A SYN never carries
+        one."""
+        if not isinstance(flow, Flow):
+            raise ConfigError(f"expected a Flow, got {flow!r}")
+        vip = self.lookup_vip(flow.dst, flow.dport, flow.proto)
+        if vip is None or flow.proto != "tcp":
+            return None
+        state = self._vips[vip]
+        change = state.transition
+        if state.ring is None or change is None or not change.is_open():
+            return None
+        slot = self._flow_hash(flow, state) % state.ring_size
+        now_id, prev_id = int(state.ring[slot]), int(change.ring[slot])
+        owners = {m.real_id: m.real.address for m in state.members.values()}
+        owners.update((i, a) for a, i in change.departed.items())
+        now, prev = owners.get(now_id), owners.get(prev_id)
+        if prev is None or now is None or prev == now or prev.version != now.version:
+            return None
+        return prev
+
+    def _flow_hash(self, flow: Flow, state: _VipState) -> int:
+        return flow_hash(
             flow.src.packed,
             flow.dst.packed,
             flow.sport,
@@ -727,11 +918,6 @@ class Balancer:
             self._config.hash_seed,
             int(state.flags),
         )
-        real_id = int(state.ring[h % state.ring_size])
-        for m in state.members.values():
-            if m.real_id == real_id:
-                return m.real.address
-        return None
 
     def predict_quic(self, vip: VipLike, datagram: bytes) -> IPAddress | None:
         """The real a QUIC VIP sends a datagram (UDP payload) to, by its
@@ -925,6 +1111,14 @@ def _check_ring_size(size: Any) -> None:
     except ConfigError:
         rule = f"at most {RING_SIZE_MAX}" if size > RING_SIZE_MAX else "must be a prime number"
         raise ConfigError(f"invalid ring size {size!r}: {rule}") from None
+
+
+#: Flags that change which fields the flow hash covers (hash.h).
+_HASH_FLAGS = VipFlags.NO_SPORT | VipFlags.DPORT_ONLY
+
+
+def _same_ring(a: npt.NDArray[np.uint32] | None, b: npt.NDArray[np.uint32] | None) -> bool:
+    return a is not None and b is not None and np.array_equal(a, b)
 
 
 def _real_address(value: RealLike) -> IPAddress:

@@ -105,6 +105,18 @@ _EVENT_COUNTERS = {
     ),
 }
 
+_SECOND_CHANCE_COUNTERS = {
+    "sc_carried": (
+        "xlb_second_chance_carried",
+        "Packets sent with the previous ring's real (second chance: a flow a ring change moved).",
+    ),
+    "sc_other_family": (
+        "xlb_second_chance_other_family",
+        "Packets whose previous ring's real has another address family: not carried.",
+    ),
+}
+_NAMED_COUNTERS = {**_EVENT_COUNTERS, **_SECOND_CHANCE_COUNTERS}
+
 # How a QUIC VIP's datagrams were routed: counter name -> `route` label.
 _QUIC_ROUTES = {
     "quic_routed_by_cid": "by_cid",
@@ -239,8 +251,8 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         value = counters.get(name, 0)
         if name in action_names:
             actions.add_metric([name.removeprefix("xdp_")], value)
-        elif name in _EVENT_COUNTERS:
-            metric, help_text = _EVENT_COUNTERS[name]
+        elif name in _NAMED_COUNTERS:
+            metric, help_text = _NAMED_COUNTERS[name]
             events.append(CounterMetricFamily(metric, help_text, value=value))
         elif name in _QUIC_ROUTES:
             quic.add_metric([_QUIC_ROUTES[name]], value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ MAX_WEIGHT = 0xFFFF
 SERVER_ID_MAX = 256**_limits.XLB_QUIC_SERVER_ID_LEN - 1
 #: Longest udp_ttl_s: the `config` map holds it as a u64 of nanoseconds.
 UDP_TTL_MAX_S = (2**64 - 1) // 10**9
+#: Second chance (docs/ecmp.md): how long after a VIP's ring change its
+#: previous ring is carried for flows the change moved, by default; 0 = off,
+#: math.inf = until the VIP's next change.
+SECOND_CHANCE_DEFAULT_S = 3600.0
+SECOND_CHANCE_MAX_S = 30 * 24 * 3600  # a longer finite window is "until the next change"
 LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 VIP_TEXT_HINT = (
     "expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO, "
@@ -543,6 +549,22 @@ def _check_seconds(value: object, what: str, most: int) -> None:
         or not (value == 0 or 1e-9 <= value <= most)
     ):
         raise ConfigError(f"invalid {what} {value!r}: seconds 0-{most} (0: never; else >= 1e-9)")
+
+
+def check_second_chance(value: object, what: str = "second_chance") -> float:
+    """A second-chance window: seconds 0 (off) to SECOND_CHANCE_MAX_S, or
+    math.inf (until the VIP's next ring change). Returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"invalid {what} {value!r}: seconds (a number), or inf")
+    if value == math.inf:
+        return math.inf
+    # nan fails the comparison; a positive value below 1 ms is taken for a typo of 0
+    if not (value == 0 or 1e-3 <= value <= SECOND_CHANCE_MAX_S):
+        raise ConfigError(
+            f"invalid {what} {value!r}: seconds 0 (off) or 0.001-{SECOND_CHANCE_MAX_S}, "
+            "or inf (until the next ring change)"
+        )
+    return float(value)
 
 
 def vip_sort_key(vip: Vip) -> tuple[int, bytes, int, int, str]:

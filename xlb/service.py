@@ -263,7 +263,20 @@ def _apply_plan(balancer: Balancer, plan: _Plan) -> _Applied:
         return reals
 
     changes = cfg.diff(running, cfg.desired_state(plan.config, reals_of))
-    return _Applied(changes, cfg.apply(balancer, changes), healthy)
+    failures = cfg.apply(balancer, changes)
+    _drop_dead_alternates(balancer, plan)
+    return _Applied(changes, failures, healthy)
+
+
+def _drop_dead_alternates(balancer: Balancer, plan: _Plan) -> None:
+    """A real that health took out of its VIP is dead: second chance must
+    not hand it the packets of connections a ring change moved (the ring's
+    real resets them at once instead of a black hole). A drained real
+    (on_failure = "drain") stays in its VIP and keeps them."""
+    for vip in balancer.vips():
+        for address in balancer.departed_alternates(vip):
+            if (vip, address) in plan.down:
+                balancer.drop_alternate(vip, address)
 
 
 class Service:

@@ -26,8 +26,8 @@ def counter_names() -> dict[int, str]:
         if text != "count":
             names[_limits.XLB_CNT_REASON + value] = text
     for value, text in _abi.enum_names("enum xlb_counter_index", "XLB_CNT_").items():
-        if value >= _limits.XLB_CNT_CONN_HIT and text != "count":
-            names[value] = text  # the events after the actions and reasons
+        if text not in ("action", "action_count", "reason", "count"):  # markers, not counters
+            names[value] = text
     return names
 
 

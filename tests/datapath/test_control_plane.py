@@ -249,9 +249,11 @@ def test_a_change_reuses_a_slot_whose_grace_passed_before_making_a_new_one(
     manual_grace_lb: Balancer,
 ) -> None:
     """The other side of the slot choice: a spare slot whose ticket passed
-    is written in place, and no third inner map is made."""
+    is written in place, and no third inner map is made. (Without second
+    chance: with it, the slot that was live is held as the previous ring,
+    see test_second_chance.py.)"""
     lb = manual_grace_lb
-    lb.add_vip(VIP4)
+    lb.add_vip(VIP4, second_chance=0)
     lb.set_reals(VIP4, REALS4[:2])
     lb.set_reals(VIP4, REALS4[2:])
     grace = lb._slots.grace

@@ -94,6 +94,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from xlb import Balancer, BpfError, Flow, Real, Vip, VipFlags
+from xlb.model import IPAddress
 from xlb.testing import outer_destination
 
 TX, PASS, DROP = "XDP_TX", "XDP_PASS", "XDP_DROP"
@@ -834,16 +835,22 @@ def real_by_address(reals: list[Real]) -> dict[str, Real]:
 
 
 def run_flow(
-    lb: Balancer, flow: Flow, flags: str = "A", vip_flags: VipFlags = VipFlags.NONE
+    lb: Balancer,
+    flow: Flow,
+    flags: str = "A",
+    vip_flags: VipFlags = VipFlags.NONE,
+    alternate: IPAddress | None = None,
 ) -> str:
     """Send one packet of `flow`; check it came out encapsulated exactly as
-    the spec says for the real it went to; return that real's address."""
+    the spec says for the real it went to (with second chance's carrier of
+    `alternate`, if given); return that real's address."""
     l3 = l3_of(flow, flags)
     result = lb.run(frame(l3))
     assert result.action == TX
     dst = str(outer_destination(result.packet))
     pool = real_by_address(V4_POOL + V6_POOL)
-    assert_packet(result.packet, encapsulated(l3, pool[dst], flags=vip_flags))
+    carried = None if alternate is None else str(alternate)
+    assert_packet(result.packet, encapsulated(l3, pool[dst], flags=vip_flags, alternate=carried))
     return dst
 
 
@@ -893,7 +900,10 @@ def test_removed_real_is_a_conn_table_miss(packet_lb: ProgramLb) -> None:
     gone = str(V4_POOL[0].address)
     lb.remove_real(vip, gone)
     for f in flows:
-        now = run_flow(lb, f, "A")
+        # a miss: the ring, and second chance carries the removed real
+        alternate = lb.alternate(f) if owner[f] == gone else None
+        assert alternate == (V4_POOL[0].address if owner[f] == gone else None)
+        now = run_flow(lb, f, "A", alternate=alternate)
         assert now == (str(lb.predict(f)) if owner[f] == gone else owner[f])
 
 
@@ -905,11 +915,13 @@ def test_no_conn_table_flag_follows_the_ring(packet_lb: ProgramLb) -> None:
     owner = {f: run_flow(lb, f, "S", flags) for f in flows}
     lb.set_reals(vip, V4_POOL)
     before = lb.counters()
-    now = {f: run_flow(lb, f, "A", flags) for f in flows}
+    now = {f: run_flow(lb, f, "A", flags, alternate=lb.alternate(f)) for f in flows}
     delta = counter_delta(before, lb.counters())
     assert all(now[f] == str(lb.predict(f)) for f in flows)
     assert sum(now[f] != owner[f] for f in flows) > 30
     assert not any(k.startswith("conn_") for k in delta)  # the table is not consulted
+    # second chance names the real each moved flow had
+    assert delta["sc_carried"] == sum(now[f] != owner[f] for f in flows)
     assert list(lb.map("conn_v4").keys()) == []
 
 

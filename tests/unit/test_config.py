@@ -3,6 +3,7 @@ is pure and ordered; apply is all-or-nothing per VIP; dumps round-trips."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from xlb.config import (
     DataPlaneState,
     RemoveVip,
     SetReals,
+    SetSecondChance,
     SetVipFlags,
     VipConfig,
     VipState,
@@ -227,6 +229,18 @@ def test_invalid_toml_is_one_error_with_line() -> None:
         ("[health]\ninterval = -1", "health.interval: must be a number > 0"),
         ("vip = 3", "vip: must be an array of tables ([[vip]]), not an integer"),
         ('[balancer]\npin_dir = "relative"', "balancer.pin_dir: must be an absolute path"),
+        (
+            '[[vip]]\naddress = "10.1.1.1"\nport = 1\nsecond_chance = -1',
+            "vip[0].second_chance: must be seconds: 0 (off), 0.001-2592000 or inf",
+        ),
+        (
+            '[[vip]]\naddress = "10.1.1.1"\nport = 1\nsecond_chance = "1h"',
+            "vip[0].second_chance: must be seconds",
+        ),
+        (
+            '[[vip]]\naddress = "10.1.1.1"\nport = 1\nsecond_chance = 2678400',
+            "vip[0].second_chance: must be seconds",
+        ),
         ('[balancer]\nsrc_v4 = "::1"', "balancer.src_v4: must be an IPv4 address, not '::1'"),
     ],
 )
@@ -340,6 +354,38 @@ def test_diff_ring_size_change_recreates_the_vip() -> None:
     assert changes == [RemoveVip(V1), AddVip(V1, VipFlags.NONE, 13), SetReals(V1, (R1,))]
 
 
+def test_diff_changes_the_second_chance_window_in_place() -> None:
+    running = state(v1=vs(R1))
+    wanted = state(v1=replace(vs(R1), second_chance=0.0))
+    assert cfg.diff(running, wanted) == [SetSecondChance(V1, 0.0)]
+    added = cfg.diff(state(), state(v1=replace(vs(R1), second_chance=math.inf)))
+    assert added == [AddVip(V1, VipFlags.NONE, 65537, math.inf), SetReals(V1, (R1,))]
+    assert str(added[0]).endswith("second_chance=inf")
+
+
+def test_a_failing_vip_gets_its_window_back() -> None:
+    lb = FakeBalancer()
+    lb.state = {V1: replace(vs(R1), second_chance=60.0)}
+    lb.max_reals = 1
+    wanted = DataPlaneState({V1: replace(vs(R1, R2), second_chance=0.0)})
+    failures = cfg.apply(lb, cfg.diff(cfg.state_of_balancer(lb), wanted))  # type: ignore[arg-type]
+    assert [f.vip for f in failures] == [V1]
+    assert lb.state[V1] == replace(vs(R1), second_chance=60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("", 3600.0), ("second_chance = 0", 0.0), ("second_chance = 90", 90.0),
+     ("second_chance = 0.5", 0.5), ("second_chance = inf", math.inf)],
+)  # fmt: skip
+def test_second_chance_is_read_and_written_back(text: str, seconds: float) -> None:
+    config = cfg.loads(MINIMAL.replace("port = 80", f"port = 80\n{text}"))
+    assert config.vips[0].second_chance == seconds
+    again = cfg.loads(cfg.dumps(config))
+    assert again.vips[0].second_chance == seconds
+    assert cfg.desired_state(config).vips[V1].second_chance == seconds
+
+
 def test_diff_without_wanted_global_config_leaves_it_alone() -> None:
     running = DataPlaneState({}, BalancerConfig(mtu=1400))
     assert cfg.diff(running, DataPlaneState({})) == []
@@ -351,7 +397,7 @@ def test_diff_accepts_configs_and_is_deterministic() -> None:
     assert first == cfg.diff(DataPlaneState({}), config)
     assert [str(c) for c in first] == [
         "configure",
-        "add vip 10.100.0.1:80/tcp flags=none ring_size=65537",
+        "add vip 10.100.0.1:80/tcp flags=none ring_size=65537 second_chance=3600",
         "set reals 10.100.0.1:80/tcp 10.0.1.1*1 10.0.1.2*2",
     ]
     assert cfg.diff(cfg.desired_state(config), config) == []
@@ -383,8 +429,14 @@ class FakeBalancer:
     def reals(self, vip: Vip) -> list[Real]:
         return list(self.state[vip].reals)
 
-    def add_vip(self, vip: Vip, flags: VipFlags, ring_size: int) -> None:
-        self.state[vip] = VipState(flags, ring_size, ())
+    def second_chance(self, vip: Vip) -> float:
+        return self.state[vip].second_chance
+
+    def add_vip(self, vip: Vip, flags: VipFlags, ring_size: int, second_chance: float) -> None:
+        self.state[vip] = VipState(flags, ring_size, (), second_chance)
+
+    def set_second_chance(self, vip: Vip, seconds: float) -> None:
+        self.state[vip] = replace(self.state[vip], second_chance=seconds)
 
     def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
         self.state[vip] = replace(self.state[vip], flags=flags)

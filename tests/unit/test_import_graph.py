@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "xlb._libbpf": 1,
     "xlb.balancer": 2,
     "xlb.rings": 2,
+    "xlb.prevring": 2,
     "xlb.ids": 2,
     "xlb.stats": 2,
     "xlb.synflood": 2,

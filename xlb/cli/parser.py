@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from .._version import __version__
 from ..errors import ConfigError
-from ..model import SERVER_ID_MAX, Vip, VipFlags, check_mac, parse_address
+from ..model import SERVER_ID_MAX, Vip, VipFlags, check_mac, check_second_chance, parse_address
 from .apply import cmd_apply, cmd_save
 from .common import DEFAULT_LOCK_DIR, EXIT_USAGE, PROG
 from .delegates import cmd_lab, cmd_serve
@@ -120,6 +120,15 @@ def _positive_float(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"invalid interval {text!r}: seconds, > 0")
     return value
+
+
+def _second_chance_arg(text: str) -> float:
+    try:
+        return check_second_chance(float(text))
+    except (ValueError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"invalid second chance {text!r}: seconds, 0 (off) or inf"
+        ) from exc
 
 
 def _positive_int(text: str) -> int:
@@ -245,6 +254,13 @@ Refused while `xlb serve` manages the interface: edit its file and reload.
         help="comma-separated: no_sport, dport_only, no_conn_table, gue, quic (or none)",
     )
     p.add_argument("--ring-size", type=int, help="Maglev ring size, a prime (default 65537)")
+    p.add_argument(
+        "--second-chance",
+        type=_second_chance_arg,
+        metavar="SECONDS",
+        help="how long a ring change's previous ring is carried: seconds, 0 (off) or inf "
+        "(until the next change); default 3600",
+    )
     p.set_defaults(func=cmd_vip)
 
     p = _verb(

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..model import IPAddress, Real, Vip, VipFlags
+from ..model import SECOND_CHANCE_DEFAULT_S, IPAddress, Real, Vip, VipFlags
 from .common import EXIT_OK, CliError, UsageError, open_balancer, refuse_if_daemon, resolve_target
 
 if TYPE_CHECKING:
@@ -15,14 +15,23 @@ if TYPE_CHECKING:
 
 
 def _apply_one(
-    lb: Balancer, vip: Vip, flags: VipFlags, ring_size: int, reals: Sequence[Real]
+    lb: Balancer,
+    vip: Vip,
+    flags: VipFlags,
+    ring_size: int,
+    reals: Sequence[Real],
+    second_chance: float | None = None,
 ) -> None:
-    """Make one VIP exactly so, through config.diff/apply (transactional per VIP)."""
+    """Make one VIP exactly so, through config.diff/apply (transactional per
+    VIP); `second_chance` None keeps the VIP's window."""
     from .. import config as cfg
 
     running = cfg.state_of_balancer(lb)
     wanted_vips = dict(running.vips)
-    wanted_vips[vip] = cfg.VipState(flags, ring_size, tuple(reals))
+    current = running.vips.get(vip)
+    if second_chance is None:
+        second_chance = current.second_chance if current else SECOND_CHANCE_DEFAULT_S
+    wanted_vips[vip] = cfg.VipState(flags, ring_size, tuple(reals), second_chance)
     changes = cfg.diff(running, cfg.DataPlaneState(wanted_vips, None))
     failures = cfg.apply(lb, changes)
     if failures:
@@ -40,26 +49,31 @@ def cmd_vip(args: argparse.Namespace) -> int:
         if args.action == "add":
             if exists:
                 raise CliError(f"VIP {vip} already exists (change it with `xlb vip edit`)")
-            lb.add_vip(vip, args.flags or VipFlags.NONE, args.ring_size or RING_SIZE_DEFAULT)
+            window = SECOND_CHANCE_DEFAULT_S if args.second_chance is None else args.second_chance
+            lb.add_vip(
+                vip, args.flags or VipFlags.NONE, args.ring_size or RING_SIZE_DEFAULT, window
+            )
             print(f"added VIP {vip}")
             return EXIT_OK
         if not exists:
             raise CliError(f"no VIP {vip} on {target.name} (see `xlb list`)")
+        changes = (args.flags, args.ring_size, args.second_chance)
         if args.action == "del":
-            if args.flags is not None or args.ring_size is not None:
-                raise UsageError("`xlb vip del` takes no --flags or --ring-size")
+            if any(c is not None for c in changes):
+                raise UsageError("`xlb vip del` takes no --flags, --ring-size or --second-chance")
             lb.remove_vip(vip)
             print(f"removed VIP {vip}")
             return EXIT_OK
-        if args.flags is None and args.ring_size is None:
-            raise UsageError("`xlb vip edit` needs --flags and/or --ring-size")
+        if all(c is None for c in changes):
+            raise UsageError("`xlb vip edit` needs --flags, --ring-size and/or --second-chance")
         flags = args.flags if args.flags is not None else lb.vip_flags(vip)
         ring_size = args.ring_size if args.ring_size is not None else lb.ring_size(vip)
         resized = ring_size != lb.ring_size(vip)
-        _apply_one(lb, vip, flags, ring_size, lb.reals(vip))
+        _apply_one(lb, vip, flags, ring_size, lb.reals(vip), args.second_chance)
         names = ",".join(flags.names()) or "none"
         note = " (ring rebuilt: the VIP's flows re-selected)" if resized else ""
-        print(f"changed VIP {vip}: flags={names} ring_size={ring_size}{note}")
+        window = f"second_chance={lb.second_chance(vip):g}"
+        print(f"changed VIP {vip}: flags={names} ring_size={ring_size} {window}{note}")
     return EXIT_OK
 
 

@@ -28,6 +28,8 @@ from ..maglev import check_ring_size
 from ..model import (
     IPPROTO,
     MAX_WEIGHT,
+    SECOND_CHANCE_DEFAULT_S,
+    SECOND_CHANCE_MAX_S,
     SERVER_ID_MAX,
     UDP_TTL_MAX_S,
     IPAddress,
@@ -36,6 +38,7 @@ from ..model import (
     Vip,
     VipFlags,
     check_mac,
+    check_second_chance,
     overlapping_prefix,
     parse_address,
     parse_vip_address,
@@ -460,6 +463,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     flags, encapsulation = _read_flags(t)
     flags = _read_quic(t, flags, proto)
     ring_size = _ring_size(t)
+    second_chance = _second_chance(t)
     on_failure = cast(OnFailure, t.get_str("on_failure", "remove", ON_FAILURE))
     all_down = cast(AllDown, t.get_str("all_down", "keep", ALL_DOWN))
     reals = [_read_real(r) for r in t.tables("reals")]
@@ -485,6 +489,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
         flags=flags,
         encapsulation=encapsulation,
         ring_size=ring_size,
+        second_chance=second_chance,
         on_failure=on_failure,
         all_down=all_down,
         check=check,
@@ -531,6 +536,22 @@ def _read_flags(t: _Table) -> tuple[VipFlags, Encapsulation | None]:
         encapsulation = "gue"
         flags &= ~VipFlags.GUE
     return flags, encapsulation
+
+
+def _second_chance(t: _Table) -> float:
+    """Seconds, 0 (off) or inf (until the next ring change)."""
+    value = t.raw("second_chance")
+    if value is None:
+        return SECOND_CHANCE_DEFAULT_S
+    try:
+        return check_second_chance(value)
+    except ConfigError:
+        t.error(
+            "second_chance",
+            f"must be seconds: 0 (off), 0.001-{SECOND_CHANCE_MAX_S} or inf "
+            f"(until the next ring change), not {value!r}",
+        )
+        return SECOND_CHANCE_DEFAULT_S
 
 
 def _read_quic(t: _Table, flags: VipFlags, proto: str) -> VipFlags:

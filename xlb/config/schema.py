@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from .. import _limits
-from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+from ..model import SECOND_CHANCE_DEFAULT_S, BalancerConfig, IPAddress, Real, Vip, VipFlags
 from ..pins import DEFAULT_PIN_ROOT
 
 XdpMode = Literal["native", "generic"]
@@ -107,6 +107,9 @@ class VipConfig:
     flags: VipFlags = VipFlags.NONE  # without GUE: that is `encapsulation`; QUIC is `quic`
     encapsulation: Encapsulation | None = None  # None: the global setting
     ring_size: int = RING_SIZE_DEFAULT
+    # seconds a ring change's previous ring is carried (0: off; math.inf:
+    # until the next change); see docs/ecmp.md
+    second_chance: float = SECOND_CHANCE_DEFAULT_S
     on_failure: OnFailure = "remove"
     all_down: AllDown = "keep"
     check: Check | None = None

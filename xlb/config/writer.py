@@ -62,6 +62,7 @@ def from_balancer(balancer: Balancer, base: Config | None = None) -> Config:
                 flags=flags & ~VipFlags.GUE,
                 encapsulation=None if encapsulation == settings.encapsulation else encapsulation,
                 ring_size=balancer.ring_size(vip),
+                second_chance=balancer.second_chance(vip),
             )
         )
     health = base.health if base else HealthSettings()
@@ -233,6 +234,7 @@ def _vip_items(entry: VipConfig, timing: CheckTiming) -> list[tuple[str, object]
         items.append(("encapsulation", entry.encapsulation))
     items += [
         ("ring_size", entry.ring_size),
+        ("second_chance", entry.second_chance),
         ("on_failure", entry.on_failure),
         ("all_down", entry.all_down),
     ]
@@ -328,6 +330,8 @@ def toml_value(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if value == math.inf:
+            return "inf"  # TOML's own spelling (second_chance: until the next change)
         if not math.isfinite(value):
             raise ValueError(f"TOML cannot hold {value!r} here")
         return repr(value)

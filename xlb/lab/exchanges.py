@@ -95,12 +95,12 @@ class HeldConnection:
     same real, as long as the connection survives).
     """
 
-    def __init__(self, client: ClientLoop, dst: IPAddress, port: int) -> None:
+    def __init__(self, client: ClientLoop, dst: IPAddress, port: int, sport: int = 0) -> None:
         self.client = client
         self.dst = dst
         self.port = port
         self.sock: socket.socket | None = None
-        self.sport = 0
+        self.sport = sport  # 0: an ephemeral port, known once open
         self.real: str | None = None
         self.requests = 0
         self._buffer = b""
@@ -111,6 +111,8 @@ class HeldConnection:
         sock = socket.socket(socket.AF_INET6 if self.dst.version == 6 else socket.AF_INET)
         sock.setblocking(False)
         try:
+            if self.sport:
+                sock.bind(("", self.sport))
             async with asyncio.timeout(timeout):
                 await loop.sock_connect(sock, (str(self.dst), self.port))
         except BaseException:

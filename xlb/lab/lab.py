@@ -105,11 +105,19 @@ from typing import Any, Literal, TypeVar
 from .. import host, netns
 from .._bpf import BpfObject, XdpLink, XdpMode
 from ..announce import AnnounceError, BirdControl, ExaBgpAnnouncer, die_with_parent
-from ..balancer import Balancer
+from ..balancer import RING_SIZE_DEFAULT, Balancer
 from ..config import BgpSettings, Neighbor
 from ..decap import Decap, DecapMode
 from ..errors import ConfigError, XlbError
-from ..model import BalancerConfig, IPAddress, IPNetwork, Real, Vip, VipFlags
+from ..model import (
+    SECOND_CHANCE_DEFAULT_S,
+    BalancerConfig,
+    IPAddress,
+    IPNetwork,
+    Real,
+    Vip,
+    VipFlags,
+)
 from .nodes import BalancerNode, ClientNode, KillHow, RealNode
 from .routers import (
     FLOATING_V4,
@@ -566,13 +574,17 @@ class Lab:
         return host.ip(f"-{family}", "route", "show", str(vip), ns=where).strip()
 
     def _attach_pass_programs(self) -> None:
-        """XDP_PASS on every hub port facing a balancer (see the module doc)."""
+        """XDP_PASS on every hub port facing a balancer, and facing a real
+        whose decap runs at native XDP: a real hands packets of flows that
+        are not its own on with XDP_TX (second chance, bpf/handoff.h). See
+        the module doc."""
         if not PASS_OBJECT.is_file():
             raise XlbError(f"{PASS_OBJECT} is missing: run `python3 build.py build`")
         self._pass_obj = BpfObject(PASS_OBJECT)
         prog = self._pass_obj.program(PASS_PROGRAM)
+        facing = [*self.balancers, *(self.reals if self.decap_mode == "native" else [])]
         with netns.enter(self.hub):
-            for node in self.balancers:
+            for node in facing:
                 self._pass_links.append(XdpLink.attach(prog, node.hub_port, "native"))
 
     def _start_real(self, real: RealNode) -> None:
@@ -1162,9 +1174,11 @@ class Lab:
         names: Iterable[str] | None = None,
         flags: VipFlags = VipFlags.NONE,
         ring_size: int | None = None,
+        second_chance: float = SECOND_CHANCE_DEFAULT_S,
     ) -> list[Vip]:
         """TCP and UDP VIPs on vip4 and vip6 with every real (or `names`)."""
         chosen = list(names) if names is not None else None
+        size = RING_SIZE_DEFAULT if ring_size is None else ring_size
         vips = []
         for family in (4, 6):
             for proto in ("tcp", "udp"):
@@ -1172,10 +1186,7 @@ class Lab:
                 reals = self.backends(family, chosen)
 
                 def program(lb: Balancer, vip: Vip = vip, reals: list[Real] = reals) -> None:
-                    if ring_size is None:
-                        lb.add_vip(vip, flags)
-                    else:
-                        lb.add_vip(vip, flags, ring_size)
+                    lb.add_vip(vip, flags, size, second_chance)
                     lb.set_reals(vip, reals)
 
                 self.balancers_do(program)
@@ -1454,7 +1465,9 @@ class Lab:
 
 
 def _copy_services(source: Balancer, target: Balancer) -> None:
-    """Give `target` every VIP of `source`: flags, ring size, reals, weights."""
+    """Give `target` every VIP of `source`: flags, ring size, second-chance
+    window, reals, weights (not the previous rings: history is not config)."""
     for vip in source.vips():
-        target.add_vip(vip, source.vip_flags(vip), source.ring_size(vip))
+        size, window = source.ring_size(vip), source.second_chance(vip)
+        target.add_vip(vip, source.vip_flags(vip), size, window)
         target.set_reals(vip, source.reals(vip))
