@@ -333,7 +333,7 @@ def test_counters_stats_and_flows_match_the_packets_sent(p: Plane) -> None:
         (["real", "add", str(WEB), "10.30.1.2", "--weight", "70000"], "invalid weight"),
         (["vip", "frobnicate", str(WEB)], "invalid choice"),
         (["list", "--stats", "--rate"], "not allowed with argument"),
-        (["vip", "edit", str(WEB)], "needs --flags and/or --ring-size"),
+        (["vip", "edit", str(WEB)], "needs --flags, --ring-size and/or --second-chance"),
         (["nosuchverb"], "invalid choice"),
     ],
 )
