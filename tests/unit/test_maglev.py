@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,66 @@ def test_vectorised_fill_equals_the_literal_loop(count: int, size: int, weighted
         weights[0] = 1
     expected = maglev.build_table_literally(reals, size, weights)
     assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+
+
+SMALL_PRIMES = [p for p in range(2, 6000) if maglev.is_prime(p)]
+
+
+def random_case(rng: random.Random) -> tuple[list[object], int, list[int] | None]:
+    """Random addresses (IPv4, IPv6 or both, in every accepted form), a
+    random prime size and weights that are equal, varied, skewed or partly 0."""
+    size = rng.choice([p for p in SMALL_PRIMES if p >= 7])
+    count = rng.randint(1, min(size, rng.choice([4, 40, 400])))
+    families = rng.choice([(4,), (6,), (4, 6)])
+    addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    while len(addresses) < count:
+        if rng.choice(families) == 4:
+            addresses.add(ipaddress.IPv4Address(rng.getrandbits(32)))
+        else:
+            addresses.add(ipaddress.IPv6Address(rng.getrandbits(128)))
+    form = rng.choice(["object", "text", "packed"])
+    reals: list[object] = [
+        a if form == "object" else str(a) if form == "text" else a.packed for a in addresses
+    ]
+    rng.shuffle(reals)
+    kind = rng.choice(["none", "equal", "varied", "skewed", "zeros"])
+    weights: list[int] | None = {
+        "none": None,
+        "equal": [3] * count,
+        "varied": [rng.randint(1, 9) for _ in range(count)],
+        "skewed": [rng.choice([1, 1, 1, 1000]) for _ in range(count)],
+        "zeros": [rng.choice([0, 0, 1, 2]) for _ in range(count)],
+    }[kind]
+    return reals, size, weights
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_inputs_give_the_literal_table(seed: int) -> None:
+    # Seeded, so a failure names the case: rerun with -k "literal_table[<seed>]".
+    reals, size, weights = random_case(random.Random(seed))
+    expected = maglev.build_table_literally(reals, size, weights)
+    assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+
+
+def test_threads_building_at_once_get_the_same_tables() -> None:
+    # Each thread keeps its own scratch arrays (maglev._Scratch): builds of
+    # different sizes running at once must not see each other's.
+    cases = [(v4_reals(count), size) for count, size in [(10, 65537), (300, 4099), (1000, 65537)]]
+    expected = [maglev.build_table(reals, size) for reals, size in cases]
+    failures: list[str] = []
+
+    def build_repeatedly(index: int) -> None:
+        reals, size = cases[index]
+        for _ in range(5):
+            if not np.array_equal(maglev.build_table(reals, size), expected[index]):
+                failures.append(f"case {index}")
+
+    threads = [threading.Thread(target=build_repeatedly, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 # ---- Shape and trivial cases --------------------------------------------------
