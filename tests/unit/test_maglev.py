@@ -78,7 +78,7 @@ def test_vectorised_fill_equals_the_literal_loop(count: int, size: int, weighted
 SMALL_PRIMES = [p for p in range(2, 6000) if maglev.is_prime(p)]
 
 
-def random_case(rng: random.Random) -> tuple[list[object], int, list[int] | None]:
+def random_case(rng: random.Random) -> tuple[list[maglev.Address], int, list[int] | None]:
     """Random addresses (IPv4, IPv6 or both, in every accepted form), a
     random prime size and weights that are equal, varied, skewed or partly 0."""
     size = rng.choice([p for p in SMALL_PRIMES if p >= 7])
@@ -91,7 +91,7 @@ def random_case(rng: random.Random) -> tuple[list[object], int, list[int] | None
         else:
             addresses.add(ipaddress.IPv6Address(rng.getrandbits(128)))
     form = rng.choice(["object", "text", "packed"])
-    reals: list[object] = [
+    reals: list[maglev.Address] = [
         a if form == "object" else str(a) if form == "text" else a.packed for a in addresses
     ]
     rng.shuffle(reals)
