@@ -89,6 +89,7 @@ xlb/__init__.py).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import operator
 import threading
@@ -195,12 +196,18 @@ def check_ring_size(size: int, reals: int = 0) -> None:
             f"ring size {size} is larger than the maximum {MAX_SIZE}: "
             f"a ring holds at most {MAX_SIZE} slots"
         )
-    if not is_prime(size):
+    if not _is_prime_size(size):
         raise ConfigError(f"ring size {size} is not a prime")
     if reals > size:
         raise ConfigError(
             f"ring size {size} is smaller than the {reals} reals with a non-zero weight"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _is_prime_size(size: int) -> bool:
+    """is_prime for ring sizes, which repeat: every build checks its size."""
+    return is_prime(size)
 
 
 def _validated_size(size: int) -> int:
@@ -454,8 +461,10 @@ class _Fill:
 # one inverted candidate costs about as much as two scanned ranks.
 _INVERT_WHEN_SCAN_EXCEEDS = 2.0
 # How many more ranks a scan covers than it is expected to need.
-_OVERSCAN = 1.25
+_OVERSCAN = 1.0
 _HELD_SHARE = 0.25
+_ROW_DIVISOR = 2
+_SPREAD = 0.0
 
 
 def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
@@ -479,13 +488,12 @@ def _skip_inverses(fill: _Fill, reals: Int64Array) -> Int64Array:
 
 def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
     """Owner (participant index) of every slot, spec step 5. The result is
-    the thread's scratch array: use it before the next build."""
-    import numpy as np
+    may be a scratch array of the thread: use it before the next build."""
 
     fill = _first_round(offset, skip, quota, size, _SCRATCH)
     while True:
         deficit = fill.quota - fill.held
-        active = np.flatnonzero(deficit > 0)
+        active = (deficit > 0).nonzero()[0]
         if active.size == 0:
             return _owners(fill)
         _run_round(fill, active, deficit[active])
@@ -545,7 +553,7 @@ def _first_round(
     # the grid along its rank axis counts each real's wins with no division.
     won = slot_key[slot] == key.reshape(slot.shape)
     held = np.count_nonzero(won, axis=0 if ranks < count else 1)
-    free = np.flatnonzero(slot_key == _NO_KEY)
+    free = (slot_key == _NO_KEY).nonzero()[0]
     open_map = scratch.get("open_map", size + 1, np.bool_)
     open_map.fill(False)
     return _Fill(
@@ -589,7 +597,8 @@ def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64A
     unscanned = fill.size - fill.next_rank[reals]
     free = int(fill.quota.sum() - fill.held.sum())
     winnable = free + _HELD_SHARE * (fill.contested.size - free)
-    expected = deficit * unscanned * (_OVERSCAN / max(winnable, 1))
+    wanted = deficit * _OVERSCAN + _SPREAD * np.sqrt(deficit)
+    expected = wanted * unscanned * (1 / max(winnable, 1))
     return np.minimum(expected.astype(np.int64) + 1, unscanned)
 
 
@@ -601,25 +610,22 @@ def _narrow_contested(fill: _Fill, lowest_key: int) -> None:
     slot it lost, whose key was worse than the one that took it), and slot
     keys only decrease, so slots dropped here never come back.
     """
-    import numpy as np
 
     beatable = fill.slot_key[fill.contested] > lowest_key
     fill.open_map[fill.contested] = beatable
-    fill.contested = fill.contested[np.flatnonzero(beatable)]  # faster than a mask index
+    fill.contested = fill.contested[beatable.nonzero()[0]]  # faster than a mask index
 
 
 def _block_width(scan_length: Int64Array) -> int:
     """Width of the rows that scans are cut into: about half a typical scan."""
-    typical = max(int(scan_length.sum()) // (2 * scan_length.size), 1)
+    typical = max(int(scan_length.sum()) // (_ROW_DIVISOR * scan_length.size), 1)
     return min(max(1 << (typical.bit_length() - 1), 4), 1024)
 
 
 def _gather(source: npt.NDArray[Any], index: Int64Array, out: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """source[index] into `out`. Every index is in range: mode "clip" only
     spares the copy numpy otherwise makes of `out` (its default mode buffers)."""
-    import numpy as np
-
-    return np.take(source, index, out=out, mode="clip")
+    return source.take(index, out=out, mode="clip")
 
 
 def _probe_slots(
@@ -685,7 +691,7 @@ def _proposals_by_scanning(
     row_start = _reduce_mod(fill.offset[row_real] + row_rank * row_skip, size)
     slots, flat = _probe_slots(row_start, row_skip, row_rank, width, fill)
 
-    probe = np.flatnonzero(fill.open_map[slots])  # (row, step) of open probes, in order
+    probe = fill.open_map[slots].ravel().nonzero()[0]  # (row, step) of open probes, in order
     n = probe.size
     row = np.right_shift(probe, shift, out=scratch.get("row", n, np.int64))
     step = np.bitwise_and(probe, width - 1, out=scratch.get("step", n, np.int64))
@@ -697,7 +703,7 @@ def _proposals_by_scanning(
     spare = np.multiply(step, count, out=step)
     key += spare
     _gather(fill.slot_key, slot, spare)
-    winnable = np.flatnonzero(np.less(key, spare, out=scratch.get("winnable", n, np.bool_)))
+    winnable = np.less(key, spare, out=scratch.get("winnable", n, np.bool_)).nonzero()[0]
     found_count = winnable.size
     owner = _gather(row_owner, _gather(row, winnable, probe[:found_count]),
                     scratch.get("owner", found_count, np.int64))  # fmt: skip
@@ -731,7 +737,7 @@ def _first_of_each(
     end = np.cumsum(found) - found + limit  # index after each owner's last kept item
     ends = _gather(end, owner, scratch.get("ends", n, np.int64))
     kept = np.less(scratch.counting(n), ends, out=scratch.get("kept", n, np.bool_))
-    return np.flatnonzero(kept), found, end - 1
+    return kept.nonzero()[0], found, end - 1
 
 
 def _proposals_by_inverting(
@@ -775,7 +781,7 @@ def _accept(fill: _Fill, slot: Int64Array, key: Int64Array, real: Int64Array) ->
     np.minimum.at(fill.slot_key, slot, key)
     # Keys are unique, so each slot has one winner. Integer gathers are
     # several times faster than boolean-mask indexing here.
-    won = np.flatnonzero(fill.slot_key[slot] == key)
+    won = (fill.slot_key[slot] == key).nonzero()[0]
     displaced = before[won]
     displaced = _reduce_mod(displaced[displaced != _NO_KEY], fill.count)
     fill.held += np.bincount(real[won], minlength=fill.count)
