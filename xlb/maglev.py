@@ -465,6 +465,8 @@ _OVERSCAN = 1.0
 _HELD_SHARE = 0.25
 _ROW_DIVISOR = 2
 _SPREAD = 0.0
+_GRID_MOST = 2.5
+_GRID_LEFT = 16
 
 
 def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
@@ -516,28 +518,30 @@ def _first_round(
 ) -> _Fill:
     """Round one: the table is empty, so every real proposes its first ranks.
 
-    Each proposes min(quota) ranks, so that the proposals form a full
-    (rank, real) grid with key rank * n + j. No real
-    can fill up within these ranks, so every slot they win is final (the
-    greedy of step 5 takes it at once), and only the slots left free are
-    contested from here on. Reals with a larger quota go on in the later
-    rounds: deferred acceptance does not care how proposals are spread over
-    rounds.
+    Every real proposes the same first ranks (`_grid_ranks`), so that the
+    proposals form a full (rank, real) grid with key rank * n + j. A real
+    that wins more than its quota there withdraws the proposals after its
+    quota-th win, which hands their slots to the next best proposal
+    (`_withdraw_beyond_quota`); what is left is a state of deferred
+    acceptance in which every slot taken has a key below ranks * n. Every
+    later proposal has a larger key, so those slots are final, and only the
+    slots left free are contested from here on.
     """
     import numpy as np
 
     count = len(offset)
-    ranks = int(quota.min())
+    ranks = _grid_ranks(quota, size)
     slot = scratch.get("grid", ranks * count, np.int64)
     spare = scratch.get("grid_spare", ranks * count, np.int64)
     # Lay the grid out with the longer side innermost: numpy broadcasts
     # slowly over short rows. Rank-major, the key rank * n + j of an entry
     # is its position; real-major, it is computed.
-    if ranks < count:
+    rank_major = ranks < count
+    if rank_major:
         slot, spare = slot.reshape(ranks, count), spare.reshape(ranks, count)
         np.multiply(scratch.counting(ranks)[:, None], skip, out=slot)
         slot += offset
-        key = scratch.counting(ranks * count)
+        key = scratch.counting(ranks * count).reshape(ranks, count)
     else:
         slot, spare = slot.reshape(count, ranks), spare.reshape(count, ranks)
         np.multiply(skip[:, None], scratch.counting(ranks), out=slot)
@@ -551,8 +555,11 @@ def _first_round(
     np.minimum.at(slot_key, slot.ravel(), key.ravel())
     # Keys are unique, so a proposal won if its slot kept its key. Summing
     # the grid along its rank axis counts each real's wins with no division.
-    won = slot_key[slot] == key.reshape(slot.shape)
-    held = np.count_nonzero(won, axis=0 if ranks < count else 1)
+    won = slot_key[slot] == key
+    by_rank = (lambda grid: grid) if rank_major else np.transpose  # views with ranks first
+    held = np.count_nonzero(won, axis=0 if rank_major else 1)
+    if (held > quota).any():
+        held = _withdraw_beyond_quota(slot_key, by_rank(slot), by_rank(key), by_rank(won), quota)
     free = (slot_key == _NO_KEY).nonzero()[0]
     open_map = scratch.get("open_map", size + 1, np.bool_)
     open_map.fill(False)
@@ -569,6 +576,55 @@ def _first_round(
         open_map=open_map,
         scratch=scratch,
     )
+
+
+def _grid_ranks(quota: Int64Array, size: int) -> int:
+    """How many ranks every real proposes in round one.
+
+    The more, the more of the table the grid fills (its proposals cost
+    less than those of later rounds, which have to search for free slots),
+    but a real that fills up inside the grid costs a withdrawal pass. A
+    real expects about q * exp(-ranks / q) of its quota q to be left after
+    the grid, give or take a few times the root of that; the grid stops
+    where that is about 16, and at 2.5 q, past which the grid fills little.
+    """
+    import math
+
+    smallest = int(quota.min())
+    factor = min(max(math.log(max(smallest, 1) / _GRID_LEFT), 1.0), _GRID_MOST)
+    return min(int(smallest * factor), size)
+
+
+def _withdraw_beyond_quota(
+    slot_key: Int64Array, slot: Int64Array, key: Int64Array, won: npt.NDArray[np.bool_],
+    quota: Int64Array,
+) -> Int64Array:  # fmt: skip
+    """Make the grid a state of deferred acceptance: each real that won
+    more than its quota withdraws its proposals after its quota-th win (it
+    would have stopped proposing there), and each slot they held goes to
+    its best remaining proposal, which may put another real over its quota.
+    Arrays are (rank, real) views; returns the slots each real holds."""
+    import numpy as np
+
+    ranks, count = won.shape
+    last_rank = np.full(count, ranks - 1)  # proposals at higher ranks are withdrawn
+    held: Int64Array = np.count_nonzero(won, axis=0)
+    while (over := (held > quota).nonzero()[0]).size:
+        wins = np.cumsum(won[:, over], axis=0)
+        # The rank of the quota-th win (-1 for a quota of 0: all withdrawn).
+        last_rank[over] = np.argmax(wins >= quota[over], axis=0) - (quota[over] == 0)
+        lost = won[:, over] & (np.arange(ranks)[:, None] > last_rank[over])
+        rank, real = lost.nonzero()
+        freed = slot[rank, over[real]]
+        slot_key[freed] = _NO_KEY
+        reopened = np.zeros(slot_key.size, dtype=np.bool_)
+        reopened[freed] = True
+        retry = reopened[slot] & (np.arange(ranks)[:, None] <= last_rank)
+        np.minimum.at(slot_key, slot[retry], key[retry])
+        won[rank, over[real]] = False
+        won[retry] = slot_key[slot[retry]] == key[retry]
+        held = np.count_nonzero(won, axis=0)
+    return held
 
 
 def _run_round(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +113,32 @@ def test_random_inputs_give_the_literal_table(seed: int) -> None:
     reals, size, weights = random_case(random.Random(seed))
     expected = maglev.build_table_literally(reals, size, weights)
     assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_withdrawals_from_a_long_first_round_give_the_literal_table(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Round one usually stops before any real can fill up; a longer one makes
+    # reals win past their quota and withdraw (maglev._withdraw_beyond_quota).
+    withdrawals = []
+    withdraw = maglev._withdraw_beyond_quota
+
+    def counted(*args: Any) -> npt.NDArray[np.int64]:
+        withdrawals.append(1)
+        return withdraw(*args)
+
+    monkeypatch.setattr(maglev, "_withdraw_beyond_quota", counted)
+    monkeypatch.setattr(
+        maglev, "_grid_ranks", lambda quota, size: min(4 * int(quota.min()) + 3, size)
+    )
+    cases = [random_case(random.Random(1000 + seed)) for _ in range(1)]
+    cases += [(list(v4_reals(1000)), 65537, None)] if seed == 0 else []
+    for reals, size, weights in cases:
+        expected = maglev.build_table_literally(reals, size, weights)
+        assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+    if seed == 0:
+        assert withdrawals  # the 1000 reals do win past their quota of 65 or 66
 
 
 def test_threads_building_at_once_get_the_same_tables() -> None:
