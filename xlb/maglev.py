@@ -286,7 +286,7 @@ def _ipv4_participants(reals: Sequence[Address]) -> _Participants | None:
 
     if not isinstance(reals, list) or set(map(type, reals)) != {bytes}:
         return None
-    if min(map(len, reals), default=0) != 4 or max(map(len, reals)) != 4:
+    if set(map(len, reals)) != {4}:
         return None
     as_integers = np.frombuffer(b"".join(reals), dtype=">u4")
     order = np.argsort(as_integers, kind="stable")
@@ -460,13 +460,13 @@ class _Fill:
 # when its scan would be this many times longer than the list of those slots:
 # one inverted candidate costs about as much as two scanned ranks.
 _INVERT_WHEN_SCAN_EXCEEDS = 2.0
-# How many more ranks a scan covers than it is expected to need.
-_OVERSCAN = 1.0
+# The share of the contested slots held by some real that a scan counts on
+# winning (the free ones it wins unless another real takes them first).
 _HELD_SHARE = 0.25
-_ROW_DIVISOR = 2
-_SPREAD = 0.0
-_GRID_MOST = 2.5
+# Round one stops where a real expects this many slots of its quota to be
+# left, and at this many times the smallest quota (see _grid_ranks).
 _GRID_LEFT = 16
+_GRID_MOST = 2.5
 
 
 def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
@@ -629,32 +629,40 @@ def _withdraw_beyond_quota(
 
 def _run_round(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:
     """One round: every real below quota proposes, then slots choose."""
+    import numpy as np
+
     _narrow_contested(fill, int((fill.next_rank[active] * fill.count + active).min()))
     scan_length = _scan_lengths(fill, active, deficit)
     invert = scan_length > _INVERT_WHEN_SCAN_EXCEEDS * fill.contested.size
     if not invert.any():
         _accept(fill, *_proposals_by_scanning(fill, active, deficit, scan_length))
         return
+    slot, key, real = _proposals_by_inverting(fill, active[invert], deficit[invert])
     scan = ~invert
-    if scan.any():
-        _accept(fill, *_proposals_by_scanning(fill, active[scan], deficit[scan], scan_length[scan]))
-    _accept(fill, *_proposals_by_inverting(fill, active[invert], deficit[invert]))
+    if scan.any():  # one accept for both kinds of proposals
+        more = _proposals_by_scanning(fill, active[scan], deficit[scan], scan_length[scan])
+        slot, key, real = (
+            np.concatenate(pair) for pair in zip((slot, key, real), more, strict=True)
+        )
+    _accept(fill, slot, key, real)
 
 
 def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64Array:
-    """Ranks each real should scan to find `deficit` winnable slots.
+    """Ranks each real should scan to expect `deficit` winnable slots.
 
-    The winnable slots of a real are among the contested ones, spread
-    evenly over the ranks it has not scanned yet; scanning a little more
-    than the expected need spares most reals a second scan.
+    A real's winnable slots are among the contested ones, spread evenly
+    over the ranks it has not scanned yet: every free slot (no real has
+    proposed to one yet, so all lie ahead of every real) and some of those
+    held. A real that finds fewer scans on in the next round, which there
+    is anyway for the reals that lose a slot; measured, scanning more than
+    the expected need costs more in probes than it saves in rounds.
     """
     import numpy as np
 
     unscanned = fill.size - fill.next_rank[reals]
     free = int(fill.quota.sum() - fill.held.sum())
     winnable = free + _HELD_SHARE * (fill.contested.size - free)
-    wanted = deficit * _OVERSCAN + _SPREAD * np.sqrt(deficit)
-    expected = wanted * unscanned * (1 / max(winnable, 1))
+    expected = deficit * unscanned * (1 / max(winnable, 1))
     return np.minimum(expected.astype(np.int64) + 1, unscanned)
 
 
@@ -674,7 +682,7 @@ def _narrow_contested(fill: _Fill, lowest_key: int) -> None:
 
 def _block_width(scan_length: Int64Array) -> int:
     """Width of the rows that scans are cut into: about half a typical scan."""
-    typical = max(int(scan_length.sum()) // (_ROW_DIVISOR * scan_length.size), 1)
+    typical = max(int(scan_length.sum()) // (2 * scan_length.size), 1)
     return min(max(1 << (typical.bit_length() - 1), 4), 1024)
 
 
