@@ -278,27 +278,57 @@ def _canonical_participants(addresses: list[bytes], weights: list[int]) -> _Part
     )
 
 
-def _ipv4_participants(reals: Sequence[Address]) -> _Participants | None:
-    """The participants of packed IPv4 addresses of weight 1, the common
-    input (bench, tests): sorted, checked and hashed as one array, no
-    Python work per real. None for any other input."""
+def _ipv4_participants(
+    reals: Sequence[Address], weights: Sequence[int] | None
+) -> _Participants | None:
+    """The participants of IPv4 reals given packed or as IPv4Address (what
+    the balancer and the bench pass) with weights None or plain ints:
+    sorted, checked and hashed as arrays, with no Python work per real
+    beyond reading it once. None for any other input, which the general
+    path checks and reports on."""
     import numpy as np
 
-    if not isinstance(reals, list) or set(map(type, reals)) != {bytes}:
+    if not isinstance(reals, list | tuple):
         return None
-    if set(map(len, reals)) != {4}:
+    kinds = set(map(type, reals))
+    if kinds == {bytes} and set(map(len, reals)) == {4}:
+        as_integers = np.frombuffer(b"".join(reals), dtype=">u4").astype(np.uint32)
+    elif kinds == {ipaddress.IPv4Address}:
+        as_integers = np.fromiter(map(int, reals), dtype=np.uint32, count=len(reals))
+    else:
         return None
-    as_integers = np.frombuffer(b"".join(reals), dtype=">u4")
+    weight = _plain_weights(weights, len(reals))
+    if weight is None:
+        return None
     order = np.argsort(as_integers, kind="stable")
     ordered = as_integers[order]
     if bool((ordered[1:] == ordered[:-1]).any()):
-        _reject_duplicates(reals)
-    rows = ordered.view(np.uint8).reshape(len(reals), 4)  # big-endian: the packed bytes
+        _reject_duplicates([packed_address(real) for real in reals])
+    if not weight.all():
+        serving = weight[order] > 0
+        order, ordered = order[serving], ordered[serving]
+    rows = ordered.astype(">u4").view(np.uint8).reshape(len(order), 4)  # the packed bytes
     return _Participants(
-        hashes=_fnv1a64(rows),
-        weights=np.ones(len(reals), dtype=np.int64),
-        input_indexes=order.astype(np.int64),
+        hashes=_fnv1a64(rows), weights=weight[order], input_indexes=order.astype(np.int64)
     )
+
+
+def _plain_weights(weights: Sequence[int] | None, count: int) -> Int64Array | None:
+    """`weights` as an array when they are None (all 1) or valid plain
+    ints; None when anything needs the general check."""
+    import numpy as np
+
+    if weights is None:
+        return np.ones(count, dtype=np.int64)
+    if len(weights) != count or set(map(type, weights)) != {int}:
+        return None
+    try:
+        weight = np.array(weights, dtype=np.int64)
+    except OverflowError:
+        return None
+    if int(weight.min()) < 0 or int(weight.max()) >= 1 << 32:
+        return None
+    return weight
 
 
 def _reject_duplicates(addresses: list[bytes]) -> None:
@@ -660,7 +690,7 @@ def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64A
     import numpy as np
 
     unscanned = fill.size - fill.next_rank[reals]
-    free = int(fill.quota.sum() - fill.held.sum())
+    free = int(deficit.sum())  # every free slot is one some real still lacks
     winnable = free + _HELD_SHARE * (fill.contested.size - free)
     expected = deficit * unscanned * (1 / max(winnable, 1))
     return np.minimum(expected.astype(np.int64) + 1, unscanned)
@@ -921,7 +951,7 @@ def _prepare(
     reals: Sequence[Address], size: int, weights: Sequence[int] | None
 ) -> tuple[int, _Participants]:
     size = _validated_size(size)
-    participants = _ipv4_participants(reals) if weights is None else None
+    participants = _ipv4_participants(reals, weights)
     if participants is None:
         # Packed addresses, the common input, skip the general conversion.
         addresses = [
