@@ -465,7 +465,8 @@ class Balancer:
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
-        removed = [m for addr, m in state.members.items() if addr not in members]
+        staying = {m.real_id for m in members.values()}  # ids hash faster than addresses
+        removed = [m for m in state.members.values() if m.real_id not in staying]
         slot = self._apply(vip, state, members, added, ring)
         ticket = self._start_grace(self._retire(removed))
         self._slots.flipped(state.rings, slot, ticket)

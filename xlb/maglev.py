@@ -593,6 +593,7 @@ def _first_round(
     free = (slot_key == _NO_KEY).nonzero()[0]
     open_map = scratch.get("open_map", size + 1, np.bool_)
     open_map.fill(False)
+    open_map[free] = True
     return _Fill(
         size=size,
         offset=offset,
