@@ -67,18 +67,27 @@ the best key it has seen, and displaced or rejected reals propose again in
 the next round. Rejection is permanent (a slot's key only improves), so a
 real never revisits a rank.
 
-Round one proposes every real's first min(quota) ranks; no real can fill
-up that early, so the slots it gives out are final and only the slots it
-leaves free are contested afterwards. Later rounds keep that contested
-set, narrowed each round to the slots whose key some active real could
-still beat, as a boolean map. A round finds each real's proposals either
-by scanning its next ranks (sized from the density of contested slots;
-the scan is one broadcast over rows of consecutive ranks, and the map
+Round one proposes every real's first ranks, the same number for all, as
+one (rank, real) grid; it stops about where reals would start to fill up
+(`_grid_ranks`: 1 to 2.5 times the smallest quota), and a real that wins
+more than its quota there withdraws the proposals after its quota-th win.
+Every later proposal has a larger key than the whole grid, so the slots
+the grid gives out are final and only those it leaves free are contested
+afterwards. Later rounds keep that contested set, narrowed each round to
+the slots whose key some active real could still beat, as a boolean map.
+A round finds each real's proposals either by scanning its next ranks
+(as many as should hold its deficit of free slots; the scan is one
+broadcast over rows of consecutive ranks, computed in uint32, and the map
 drops most probes before any key is read) or, when the contested slots
 are fewer than the ranks it would scan, by inverting its permutation on
-them (rank = (slot - offset) * skip**-1 mod size). About 12-20 rounds
-fill the table, none of which materialises a reals x size matrix. The C reference runs
-step 5 literally; tests check that both give identical tables.
+them (rank = (slot - offset) * skip**-1 mod size). About 10-15 rounds
+fill the table, none of which materialises a reals x size matrix. The
+largest arrays come from a per-thread scratch (`_Scratch`): fresh memory
+costs a page fault per 4 KiB, which was a fifth of a build. IPv4 reals
+given packed or as IPv4Address, with plain int weights, are sorted,
+checked and hashed as arrays (`_ipv4_participants`). The C reference
+runs step 5 literally; tests check that both give identical tables, and
+that random inputs give the table of `build_table_literally`.
 
 The rules of a ring size are `check_ring_size`'s, for every caller (the
 balancer's add_vip, the configuration file, build_table). numpy is imported
@@ -424,15 +433,17 @@ class _Scratch(threading.local):
     """Arrays a thread reuses from one build to the next.
 
     A build's largest temporaries (the slot keys, the proposal grid, the
-    probes of a scan) come to several megabytes; the allocator hands such
-    blocks back to the kernel when they are freed, and touching fresh
+    probes of a scan) take about 110 bytes per slot; the allocator hands
+    such blocks back to the kernel when they are freed, and touching fresh
     memory again costs a page fault per 4 KiB, which measured a fifth of a
-    build. Kept here, they are faulted in once per thread. What is kept is
-    about 40 bytes per slot of the largest ring built (25 MB at MAX_SIZE).
+    build. Kept here, they are faulted in once per thread, within the
+    budget below; arrays past it are allocated for the build and freed
+    after it.
     """
 
     def __init__(self) -> None:
         self.arrays: dict[str, npt.NDArray[Any]] = {}
+        self.kept_bytes = 0
 
     def get(self, name: str, count: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
         """An uninitialised array of `count` elements, named for its use
@@ -441,8 +452,7 @@ class _Scratch(threading.local):
 
         array = self.arrays.get(name)
         if array is None or array.size < count:
-            array = np.empty(count + count // 4, dtype=dtype)  # headroom for the next build
-            self.arrays[name] = array
+            array = self._keep(name, np.empty(count + count // 4, dtype=dtype))
         return array[:count]
 
     def counting(self, count: int) -> Int64Array:
@@ -451,11 +461,24 @@ class _Scratch(threading.local):
 
         array = self.arrays.get("counting")
         if array is None or array.size < count:
-            array = np.arange(count + count // 4, dtype=np.int64)
-            self.arrays["counting"] = array
+            array = self._keep("counting", np.arange(count + count // 4, dtype=np.int64))
         return array[:count]
 
+    def _keep(self, name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Keep `array` under `name` in place of the smaller one kept, if
+        the budget allows (it has a quarter of headroom: the next build
+        may be a little larger)."""
+        old = self.arrays.get(name)
+        kept_bytes = self.kept_bytes - (0 if old is None else old.nbytes) + array.nbytes
+        if array.nbytes <= _SCRATCH_ARRAY_BYTES and kept_bytes <= _SCRATCH_BYTES:
+            self.arrays[name], self.kept_bytes = array, kept_bytes
+        return array
 
+
+# What a thread keeps: every array of a build of a ring of the default size
+# (about 10 MiB); a much larger ring's largest arrays are its own.
+_SCRATCH_BYTES = 16 << 20
+_SCRATCH_ARRAY_BYTES = 2 << 20
 _SCRATCH = _Scratch()
 
 
