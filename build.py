@@ -52,13 +52,32 @@ APT_PACKAGES = [
     "bird2",  # the router of the BGP tests and the lab, and the BFD announcer
     "systemd",  # systemd-analyze verify of contrib/xlb.service (no systemd needs to run)
     "keepalived",  # the lab's active/backup pair (VRRP)
+    "prometheus",  # prometheus + promtool: the dashboard's queries and the alert rules, tested
 ]
+
+# The extras of pyproject.toml the checkout's virtual environment holds: the
+# suite, lint, ExaBGP, `xlb top`'s rich, the bench's matplotlib, aioquic (xlb.quic).
+VENV_EXTRAS = "test,lint,bgp,top,bench,quic"
 
 CLANG_BPF_FLAGS = ["-target", "bpf", "-O2", "-g", "-Wall", "-Wextra", "-Werror"]
 
 
 def log(message: str) -> None:
     print(f"[build] {message}", flush=True)
+
+
+def progress(done: int, total: int, what: str, keep: bool = False, who: str = "build") -> None:
+    """Step `done` of `total` of a long job: a bar on a terminal (redrawn
+    in place, unless `keep`: when the step prints lines of its own), one
+    plain line per step otherwise (logs, CI). `who`: the line's prefix."""
+    if not sys.stdout.isatty():
+        print(f"[{who}] ({done}/{total}) {what}", flush=True)
+        return
+    width = 20
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\n" if keep or done >= total else ""
+    print(f"\r\x1b[K[{who}] [{bar}] {done}/{total} {what}", end=end, flush=True)
 
 
 def run(cmd: list[str], **kwargs: Any) -> None:
@@ -85,10 +104,12 @@ def install_system_packages() -> None:
         return
     if os.geteuid() != 0:
         sys.exit(f"[build] missing Debian packages {missing}; run as root to install them")
-    log(f"apt-get install {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    progress(0, 2, "apt-get update")
     run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+    progress(1, 2, f"apt-get install {' '.join(missing)}")
     run(["apt-get", "install", "-y", "-q", *missing], env=env, stdout=subprocess.DEVNULL)
+    progress(2, 2, "Debian packages installed")
 
 
 def mount_bpffs() -> None:
@@ -108,16 +129,20 @@ def create_venv() -> None:
     stamp = VENV / ".xlb-deps"
     if VENV_PY.exists() and stamp.exists() and stamp.read_text() == python_deps_stamp():
         return
+    steps = 4
+    progress(0, steps, f"creating {VENV}")
     if not VENV_PY.exists():
-        log(f"creating {VENV}")
         run([sys.executable, "-m", "venv", str(VENV)])
-    log("installing xlb (editable) with its test, lint and bgp extras")
+    progress(1, steps, "pip install --upgrade pip setuptools wheel cffi")
     pip = [str(VENV_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     quiet_pip([*pip, "--upgrade", "pip", "setuptools", "wheel", "cffi"])
     # The distribution was called "xlb" before 0.2: a venv made then still
     # holds it (with its pytest11 entry point), beside the new name.
+    progress(2, steps, "removing a pre-0.2 `xlb` distribution, if any")
     subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", "xlb"], capture_output=True)
-    quiet_pip([*pip, "-e", f"{ROOT}[test,lint,bgp]"])
+    progress(3, steps, f"pip install -e .[{VENV_EXTRAS}] (xlb, editable)")
+    quiet_pip([*pip, "-e", f"{ROOT}[{VENV_EXTRAS}]"])
+    progress(4, steps, "virtual environment ready")
     stamp.write_text(python_deps_stamp())
 
 
@@ -201,15 +226,17 @@ def compile_bpf_objects(out_dir: Path = BPF_OUT) -> list[Path]:
     """Compile every bpf/*.bpf.c whose object in `out_dir` is older than its inputs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     headers_mtime = newest_mtime(bpf_dependencies())
-    built = []
+    stale = []
     for src in bpf_sources():
         obj = out_dir / src.name.replace(".bpf.c", ".bpf.o")
-        if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, headers_mtime):
-            continue
-        log(f"clang {src.relative_to(ROOT)} -> {obj}")
+        if not obj.exists() or obj.stat().st_mtime < max(src.stat().st_mtime, headers_mtime):
+            stale.append((src, obj))
+    for done, (src, obj) in enumerate(stale):
+        progress(done, len(stale), f"clang {src.relative_to(ROOT)} -> {obj.name}")
         compile_bpf(src, obj)
-        built.append(obj)
-    return built
+    if stale:
+        progress(len(stale), len(stale), f"{len(stale)} BPF objects in {out_dir}")
+    return [obj for _, obj in stale]
 
 
 def write_limits_module() -> bool:

@@ -16,17 +16,22 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
+
+import build  # the repository root's build.py: its progress lines
 
 from . import (
     conntable,
     control,
     failover,
+    fleet,
     growth,
     importing,
     maglev_bench,
     pktpath,
     report,
+    second_chance,
     throughput,
 )
 from .common import BENCH_DIR, log, machine
@@ -40,6 +45,8 @@ SECTIONS = {
     "growth": growth.run,
     "importing": importing.run,
     "failover": failover.run,
+    "second_chance": second_chance.run,
+    "fleet": fleet.run,
 }
 
 
@@ -97,6 +104,17 @@ def keep_sections_not_rerun(results: dict[str, Any], path: str, only: list[str])
     results["mode"] = f"{results['mode']}, sections {', '.join(only)} only"
 
 
+def draw_charts(results: dict[str, Any], out: str) -> dict[str, str]:
+    """The report's charts (bench/plots.py); none, said so, without matplotlib."""
+    from . import plots
+
+    try:
+        return plots.write_charts(results, Path(out) / plots.CHARTS_DIR.name)
+    except ImportError as exc:
+        log(f"no charts: {exc} (matplotlib is in the bench extra)")
+        return {}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 minutes)")
@@ -117,9 +135,10 @@ def main() -> int:
     out = os.path.abspath(args.out)
     if args.only:
         keep_sections_not_rerun(results, os.path.join(out, "results.json"), args.only)
-    for name in args.only or list(SECTIONS):
+    chosen = args.only or list(SECTIONS)
+    for done, name in enumerate(chosen):
         t0 = time.time()
-        log(f"== {name}")
+        build.progress(done, len(chosen), f"section {name}", keep=True, who="bench")
         try:
             results["sections"][name] = SECTIONS[name](args.quick)
         except Exception:
@@ -138,9 +157,11 @@ def main() -> int:
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=False)
         f.write("\n")
+    build.progress(len(chosen), len(chosen), "sections done; drawing the charts", True, "bench")
+    charts = draw_charts(results, out)
     with open(os.path.join(out, "RESULTS.md"), "w") as f:
-        f.write(report.render(results))
-    log(f"wrote {out}/results.json and {out}/RESULTS.md in {results['elapsed_s']}s")
+        f.write(report.render(results, charts))
+    log(f"wrote {out}/results.json, {out}/RESULTS.md and {len(charts)} charts")
     return 1 if results["errors"] else 0
 
 

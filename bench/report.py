@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 ABLATIONS = """\
@@ -82,7 +83,17 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(results: dict[str, Any]) -> str:
+def chart(charts: Mapping[str, str] | None, section: str) -> list[str]:
+    """The section's chart (bench/plots.py), linked, if one was drawn."""
+    from .plots import CHARTS
+
+    if not charts or section not in charts:
+        return []
+    return [f"![{CHARTS[section][1]}]({charts[section]})\n"]
+
+
+def render(results: dict[str, Any], charts: Mapping[str, str] | None = None) -> str:
+    """RESULTS.md; `charts`: section -> SVG path relative to it (linked)."""
     m = results["machine"]
     s = results["sections"]
     out = [
@@ -123,6 +134,7 @@ def render(results: dict[str, Any]) -> str:
             f"Method: {p['method']}. See `bench/pktpath.py` for what each row's "
             "iteration is (SYN new flow = a 5-tuple never seen, inserted into a table "
             "below half of one CPU's LRU share).\n",
+            *chart(charts, "pktpath"),
             table(
                 ["path", "ns", "min-encap ns", "x min-encap", "XDP_TX ns", "x XDP_TX", "spread"],
                 [
@@ -157,6 +169,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 2. Connection table at 1M flows\n",
             f"Method: {c['method']}.\n",
+            *chart(charts, "conntable"),
             table(
                 ["pass", "ns/packet", "x min-encap"],
                 [[k, v, c["vs_min_encap"][k]] for k, v in c["ns"].items()],
@@ -174,6 +187,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 3. Throughput through a veth path (live frames)\n",
             f"Method: {t['method']}.\n",
+            *chart(charts, "throughput"),
             table(
                 [
                     "cores/flows",
@@ -203,6 +217,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 4. Maglev table build\n",
             f"Method: {g['method']}.\n",
+            *chart(charts, "maglev"),
             table(
                 ["reals x size", "C ms", "numpy ms", "numpy / C", "Python loop ms", "equal"],
                 [
@@ -238,6 +253,7 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "## 6. Cost growth with VIPs and reals\n",
             f"Method: {g['method']}; see `bench/growth.py` (ring sizes, id limit).\n",
+            *chart(charts, "growth"),
             table(
                 ["VIPs x reals", "ring", "ns", "min-encap ns", "x min-encap", "setup s"],
                 [
@@ -282,8 +298,65 @@ def render(results: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if "second_chance" in s:
+        out += second_chance_section(s["second_chance"])
+    if "fleet" in s:
+        out += fleet_section(s["fleet"])
     out += ["## Analysis\n", analysis(results), ABLATIONS]
     return "\n".join(out)
+
+
+def fleet_section(f: dict[str, Any]) -> list[str]:
+    modes = ("none", "table", "table+sc")
+    return [
+        "## 10. A fleet: connections broken per hour (simulated)\n",
+        f"Method: {f['method']}; see `bench/fleet.py` for the model. Connections broken per "
+        "hour, and per 1000 connections, with no connection table, with the table, with "
+        "the table and second chance.\n",
+        table(
+            [
+                "fleet",
+                "connections",
+                "ring changes",
+                "node changes",
+                *(f"{m} /h" for m in modes),
+                *(f"{m} /1000" for m in modes),
+                "sc: past window / chained",
+            ],
+            [
+                [
+                    name,
+                    r["connections"],
+                    r["ring_changes"],
+                    r["node_changes"],
+                    *(r["broken_per_h"][m] for m in modes),
+                    *(r["broken_per_1000"][m] for m in modes),
+                    f"{r['sc_breaks']['past_window']} / {r['sc_breaks']['chained']}",
+                ]
+                for name, r in f["rows"].items()
+            ],
+        ),
+    ]
+
+
+def second_chance_section(sc: dict[str, Any]) -> list[str]:
+    return [
+        "## 9. Second chance: the balancer before and after, the reals' lookup\n",
+        f"Method: {sc['method']}; see `bench/second_chance.py` for each row.\n",
+        table(
+            ["path", "on ns", "off ns", "on / off", "on x min-encap", "spread"],
+            [
+                [name, r["on_ns"], r["off_ns"], r["on_vs_off"], r["on_vs_min_encap"], r["spread"]]
+                for name, r in sc["rows"].items()
+            ],
+        ),
+        f"A SYN to a stateless (no_conn_table) VIP costs {sc['syn_stateless_vs_syn_table']}x "
+        "the SYN of a new flow to a connection-table VIP.\n",
+        table(
+            ["decap path", "ns", "x plain decap", "spread"],
+            [[name, r["ns"], r["vs_plain"], r["spread"]] for name, r in sc["decap"].items()],
+        ),
+    ]
 
 
 def analysis(results: dict[str, Any]) -> str:
@@ -372,4 +445,59 @@ def analysis(results: dict[str, Any]) -> str:
             + ". The per-packet work does not depend on the number of VIPs or reals (hash "
             "lookups are O(1)); what grows is the cache footprint of the working set."
         )
+    if "second_chance" in s:
+        parts.append(second_chance_analysis(s["second_chance"]))
+    if "fleet" in s:
+        parts.append(fleet_analysis(s["fleet"]))
     return "\n\n".join(parts) + "\n"
+
+
+def second_chance_analysis(sc: dict[str, Any]) -> str:
+    r, d = sc["rows"], sc["decap"]
+    return (
+        "**Second chance.** Each row is this build against the same sources with the "
+        "hooks compiled out, in one process. On the hit path (a connection-table entry) "
+        f"second chance adds two branches on a byte of the packet state: on/off "
+        f"{r['v4_hit']['on_vs_off']} (v4) and {r['v6_hit']['on_vs_off']} (v6), within the "
+        f"rounds' spread ({r['v4_hit']['spread']}, {r['v6_hit']['spread']}). A ring-path "
+        f"packet of a VIP that never changed pays one `prev_rings` lookup "
+        f"({r['v4_stateless']['on_vs_off']}); within a window, one that the change left "
+        "alone also reads the clock and the previous ring (two map lookups and a modulo: "
+        f"{r['v4_stateless_agree']['on_vs_off']}), and a moved one writes the 8-byte carrier "
+        f"too ({r['v4_stateless_carried']['on_vs_off']}). Only ring-path packets of VIPs "
+        "within a window pay that: misses of table VIPs and every packet of a stateless "
+        "one. A stateless VIP's SYN costs "
+        f"{sc['syn_stateless_vs_syn_table']}x a table VIP's SYN (no insert: the LRU node "
+        "allocation and the cold buckets are gone). On the reals, a carried packet costs "
+        f"{d['decap_carrier_socket']['vs_plain']}x a plain decap when the socket is found "
+        "(`bpf_skc_lookup_tcp`), "
+        f"{d['decap_carrier_handon']['vs_plain']}x when it is handed on (lookup, listener "
+        "syncookie check, FIB lookup, header rewrite); packets without a carrier pay "
+        "nothing. This VM was loaded by other jobs during the run (all absolute figures "
+        "about 2.5x those of section 1): read the ratios, and the on/off rows as bounds."
+    )
+
+
+def fleet_analysis(f: dict[str, Any]) -> str:
+    rows = f["rows"]
+    small = rows.get("10 reals x 2 nodes")
+    text = (
+        "**A fleet.** With connections idle for up to hours and a table that churns "
+        "through its entries in minutes, the table's protection is mostly gone for exactly "
+        "the connections that live long enough to meet a ring change; second chance gives "
+        "it back to them for the window. What it leaves are chains: a connection that two "
+        "ring changes moved, on a node without its entry"
+    )
+    if small is not None:
+        b, sc = small["broken_per_1000"], small["sc_breaks"]
+        chained, late = sc["chained"], sc["past_window"]
+        text += (
+            f" (10 reals and 2 nodes: {b['none']} per 1000 connections broken without a "
+            f"table, {b['table']} with it, {b['table+sc']} with second chance; of those "
+            f"{late + chained} breaks, {chained} chained, {late} past the window)"
+        )
+    return text + (
+        ". More reals make every change move fewer connections (1000 reals: close to "
+        "none). The node count matters less here than the connections' idle time: a node's "
+        "failure moves its flows, but so does the eviction of their entries."
+    )

@@ -42,7 +42,8 @@ struct xlb_pkt {
 	__u8 df;      /* IPv4 DF bit set */
 	__u8 reason;  /* enum xlb_reason, meaningful once decided */
 	__u8 has_vip; /* vip_id/real_id valid for per-VIP/real stats */
-	__u8 pad;
+	__u8 has_alt; /* alt_id is the previous ring's real (prev_ring.h) */
+	__u32 alt_id;
 };
 
 /* Decide the packet's fate: remember why, return the action. */

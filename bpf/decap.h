@@ -17,6 +17,14 @@
  *     or not the family announced                         DROP_MALFORMED
  * IPv6-in-IPv4 (proto 41) is not produced by the balancer and is not
  * decapsulated.
+ *
+ * Second chance's carrier (carrier.h) is recognised in its three places:
+ * an outer IPv4 header whose only option is the carrier (ihl 7; other
+ * options are PASS_FRAGMENT as above), an outer IPv6 header followed by
+ * the carrier's destination-options header, and a GUE variant 0 header
+ * (flags 0, proto 4 or 41; its optional fields are skipped, and are the
+ * carrier when they hold it). decap_info.carrier_off then says where it
+ * is; what the program does with it is in handoff.h.
  */
 #ifndef XLB_DECAP_H
 #define XLB_DECAP_H
@@ -33,6 +41,7 @@
 
 #include "xlb_abi.h"
 #include "parse.h"
+#include "carrier.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -67,6 +76,7 @@ struct decap_info {
 	__u16 strip_len;   /* outer IP (+ UDP) bytes to remove */
 	__u16 outer_proto; /* ethertype of the outer header, host order */
 	__u16 inner_proto; /* ethertype of the inner header, host order */
+	__u16 carrier_off; /* offset of the carrier's word from data; 0: none */
 };
 
 static __always_inline void count_decap(__u32 index)
@@ -130,18 +140,21 @@ static __always_inline int check_inner(struct cursor *c, struct decap_info *di)
 /* What to do with this frame; fills *di. Counts nothing. */
 static __always_inline int classify_encap(void *data, void *data_end, struct decap_info *di)
 {
+	struct carrier_word *word = NULL;
 	struct ipv6hdr *ip6h = NULL;
 	struct iphdr *iph = NULL;
 	struct udphdr *uh;
 	struct ethhdr *eth;
 	struct cursor c;
 	__be32 *daddr;
+	int bad_gue = 0;
 	__u8 family;
 	void *l3;
 	int proto;
 
 	di->counter = XLB_DCNT_PASS_NOT_ENCAP;
 	di->inner_proto = 0;
+	di->carrier_off = 0;
 	init_cursor(&c, data, data_end);
 	proto = parse_eth(&c, &eth);
 	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
@@ -155,12 +168,16 @@ static __always_inline int classify_encap(void *data, void *data_end, struct dec
 		if (!iph)
 			return DECAP_PASS;
 		daddr = &iph->daddr;
+		if (proto == PARSE_E_OPTIONS)
+			proto = v4_parse_carrier(&c, iph, &word);
 	} else {
 		family = XLB_FAMILY_V6;
 		proto = v6_parse_ip(&c, &ip6h);
 		if (!ip6h)
 			return DECAP_PASS;
 		daddr = ip6h->daddr.in6_u.u6_addr32;
+		if (proto >= 0)
+			word = v6_find_carrier(ip6h, data_end);
 	}
 	if (proto == PARSE_E_FRAGMENT || proto == PARSE_E_OPTIONS) {
 		if (is_decap_addr(daddr, family))
@@ -182,6 +199,11 @@ static __always_inline int classify_encap(void *data, void *data_end, struct dec
 		if (!uh->dest || uh->dest != decap_gue_port())
 			return DECAP_PASS;
 		di->counter = XLB_DCNT_GUE;
+		if (is_gue_v0(&c)) {
+			word = NULL; /* only the GUE header's carrier counts */
+			if (parse_gue(&c, family, &di->inner_proto, &word))
+				bad_gue = 1;
+		}
 	} else {
 		return DECAP_PASS;
 	}
@@ -190,7 +212,9 @@ static __always_inline int classify_encap(void *data, void *data_end, struct dec
 		return DECAP_PASS;
 	}
 	di->strip_len = c.pos - l3;
-	if (check_inner(&c, di) != DECAP_STRIP) {
+	if (word)
+		di->carrier_off = (void *)word - data;
+	if (bad_gue || check_inner(&c, di) != DECAP_STRIP) {
 		di->counter = XLB_DCNT_DROP_MALFORMED;
 		return DECAP_DROP;
 	}

@@ -150,9 +150,10 @@ static __always_inline int read_inner(struct __sk_buff *skb, struct probe *p)
 /* The balancer's flow hash: with the flags of the VIP the probe goes to. */
 static __always_inline __u32 probe_hash(const struct probe *p)
 {
-	const struct xlb_vip_meta *vip = lookup_vip(&p->flow, p->cfg);
+	struct xlb_vip_meta vip;
+	__u32 flags = lookup_vip(&p->flow, p->cfg, &vip) ? vip.flags : 0;
 
-	return hash_flow(&p->flow, vip ? vip->flags : 0, p->cfg->hash_seed);
+	return hash_flow(&p->flow, flags, p->cfg->hash_seed);
 }
 
 /* Open a gap for the outer header between Ethernet and the inner IP. */

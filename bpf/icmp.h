@@ -301,7 +301,8 @@ static __always_inline int quote_in_packet(const struct xlb_pkt *p, __u32 quoted
  * (a packet the real sent from the VIP to the client): the quote's
  * destination is the client, its source the VIP. Returns 0 or -1 when
  * the quote is not an option-less IPv4 TCP/UDP header plus ports, all
- * within the error's IP packet.
+ * within the error's IP packet. A quoted first fragment (a real's reply
+ * too big for the path) has the ports; a later one has none: -1.
  */
 static __always_inline int v4_read_quoted_flow(struct xdp_md *ctx, const struct xlb_pkt *p,
 					       struct flow_tuple *f)
@@ -319,6 +320,8 @@ static __always_inline int v4_read_quoted_flow(struct xdp_md *ctx, const struct 
 	if (q->version != 4 || q->ihl != 5 ||
 	    (q->protocol != IPPROTO_TCP && q->protocol != IPPROTO_UDP))
 		return -1;
+	if (q->frag_off & bpf_htons(XLB_IP_OFFSET))
+		return -1;
 	__builtin_memset(f, 0, sizeof(*f));
 	f->saddr[0] = q->daddr;
 	f->daddr[0] = q->saddr;
@@ -329,12 +332,35 @@ static __always_inline int v4_read_quoted_flow(struct xdp_md *ctx, const struct 
 	return 0;
 }
 
-/* Same for ICMPv6 packet too big; the quote must be IPv6 + TCP/UDP. */
+/*
+ * A quoted IPv6 first fragment: the upper protocol after its fragment
+ * header, and its ports behind it; -1 for a later fragment (no ports).
+ */
+static __always_inline int v6_skip_quoted_frag(struct xdp_md *ctx, const struct xlb_pkt *p,
+					       struct ipv6hdr *q, struct quoted_ports **ports)
+{
+	struct v6_frag_hdr *fh = (void *)(q + 1);
+
+	if (!quote_in_packet(p, sizeof(*q) + sizeof(*fh) + sizeof(**ports)))
+		return -1;
+	*ports = (void *)(fh + 1);
+	if ((void *)(*ports + 1) > (void *)(long)ctx->data_end)
+		return -1;
+	if (fh->frag_off & bpf_htons(XLB_V6_FRAG_OFFSET))
+		return -1;
+	return fh->nexthdr;
+}
+
+/*
+ * Same for ICMPv6 packet too big; the quote must be IPv6 + TCP/UDP, or
+ * IPv6 + the fragment header of a first fragment + TCP/UDP.
+ */
 static __always_inline int v6_read_quoted_flow(struct xdp_md *ctx, const struct xlb_pkt *p,
 					       struct flow_tuple *f)
 {
 	struct quoted_ports *ports;
 	struct ipv6hdr *q;
+	int proto;
 
 	if (!quote_in_packet(p, sizeof(*q) + sizeof(*ports)))
 		return -1;
@@ -343,14 +369,19 @@ static __always_inline int v6_read_quoted_flow(struct xdp_md *ctx, const struct 
 	ports = (void *)(q + 1);
 	if ((void *)(ports + 1) > (void *)(long)ctx->data_end)
 		return -1;
-	if (q->version != 6 || (q->nexthdr != IPPROTO_TCP && q->nexthdr != IPPROTO_UDP))
+	if (q->version != 6)
+		return -1;
+	proto = q->nexthdr;
+	if (proto == IPPROTO_FRAGMENT)
+		proto = v6_skip_quoted_frag(ctx, p, q, &ports);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return -1;
 	__builtin_memset(f, 0, sizeof(*f));
 	__builtin_memcpy(f->saddr, q->daddr.in6_u.u6_addr32, 16);
 	__builtin_memcpy(f->daddr, q->saddr.in6_u.u6_addr32, 16);
 	f->sport = ports->dst;
 	f->dport = ports->src;
-	f->proto = q->nexthdr;
+	f->proto = proto;
 	f->family = XLB_FAMILY_V6;
 	return 0;
 }

@@ -29,6 +29,19 @@ struct {
 	__type(value, __u32);
 } vip_addrs SEC(".maps");
 
+/*
+ * Optional: prefix (key with proto 0 and port 0, see xlb_abi.h) -> number
+ * of prefix VIPs on it. For "is a VIP address" as `vip_addrs` is, when
+ * config has XLB_CFG_F_PREFIX_VIPS.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, XLB_MAX_PREFIX_VIPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct xlb_vip_prefix_key);
+	__type(value, __u32);
+} vip_prefix_addrs SEC(".maps");
+
 /* Addresses that may have a connection-table VIP, as bits (xlb_abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -61,6 +74,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xlb_real);
 } reals SEC(".maps");
+
+/* vip_id -> the ring before its last change, and until when (alternate.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct xlb_prev_ring);
+} prev_rings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -16,6 +16,9 @@
  *   - On failure it returns a negative enum parse_err and leaves `pos`
  *     where it was. For PARSE_E_OPTIONS and PARSE_E_FRAGMENT the fixed IP
  *     header was in bounds and *hdr is set, so the caller may still read it.
+ *     PARSE_E_FRAGMENT is the one failure that moves the cursor, so that a
+ *     caller may go on (bpf/frag.h): `pos` is after the IPv4 header or at
+ *     the IPv6 fragment header, `limit` is the IP packet's end.
  * The parsers never modify the packet and call no helper.
  */
 #ifndef XLB_PARSE_H
@@ -88,6 +91,16 @@ struct icmphdr {
 #define ICMP_ECHO 8
 #define ICMP_FRAG_NEEDED 4
 
+/* The IPv6 fragment header (RFC 8200 4.5). */
+struct v6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units << 3 | M */
+	__be32 id;
+};
+
+#define XLB_V6_FRAG_OFFSET 0xfff8
+
 /* Generic IPv6 extension header (hop-by-hop, routing, destination opts). */
 struct v6_ext_hdr {
 	__u8 nexthdr;
@@ -143,10 +156,10 @@ static __always_inline int v4_parse_ip(struct cursor *c, struct iphdr **hdr)
 	*hdr = iph;
 	if (ihl_len != sizeof(*iph))
 		return PARSE_E_OPTIONS;
-	if (iph->frag_off & bpf_htons(XLB_IP_MF | XLB_IP_OFFSET))
-		return PARSE_E_FRAGMENT;
 	c->pos = iph + 1;
 	c->limit = (void *)iph + tot_len;
+	if (iph->frag_off & bpf_htons(XLB_IP_MF | XLB_IP_OFFSET))
+		return PARSE_E_FRAGMENT;
 	return iph->protocol;
 }
 
@@ -192,8 +205,11 @@ static __always_inline int v6_parse_ip(struct cursor *c, struct ipv6hdr **hdr)
 		if (pos > limit)
 			return PARSE_E_MALFORMED;
 	}
-	if (nexthdr == IPPROTO_FRAGMENT)
+	if (nexthdr == IPPROTO_FRAGMENT) {
+		c->pos = pos;
+		c->limit = limit;
 		return PARSE_E_FRAGMENT;
+	}
 	if (v6_is_ext_hdr(nexthdr) || nexthdr == IPPROTO_AH)
 		return PARSE_E_EXT_HDRS;
 	c->pos = pos;

@@ -17,9 +17,10 @@
  *     (conn_clock_ns());
  *   - a TCP SYN without ACK skips the lookup, goes to the ring and
  *     overwrites the entry; it counts CONN_MISS, and CONN_SYN_RESET when
- *     an entry for the 5-tuple already existed;
+ *     an entry for the 5-tuple already existed; under a SYN flood
+ *     (flood.h) a SYN without an entry records none (SYN_FLOOD_SKIP);
  *   - CONN_HIT + CONN_MISS = packets of conn-table VIPs that reached
- *     selection; NO_CONN_TABLE VIPs count neither.
+ *     selection; NO_CONN_TABLE and QUIC VIPs count neither.
  *
  * The fast path (established_real()): a packet that is not a SYN, to an
  * address `vip_filter` marks, looks up its entry before any VIP. A valid
@@ -43,10 +44,14 @@
 #include "maps.h"
 #include "stats.h"
 #include "vip.h"
+#include "flood.h"
+#include "prev_ring.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
 #define XLB_ANY_VIP 0xffffffffU
+/* VIPs that never use the connection table (QUIC VIPs route by CID: quic.h). */
+#define XLB_VIP_F_TABLELESS (XLB_VIP_F_NO_CONN_TABLE | XLB_VIP_F_QUIC)
 
 /*
  * The connection table's clock: CLOCK_MONOTONIC at tick resolution (1-10
@@ -124,7 +129,8 @@ static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_
 }
 
 /*
- * Record the flow's real; a SYN overwriting an entry counts SYN_RESET.
+ * Record the flow's real; a SYN overwriting an entry counts SYN_RESET, a
+ * SYN with none under a SYN flood records nothing (flood.h).
  * `old`: the entry select_real() already found for this key (stale or
  * expired), or NULL. An entry that exists is rewritten in place, never
  * through bpf_map_update_elem(): an LRU update takes a node off the free
@@ -136,7 +142,8 @@ static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_
  * full table in the same nanoseconds could recycle it meanwhile.
  */
 static __always_inline void record_conn(const union conn_key *key, struct xlb_conn *old,
-					const struct xlb_pkt *p, const struct xlb_real *real)
+					const struct xlb_pkt *p, const struct xlb_real *real,
+					const struct xlb_config *cfg)
 {
 	struct xlb_conn conn = {
 		.real_id = p->real_id,
@@ -144,8 +151,10 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 		.atime_ns = conn_clock_ns(),
 		.hash = p->hash,
 	};
+	int flood = 0;
 
 	if (p->tcp_syn) {
+		flood = syn_flood_count(cfg, conn.atime_ns);
 		/* a SYN skipped the lookup in select_real(): do it here */
 		old = lookup_conn(key, p->flow.family);
 		if (old)
@@ -153,6 +162,10 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 	}
 	if (old) {
 		rewrite_conn(old, &conn);
+		return;
+	}
+	if (flood) {
+		count(XLB_CNT_SYN_FLOOD_SKIP);
 		return;
 	}
 	if (p->tcp_syn) {
@@ -179,8 +192,7 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 
 	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen)
 		return NULL;
-	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_NO_CONN_TABLE
-				  : real->vip_id != vip_id)
+	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_TABLELESS : real->vip_id != vip_id)
 		return NULL;
 	if (p->flow.proto == IPPROTO_UDP) {
 		now = conn_clock_ns();
@@ -256,8 +268,8 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 
 /*
  * Choose the real for p->flow (p->hash already set). `learn`: record a
- * ring choice in the connection table (false for routed ICMP errors,
- * which must not create entries). `probe`: a lookup the fast path made
+ * ring choice in the connection table and look for second chance's
+ * alternate (false for routed ICMP errors, which must not create entries). `probe`: a lookup the fast path made
  * (its entry, if any, is not valid: no second look). Sets p->real_id and
  * *real_out.
  */
@@ -265,7 +277,7 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 				       const struct xlb_config *cfg, int learn,
 				       struct conn_probe *probe, struct xlb_real **real_out)
 {
-	int use_table = !(vip->flags & XLB_VIP_F_NO_CONN_TABLE);
+	int use_table = !(vip->flags & XLB_VIP_F_TABLELESS);
 	struct xlb_real *real;
 	int action;
 
@@ -288,8 +300,10 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 	action = select_from_ring(p, vip, real_out);
 	if (action != XLB_CONTINUE)
 		return action;
+	if (XLB_SECOND_CHANCE && learn && find_alternate(p, vip, *real_out))
+		return XLB_CONTINUE; /* second chance: not recorded (prev_ring.h) */
 	if (use_table && learn)
-		record_conn(&probe->key, probe->conn, p, *real_out);
+		record_conn(&probe->key, probe->conn, p, *real_out, cfg);
 	return XLB_CONTINUE;
 }
 

@@ -13,6 +13,15 @@
 #include "maps.h"
 #include "vip_lookup.h"
 
+/* Does `addr` lie in the prefix of a prefix VIP (`vip_prefix_addrs`)? */
+static __always_inline int in_vip_prefix(const __be32 *addr, __u8 family)
+{
+	struct xlb_vip_prefix_key key;
+
+	fill_prefix_key(&key, addr, family, 0, 0);
+	return bpf_map_lookup_elem(&vip_prefix_addrs, &key) != NULL;
+}
+
 /* The bit of `addr` in `vip_filter` (the rule is in xlb_abi.h). */
 static __always_inline __u32 vip_filter_bit(const __be32 *addr)
 {
@@ -37,7 +46,8 @@ static __always_inline int may_be_conn_vip_addr(const __be32 *addr)
 
 /*
  * Is `addr` the address of some VIP? True when it has an any-port TCP VIP,
- * an any-port UDP VIP, or an entry in the optional `vip_addrs` map.
+ * an any-port UDP VIP, an entry in the optional `vip_addrs` map, or lies in
+ * a prefix of `vip_prefix_addrs` (with prefix VIPs only).
  */
 static __always_inline int is_vip_addr(const __be32 *addr, __u8 family,
 				       const struct xlb_config *cfg)
@@ -53,7 +63,9 @@ static __always_inline int is_vip_addr(const __be32 *addr, __u8 family,
 			return 1;
 	}
 	key.proto = 0;
-	return bpf_map_lookup_elem(&vip_addrs, &key) != NULL;
+	if (bpf_map_lookup_elem(&vip_addrs, &key))
+		return 1;
+	return may_have_prefix_vip(cfg) && in_vip_prefix(addr, family);
 }
 
 #endif /* XLB_VIP_H */

@@ -12,6 +12,7 @@
 #include "xlb_abi.h"
 #include "hash.h"
 #include "vips_map.h"
+#include "vip_prefix.h"
 
 static __always_inline void fill_vip_key(struct xlb_vip_key *key, const __be32 *addr, __u8 family,
 					 __be16 port, __u8 proto)
@@ -34,20 +35,30 @@ static __always_inline int may_have_any_port_vip(const struct xlb_config *cfg)
 /*
  * The VIP of (daddr, dport, proto): exact port first, then port 0 unless
  * the control plane says no any-port VIP exists (traffic to no VIP would
- * otherwise always pay two hash lookups).
+ * otherwise always pay two hash lookups), then the prefix VIPs if there
+ * are any (vip_prefix.h). An exact VIP is found as fast as without them.
+ * The VIP is copied to *out (0 if none, else 1): an entry of `vips` and
+ * one of `vip_prefixes` are pointers into two maps, which the verifier
+ * would follow apart through the rest of the balancer.
  */
-static __always_inline struct xlb_vip_meta *lookup_vip(const struct flow_tuple *f,
-						       const struct xlb_config *cfg)
+static __always_inline int lookup_vip(const struct flow_tuple *f, const struct xlb_config *cfg,
+				      struct xlb_vip_meta *out)
 {
 	struct xlb_vip_key key;
 	struct xlb_vip_meta *vip;
 
 	fill_vip_key(&key, f->daddr, f->family, f->dport, f->proto);
 	vip = bpf_map_lookup_elem(&vips, &key);
-	if (vip || !f->dport || !may_have_any_port_vip(cfg))
-		return vip;
-	key.port = 0;
-	return bpf_map_lookup_elem(&vips, &key);
+	if (!vip && f->dport && may_have_any_port_vip(cfg)) {
+		key.port = 0;
+		vip = bpf_map_lookup_elem(&vips, &key);
+	}
+	if (!vip && may_have_prefix_vip(cfg))
+		vip = lookup_prefix_vip(f);
+	if (!vip)
+		return 0;
+	*out = *vip;
+	return 1;
 }
 
 #endif /* XLB_VIP_LOOKUP_H */

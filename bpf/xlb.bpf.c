@@ -7,16 +7,20 @@
  * What is passed, dropped or answered, and why:
  *   not IP (ARP, LLDP, runt, double VLAN tag)     PASS  PASS_NOT_IP
  *   IPv4 with options                             PASS  PASS_IP_OPTIONS
- *   IPv4/IPv6 fragment                            PASS  PASS_FRAGMENT
+ *   IPv4/IPv6 fragment: see frag.h (TCP/UDP to a VIP: as its 5-tuple)
  *   IPv6 extension chain too long, or AH          PASS  PASS_EXT_HDRS
  *   truncated/inconsistent IP or L4 header        DROP  DROP_MALFORMED
- *   no VIP for (daddr, dport|0, proto)            PASS  PASS_NOT_VIP
+ *   no VIP for (daddr or a prefix holding it,
+ *     dport|0, proto) (vip_lookup.h)              PASS  PASS_NOT_VIP
+ *   (a QUIC VIP picks its real by connection ID: quic.h)
  *   other protocol to a VIP address               PASS  PASS_PROTO
  *   ICMP: see handle_icmp()
  *   no ring / empty slot / inactive real          DROP  DROP_NO_REAL
  *   no next-hop MAC                               DROP  DROP_NO_ROUTE
  *   too big for config.mtu after encap            TX    TX_ICMP_TOO_BIG
  *   encapsulated to the real                      TX    FORWARD
+ *     (with the previous ring's real when a ring change moved the flow:
+ *     prev_ring.h, carrier_encap.h)
  *     (XDP_REDIRECT when the FIB says the real is behind another device)
  */
 #include <linux/types.h>
@@ -39,9 +43,12 @@
 #include "hash.h"
 #include "vip.h"
 #include "select.h"
+#include "quic.h"
 #include "csum.h"
 #include "encap.h"
+#include "carrier_encap.h"
 #include "icmp.h"
+#include "frag.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -65,7 +72,7 @@ static __always_inline int v4_parse_l3(struct cursor *c, struct xlb_pkt *p)
 	int proto;
 
 	proto = v4_parse_ip(c, &iph);
-	if (proto < 0)
+	if (proto < 0 && proto != PARSE_E_FRAGMENT)
 		return proto;
 	p->flow.family = XLB_FAMILY_V4;
 	p->flow.saddr[0] = iph->saddr;
@@ -82,7 +89,7 @@ static __always_inline int v6_parse_l3(struct cursor *c, struct xlb_pkt *p)
 	int proto;
 
 	proto = v6_parse_ip(c, &ip6h);
-	if (proto < 0)
+	if (proto < 0 && proto != PARSE_E_FRAGMENT)
 		return proto;
 	p->flow.family = XLB_FAMILY_V6;
 	__builtin_memcpy(p->flow.saddr, ip6h->saddr.in6_u.u6_addr32, 16);
@@ -150,6 +157,8 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 		proto = v6_parse_l3(&c, p);
 	else
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_IP);
+	if (proto == PARSE_E_FRAGMENT)
+		return parse_fragment(ctx, &c, p);
 	if (proto < 0)
 		return verdict_of_parse_err(p, proto);
 	p->flow.proto = proto;
@@ -167,7 +176,8 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
  * (the outer header copies DF, so routers may fragment it), but answered
  * like DF when the outer header is IPv6, which routers never fragment.
  * Routed ICMP errors are never answered with ICMP (RFC 1122), they are
- * forwarded whatever their size.
+ * forwarded whatever their size. A later IPv4 fragment is dropped where
+ * a whole packet would get the error (frag.h).
  */
 static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 vip_flags,
 				   const struct xlb_config *cfg, const struct xlb_real *real,
@@ -185,18 +195,25 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	}
 	hdr_len = outer_hdr_len(real->family, gue);
+	if (XLB_SECOND_CHANCE && p->has_alt)
+		hdr_len += carrier_len(real->family, gue);
 	if (reason == XLB_R_FORWARD && cfg->mtu && p->l3_len + hdr_len > cfg->mtu) {
 		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
 		if (p->flow.family == XLB_FAMILY_V6)
 			return v6_reply_too_big(ctx, p, mtu);
-		if (p->df || real->family == XLB_FAMILY_V6)
+		if (p->df || real->family == XLB_FAMILY_V6) {
+			if (v4_is_later_fragment(ctx, p))
+				return set_verdict(p, XDP_DROP, XLB_R_DROP_FRAG_TOO_BIG);
 			return v4_reply_too_big(ctx, p, mtu);
+		}
 	}
 	action = resolve_next_hop(ctx, p, cfg, real, hdr_len, &nh);
 	if (action != XLB_CONTINUE)
 		return action;
 	p->reason = reason;
 	p->has_vip = 1;
+	if (XLB_SECOND_CHANCE && p->has_alt)
+		return encap_with_carrier(ctx, p, cfg, real, &nh, gue);
 	if (real->family == XLB_FAMILY_V4)
 		return v4_encap(ctx, p, cfg, real, &nh, gue);
 	return v6_encap(ctx, p, cfg, real, &nh, gue);
@@ -207,7 +224,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 				   const struct xlb_config *cfg)
 {
 	struct conn_probe probe;
-	struct xlb_vip_meta *vip;
+	struct xlb_vip_meta vip;
 	struct xlb_real *real;
 	int action;
 
@@ -216,15 +233,18 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 	real = established_real(p, cfg, &probe);
 	if (real)
 		return forward(ctx, p, real->vip_flags, cfg, real, XLB_R_FORWARD);
-	vip = lookup_vip(&p->flow, cfg);
-	if (!vip)
+	if (!lookup_vip(&p->flow, cfg, &vip))
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_VIP);
-	p->vip_id = vip->vip_id;
-	p->hash = hash_flow(&p->flow, vip->flags, cfg->hash_seed);
-	action = select_real(p, vip, cfg, 1, &probe, &real);
+	p->vip_id = vip.vip_id;
+	if (vip.flags & XLB_VIP_F_QUIC) {
+		action = quic_select_real(ctx, p, &vip, cfg, &real);
+	} else {
+		p->hash = hash_flow(&p->flow, vip.flags, cfg->hash_seed);
+		action = select_real(p, &vip, cfg, 1, &probe, &real);
+	}
 	if (action != XLB_CONTINUE)
 		return action;
-	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD);
+	return forward(ctx, p, vip.flags, cfg, real, XLB_R_FORWARD);
 }
 
 /* Same address (all four words: an IPv4 address's last three are zero)? */
@@ -247,7 +267,7 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 					    const struct xlb_config *cfg)
 {
 	struct conn_probe probe;
-	struct xlb_vip_meta *vip;
+	struct xlb_vip_meta vip;
 	struct flow_tuple flow;
 	struct xlb_real *real;
 	int err, action;
@@ -258,18 +278,17 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
 		err = v6_read_quoted_flow(ctx, p, &flow);
 	if (err || !same_addr(p->flow.daddr, flow.daddr))
 		return XLB_CONTINUE;
-	vip = lookup_vip(&flow, cfg);
-	if (!vip)
+	if (!lookup_vip(&flow, cfg, &vip))
 		return XLB_CONTINUE;
 	p->flow = flow;
-	p->vip_id = vip->vip_id;
-	p->hash = hash_flow(&flow, vip->flags, cfg->hash_seed);
+	p->vip_id = vip.vip_id;
+	p->hash = hash_flow(&flow, vip.flags, cfg->hash_seed);
 	probe.conn = NULL;
 	probe.done = 0;
-	action = select_real(p, vip, cfg, 0, &probe, &real);
+	action = select_real(p, &vip, cfg, 0, &probe, &real);
 	if (action != XLB_CONTINUE)
 		return action;
-	return forward(ctx, p, vip->flags, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
+	return forward(ctx, p, vip.flags, cfg, real, XLB_R_FORWARD_ICMP_ERROR);
 }
 
 /*
@@ -278,7 +297,8 @@ static __always_inline int route_icmp_error(struct xdp_md *ctx, struct xlb_pkt *
  *     but ICMPv6 with a routing header that has
  *     segments left (icmp.h v6_reply_echo)              PASS  PASS_ICMP
  *   frag needed (3/4) / packet too big (2) to a VIP,
- *     quoting a TCP/UDP packet from that VIP            TX    FORWARD_ICMP_ERROR
+ *     quoting a TCP/UDP packet from that VIP (or the
+ *     first fragment of one: a real's big reply)       TX    FORWARD_ICMP_ERROR
  *   anything else to a VIP address                      PASS  PASS_ICMP
  *   anything else                                       PASS  PASS_NOT_VIP
  */

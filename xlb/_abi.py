@@ -84,6 +84,29 @@ def vip_key(vip: Vip) -> bytes:
     return to_bytes(key)
 
 
+def vip_prefix_key(vip: Vip, *, address_only: bool = False) -> bytes:
+    """Key of a prefix VIP in `vip_prefixes`; with `address_only`, of its
+    prefix in `vip_prefix_addrs` (proto 0, port 0)."""
+    key = ffi.new("struct xlb_vip_prefix_key *")
+    key.prefixlen = lib.XLB_VIP_PREFIX_FIXED_BITS + vip.prefixlen
+    key.family = FAMILY[vip.family]
+    if not address_only:
+        key.proto = IPPROTO[vip.proto]
+        key.port = htons(vip.port)
+    set_addr(key.addr, vip.address)
+    return to_bytes(key)
+
+
+def parse_vip_prefix_key(raw: bytes) -> Vip:
+    key = struct_from("struct xlb_vip_prefix_key", raw)
+    return Vip.from_data_plane(
+        get_addr(key.addr, key.family),
+        ntohs(key.port),
+        PROTO_NAMES[key.proto],
+        int(key.prefixlen) - lib.XLB_VIP_PREFIX_FIXED_BITS,
+    )
+
+
 def vip_address_key(address: IPAddress) -> bytes:
     """Key of `vip_addrs`: the address alone (port 0, proto 0)."""
     key = ffi.new("struct xlb_vip_key *")
@@ -154,6 +177,19 @@ def real_entries(
     return rows
 
 
+def prev_ring_entry(ring_slot: int, until_ns: int, window_ns: int) -> bytes:
+    """A `prev_rings` value (struct xlb_prev_ring)."""
+    entry = ffi.new("struct xlb_prev_ring *")
+    entry.ring_slot, entry.until_ns, entry.window_ns = ring_slot, until_ns, window_ns
+    return to_bytes(entry)
+
+
+def parse_prev_ring(raw: bytes) -> tuple[int, int, int]:
+    """(ring_slot, until_ns, window_ns) of a `prev_rings` value."""
+    entry = struct_from("struct xlb_prev_ring", raw)
+    return int(entry.ring_slot), int(entry.until_ns), int(entry.window_ns)
+
+
 def _frombytes(raw: bytes, width: int, n: int) -> npt.NDArray[np.uint8]:
     return np.frombuffer(raw, dtype=np.uint8).reshape(n, width)
 
@@ -167,13 +203,20 @@ def set_real_field(rows: npt.NDArray[np.uint8], field: str, values: npt.NDArray[
     rows[:, offset : offset + column.shape[1]] = column
 
 
-def retired_real_entries(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """`rows` as retired ids: not active, no VIP, no weight (address, MAC and
-    gen kept, as real_entries(..., active=False) writes them)."""
+def retired_real_entries(
+    rows: npt.NDArray[np.uint8], alternate: bool = False
+) -> npt.NDArray[np.uint8]:
+    """`rows` as retired ids: not active, no weight (address, MAC and gen
+    kept, as real_entries(..., active=False) writes them). `alternate`: the
+    VIP's previous ring may still name them (XLB_REAL_F_ALTERNATE), so
+    they keep their vip_id; else they lose it too."""
     retired = rows.copy()
-    for field, dtype in (("flags", np.uint8), ("vip_id", np.uint32), ("weight", np.uint32),
-                         ("vip_flags", np.uint32)):  # fmt: skip
-        set_real_field(retired, field, np.zeros(len(rows), dtype=dtype))
+    n = len(rows)
+    flags = lib.XLB_REAL_F_ALTERNATE if alternate else 0
+    set_real_field(retired, "flags", np.full(n, flags, dtype=np.uint8))
+    zeroed = ["weight", "vip_flags"] if alternate else ["weight", "vip_flags", "vip_id"]
+    for field in zeroed:
+        set_real_field(retired, field, np.zeros(n, dtype=np.uint32))
     return retired
 
 
@@ -197,6 +240,30 @@ def parse_real_entry(raw: bytes) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------ QUIC ids
+
+
+def quic_server_key(vip_id: int, server_id: int) -> bytes:
+    key = ffi.new("struct xlb_quic_server_key *")
+    key.vip_id, key.server_id = vip_id, server_id
+    return to_bytes(key)
+
+
+def quic_server_value(real_id: int, pinned: bool) -> bytes:
+    value = ffi.new("struct xlb_quic_server *")
+    value.real_id = real_id
+    value.flags = lib.XLB_QUIC_SERVER_F_PINNED if pinned else lib.XLB_QUIC_SERVER_F_NONE
+    return to_bytes(value)
+
+
+def parse_quic_server(key_raw: bytes, value_raw: bytes) -> tuple[int, int, int, bool]:
+    """(vip_id, server_id, real_id, pinned) of a `quic_servers` entry."""
+    key = struct_from("struct xlb_quic_server_key", key_raw)
+    value = struct_from("struct xlb_quic_server", value_raw)
+    pinned = bool(value.flags & lib.XLB_QUIC_SERVER_F_PINNED)
+    return int(key.vip_id), int(key.server_id), int(value.real_id), pinned
+
+
 def parse_flow_key(map_name: str, raw: bytes) -> Flow:
     src: IPAddress
     dst: IPAddress
@@ -211,6 +278,24 @@ def parse_flow_key(map_name: str, raw: bytes) -> Flow:
     return Flow(src, dst, ntohs(key.sport), ntohs(key.dport), PROTO_NAMES.get(key.proto, "tcp"))
 
 
+def flow_key(flow: Flow) -> tuple[str, bytes]:
+    """The connection table of `flow` and its key there (the full 5-tuple)."""
+    if flow.src.version == 4:
+        key = ffi.new("struct xlb_flow_v4 *")
+        key.saddr = int.from_bytes(flow.src.packed, "little")
+        key.daddr = int.from_bytes(flow.dst.packed, "little")
+        table = "conn_v4"
+    else:
+        key = ffi.new("struct xlb_flow_v6 *")
+        set_addr(key.saddr, flow.src)
+        set_addr(key.daddr, flow.dst)
+        table = "conn_v6"
+    key.sport = htons(flow.sport)
+    key.dport = htons(flow.dport)
+    key.proto = IPPROTO[flow.proto]
+    return table, to_bytes(key)
+
+
 def vip_filter_bit(address: IPAddress) -> int:
     """The bit of a VIP address in the `vip_filter` map (rule: xlb_abi.h)."""
     words = address.packed.ljust(16, b"\0")
@@ -220,18 +305,54 @@ def vip_filter_bit(address: IPAddress) -> int:
     return ((folded * 2654435761) & 0xFFFFFFFF) >> (32 - int(lib.XLB_VIP_FILTER_BITS_LOG2))
 
 
+def conn_records(values: bytes) -> npt.NDArray[Any]:
+    """Packed `struct xlb_conn` values (a batch lookup's) as a numpy record
+    array with the fields real_id, real_gen and atime_ns."""
+    ctype = "struct xlb_conn"
+    names = ["real_id", "real_gen", "atime_ns"]
+    dtype = np.dtype(
+        {
+            "names": names,
+            "formats": ["=u4", "=u4", "=u8"],
+            "offsets": [ffi.offsetof(ctype, name) for name in names],
+            "itemsize": ffi.sizeof(ctype),
+        }
+    )
+    return np.frombuffer(values, dtype=dtype)
+
+
+def flow_key_protos(map_name: str, keys: bytes) -> npt.NDArray[np.uint8]:
+    """The IP protocol of each packed flow key of `conn_v4` or `conn_v6`."""
+    ctype = "struct xlb_flow_v4" if map_name == "conn_v4" else "struct xlb_flow_v6"
+    size = ffi.sizeof(ctype)
+    rows = np.frombuffer(keys, dtype=np.uint8).reshape(-1, size)
+    return rows[:, ffi.offsetof(ctype, "proto")]
+
+
 def parse_conn(raw: bytes) -> tuple[int, int, int]:
     """(real_id, real_gen, atime_ns)"""
     conn = struct_from("struct xlb_conn", raw)
     return int(conn.real_id), int(conn.real_gen), int(conn.atime_ns)
 
 
+def conn_owners(values: bytes, count: int) -> npt.NDArray[np.uint32]:
+    """(real_id, real_gen) of `count` packed `struct xlb_conn` values, as a
+    (count, 2) array: the connection table read in one batch."""
+    size = ffi.sizeof("struct xlb_conn")
+    words = np.frombuffer(values, np.uint32, count * size // 4).reshape(count, size // 4)
+    columns = [ffi.offsetof("struct xlb_conn", f) // 4 for f in ("real_id", "real_gen")]
+    return words[:, columns]
+
+
 # ---------------------------------------------------------------- config
 
 
-def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes:
-    """The `config` value; `no_any_port_vip` is data-plane state the
-    balancer keeps (XLB_CFG_F_NO_ANY_PORT_VIP), not a setting."""
+def config_value(
+    cfg: BalancerConfig, *, no_any_port_vip: bool = False, prefix_vips: bool = False
+) -> bytes:
+    """The `config` value; `no_any_port_vip` and `prefix_vips` are
+    data-plane state the balancer keeps (XLB_CFG_F_NO_ANY_PORT_VIP,
+    XLB_CFG_F_PREFIX_VIPS), not settings."""
     value = ffi.new("struct xlb_config *")
     ffi.memmove(value.gw_mac, mac_bytes(cfg.gateway_mac), 6)
     value.gue_port = htons(cfg.gue_port)
@@ -243,14 +364,22 @@ def config_value(cfg: BalancerConfig, *, no_any_port_vip: bool = False) -> bytes
     )
     if no_any_port_vip:
         value.flags |= lib.XLB_CFG_F_NO_ANY_PORT_VIP
+    if prefix_vips:
+        value.flags |= lib.XLB_CFG_F_PREFIX_VIPS
     value.hash_seed = cfg.hash_seed
     value.udp_ttl_ns = int(cfg.udp_ttl_s * 1e9)
+    value.syn_flood_threshold = cfg.syn_flood_threshold
     return to_bytes(value)
 
 
 def config_no_any_port_vip(raw: bytes) -> bool:
     """Whether a `config` value has XLB_CFG_F_NO_ANY_PORT_VIP set."""
     return bool(struct_from("struct xlb_config", raw).flags & lib.XLB_CFG_F_NO_ANY_PORT_VIP)
+
+
+def config_prefix_vips(raw: bytes) -> bool:
+    """Whether a `config` value has XLB_CFG_F_PREFIX_VIPS set."""
+    return bool(struct_from("struct xlb_config", raw).flags & lib.XLB_CFG_F_PREFIX_VIPS)
 
 
 def parse_config(raw: bytes) -> BalancerConfig:
@@ -265,6 +394,7 @@ def parse_config(raw: bytes) -> BalancerConfig:
         gue_all=bool(value.flags & lib.XLB_CFG_F_GUE_ALL),
         hash_seed=int(value.hash_seed),
         udp_ttl_s=int(value.udp_ttl_ns) / 1e9,
+        syn_flood_threshold=int(value.syn_flood_threshold),
     )
 
 

@@ -275,6 +275,22 @@ class Map:
 
     def lookup_batch(self, chunk: int = 4096) -> tuple[bytes, bytes, int]:
         """All entries as packed (keys, values, count), read in chunks."""
+        all_keys, all_values, total = bytearray(), bytearray(), 0
+        for keys, values, n in self._batches(chunk):
+            all_keys += ffi.buffer(keys, n * self.key_size)
+            all_values += ffi.buffer(values, n * self.stored_value_size)
+            total += n
+        return bytes(all_keys), bytes(all_values), total
+
+    def count(self, chunk: int = 8192) -> int:
+        """How many entries the map holds now (a hash map's fill), read in
+        batches and not kept: the kernel walks every bucket, about 0.4 µs
+        an entry (0.4 s for a million on the development VM)."""
+        return sum(n for _, _, n in self._batches(chunk))
+
+    def _batches(self, chunk: int) -> Iterator[tuple[Any, Any, int]]:
+        """BPF_MAP_LOOKUP_BATCH in chunks: (keys buffer, values buffer,
+        entries in them); the buffers are reused by the next chunk."""
         opts = ffi.new("struct bpf_map_batch_opts *")
         opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
         keys = ffi.new("char[]", chunk * self.key_size)
@@ -282,7 +298,6 @@ class Map:
         # Hash maps need a batch token at least key_size wide; 8 suits arrays.
         token_size = max(self.key_size, 8)
         in_batch, out_batch = ffi.new("char[]", token_size), ffi.new("char[]", token_size)
-        all_keys, all_values, total = bytearray(), bytearray(), 0
         first = True
         while True:
             n = ffi.new("__u32 *", chunk)
@@ -291,11 +306,9 @@ class Map:
             )
             if ret < 0 and ret != -errno.ENOENT:
                 check(ret, f"batch lookup of map {self.name}")
-            all_keys += ffi.buffer(keys, n[0] * self.key_size)
-            all_values += ffi.buffer(values, n[0] * self.stored_value_size)
-            total += n[0]
+            yield keys, values, int(n[0])
             if ret == -errno.ENOENT:
-                return bytes(all_keys), bytes(all_values), total
+                return
             ffi.memmove(in_batch, out_batch, token_size)
             first = False
 

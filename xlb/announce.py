@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import ipaddress
 import itertools
 import json
 import os
@@ -44,7 +45,7 @@ from typing import IO
 from .config.reader import find_exabgp
 from .config.schema import BgpSettings, Neighbor, RouteAttributes, VipConfig
 from .errors import XlbError
-from .model import IPAddress, Vip
+from .model import IPAddress, IPNetwork, Vip
 
 __all__ = [
     "AnnounceError",
@@ -52,14 +53,20 @@ __all__ = [
     "Announcer",
     "AnnouncerState",
     "BirdAnnouncer",
+    "Destination",
     "ExaBgpAnnouncer",
     "bird_include_text",
+    "destination_order",
     "exabgp_config_text",
     "exabgp_route_command",
     "make_announcer",
     "prefix_of",
     "prefixes_to_announce",
 ]
+
+
+#: What a node announces for a VIP: its address (as a host route), or its prefix.
+Destination = IPAddress | IPNetwork
 
 
 class AnnounceError(XlbError):
@@ -74,7 +81,7 @@ def prefixes_to_announce(
     reals_up: Mapping[Vip, int] | None,
     min_healthy: int,
     draining: bool = False,
-) -> dict[IPAddress, RouteAttributes]:
+) -> dict[Destination, RouteAttributes]:
     """The VIP addresses this node should announce, with their attributes.
 
     `reals_up`: per VIP, how many of its reals are up; None before the
@@ -86,16 +93,25 @@ def prefixes_to_announce(
     """
     if reals_up is None or draining:
         return {}
-    wanted: dict[IPAddress, RouteAttributes] = {}
+    wanted: dict[Destination, RouteAttributes] = {}
     for entry in vips:
         if reals_up.get(entry.vip, 0) >= min_healthy:
-            wanted[entry.vip.address] = entry.route
+            wanted[entry.vip.destination] = entry.route
     return wanted
 
 
-def prefix_of(address: IPAddress) -> str:
-    """The host prefix of a VIP: /32 or /128."""
+def prefix_of(address: Destination) -> str:
+    """The prefix announced for a VIP: its address as a /32 or /128, or
+    the prefix of a prefix VIP."""
+    if isinstance(address, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(address)
     return f"{address}/{address.max_prefixlen}"
+
+
+def destination_order(address: Destination) -> tuple[int, bytes, int]:
+    """Addresses and prefixes in one order: family, first address, length."""
+    network = ipaddress.ip_network(prefix_of(address))
+    return network.version, network.network_address.packed, network.prefixlen
 
 
 # ================================================================= engine
@@ -107,7 +123,7 @@ NO_ATTRIBUTES = RouteAttributes()
 class AnnouncerState:
     """What an engine announces, and its sessions (neighbour -> state)."""
 
-    announced: Mapping[IPAddress, RouteAttributes] = field(default_factory=dict)
+    announced: Mapping[Destination, RouteAttributes] = field(default_factory=dict)
     # For ExaBGP the neighbour's address, for BIRD the protocol's name; the
     # state as the engine says it ("established", "idle", "up", "start"...).
     sessions: Mapping[str, str] = field(default_factory=dict)
@@ -124,7 +140,7 @@ class Announcer:
     """
 
     def __init__(self) -> None:
-        self._announced: dict[IPAddress, RouteAttributes] = {}
+        self._announced: dict[Destination, RouteAttributes] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -142,13 +158,13 @@ class Announcer:
 
     def _apply(
         self,
-        announce: Mapping[IPAddress, RouteAttributes],
-        withdraw: Iterable[IPAddress],
-        wanted: Mapping[IPAddress, RouteAttributes],
+        announce: Mapping[Destination, RouteAttributes],
+        withdraw: Iterable[Destination],
+        wanted: Mapping[Destination, RouteAttributes],
     ) -> None:
         raise NotImplementedError
 
-    def update(self, wanted: Mapping[IPAddress, RouteAttributes]) -> None:
+    def update(self, wanted: Mapping[Destination, RouteAttributes]) -> None:
         with self._lock:
             announce = {a: r for a, r in wanted.items() if self._announced.get(a) != r}
             withdraw = [a for a in self._announced if a not in wanted]
@@ -156,10 +172,10 @@ class Announcer:
                 self._apply(announce, withdraw, dict(wanted))
             self._announced = dict(wanted)
 
-    def announce(self, address: IPAddress, route: RouteAttributes = NO_ATTRIBUTES) -> None:
+    def announce(self, address: Destination, route: RouteAttributes = NO_ATTRIBUTES) -> None:
         self.update({**self._announced, address: route})
 
-    def withdraw(self, address: IPAddress) -> None:
+    def withdraw(self, address: Destination) -> None:
         self.update({a: r for a, r in self._announced.items() if a != address})
 
     def state(self) -> AnnouncerState:
@@ -222,7 +238,7 @@ def _exabgp_neighbor(bgp: BgpSettings, n: Neighbor) -> str:
 
 
 def exabgp_route_command(
-    verb: str, address: IPAddress, route: RouteAttributes, bgp: BgpSettings
+    verb: str, address: Destination, route: RouteAttributes, bgp: BgpSettings
 ) -> str:
     """One API command: `announce route P next-hop N [attributes]` or `withdraw route P ...`."""
     next_hop = bgp.next_hop_v4 if address.version == 4 else bgp.next_hop_v6
@@ -383,9 +399,9 @@ class ExaBgpAnnouncer(Announcer):
 
     def _apply(
         self,
-        announce: Mapping[IPAddress, RouteAttributes],
-        withdraw: Iterable[IPAddress],
-        wanted: Mapping[IPAddress, RouteAttributes],
+        announce: Mapping[Destination, RouteAttributes],
+        withdraw: Iterable[Destination],
+        wanted: Mapping[Destination, RouteAttributes],
     ) -> None:
         self._check_alive()
         for address in withdraw:
@@ -434,14 +450,15 @@ BIRD_PROTOCOL_V4 = "xlb_vips4"
 BIRD_PROTOCOL_V6 = "xlb_vips6"
 
 
-def bird_include_text(wanted: Mapping[IPAddress, RouteAttributes]) -> str:
+def bird_include_text(wanted: Mapping[Destination, RouteAttributes]) -> str:
     """Two static protocols (BIRD's static has one channel each) with one
     blackhole route per announced VIP; the operator's BGP protocols export
     `proto = "xlb_vips4"` / `"xlb_vips6"` (and the kernel protocol must not)."""
     out = ["# Written by xlb: the VIPs this node announces. Do not edit.", ""]
     for version, name in ((4, BIRD_PROTOCOL_V4), (6, BIRD_PROTOCOL_V6)):
         out += [f"protocol static {name} {{", f"    ipv{version};"]
-        for address in sorted((a for a in wanted if a.version == version), key=lambda a: a.packed):
+        mine = (a for a in wanted if a.version == version)
+        for address in sorted(mine, key=destination_order):
             out.append(
                 f"    route {prefix_of(address)} blackhole{_bird_attributes(wanted[address])};"
             )
@@ -512,13 +529,13 @@ class BirdAnnouncer(Announcer):
 
     def _apply(
         self,
-        announce: Mapping[IPAddress, RouteAttributes],
-        withdraw: Iterable[IPAddress],
-        wanted: Mapping[IPAddress, RouteAttributes],
+        announce: Mapping[Destination, RouteAttributes],
+        withdraw: Iterable[Destination],
+        wanted: Mapping[Destination, RouteAttributes],
     ) -> None:
         self._write_and_reload(wanted)
 
-    def _write_and_reload(self, wanted: Mapping[IPAddress, RouteAttributes]) -> None:
+    def _write_and_reload(self, wanted: Mapping[Destination, RouteAttributes]) -> None:
         include = self.bgp.bird_include
         partial = include.with_name(include.name + ".tmp")
         partial.write_text(bird_include_text(wanted))
@@ -578,7 +595,7 @@ class AnnouncementDriver:
         self.bgp = bgp
         self.engine = engine
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-bgp")
-        self.announced: Mapping[IPAddress, RouteAttributes] = {}
+        self.announced: Mapping[Destination, RouteAttributes] = {}
         self.sessions: Mapping[str, str] = _sessions_down(bgp)
 
     async def _call(self, function: Callable[..., object], *args: object) -> object:
@@ -588,7 +605,7 @@ class AnnouncementDriver:
         """Start the engine (announcing nothing). AnnounceError if it cannot."""
         await self._call(self.engine.start)
 
-    async def update(self, wanted: Mapping[IPAddress, RouteAttributes]) -> None:
+    async def update(self, wanted: Mapping[Destination, RouteAttributes]) -> None:
         """Announce exactly `wanted`. AnnounceError if the engine refuses;
         then `announced` stays what the engine last took."""
         await self._call(self.engine.update, dict(wanted))

@@ -12,11 +12,18 @@ A retired real id is handed out again only after an RCU grace period, so a
 packet that read the old ring just before the flip can never reach the
 id's next owner.
 
+Second chance (xlb/prevring.py): just before the flip, the VIP's
+`prev_rings` entry is pointed at the slot that is still live, which from
+the flip on is the previous ring, carried for the VIP's window; reals that
+left are retired as alternates and their ids held for as long.
+
 The Balancer keeps the VIP table and runs each change in that order; the
 parts it delegates live beside it: ids.py (free VIP ids, real ids and
 when a retired one may be reused), rings.py (Maglev rings, ring slots,
-grace periods), vipaddrs.py (vip_filter bits, vip_addrs counts),
-stats.py (counters), flows.py (the connection table), events.py (what
+grace periods), prevring.py (second chance's previous rings),
+vipaddrs.py (vip_filter bits, vip_addrs counts), stats.py (counters),
+synflood.py (the SYN-flood guard's windows), flows.py (the connection
+table), events.py (what
 observers hear of each change) and testrun.py (BPF_PROG_TEST_RUN).
 
 Wherever a method takes a VIP it also takes its text ("10.0.0.1:80/tcp",
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +55,23 @@ from .errors import (
     NotFoundError,
 )
 from .events import Observers, UpdateEvent, UpdateObserver, observed
-from .flowhash import flow_hash
-from .flows import check_sample_limit, clear_conn_tables, sample_flows
+from .flowhash import flow_hash, quic_cid_hash
+from .flows import (
+    ConnSnapshot,
+    TableFill,
+    check_sample_limit,
+    clear_conn_tables,
+    lookup_flow,
+    owners_by_key,
+    sample_flows,
+    table_fill,
+)
 from .ids import MAX_REALS as MAX_REALS  # re-exported: xlb.balancer.MAX_REALS
 from .ids import MAX_VIPS as MAX_VIPS
 from .ids import RealIds, free_vip_id
 from .model import (
     IPPROTO,
+    SECOND_CHANCE_DEFAULT_S,
     AddressLike,
     BalancerConfig,
     Counter,
@@ -64,13 +82,24 @@ from .model import (
     Vip,
     VipFlags,
     VipLike,
+    check_second_chance,
     check_weight,
+    overlapping_prefix,
     parse_address,
     to_real,
     to_vip,
     vip_sort_key,
 )
 from .pins import DEFAULT_PIN_ROOT
+from .prevring import (
+    UNTIL_CHANGE_NS,
+    PrevRings,
+    Transition,
+    window_end,
+    window_ns,
+    window_seconds,
+)
+from .quiclb import assign_server_ids, destination_cid, server_id_of
 from .rings import (
     NO_RING,
     GraceSource,
@@ -80,9 +109,11 @@ from .rings import (
     ring_addresses,
     ring_fractions,
 )
+from .serverids import Entry, QuicServers, Undo
 from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
+from .synflood import CpuFloodWindow, flood_windows
 from .testrun import RunResult, run_packet
-from .vipaddrs import VipFilter, count_vip_address
+from .vipaddrs import VipFilter, count_vip_address, count_vip_prefix
 
 log = logging.getLogger("xlb.balancer")
 
@@ -92,6 +123,7 @@ PROGRAM_NAME = "xlb_balancer"
 LINK_PIN_NAME = "link"
 RING_SIZE_DEFAULT = _limits.XLB_RING_SIZE_DEFAULT
 RING_SIZE_MAX = _limits.XLB_RING_SIZE_MAX
+MAX_PREFIX_VIPS = _limits.XLB_LIMIT_MAX_PREFIX_VIPS
 
 
 @dataclass(slots=True)
@@ -109,6 +141,10 @@ class _VipState:
     members: dict[IPAddress, _Member] = field(default_factory=dict)
     ring: npt.NDArray[np.uint32] | None = None  # real id per slot; None = no ring
     rings: VipRings = field(default_factory=VipRings)  # where the ring lives
+    window_ns: int = window_ns(SECOND_CHANCE_DEFAULT_S)  # second chance (prevring.py)
+    transition: Transition | None = None  # the last change, while its window is open
+    # QUIC VIPs: each real's server id (xlb/quiclb.py); empty for the others
+    server_ids: dict[IPAddress, int] = field(default_factory=dict)
 
 
 class Balancer:
@@ -158,6 +194,8 @@ class Balancer:
         self._attached_here = False
         self._closed = False
         self._slots = RingSlots(self._map["rings"], grace_periods)
+        self._prev = PrevRings(self._map["prev_rings"])
+        self._quic = QuicServers(self._map["quic_servers"])
         try:
             self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
@@ -238,7 +276,9 @@ class Balancer:
         self._prog = new.program(PROGRAM_NAME)
         self._map = new.maps
         self._slots.outer = new.maps["rings"]
+        self._prev.map = new.maps["prev_rings"]
         self._vip_filter.map = new.maps["vip_filter"]
+        self._quic.map = new.maps["quic_servers"]
         old.close()
 
     def add_observer(self, observer: UpdateObserver) -> None:
@@ -254,20 +294,66 @@ class Balancer:
     def _read_vips(self) -> dict[Vip, _VipState]:
         """VIPs and their members from the maps (a fresh data plane: none)."""
         vips: dict[Vip, _VipState] = {}
-        for key, value in self._map["vips"].items():
+        entries = [(_abi.parse_vip_key(k), v) for k, v in self._map["vips"].items()]
+        entries += [(_abi.parse_vip_prefix_key(k), v) for k, v in self._map["vip_prefixes"].items()]
+        for vip, value in entries:
             vip_id, flags, ring_size, ring_slot = _abi.parse_vip_meta(value)
             state = _VipState(vip_id, VipFlags(flags), ring_size)
             state.rings, state.ring = self._slots.adopt(vip_id, ring_slot, ring_size)
-            vips[_abi.parse_vip_key(key)] = state
+            self._adopt_transition(state)
+            vips[vip] = state
         by_id = {s.vip_id: s for s in vips.values()}
-        active = _abi.real_field(self._reals_raw, "flags", np.uint8) & _limits.XLB_REAL_F_ACTIVE
-        for real_id in np.flatnonzero(active).tolist():
+        real_flags = _abi.real_field(self._reals_raw, "flags", np.uint8)
+        for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ACTIVE).tolist():
             entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
             if owner is not None:
                 real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
+        for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ALTERNATE).tolist():
+            entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
+            owner = by_id.get(entry["vip_id"])
+            change = owner.transition if owner is not None else None
+            if change is not None and np.any(change.ring == real_id):
+                change.departed[entry["address"]] = real_id
+        self._adopt_server_ids(by_id)
         return vips
+
+    def _adopt_transition(self, state: _VipState) -> None:
+        """A pinned VIP's second-chance window and, if its previous ring is
+        still carried, that ring (read back from its slot)."""
+        slot, until, window = self._prev.read(state.vip_id)
+        state.window_ns = window
+        live = state.rings.live
+        if NO_RING in (slot, live) or slot == live or time.monotonic_ns() >= until:
+            return
+        ring = self._slots.read(state.vip_id, slot, state.ring_size)
+        if ring is None:
+            return
+        state.rings.prev, state.rings.prev_until_ns = slot, until
+        changed = until - window if window != UNTIL_CHANGE_NS else time.monotonic_ns()
+        state.transition = Transition(ring, changed, until)
+
+    def _adopt_server_ids(self, by_id: dict[int, _VipState]) -> None:
+        """The QUIC VIPs' server ids from `quic_servers` (a pinned one goes
+        back into its Real); entries no QUIC VIP's real holds any more (a
+        process stopped between a change's steps) are deleted."""
+        for vip_id, entries in self._quic.read().items():
+            state = by_id.get(vip_id)
+            owners = {m.real_id: m for m in state.members.values()} if state else {}
+            stale = []
+            for server_id, (real_id, pinned) in entries.items():
+                member = owners.get(real_id)
+                if state is None or VipFlags.QUIC not in state.flags or member is None:
+                    stale.append(server_id)
+                    continue
+                real = member.real
+                state.server_ids[real.address] = server_id
+                if pinned:
+                    member.real = Real.from_data_plane(
+                        real.address, real.weight, real.mac, server_id
+                    )
+            self._quic.delete(vip_id, stale)
 
     def _read_reals(self) -> npt.NDArray[np.uint8]:
         """Mirror the `reals` map (we are its only writer): the mirror gives a
@@ -281,15 +367,22 @@ class Balancer:
         free, retired ones after a grace period."""
         gens = _abi.real_field(self._reals_raw, "gen", np.uint32)
         in_use = (m.real_id for s in self._vips.values() for m in s.members.values())
-        return RealIds(gens, in_use, self._slots.grace)
+        ids = RealIds(gens, in_use, self._slots.grace)
+        for state in self._vips.values():
+            if state.transition is not None:
+                departed = list(state.transition.departed.values())
+                ids.hold(departed, state.transition.until_ns)
+        return ids
 
     def _adopt_config(self, config: BalancerConfig | None) -> None:
         raw = self._map["config"].lookup(_abi.u32(0))
-        self._no_any_port_vip = False  # what the map says until written below
+        # what the map says until written below
+        self._no_any_port_vip, self._prefix_vips = False, False
         if config is None and raw is not None and raw != bytes(len(raw)):
             self._config = _abi.parse_config(raw)
             self._no_any_port_vip = _abi.config_no_any_port_vip(raw)
-            self._sync_any_port_flag()
+            self._prefix_vips = _abi.config_prefix_vips(raw)
+            self._sync_lookup_flags()
             return
         self.configure(config or BalancerConfig())
 
@@ -306,24 +399,35 @@ class Balancer:
         if not isinstance(config, BalancerConfig):
             raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
         self._no_any_port_vip = not self._has_any_port_vip()
+        self._prefix_vips = self._has_prefix_vip()
         self._write_config(config)
         self._config = config
 
     def _write_config(self, config: BalancerConfig) -> None:
-        value = _abi.config_value(config, no_any_port_vip=self._no_any_port_vip)
+        value = _abi.config_value(
+            config, no_any_port_vip=self._no_any_port_vip, prefix_vips=self._prefix_vips
+        )
         self._map["config"].update(_abi.u32(0), value)
 
     def _has_any_port_vip(self) -> bool:
-        return any(vip.port == 0 for vip in self._vips)
+        """An any-port VIP in `vips` (a prefix VIP's port 0 is its own lookup)."""
+        return any(vip.port == 0 and not vip.is_prefix for vip in self._vips)
 
-    def _sync_any_port_flag(self, adding_any_port: bool = False) -> None:
-        """Keep XLB_CFG_F_NO_ANY_PORT_VIP true to `vips`: the data plane
-        skips its port-0 lookup while the flag is set, so the flag is
-        cleared before an any-port VIP is inserted (`adding_any_port`) and
-        set only after the last one was deleted."""
+    def _has_prefix_vip(self) -> bool:
+        return any(vip.is_prefix for vip in self._vips)
+
+    def _sync_lookup_flags(self, adding: Vip | None = None) -> None:
+        """Keep the config flags that let the data plane skip lookups true to
+        the VIPs: XLB_CFG_F_NO_ANY_PORT_VIP (no port-0 lookup in `vips`) is
+        cleared before an any-port VIP is inserted and set only after the
+        last one was deleted; XLB_CFG_F_PREFIX_VIPS (look in `vip_prefixes`)
+        is set before a prefix VIP is inserted and cleared only after the
+        last one was deleted. `adding`: the VIP about to be inserted."""
+        adding_any_port = adding is not None and adding.port == 0 and not adding.is_prefix
         no_any_port = not adding_any_port and not self._has_any_port_vip()
-        if no_any_port != self._no_any_port_vip:
-            self._no_any_port_vip = no_any_port
+        prefix = (adding is not None and adding.is_prefix) or self._has_prefix_vip()
+        if (no_any_port, prefix) != (self._no_any_port_vip, self._prefix_vips):
+            self._no_any_port_vip, self._prefix_vips = no_any_port, prefix
             self._write_config(self._config)
 
     # --------------------------------------------------------------- VIPs
@@ -340,66 +444,155 @@ class Balancer:
         """The number of slots in the VIP's Maglev ring."""
         return self._state(vip).ring_size
 
+    def second_chance(self, vip: VipLike) -> float:
+        """The VIP's second-chance window in seconds (0: off; math.inf:
+        until its next ring change): how long after a ring change the
+        previous ring's real is carried for flows the change moved."""
+        return window_seconds(self._state(vip).window_ns)
+
+    def server_ids(self, vip: VipLike) -> dict[IPAddress, int]:
+        """Each real's QUIC-LB server id in a QUIC VIP ({} for another VIP):
+        what its server must put in its connection IDs (xlb/quiclb.py)."""
+        return dict(self._state(vip).server_ids)
+
     @observed
     def add_vip(
-        self, vip: VipLike, flags: VipFlags = VipFlags.NONE, ring_size: int = RING_SIZE_DEFAULT
+        self,
+        vip: VipLike,
+        flags: VipFlags = VipFlags.NONE,
+        ring_size: int = RING_SIZE_DEFAULT,
+        second_chance: float = SECOND_CHANCE_DEFAULT_S,
     ) -> None:
-        """Add a VIP with no reals yet (its packets are dropped until it has some)."""
+        """Add a VIP with no reals yet (its packets are dropped until it has
+        some). `second_chance`: see second_chance()."""
         vip = to_vip(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
         _check_ring_size(ring_size)
+        window = window_ns(check_second_chance(second_chance))
         if vip in self._vips:
             raise ExistsError(f"VIP {vip} already exists")
+        self._check_prefix_room(vip)
         vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
+        self._prev.closed(vip_id, window)  # whatever an earlier VIP of this id left
         zero_stats(self._map["vip_stats"], vip_id)
-        count_vip_address(self._map["vip_addrs"], vip, +1)
+        self._count_address(vip, +1)
         self._vip_filter.mark(vip, flags, +1)
         try:
-            if vip.port == 0:
-                self._sync_any_port_flag(adding_any_port=True)
-            self._map["vips"].update(
-                _abi.vip_key(vip), _abi.vip_meta(vip_id, flags, ring_size, NO_RING), lib.BPF_NOEXIST
-            )
+            self._sync_lookup_flags(adding=vip)
+            table, key = self._vip_entry(vip)
+            table.update(key, _abi.vip_meta(vip_id, flags, ring_size, NO_RING), lib.BPF_NOEXIST)
         except BaseException:
-            count_vip_address(self._map["vip_addrs"], vip, -1)
+            self._count_address(vip, -1)
             self._vip_filter.mark(vip, flags, -1)
-            self._sync_any_port_flag()
+            self._sync_lookup_flags()
             raise
-        self._vips[vip] = _VipState(vip_id, flags, ring_size)
+        self._vips[vip] = _VipState(vip_id, flags, ring_size, window_ns=window)
+
+    @observed
+    def set_second_chance(self, vip: VipLike, seconds: float) -> None:
+        """Change the VIP's second-chance window (see second_chance()). An
+        open window is measured from its change again: shorter, it may
+        close at once; 0 closes it."""
+        vip, state = self._lookup(vip)
+        window = window_ns(check_second_chance(seconds))
+        state.window_ns = window
+        change = state.transition
+        if change is None or not window:
+            self._end_transition(state)
+            return
+        change.until_ns = window_end(change.changed_ns, window)
+        state.rings.prev_until_ns = change.until_ns
+        self._prev.write(state.vip_id, state.rings.prev, change.until_ns, window)
+        self._real_ids.hold(list(change.departed.values()), change.until_ns)
+
+    def _end_transition(self, state: _VipState) -> None:
+        """Stop carrying the VIP's previous ring (if it was): its slot and
+        the ids of the reals it named are reusable after a grace period."""
+        self._prev.closed(state.vip_id, state.window_ns)
+        change, state.transition = state.transition, None
+        if change is None:
+            return
+        ticket = self._slots.grace.ticket()
+        state.rings.release_prev(ticket)
+        departed = list(change.departed.values())
+        self._real_ids.hold(departed, 0)
+        self._real_ids.reusable_after(departed, ticket)
+
+    def _check_prefix_room(self, vip: Vip) -> None:
+        """A prefix VIP: no other of the same port and protocol overlaps it
+        (model.overlapping_prefix), and `vip_prefixes` has room."""
+        if not vip.is_prefix:
+            return
+        other = overlapping_prefix(vip, self._vips)
+        if other is not None:
+            raise ConfigError(
+                f"VIP {vip} overlaps VIP {other}: prefix VIPs of one port and protocol "
+                "may not overlap (an exact VIP inside a prefix may)"
+            )
+        if sum(1 for v in self._vips if v.is_prefix) >= MAX_PREFIX_VIPS:
+            raise CapacityError(f"no room for VIP {vip}: {MAX_PREFIX_VIPS} prefix VIPs at most")
+
+    def _vip_entry(self, vip: Vip) -> tuple[Map, bytes]:
+        """The map and key of a VIP's entry: `vips`, or `vip_prefixes`."""
+        if vip.is_prefix:
+            return self._map["vip_prefixes"], _abi.vip_prefix_key(vip)
+        return self._map["vips"], _abi.vip_key(vip)
+
+    def _count_address(self, vip: Vip, delta: int) -> None:
+        """Count a VIP in or out of `vip_addrs`, or for a prefix of `vip_prefix_addrs`."""
+        if vip.is_prefix:
+            count_vip_prefix(self._map["vip_prefix_addrs"], vip, delta)
+        else:
+            count_vip_address(self._map["vip_addrs"], vip, delta)
 
     @observed
     def set_vip_flags(self, vip: VipLike, flags: VipFlags) -> None:
         """Change a VIP's flags in place: its entry, and the copy its reals
         carry for the data plane's fast path (one batch)."""
         vip, state = self._lookup(vip)
-        flags = _check_flags(flags)
+        flags = _check_vip_flags(vip, flags)
+        server_ids = self._server_ids_for(flags, state, [m.real for m in state.members.values()])
         self._vip_filter.mark(vip, flags, +1)
         members = list(state.members.values())
         reals_undo = self._write_reals(members, state.vip_id, active=True, vip_flags=flags)
+        sid_undo: Undo | None = None
         try:
+            # a VIP turning QUIC finds its servers' entries from its first packet
+            sid_undo = self._write_server_ids(state, state.members, server_ids)
             self._write_vip_meta(vip, state, flags, state.rings.live)
         except BaseException:
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._vip_filter.mark(vip, flags, -1)
             raise
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
         self._vip_filter.mark(vip, state.flags, -1)
+        if (flags ^ state.flags) & _HASH_FLAGS:
+            # the flows' slots changed: the previous ring's slots name nobody's real
+            self._end_transition(state)
         state.flags = flags
+        state.server_ids = server_ids
 
     @observed
     def remove_vip(self, vip: VipLike) -> None:
         """Remove a VIP: its traffic passes to the host stack from now on."""
         vip, state = self._lookup(vip)
-        self._map["vips"].delete(_abi.vip_key(vip))
+        table, key = self._vip_entry(vip)
+        table.delete(key)
         self._vip_filter.mark(vip, state.flags, -1)
+        self._end_transition(state)
+        self._quic.delete(state.vip_id, state.server_ids.values())
         self._slots.remove(state.vip_id)
         self._start_grace(self._retire(list(state.members.values())))
-        count_vip_address(self._map["vip_addrs"], vip, -1)
+        self._count_address(vip, -1)
         del self._vips[vip]
-        self._sync_any_port_flag()
+        self._sync_lookup_flags()
 
     def _write_vip_meta(self, vip: Vip, state: _VipState, flags: VipFlags, ring_slot: int) -> None:
         meta = _abi.vip_meta(state.vip_id, flags, state.ring_size, ring_slot)
-        self._map["vips"].update(_abi.vip_key(vip), meta)
+        table, key = self._vip_entry(vip)
+        table.update(key, meta)
 
     def _lookup(self, vip: VipLike) -> tuple[Vip, _VipState]:
         """The VIP a caller named (a Vip or its text) and its state."""
@@ -463,14 +656,42 @@ class Balancer:
             )
         if self._same_reals(state, wanted):
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
+        server_ids = self._server_ids_for(state.flags, state, wanted)
+        _warn_moved_ids(vip, state.server_ids, server_ids)
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         staying = {m.real_id for m in members.values()}  # ids hash faster than addresses
         removed = [m for m in state.members.values() if m.real_id not in staying]
-        slot = self._apply(vip, state, members, added, ring)
-        ticket = self._start_grace(self._retire(removed))
-        self._slots.flipped(state.rings, slot, ticket)
-        state.members, state.ring = members, ring
+        previous = state.transition
+        change: Transition | None = previous
+        opened = not (previous is not None and previous.is_open() and _same_ring(state.ring, ring))
+        if opened:  # else the ring stays, and so does its previous ring
+            change = self._open_transition(state, ring)
+        slot = self._apply(vip, state, members, added, ring, server_ids, change, opened)
+        retired = self._retire(removed, alternate=change is not None)
+        ticket = self._start_grace(retired)
+        self._quic.delete(state.vip_id, set(state.server_ids.values()) - set(server_ids.values()))
+        until = change.until_ns if change is not None else 0
+        self._slots.flipped(state.rings, slot, ticket, until if opened else None)
+        if change is not None:
+            change.departed.update((m.real.address, m.real_id) for m in removed)
+            self._real_ids.hold(retired, until)
+        if opened and previous is not None:  # no ring names its departed any more
+            departed = list(previous.departed.values())
+            self._real_ids.hold(departed, 0)
+            self._real_ids.reusable_after(departed, ticket)
+        state.members, state.ring, state.transition = members, ring, change
+        state.server_ids = server_ids
+
+    def _open_transition(
+        self, state: _VipState, ring: npt.NDArray[np.uint32] | None
+    ) -> Transition | None:
+        """The transition a change to `ring` opens: none with the window
+        off, from no ring, or to none (the VIP then drops its packets)."""
+        if not state.window_ns or state.ring is None or ring is None:
+            return None
+        now = time.monotonic_ns()
+        return Transition(state.ring, now, window_end(now, state.window_ns))
 
     @staticmethod
     def _same_reals(state: _VipState, wanted: list[Real]) -> bool:
@@ -504,9 +725,14 @@ class Balancer:
         members: dict[IPAddress, _Member],
         added: list[_Member],
         ring: npt.NDArray[np.uint32] | None,
+        server_ids: dict[IPAddress, int],
+        change: Transition | None,
+        opened: bool,
     ) -> int:
-        """Write reals, then the ring, then flip; undo the writes if anything
-        fails. Returns the ring slot the VIP now names."""
+        """Write reals and their QUIC server ids, then the ring, then
+        (`opened`) the previous ring's entry (`change`: the live slot stays
+        readable; None: no previous ring), then flip; undo the writes if
+        anything fails. Returns the ring slot the VIP now names."""
         added_ids = {m.real_id for m in added}
         changed = [
             m
@@ -517,11 +743,24 @@ class Balancer:
         reused = self._real_ids.handed_out_before(added_ids)
         stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
+        prev_undo: bytes | None = None
+        sid_undo: Undo | None = None
         try:
+            sid_undo = self._write_server_ids(state, members, server_ids)
             slot = NO_RING if ring is None else self._slots.write(state.vip_id, state.rings, ring)
+            if slot != state.rings.live and opened:
+                if change is not None:
+                    until, live = change.until_ns, state.rings.live
+                    prev_undo = self._prev.write(state.vip_id, live, until, state.window_ns)
+                else:
+                    prev_undo = self._prev.closed(state.vip_id, state.window_ns)
             if slot != state.rings.live:
                 self._write_vip_meta(vip, state, state.flags, slot)  # the flip
         except BaseException:
+            if prev_undo is not None:
+                self._prev.restore(state.vip_id, prev_undo)
+            if sid_undo is not None:
+                self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
             self._map["real_stats"].update_batch(*stats_undo)
             raise
@@ -529,6 +768,25 @@ class Balancer:
             self.ring_swaps += 1
         self._real_ids.take((m.real_id, m.gen) for m in added)
         return slot
+
+    @staticmethod
+    def _server_ids_for(
+        flags: VipFlags, state: _VipState, reals: list[Real]
+    ) -> dict[IPAddress, int]:
+        """The server ids of a QUIC VIP's `reals` (those they hold stay), {} for
+        another VIP; ConfigError for two reals pinned to one id."""
+        if VipFlags.QUIC not in flags:
+            return {}
+        return assign_server_ids(reals, state.server_ids)
+
+    def _write_server_ids(
+        self, state: _VipState, members: dict[IPAddress, _Member], server_ids: dict[IPAddress, int]
+    ) -> Undo:
+        """Write the entries of `server_ids` that `quic_servers` lacks; the undo."""
+        wanted = _server_entries(server_ids, members)
+        return self._quic.write(
+            state.vip_id, wanted, _server_entries(state.server_ids, state.members)
+        )
 
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
@@ -553,15 +811,41 @@ class Balancer:
             self._map["reals"].update_batch(_abi.u32_keys(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
-    def _retire(self, members: list[_Member]) -> list[int]:
+    def _retire(self, members: list[_Member], alternate: bool = False) -> list[int]:
         """Mark ids unused (one batch): connection-table entries pointing at
         them become misses, so their flows re-select. A packet that read the
         old ring just before the flip and picks one of them is dropped; the
-        id is handed out again only after a grace period (_start_grace)."""
+        id is handed out again only after a grace period (_start_grace).
+        `alternate`: the previous ring still names them (second chance)."""
         ids = [m.real_id for m in members]
-        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids]))
+        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids], alternate))
         self._real_ids.retire(ids)
         return ids
+
+    def departed_alternates(self, vip: VipLike) -> list[IPAddress]:
+        """Reals that left the VIP at its last ring change and that its
+        previous ring still names while the window is open: second chance
+        hands them the packets of their connections. Sorted."""
+        change = self._state(vip).transition
+        if change is None or not change.is_open():
+            return []
+        return sorted(change.departed, key=_address_sort_key)
+
+    @observed
+    def drop_alternate(self, vip: VipLike, address: RealLike) -> bool:
+        """A real that left the VIP at its last change is known to be dead:
+        stop handing it the packets of flows the change moved (the real
+        the ring now gives them resets them at once instead). Returns
+        whether the previous ring still named it."""
+        vip, state = self._lookup(vip)
+        addr = _real_address(address)
+        change = state.transition
+        real_id = change.departed.pop(addr, None) if change is not None else None
+        if real_id is None:
+            return False
+        self._put_reals([real_id], _abi.retired_real_entries(self._reals_raw[[real_id]]))
+        self._real_ids.hold([real_id], 0)
+        return True
 
     def _start_grace(self, retired_ids: list[int]) -> int:
         """One grace ticket for all a change took out of use, issued after
@@ -582,7 +866,9 @@ class Balancer:
 
         Pure Python, from the same hash the data plane uses: tests check it
         against `run()`, operators use it to answer "where would X go?".
-        None if no VIP matches or the VIP has no usable real.
+        None if no VIP matches or the VIP has no usable real. A QUIC VIP
+        routes by connection ID (`predict_quic`); this is where it sends a
+        datagram too short to carry one.
         """
         if not isinstance(flow, Flow):
             raise ConfigError(f"expected a Flow, got {flow!r}")
@@ -592,7 +878,39 @@ class Balancer:
         state = self._vips[vip]
         if state.ring is None:
             return None
-        h = flow_hash(
+        real_id = int(state.ring[self._flow_hash(flow, state) % state.ring_size])
+        for m in state.members.values():
+            if m.real_id == real_id:
+                return m.real.address
+        return None
+
+    def alternate(self, flow: Flow) -> IPAddress | None:
+        """The real a packet of `flow` that the ring (not the connection
+        table) forwards carries as its alternate (second chance), as the
+        data plane decides it (bpf/prev_ring.h): a TCP flow whose VIP's
+        last ring change, within its window, moved it from that real to
+        another of the same family. None otherwise. A SYN never carries
+        one."""
+        if not isinstance(flow, Flow):
+            raise ConfigError(f"expected a Flow, got {flow!r}")
+        vip = self.lookup_vip(flow.dst, flow.dport, flow.proto)
+        if vip is None or flow.proto != "tcp":
+            return None
+        state = self._vips[vip]
+        change = state.transition
+        if state.ring is None or change is None or not change.is_open():
+            return None
+        slot = self._flow_hash(flow, state) % state.ring_size
+        now_id, prev_id = int(state.ring[slot]), int(change.ring[slot])
+        owners = {m.real_id: m.real.address for m in state.members.values()}
+        owners.update((i, a) for a, i in change.departed.items())
+        now, prev = owners.get(now_id), owners.get(prev_id)
+        if prev is None or now is None or prev == now or prev.version != now.version:
+            return None
+        return prev
+
+    def _flow_hash(self, flow: Flow, state: _VipState) -> int:
+        return flow_hash(
             flow.src.packed,
             flow.dst.packed,
             flow.sport,
@@ -601,14 +919,34 @@ class Balancer:
             self._config.hash_seed,
             int(state.flags),
         )
-        real_id = int(state.ring[h % state.ring_size])
-        for m in state.members.values():
-            if m.real_id == real_id:
-                return m.real.address
-        return None
+
+    def predict_quic(self, vip: VipLike, datagram: bytes) -> IPAddress | None:
+        """The real a QUIC VIP sends a datagram (UDP payload) to, by its
+        destination connection ID as bpf/quic.h reads it: the real whose
+        server id it names, else the ring at the CID's hash. None for a
+        datagram routed by its 5-tuple (use `predict`), or no usable real."""
+        if not isinstance(datagram, bytes):
+            raise TypeError(f"a datagram is bytes, not {type(datagram).__name__}")
+        vip, state = self._lookup(vip)
+        if VipFlags.QUIC not in state.flags:
+            raise ConfigError(f"VIP {vip} does not route QUIC (no quic flag)")
+        cid = destination_cid(datagram)
+        if cid is None:
+            return None
+        server_id = server_id_of(cid)
+        for address, sid in state.server_ids.items():
+            if sid == server_id:
+                return address
+        if state.ring is None:
+            return None
+        real_id = int(state.ring[quic_cid_hash(cid, self._config.hash_seed) % state.ring_size])
+        return next((m.real.address for m in state.members.values() if m.real_id == real_id), None)
 
     def lookup_vip(self, address: AddressLike, port: int, proto: str) -> Vip | None:
-        """The VIP a packet to (address, port, proto) matches: exact port, then port 0.
+        """The VIP a packet to (address, port, proto) matches, as the data
+        plane looks: the address with the port, then with port 0, then the
+        longest prefix VIP holding the address with the port, then with
+        port 0.
 
         Any destination may be asked about: one no VIP can have matches none."""
         addr = parse_address(address)
@@ -616,6 +954,14 @@ class Balancer:
             vip = Vip.from_data_plane(addr, candidate_port, proto)
             if vip in self._vips:
                 return vip
+        for candidate_port in (port, 0):
+            holding = [
+                v
+                for v in self._vips
+                if v.is_prefix and (v.port, v.proto) == (candidate_port, proto) and v.holds(addr)
+            ]
+            if holding:
+                return max(holding, key=lambda v: v.prefixlen)
         return None
 
     def ring(self, vip: VipLike) -> list[IPAddress | None]:
@@ -643,8 +989,14 @@ class Balancer:
         return {addr: read_traffic(stats, m.real_id) for addr, m in members.items()}
 
     def counters(self) -> dict[str, int]:
-        """Global counters by name: XDP actions, reasons, connection table."""
+        """Global counters by name: XDP actions, reasons, connection table,
+        SYN-flood guard."""
         return read_counters(self._map["counters"])
+
+    def syn_flood(self) -> list[CpuFloodWindow]:
+        """Each CPU's SYN-flood guard window: its SYNs, and whether it is
+        under a flood (config.syn_flood_threshold; xlb/synflood.py)."""
+        return flood_windows(self._map["syn_flood"], self._config.syn_flood_threshold)
 
     # ---------------------------------------------------- connection table
 
@@ -653,13 +1005,51 @@ class Balancer:
         at most `limit` entries."""
         return self._sample_flows(check_sample_limit(limit))
 
+    def conn_snapshot(self) -> ConnSnapshot:
+        """Both connection tables read at once (batch lookups): entry counts
+        per real (`counts`), entries new since an earlier snapshot
+        (`new_since`), every entry as a flow (`entries`). Entries point at
+        (real id, generation): `real_id_owners()` says whose those are."""
+        return ConnSnapshot.read(self._map)
+
+    def real_id_owners(self) -> dict[tuple[int, int], tuple[Vip, IPAddress]]:
+        """(real id, generation) -> (VIP, real address) for every real in
+        use: what a connection-table entry that is not stale points at."""
+        return {
+            (m.real_id, m.gen): (vip, m.real.address)
+            for vip, s in self._vips.items()
+            for m in s.members.values()
+        }
+
     def _sample_flows(self, limit: int) -> Iterator[tuple[Flow, IPAddress | None]]:
-        owners = {
+        yield from sample_flows(self._map, self._real_owners(), limit)
+
+    def _real_owners(self) -> dict[tuple[int, int], IPAddress]:
+        return {
             (m.real_id, m.gen): m.real.address
             for s in self._vips.values()
             for m in s.members.values()
         }
-        yield from sample_flows(self._map, owners, limit)
+
+    def flow_real(self, flow: Flow) -> IPAddress | None:
+        """The real `flow`'s connection-table entry names; None if the flow
+        has no entry, or one whose real was retired (its next packet then
+        follows the ring)."""
+        if not isinstance(flow, Flow):
+            raise ConfigError(f"expected a Flow, got {flow!r}")
+        return lookup_flow(self._map, self._real_owners(), flow)
+
+    def flow_owners(self, limit: int) -> dict[bytes, tuple[Vip, IPAddress]] | None:
+        """Every connection-table entry, as its raw key -> the VIP and real
+        it sends to (stale entries left out); None when the tables hold
+        more than `limit` entries. For counting flows per real between two
+        readings (`xlb top`): keys compare, nothing is parsed."""
+        return owners_by_key(self._map, self.real_id_owners(), check_sample_limit(limit))
+
+    def conn_table_fill(self) -> dict[int, TableFill]:
+        """Entries and capacity of the connection tables, by IP version
+        (4, 6): how close the LRU is to evicting established flows."""
+        return table_fill(self._map)
 
     def clear_flows(self) -> int:
         """Empty the connection table; returns how many entries went.
@@ -682,6 +1072,36 @@ def _check_flags(flags: Any) -> VipFlags:
     return checked
 
 
+def _check_vip_flags(vip: Vip, flags: Any) -> VipFlags:
+    """Flags valid on their own and for this VIP: QUIC routing is for UDP."""
+    checked = _check_flags(flags)
+    if VipFlags.QUIC in checked and vip.proto != "udp":
+        raise ConfigError(f"VIP flag quic is for UDP VIPs: {vip} is {vip.proto}")
+    return checked
+
+
+def _warn_moved_ids(vip: Vip, old: dict[IPAddress, int], new: dict[IPAddress, int]) -> None:
+    """Log each staying real whose server id changes (a pin took its id, or
+    it was pinned to another): its QUIC connections end."""
+    for address, sid in new.items():
+        before = old.get(address)
+        if before is not None and before != sid:
+            log.warning(
+                "VIP %s: real %s's QUIC server id moves from %d to %d: its connections end",
+                vip, address, before, sid,
+            )  # fmt: skip
+
+
+def _server_entries(
+    server_ids: dict[IPAddress, int], members: dict[IPAddress, _Member]
+) -> dict[int, Entry]:
+    """`quic_servers` entries (server id -> real id, pinned) of a VIP's members."""
+    return {
+        sid: (members[address].real_id, members[address].real.server_id is not None)
+        for address, sid in server_ids.items()
+    }
+
+
 def _check_ring_size(size: Any) -> None:
     """add_vip's ring size: an int (the API's own check), then the rules
     of maglev.check_ring_size (their one home), told in the API's words."""
@@ -692,6 +1112,14 @@ def _check_ring_size(size: Any) -> None:
     except ConfigError:
         rule = f"at most {RING_SIZE_MAX}" if size > RING_SIZE_MAX else "must be a prime number"
         raise ConfigError(f"invalid ring size {size!r}: {rule}") from None
+
+
+#: Flags that change which fields the flow hash covers (hash.h).
+_HASH_FLAGS = VipFlags.NO_SPORT | VipFlags.DPORT_ONLY
+
+
+def _same_ring(a: npt.NDArray[np.uint32] | None, b: npt.NDArray[np.uint32] | None) -> bool:
+    return a is not None and b is not None and np.array_equal(a, b)
 
 
 def _real_address(value: RealLike) -> IPAddress:

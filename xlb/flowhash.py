@@ -13,6 +13,10 @@ Algorithm: Bob Jenkins' lookup3 ``hashword`` as Linux ``jhash2()`` over
   (each address word is four address bytes read big-endian)
 * ``XLB_VIP_F_NO_SPORT``: sport is 0 in the ports word
 * ``XLB_VIP_F_DPORT_ONLY``: the single word ``[dport]`` (takes precedence)
+
+A QUIC VIP's datagrams whose connection ID names no known server hash the
+CID instead (``quic_cid_hash``, bpf/quic.h): its first ``XLB_QUIC_HASH_LEN``
+(7) octets, zero-padded to 8, as two big-endian words.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "jhash2",
     "outer_source_v4",
     "outer_source_v6",
+    "quic_cid_hash",
     "ring_slot",
 ]
 
@@ -35,6 +40,8 @@ __all__ = [
 VIP_F_NO_SPORT: Final = 1 << 0
 VIP_F_DPORT_ONLY: Final = 1 << 1
 
+# Mirrors XLB_QUIC_HASH_LEN (a test compares them).
+_QUIC_HASH_LEN: Final = 7
 _JHASH_INITVAL: Final = 0xDEADBEEF
 _MASK: Final = 0xFFFFFFFF
 
@@ -136,6 +143,13 @@ def flow_hash(
         return jhash2([dport], seed)
     ports = dport if flags & VIP_F_NO_SPORT else (sport << 16) | dport
     return jhash2([*_addr_words(saddr), *_addr_words(daddr), ports, proto], seed)
+
+
+def quic_cid_hash(cid: bytes, seed: int) -> int:
+    """The data plane's hash of a QUIC destination connection ID (as much
+    of it as bpf/quic.h reads: xlb.quiclb.destination_cid)."""
+    octets = cid[:_QUIC_HASH_LEN].ljust(8, b"\0")
+    return jhash2([int.from_bytes(octets[:4], "big"), int.from_bytes(octets[4:], "big")], seed)
 
 
 def ring_slot(hash_value: int, ring_size: int) -> int:

@@ -11,10 +11,16 @@ after its retirement has passed: a packet that read the old ring just
 before a flip may still pick the id, and must not reach its next owner
 (the order of a change is in xlb/balancer.py). Ids never handed out go
 first: their counters are known zeros and nothing waits on them.
+
+An id that a VIP's previous ring still names (second chance, see
+xlb/prevring.py) is held until that ring's window closes: its entry keeps
+the departed real's address, which packets carry to the reals. Held ids
+are handed out last, only when no other id is free.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable
 
 import numpy as np
@@ -54,6 +60,8 @@ class RealIds:
             self._in_use[real_id] = True
         # Grace ticket after which a retired id may be handed out again.
         self._reusable_after = np.zeros(len(gens), dtype=np.int64)
+        # CLOCK_MONOTONIC ns until which a previous ring names it (0: none).
+        self._held_until = np.zeros(len(gens), dtype=np.uint64)
         retired = ~self._in_use & (self._gen != 0)
         if retired.any():
             self._reusable_after[retired] = grace.ticket()
@@ -77,6 +85,7 @@ class RealIds:
         change that uses them can no longer fail)."""
         for real_id, gen in reserved:
             self._gen[real_id], self._in_use[real_id] = gen, True
+            self._held_until[real_id] = 0
 
     def retire(self, ids: list[int]) -> None:
         """Mark ids out of use; they wait for `reusable_after`'s ticket."""
@@ -86,15 +95,23 @@ class RealIds:
         """Retired `ids` may be handed out again once `ticket` has passed."""
         self._reusable_after[ids] = ticket
 
+    def hold(self, ids: list[int], until_ns: int) -> None:
+        """Retired `ids` are named by a previous ring until `until_ns`
+        (CLOCK_MONOTONIC); 0 releases them."""
+        self._held_until[ids] = until_ns
+
     def _free(self, count: int) -> list[int]:
         """Ids never handed out first (their stats are known zeros), then
-        retired ones, earliest retired first, once their grace has passed."""
+        retired ones, earliest retired first, once their grace has passed;
+        ids a previous ring holds come last."""
         free = ~self._in_use
         fresh = np.flatnonzero(free & (self._gen == 0))
         retired = np.flatnonzero(free & (self._gen != 0))
         if len(fresh) + len(retired) < count:
             raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
-        reused = retired[np.argsort(self._reusable_after[retired], kind="stable")]
+        held = self._held_until[retired] > time.monotonic_ns()
+        order = np.lexsort((self._reusable_after[retired], held))
+        reused = retired[order]
         reused = reused[: max(0, count - len(fresh))]
         if len(reused):
             self._grace.wait(int(self._reusable_after[reused].max()))

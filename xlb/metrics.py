@@ -72,7 +72,7 @@ UPDATE_BUCKETS = (
     2.5,
 )
 
-_CONN_COUNTERS = {
+_EVENT_COUNTERS = {
     "conn_hit": ("xlb_conn_table_hits", "Packets whose flow was found in the connection table."),
     "conn_miss": (
         "xlb_conn_table_misses",
@@ -86,6 +86,43 @@ _CONN_COUNTERS = {
         "xlb_conn_table_syn_resets",
         "TCP SYNs for a 5-tuple already in the table (the flow re-selected).",
     ),
+    "syn_flood_skip": (
+        "xlb_syn_flood_skipped_syns",
+        "TCP SYNs routed by the ring without a connection-table entry: their CPU was "
+        "under a SYN flood (syn_flood_threshold).",
+    ),
+    "syn_flood_windows": (
+        "xlb_syn_flood_windows",
+        "One-second windows in which a CPU's TCP SYNs crossed syn_flood_threshold.",
+    ),
+    "frag_first": (
+        "xlb_fragments_first",
+        "First fragments of TCP/UDP datagrams: balanced, their ports kept for the later ones.",
+    ),
+    "frag_later": (
+        "xlb_fragments_later",
+        "Later fragments balanced with the ports their datagram's first fragment had.",
+    ),
+}
+
+_SECOND_CHANCE_COUNTERS = {
+    "sc_carried": (
+        "xlb_second_chance_carried",
+        "Packets sent with the previous ring's real (second chance: a flow a ring change moved).",
+    ),
+    "sc_other_family": (
+        "xlb_second_chance_other_family",
+        "Packets whose previous ring's real has another address family: not carried.",
+    ),
+}
+_NAMED_COUNTERS = {**_EVENT_COUNTERS, **_SECOND_CHANCE_COUNTERS}
+
+# How a QUIC VIP's datagrams were routed: counter name -> `route` label.
+_QUIC_ROUTES = {
+    "quic_routed_by_cid": "by_cid",
+    "quic_initial": "initial",
+    "quic_unknown_id": "unknown_id",
+    "quic_malformed": "malformed",
 }
 
 
@@ -162,6 +199,12 @@ class BalancerCollector(Collector):
         yield from (vip_packets, vip_bytes, vip_reals, vip_ring)
         yield from (real_packets, real_bytes, real_weight, real_share)
         yield from _global_counters(lb.counters())
+        yield GaugeMetricFamily(
+            "xlb_syn_flood_cpus",
+            "CPUs under a SYN flood now: their SYNs record no connection-table entry.",
+            sum(1 for cpu in lb.syn_flood() if cpu.under_flood),
+        )
+        yield from _conn_table_fill(lb)
         if self.health_source is not None:
             try:
                 health = self.health_source()
@@ -196,20 +239,51 @@ def _global_counters(counters: Mapping[str, int]) -> Iterator[Metric]:
         "Packets by why the program did what it did (forward, pass_not_vip, drop_no_real, ...).",
         labels=["reason"],
     )
-    conn: list[Metric] = []
+    quic = CounterMetricFamily(
+        "xlb_quic_packets",
+        "Datagrams to QUIC VIPs by how their real was chosen (by_cid, initial, "
+        "unknown_id, malformed).",
+        labels=["route"],
+    )
+    events: list[Metric] = []
     action_names = set(ACTION_COUNTERS.values())
     for name in counter_names().values():
         value = counters.get(name, 0)
         if name in action_names:
             actions.add_metric([name.removeprefix("xdp_")], value)
-        elif name in _CONN_COUNTERS:
-            metric, help_text = _CONN_COUNTERS[name]
-            conn.append(CounterMetricFamily(metric, help_text, value=value))
+        elif name in _NAMED_COUNTERS:
+            metric, help_text = _NAMED_COUNTERS[name]
+            events.append(CounterMetricFamily(metric, help_text, value=value))
+        elif name in _QUIC_ROUTES:
+            quic.add_metric([_QUIC_ROUTES[name]], value)
         else:
             reasons.add_metric([name], value)
     yield actions
     yield reasons
-    yield from conn
+    yield from events
+    yield quic
+
+
+def _conn_table_fill(lb: Balancer) -> Iterator[Metric]:
+    """Entries and capacity of the connection tables, counted now."""
+    try:
+        fill = lb.conn_table_fill()
+    except XlbError:  # a map gone while the data plane is torn down: skip, not fail
+        log.exception("cannot count the connection tables")
+        return
+    entries = GaugeMetricFamily(
+        "xlb_conn_table_entries",
+        "Entries in the connection table (LRU: once full, each new flow evicts the oldest).",
+        labels=["family"],
+    )
+    capacity = GaugeMetricFamily(
+        "xlb_conn_table_capacity", "Entries the connection table can hold.", labels=["family"]
+    )
+    for family, table in sorted(fill.items()):
+        entries.add_metric([f"ipv{family}"], table.entries)
+        capacity.add_metric([f"ipv{family}"], table.capacity)
+    yield entries
+    yield capacity
 
 
 def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
@@ -257,6 +331,12 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
     vip_serving = GaugeMetricFamily(
         "xlb_vip_reals_up", "Reals of the VIP that pass their check.", labels=["vip"]
     )
+    vip_min = GaugeMetricFamily(
+        "xlb_vip_min_healthy_reals",
+        "Reals that must be up for the VIP to count as serving: [bgp] min_healthy "
+        "(below it the VIP is withdrawn), else 1.",
+        labels=["vip"],
+    )
     for vip, entry in sorted(_vip_entries(health).items()):
         if "healthy" in entry:
             vip_healthy.add_metric([vip], 1.0 if entry["healthy"] else 0.0)
@@ -265,6 +345,8 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
         serving = entry.get("serving", entry.get("reals_up"))
         if isinstance(serving, int | float):
             vip_serving.add_metric([vip], serving)
+        if isinstance(entry.get("min_healthy"), int):
+            vip_min.add_metric([vip], entry["min_healthy"])
         for real, state in sorted(_real_entries(entry).items()):
             labels = [vip, real]
             up = state.get("state", state.get("up"))
@@ -279,7 +361,7 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
             for key, result in (("probes_ok", "ok"), ("probes_failed", "failed")):
                 if key in state:
                     probes.add_metric([*labels, result], state[key])
-    yield from (vip_healthy, vip_unhealthy, vip_serving, real_up, configured_weight)
+    yield from (vip_healthy, vip_unhealthy, vip_serving, vip_min, real_up, configured_weight)
     yield from (transitions, probes)
     service = health.get("service")
     if isinstance(service, Mapping):
@@ -306,6 +388,32 @@ def _health_metrics(health: Mapping[str, Any]) -> Iterator[Metric]:
     bgp = health.get("bgp")
     if isinstance(bgp, Mapping):
         yield from _bgp_metrics(bgp)
+    config = health.get("config")
+    if isinstance(config, Mapping):
+        yield from _config_metrics(config)
+
+
+def _config_metrics(config: Mapping[str, Any]) -> Iterator[Metric]:
+    """Whether the daemon runs its file (`Service.config_state()`)."""
+    yield GaugeMetricFamily(
+        "xlb_config_last_reload_successful",
+        "1 if the last reload applied the file (or none happened yet), 0 if it was rejected "
+        "(the daemon runs the configuration before it).",
+        value=1.0 if config.get("last_reload_ok", True) else 0.0,
+    )
+    loaded = config.get("loaded_time")
+    if isinstance(loaded, int | float):
+        yield GaugeMetricFamily(
+            "xlb_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was read (start, or the last applied reload).",
+            value=float(loaded),
+        )
+    yield GaugeMetricFamily(
+        "xlb_config_file_changed",
+        "1 while the file holds bytes no reload has read (an edit the daemon has not picked "
+        "up), else 0.",
+        value=1.0 if config.get("file_changed") else 0.0,
+    )
 
 
 def _bgp_metrics(bgp: Mapping[str, Any]) -> Iterator[Metric]:

@@ -14,6 +14,11 @@ grace ticket and is written again only once that ticket has passed (the
 same holds for the ids of reals retired at a flip: see Balancer). Tickets
 pass on a helper thread that waits out grace periods with updates of a
 private map of maps, so by the time a slot is needed again its wait is over.
+
+Second chance (xlb/prevring.py) keeps the slot that was live before a
+change readable as the VIP's previous ring until its window closes: such a
+slot is "held" and never written; with three slots per VIP there is always
+a third one for the next change.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -191,15 +197,36 @@ class GracePeriods:
                 self._cond.notify_all()
 
 
+# The data plane reads its window's end with a clock that lags CLOCK_MONOTONIC
+# by up to one tick (bpf_ktime_get_coarse_ns): a held slot is kept that much
+# longer, and then some.
+HOLD_MARGIN_NS = 100_000_000
+
+
 @dataclass(slots=True)
 class VipRings:
-    """One VIP's ring slots: which is live, and when each other is free.
+    """One VIP's ring slots: which is live, which is held as the previous
+    ring (until when, CLOCK_MONOTONIC ns), and when each other is free.
 
     reusable_after[slot]: None = no inner map in that slot yet; otherwise
     the grace ticket after which no packet reads it (0 = never live)."""
 
     live: int = NO_RING
     reusable_after: list[int | None] = field(default_factory=lambda: [None] * RINGS_PER_VIP)
+    prev: int = NO_RING
+    prev_until_ns: int = 0
+
+    def held(self, slot: int) -> bool:
+        """Whether packets may read `slot` as the previous ring."""
+        if slot != self.prev or slot == NO_RING:
+            return False
+        return time.monotonic_ns() < self.prev_until_ns + HOLD_MARGIN_NS
+
+    def release_prev(self, ticket: int) -> None:
+        """The previous ring is no longer read from `ticket` on."""
+        if self.prev != NO_RING and self.prev != self.live:
+            self.reusable_after[self.prev] = ticket
+        self.prev, self.prev_until_ns = NO_RING, 0
 
 
 class RingSlots:
@@ -242,7 +269,7 @@ class RingSlots:
         mmap); then an empty slot (a new inner map swapped in: that update
         waits a grace period, paid once per slot); else waits for the slot
         that went out of use first."""
-        others = [s for s in range(RINGS_PER_VIP) if s != state.live]
+        others = [s for s in range(RINGS_PER_VIP) if s != state.live and not state.held(s)]
         written = {s: t for s in others if (t := state.reusable_after[s]) is not None}
         ready = [s for s, t in written.items() if self.grace.passed(t)]
         empty = [s for s in others if s not in written]
@@ -264,12 +291,34 @@ class RingSlots:
         state.reusable_after[slot] = 0
         return slot
 
-    def flipped(self, state: VipRings, slot: int, ticket: int) -> None:
+    def flipped(
+        self, state: VipRings, slot: int, ticket: int, prev_until_ns: int | None = 0
+    ) -> None:
         """The VIP entry now names `slot`; the slot it named before is
-        reusable once `ticket` (issued after the flip) has passed."""
-        if state.live != NO_RING and state.live != slot:
-            state.reusable_after[state.live] = ticket
+        reusable once `ticket` (issued after the flip) has passed, unless
+        it is now the previous ring. `prev_until_ns` says what the
+        `prev_rings` entry (written before the flip) names: 0, no previous
+        ring; > 0, the slot that was live, held until then; None, the
+        previous ring stays as it was. A previous ring that no longer is
+        one is reusable once `ticket` has passed."""
+        old_live = state.live
+        if prev_until_ns is not None:
+            state.release_prev(ticket)
+        if old_live != NO_RING and old_live != slot:
+            state.reusable_after[old_live] = ticket
+            if prev_until_ns:
+                state.prev, state.prev_until_ns = old_live, prev_until_ns
         state.live = slot
+
+    def read(self, vip_id: int, slot: int, size: int) -> npt.NDArray[np.uint32] | None:
+        """The ring in one of the VIP's slots, read back from the kernel."""
+        inner = self._open(vip_id, slot) if slot < RINGS_PER_VIP else None
+        if inner is None:
+            return None
+        with contextlib.closing(inner):
+            if inner.max_entries != ring_pairs(size):
+                return None
+            return _read_ring(inner, size)
 
     def remove(self, vip_id: int) -> None:
         """Drop a removed VIP's inner maps (each delete waits a grace period,

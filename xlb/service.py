@@ -37,7 +37,13 @@ from types import TracebackType
 from typing import Any
 
 from . import config as cfg
-from .announce import AnnounceError, AnnouncementDriver, make_announcer, prefixes_to_announce
+from .announce import (
+    AnnounceError,
+    AnnouncementDriver,
+    destination_order,
+    make_announcer,
+    prefixes_to_announce,
+)
 from .balancer import Balancer
 from .config import BgpSettings, Config, ConfigFileError, VipConfig
 from .control import ControlServer, Handler, socket_path
@@ -62,8 +68,12 @@ DRAIN_TIMEOUT_S = 30.0
 DRAIN_QUIET_S = 2.0
 DRAIN_POLL_S = 0.1
 # The data plane's counters of packets that started a flow on this node: no
-# connection-table entry (a new flow), or a SYN re-selecting its 5-tuple.
-NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset")
+# connection-table entry (a new flow), a SYN re-selecting its 5-tuple, or a
+# QUIC long header whose connection ID names no server (a client's Initial).
+NEW_FLOW_COUNTERS = ("conn_miss", "conn_syn_reset", "quic_initial")
+# Events counted from 0 at start (not from their first occurrence): a
+# dashboard's rate() and an alert on them need the series before the event.
+EVENTS_FROM_ZERO = ("reloads", "reloads_rejected", "real_up", "real_down")
 # Settings a reload cannot change: they name the running data plane itself.
 RESTART_ONLY = ("interface", "xdp_mode", "pin_dir", "lock_dir")
 
@@ -94,7 +104,7 @@ def serving_reals(
 
 
 def _drained(real: Real) -> Real:
-    return Real(real.address, 0, real.mac)
+    return real.with_weight(0)  # keeps its MAC and its QUIC server id
 
 
 def _last_ring(entry: VipConfig, running: Sequence[Real]) -> tuple[Real, ...]:
@@ -253,7 +263,20 @@ def _apply_plan(balancer: Balancer, plan: _Plan) -> _Applied:
         return reals
 
     changes = cfg.diff(running, cfg.desired_state(plan.config, reals_of))
-    return _Applied(changes, cfg.apply(balancer, changes), healthy)
+    failures = cfg.apply(balancer, changes)
+    _drop_dead_alternates(balancer, plan)
+    return _Applied(changes, failures, healthy)
+
+
+def _drop_dead_alternates(balancer: Balancer, plan: _Plan) -> None:
+    """A real that health took out of its VIP is dead: second chance must
+    not hand it the packets of connections a ring change moved (the ring's
+    real resets them at once instead of a black hole). A drained real
+    (on_failure = "drain") stays in its VIP and keeps them."""
+    for vip in balancer.vips():
+        for address in balancer.departed_alternates(vip):
+            if (vip, address) in plan.down:
+                balancer.drop_alternate(vip, address)
 
 
 class Service:
@@ -305,7 +328,7 @@ class Service:
         #: VIPs back from every real down, and the loop time until which
         #: their announcement waits for the reals coming back with them.
         self._settling: dict[Vip, float] = {}
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter(dict.fromkeys(EVENTS_FROM_ZERO, 0))
         self._running = False
         self._apply_thread: ThreadPoolExecutor | None = None
         self._apply_lock = asyncio.Lock()
@@ -322,9 +345,11 @@ class Service:
         self._first_results = False  # every checked real had a result once
         self._started_at: float | None = None
         self._last_reload: dict[str, Any] | None = None
+        self._loaded_at = time.time()  # when the running configuration was read
         self._bgp: AnnouncementDriver | None = None  # with [bgp]: the engine
         self._draining = False  # a drain withdrew everything until undrain
         self._announce_lock = asyncio.Lock()
+        self._announce_failed = False  # the engine refused the last update
         self._control_ops["undrain"] = self._op_undrain
 
     # ------------------------------------------------------------ lifecycle
@@ -540,6 +565,7 @@ class Service:
                 return False
         await self._install(new)
         self._last_reload = {"time": time.time(), "result": "applied", "source": new.source}
+        self._loaded_at = self._last_reload["time"]
         log_event(log, "reloaded", source=new.source, vips=len(new.vips))
         return True
 
@@ -876,12 +902,16 @@ class Service:
                 await driver.update(wanted)
             except AnnounceError as exc:
                 self.counters["announce_failures"] += 1
-                log_event(log, "announce_failed", logging.ERROR, error=exc)
+                again = self._announce_failed  # once at ERROR, not every retry
+                log_event(log, "announce_failed", logging.DEBUG if again else logging.ERROR,
+                          error=exc)  # fmt: skip
+                self._announce_failed = True  # tried again at the next session refresh
                 return
-            for address in sorted(set(wanted) - before, key=lambda a: (a.version, a.packed)):
+            self._announce_failed = False
+            for address in sorted(set(wanted) - before, key=destination_order):
                 self.counters["announces"] += 1
                 log_event(log, "announced", address=address)
-            for address in sorted(before - set(wanted), key=lambda a: (a.version, a.packed)):
+            for address in sorted(before - set(wanted), key=destination_order):
                 self.counters["withdraws"] += 1
                 log_event(log, "withdrawn", address=address, draining=self._draining)
 
@@ -898,6 +928,8 @@ class Service:
                     await driver.refresh_sessions()
                 except AnnounceError as exc:
                     log_event(log, "bgp_sessions_unknown", logging.DEBUG, error=exc)
+                if self._announce_failed:  # e.g. ExaBGP refuses next-hop self with no session
+                    await self._announce()
             await asyncio.sleep(SESSIONS_REFRESH_S)
 
     async def _restart_dead_engine(self, driver: AnnouncementDriver) -> None:
@@ -985,7 +1017,7 @@ class Service:
             "draining": self._draining,
             "announcing": self._first_results,
             "announced": sorted(str(a) for a in announced),
-            "vips": {str(e.vip): e.vip.address in announced for e in config.vips},
+            "vips": {str(e.vip): e.vip.destination in announced for e in config.vips},
             "neighbors": dict(driver.sessions),
         }
 
@@ -1037,6 +1069,8 @@ class Service:
         references that reloads replace whole, never mutate.
         """
         config, targets, checker = self.config, self._targets, self._checker
+        # A VIP serves with one real up; with [bgp] it is announced from min_healthy.
+        min_healthy = config.bgp.min_healthy if config.bgp is not None else 1
         out: dict[str, Any] = {}
         for entry in config.vips:
             reals = {
@@ -1050,9 +1084,23 @@ class Service:
                 "healthy": self.vip_healthy(entry.vip),
                 "unhealthy_transitions": self._vip_unhealthy_count[entry.vip],
                 "reals_up": sum(1 for r in reals.values() if r["state"] != "down"),
+                "min_healthy": min_healthy,
                 "reals": reals,
             }
         return out
+
+    def config_state(self) -> dict[str, Any]:
+        """Whether the running configuration is the file's: the last
+        reload's result (ok before any), when the running one was read, and
+        whether the file now holds bytes no reload has read (an edit not
+        picked up: no watcher, no SIGHUP). Safe from other threads: a stat,
+        and the file's hash only when the stat moved."""
+        last = self._last_reload
+        return {
+            "last_reload_ok": last is None or last.get("result") == "applied",
+            "loaded_time": self._loaded_at,
+            "file_changed": self._file is not None and self._file.changed(),
+        }
 
     def metrics(self) -> dict[str, Any]:
         """Counters for the metrics endpoint: service, probe path, health."""
@@ -1062,6 +1110,7 @@ class Service:
             "probe_path": path.counters() if path is not None else {},
             "vips": self.health(),
             "bgp": self.bgp_state(),
+            "config": self.config_state(),
         }
 
 

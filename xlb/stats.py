@@ -1,10 +1,12 @@
 """The balancer's counters as the control plane reads them.
 
 Three per-CPU maps, every read summed over the CPUs: `counters` (XDP
-actions, reasons and connection-table events, named by the ABI header's
-enums), `vip_stats` (packets and bytes per VIP id) and `real_stats` (per
-real id). A VIP id or a real id that is handed out again starts from zero
-(`zero_stats`), so a new owner never inherits its predecessor's counts.
+actions, reasons, connection-table events, how QUIC datagrams were
+routed and the SYN-flood guard's and fragments' events, named by the ABI
+header's enums), `vip_stats` (packets and bytes per VIP id) and
+`real_stats` (per real id). A VIP id or a real id that is handed out
+again starts from zero (`zero_stats`), so a new owner never inherits its
+predecessor's counts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def counter_names() -> dict[int, str]:
         if text != "count":
             names[_limits.XLB_CNT_REASON + value] = text
     for value, text in _abi.enum_names("enum xlb_counter_index", "XLB_CNT_").items():
-        if text.startswith("conn_"):
+        if text not in ("action", "action_count", "reason", "count"):  # markers, not counters
             names[value] = text
     return names
 

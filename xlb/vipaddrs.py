@@ -7,7 +7,8 @@ bit; a bit is set before such a VIP exists and cleared after the last one
 went, though a wrong bit would only cost speed.
 
 `vip_addrs`: address -> number of VIPs on it; it makes the data plane
-answer pings to every VIP address.
+answer pings to every VIP address. `vip_prefix_addrs` does the same for
+the prefixes of prefix VIPs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from ._bpf import Map
 from .errors import BpfError
 from .model import Vip, VipFlags
 
+#: VIPs that never use the connection table (QUIC VIPs route by connection ID).
+TABLELESS = VipFlags.NO_CONN_TABLE | VipFlags.QUIC
+
 
 class VipFilter:
     """The `vip_filter` map's bits and the reference counts behind them."""
@@ -33,7 +37,7 @@ class VipFilter:
         self.map = filter_map  # the Balancer points it at a new object's map on upgrade
         self._refs = np.zeros(1 << _limits.XLB_VIP_FILTER_BITS_LOG2, dtype=np.int64)
         for vip, flags in vips:
-            if VipFlags.NO_CONN_TABLE not in flags:
+            if not flags & TABLELESS and not vip.is_prefix:
                 self._refs[_abi.vip_filter_bit(vip.address)] += 1
         bits = np.packbits(self._refs > 0, bitorder="little")
         words = bits.view(np.uint64).copy()  # bit i of word w is filter bit 64 * w + i
@@ -45,8 +49,10 @@ class VipFilter:
         self._words = words
 
     def mark(self, vip: Vip, flags: VipFlags, delta: int) -> None:
-        """Count a VIP with `flags` in (+1) or out (-1) of its address's bit."""
-        if VipFlags.NO_CONN_TABLE in flags:
+        """Count a VIP with `flags` in (+1) or out (-1) of its address's bit.
+        A prefix VIP has no bit: its established flows take the VIP path
+        (the filter cannot mark every address of a prefix)."""
+        if flags & TABLELESS or vip.is_prefix:
             return
         bit = _abi.vip_filter_bit(vip.address)
         self._refs[bit] += delta
@@ -70,4 +76,16 @@ def count_vip_address(addrs: Map, vip: Vip, delta: int) -> None:
             addrs.delete(key)
 
 
-__all__ = ["VipFilter", "count_vip_address"]
+def count_vip_prefix(prefix_addrs: Map, vip: Vip, delta: int) -> None:
+    """Count a prefix VIP in (+1) or out (-1) of `vip_prefix_addrs`; a
+    prefix no VIP has any more leaves the map."""
+    key = _abi.vip_prefix_key(vip, address_only=True)
+    count = (_abi.read_u32(prefix_addrs.lookup(key) or _abi.u32(0))) + delta
+    if count > 0:
+        prefix_addrs.update(key, _abi.u32(count))
+    else:
+        with contextlib.suppress(BpfError):
+            prefix_addrs.delete(key)
+
+
+__all__ = ["VipFilter", "count_vip_address", "count_vip_prefix"]

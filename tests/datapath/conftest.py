@@ -29,11 +29,12 @@ def pin_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def lb() -> Iterator[Balancer]:
-    """A test-run-only Balancer with a gateway MAC set (routed mode)."""
+    """A test-run-only Balancer with a gateway MAC set (routed mode), the
+    SYN-flood guard off: tests send SYNs faster than clients (test_synflood.py)."""
     from xlb import Balancer, BalancerConfig
     from xlb.testing import GATEWAY_MAC
 
-    balancer = Balancer(config=BalancerConfig(gateway_mac=GATEWAY_MAC))
+    balancer = Balancer(config=BalancerConfig(gateway_mac=GATEWAY_MAC, syn_flood_threshold=0))
     yield balancer
     balancer.close()
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.layers.inet6 import (
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
@@ -78,6 +78,9 @@ CONFIG = BalancerConfig(
     mtu=MTU,
     gue_port=GUE_PORT,
     hash_seed=SEED,
+    # The SYN-flood guard counts SYNs per second: a test sends them faster than
+    # clients do, which must not decide what it sees (tests/datapath/test_synflood.py).
+    syn_flood_threshold=0,
 )
 
 # ------------------------------------------------------------------ reals
@@ -169,7 +172,9 @@ SETUPS: dict[str, Setup] = {
 
 
 def clear_conn_tables(lb: Balancer) -> None:
-    for name in ("conn_v4", "conn_v6"):
+    """The connection tables, and the fragments' (a case's first fragment
+    must not be another case's)."""
+    for name in ("conn_v4", "conn_v6", "frags"):
         table = lb.map(name)
         for key in list(table.keys()):
             table.delete(key)
@@ -445,9 +450,13 @@ def encapsulated(
     flags: VipFlags = VipFlags.NONE,
     config: BalancerConfig = CONFIG,
     flow: tuple[str, str, int, int, int] | None = None,
+    flow_hash: int | None = None,
     dmac: str | None = None,
     smac: str = LB_MAC,
     padding: bytes = b"",
+    alternate: str | None = None,
+    carrier_flags: int = 0,
+    ttl: int = TTL,
 ) -> bytes:
     """The balancer's output for `inner` sent to `real` (bpf/encap.h).
 
@@ -460,29 +469,38 @@ def encapsulated(
     low 32 bits = the hash. GUE: UDP src 0xc000 | (hash >> 16 & 0x3fff),
     dst config.gue_port, length 8 + inner, checksum 0. Then the inner IP
     packet byte for byte, then any Ethernet padding it arrived with.
-    `flow` (default: the inner packet's own 5-tuple) is what is hashed.
+    `flow` (default: the inner packet's own 5-tuple) is what is hashed;
+    `flow_hash` gives the hash itself (a QUIC VIP hashes the connection ID).
+    `alternate`: the second-chance carrier (xlb_abi.h, enum xlb_carrier) of
+    that address, with `carrier_flags`: see carrier_bytes(). `ttl`: of the
+    outer header (a real that hands a packet on takes one off).
     """
     raw = bytes(inner)
     inner_v4 = raw[0] >> 4 == 4
     tos = raw[1] if inner_v4 else ((raw[0] & 0x0F) << 4) | (raw[1] >> 4)
     if flow is None:
         flow = flow_of(IP(raw) if inner_v4 else IPv6(raw))
-    h = hash_of(flow, flags, config)
+    h = hash_of(flow, flags, config) if flow_hash is None else flow_hash
     gue = VipFlags.GUE in flags or config.gue_all
     if dmac is None:
         dmac = real.mac or config.gateway_mac
-    udp_len = 8 + len(raw)
+    carrier = b"" if alternate is None else carrier_bytes(alternate, gue, inner_v4, carrier_flags)
+    opt = carrier if alternate is not None and not gue and real.address.version == 4 else b""
+    ext = carrier if alternate is not None and not gue and real.address.version == 6 else b""
+    in_gue = carrier if gue else b""
+    udp_len = 8 + len(in_gue) + len(raw)
     gue_hdr = UDP(sport=gue_source_port(h), dport=config.gue_port, len=udp_len, chksum=0)
     if real.address.version == 4:
         outer: Packet = IP(
             version=4,
-            ihl=5,
+            ihl=5 + len(opt) // 4,
+            options=[IPOption(opt)] if opt else [],
             tos=tos,
-            len=20 + (8 if gue else 0) + len(raw),
+            len=20 + len(opt) + (udp_len if gue else len(raw)),
             id=0,
             flags="DF" if inner_v4 and raw[6] & 0x40 else 0,
             frag=0,
-            ttl=TTL,
+            ttl=ttl,
             proto=17 if gue else 4,
             src=str(ipaddress.IPv4Address(outer_source_v4(_packed(config.src_v4), h))),
             dst=str(real.address),
@@ -492,16 +510,38 @@ def encapsulated(
         outer = IPv6(
             tc=tos,
             fl=h & 0xFFFFF,
-            plen=(8 if gue else 0) + len(raw),
-            nh=17 if gue else (4 if inner_v4 else 41),
-            hlim=TTL,
+            plen=len(ext) + (udp_len if gue else len(raw)),
+            nh=17 if gue else 60 if ext else (4 if inner_v4 else 41),
+            hlim=ttl,
             src=str(ipaddress.IPv6Address(outer_source_v6(_packed(config.src_v6), h))),
             dst=str(real.address),
         )
         ethertype = ETH_P_IPV6
     if gue:
         outer = outer / gue_hdr
-    return bytes(Ether(dst=dmac, src=smac, type=ethertype) / outer / Raw(raw + padding))
+    return bytes(
+        Ether(dst=dmac, src=smac, type=ethertype) / outer / Raw(ext + in_gue + raw + padding)
+    )
+
+
+CARRIER_TYPE = 0x1E  # RFC 4727 experimental: IPv4 option 30, IPv6 option 0x1e
+
+
+def carrier_bytes(alternate: str, gue: bool, inner_v4: bool, flags: int = 0) -> bytes:
+    """The carrier of `alternate` as xlb_abi.h lays it out: a word {0x1e,
+    length, flags, 0} and the address, as an IPv4 option (length 8), in a
+    24-byte IPv6 destination-options header (next header, hdrlen 2, Pad2,
+    the option with 18 data bytes), or as a GUE variant 0 header (hlen 2 or
+    5 words, proto 4 or 41, flags 0) whose private data is the word (length
+    8 or 20) and the address."""
+    addr = ipaddress.ip_address(alternate).packed
+    if gue:
+        priv = 4 + len(addr)
+        return bytes([priv // 4, 4 if inner_v4 else 41, 0, 0, CARRIER_TYPE, priv, flags, 0]) + addr
+    if len(addr) == 4:
+        return bytes([CARRIER_TYPE, 8, flags, 0]) + addr
+    nh = 4 if inner_v4 else 41
+    return bytes([nh, 2, 1, 0, CARRIER_TYPE, 18, flags, 0]) + addr
 
 
 def _packed(address: str) -> bytes:

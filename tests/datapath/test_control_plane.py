@@ -10,6 +10,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
@@ -114,6 +115,33 @@ def test_removed_real_flows_reselect_and_others_stay(lb: Balancer) -> None:
             assert now != "10.0.0.2"
         else:
             assert now == first[f]
+
+
+def test_flow_owners_and_table_fill_follow_the_entries_packets_made(lb: Balancer) -> None:
+    """What `xlb top` and the metrics read: each entry's VIP and real, by
+    key, in batches; a removed real's entries are stale and left out."""
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    lb.add_vip(VIP6)
+    lb.set_reals(VIP6, REALS6)
+    flows = random_flows(150, VIP4, seed=40) + random_flows(50, VIP6, seed=41)
+    owner = {f: destination(lb, packet_for(f, "S")) for f in flows}
+    fill = lb.conn_table_fill()
+    assert (fill[4].entries, fill[6].entries) == (150, 50)
+    assert fill[4].capacity == fill[6].capacity == lb.map("conn_v4").max_entries
+
+    owners = lb.flow_owners(limit=1000)
+    assert owners is not None and len(owners) == len(flows)
+    by_flow = {f: (VIP4 if f.dst.version == 4 else VIP6, ip_address(owner[f])) for f in flows}
+    assert Counter(owners.values()) == Counter(by_flow.values())
+    assert lb.flow_owners(limit=199) is None  # more entries than asked to read
+
+    lb.remove_real(VIP4, "10.0.0.2")
+    after = lb.flow_owners(limit=1000)
+    assert after is not None
+    gone = sum(1 for _, real in by_flow.values() if str(real) == "10.0.0.2")
+    assert len(after) == len(flows) - gone and gone > 0
+    assert lb.conn_table_fill()[4].entries == 150  # stale entries still take room
 
 
 def test_ring_switch_under_a_packet_stream_only_old_or_new_reals(lb: Balancer) -> None:
@@ -221,9 +249,11 @@ def test_a_change_reuses_a_slot_whose_grace_passed_before_making_a_new_one(
     manual_grace_lb: Balancer,
 ) -> None:
     """The other side of the slot choice: a spare slot whose ticket passed
-    is written in place, and no third inner map is made."""
+    is written in place, and no third inner map is made. (Without second
+    chance: with it, the slot that was live is held as the previous ring,
+    see test_second_chance.py.)"""
     lb = manual_grace_lb
-    lb.add_vip(VIP4)
+    lb.add_vip(VIP4, second_chance=0)
     lb.set_reals(VIP4, REALS4[:2])
     lb.set_reals(VIP4, REALS4[2:])
     grace = lb._slots.grace

@@ -116,6 +116,7 @@ EVERY_STD_REASON = (
     *("forward", "forward_icmp_error", "tx_icmp_echo", "tx_icmp_too_big"),
     *("pass_not_ip", "pass_not_vip", "pass_proto", "pass_ip_options", "pass_fragment"),
     *("pass_ext_hdrs", "pass_icmp", "drop_malformed", "drop_no_real"),
+    *("drop_frag_not_found", "drop_frag_too_big"),
 )
 ACTIONS = ("xdp_aborted", "xdp_drop", "xdp_pass", "xdp_tx", "xdp_redirect")
 
@@ -205,6 +206,8 @@ class Headers:
     proto: int
     tos: int
     df: bool
+    frag: str | None = None  # a fragment: "first" (offset 0) or "later"
+    frag_id: int = 0  # its IPv4 id or IPv6 identification
 
     @property
     def l3_len(self) -> int:
@@ -262,7 +265,22 @@ def parse(data: bytes) -> Headers | Verdict:
         return passed("pass_not_ip")
     if isinstance(found, Verdict):
         return found
+    if found.frag is not None:
+        return parse_fragment(data, found)
     return parse_l4(data, found) or found
+
+
+def parse_fragment(data: bytes, h: Headers) -> Headers | Verdict:
+    """frag.h: TCP/UDP fragments only; a first one must hold its L4 header
+    (a UDP length is the datagram's, not checked), a later one has none."""
+    if h.proto not in (IPPROTO_TCP, IPPROTO_UDP):
+        return passed("pass_fragment")
+    if h.frag == "later":
+        return h
+    l4 = h.l4_off
+    if h.proto == IPPROTO_TCP:
+        return parse_l4(data, h) or h
+    return MALFORMED if l4 + 8 > h.end else h
 
 
 def parse_v4(data: bytes, off: int) -> Headers | Verdict:
@@ -274,8 +292,9 @@ def parse_v4(data: bytes, off: int) -> Headers | Verdict:
         return MALFORMED
     if ihl != 20:
         return passed("pass_ip_options")
+    frag = None
     if u16(data, off + 6) & 0x3FFF:
-        return passed("pass_fragment")
+        frag = "later" if u16(data, off + 6) & 0x1FFF else "first"
     return Headers(
         family=4,
         l3_off=off,
@@ -286,6 +305,8 @@ def parse_v4(data: bytes, off: int) -> Headers | Verdict:
         proto=data[off + 9],
         tos=data[off + 1],
         df=bool(data[off + 6] & 0x40),
+        frag=frag,
+        frag_id=u16(data, off + 4),
     )
 
 
@@ -304,9 +325,13 @@ def parse_v6(data: bytes, off: int) -> Headers | Verdict:
         nexthdr, pos = data[pos], pos + (data[pos + 1] + 1) * 8
         if pos > end:
             return MALFORMED
+    frag, frag_id = None, 0
     if nexthdr == IPPROTO_FRAGMENT:
-        return passed("pass_fragment")
-    if nexthdr in V6_EXT_HDRS or nexthdr == IPPROTO_AH:
+        if pos + 8 > end:
+            return MALFORMED
+        frag = "later" if u16(data, pos + 2) & 0xFFF8 else "first"
+        nexthdr, frag_id, pos = data[pos], int.from_bytes(data[pos + 4 : pos + 8], "big"), pos + 8
+    elif nexthdr in V6_EXT_HDRS or nexthdr == IPPROTO_AH:
         return passed("pass_ext_hdrs")
     return Headers(
         family=6,
@@ -318,6 +343,8 @@ def parse_v6(data: bytes, off: int) -> Headers | Verdict:
         proto=nexthdr,
         tos=((data[off] & 0xF) << 4) | (data[off + 1] >> 4),
         df=False,
+        frag=frag,
+        frag_id=frag_id,
     )
 
 
@@ -357,12 +384,17 @@ class Model:
         self.src_v4 = ipaddress.ip_address(self.config.src_v4).packed
         self.src_v6 = ipaddress.ip_address(self.config.src_v6).packed
         self.gateway = mac(self.config.gateway_mac) if self.config.gateway_mac else None
+        # frag.h's `frags`: a first fragment's ports, for the later ones. The
+        # model sees the frames in the program's order, so it keeps the same.
+        self.first_ports: dict[tuple[bytes, bytes, int, int], tuple[int, int]] = {}
 
     def predict(self, data: bytes) -> Verdict:
         found = parse(data)
         if isinstance(found, Verdict):
             return found
         h = found
+        if h.frag is not None:
+            return self.fragment(data, h)
         if h.proto in (IPPROTO_TCP, IPPROTO_UDP):
             return self.balance(data, h)
         if is_icmp(h):
@@ -376,8 +408,24 @@ class Model:
             target = self.targets.get((addr, 0, proto))
         return target
 
-    def balance(self, data: bytes, h: Headers) -> Verdict:
-        sport, dport = u16(data, h.l4_off), u16(data, h.l4_off + 2)
+    def fragment(self, data: bytes, h: Headers) -> Verdict:
+        """frag.h: a first fragment keeps its ports (whatever its VIP),
+        a later one is balanced with them, or decided without."""
+        key = (h.src, h.dst, h.frag_id, h.proto)
+        if h.frag == "first":
+            self.first_ports[key] = (u16(data, h.l4_off), u16(data, h.l4_off + 2))
+            return self.balance(data, h)
+        ports = self.first_ports.get(key)
+        if ports is None:
+            return (
+                dropped("drop_frag_not_found")
+                if h.dst in self.vip_addrs
+                else passed("pass_fragment")
+            )
+        return self.balance(data, h, ports)
+
+    def balance(self, data: bytes, h: Headers, ports: tuple[int, int] | None = None) -> Verdict:
+        sport, dport = ports or (u16(data, h.l4_off), u16(data, h.l4_off + 2))
         target = self.lookup(h.dst, dport, h.proto)
         if target is None:
             return passed("pass_not_vip")
@@ -399,6 +447,8 @@ class Model:
             if h.family == 6:
                 return self.packet_too_big(data, h, room)
             if h.df or real.address.version == 6:
+                if h.frag == "later":  # no ICMP error about a later IPv4 fragment
+                    return dropped("drop_frag_too_big")
                 return self.frag_needed(data, h, room)
         dmac = mac(real.mac) if real.mac else self.gateway
         if dmac is None:
@@ -535,12 +585,17 @@ def quoted_header(data: bytes, h: Headers) -> tuple[int, bytes, bytes, int] | No
     within the error's IP packet; else None."""
     q = h.l4_off + 8
     if h.family == 4:
-        if q + 24 > h.end or data[q] != 0x45:
-            return None
+        if q + 24 > h.end or data[q] != 0x45 or u16(data, q + 6) & 0x1FFF:
+            return None  # a later fragment (offset > 0) quotes no ports
         return data[q + 9], data[q + 12 : q + 16], data[q + 16 : q + 20], q + 20
     if q + 44 > h.end or data[q] >> 4 != 6:
         return None
-    return data[q + 6], data[q + 8 : q + 24], data[q + 24 : q + 40], q + 40
+    proto, ports = data[q + 6], q + 40
+    if proto == IPPROTO_FRAGMENT:  # a first fragment: the ports follow its header
+        if q + 52 > h.end or u16(data, q + 42) & 0xFFF8:
+            return None
+        proto, ports = data[q + 40], q + 48
+    return proto, data[q + 8 : q + 24], data[q + 24 : q + 40], ports
 
 
 def v4_header(tos: int, tot_len: int, frag: int, proto: int, src: bytes, dst: bytes) -> bytes:
@@ -633,8 +688,18 @@ def valid_packets() -> list[Packet]:
         ipv4(dst=VIP4) / ICMP(type=13),
         ipv4(dst=VIP4, proto=47) / Raw(bytes(24)),
         tcp4(options=b"\x01\x01\x01\x00"),
+        # fragments: first ones, later ones of the same datagrams (after their
+        # first, in corpus order), later ones whose first never comes
         ipv4(flags="MF") / TCP(dport=80) / Raw(b"x" * 16),
+        ipv4(frag=2, proto=6) / Raw(b"y" * 16),
+        ipv4(dst=VIP4_ANY_UDP, flags="MF", ip_id=7) / UDP(dport=5, len=900) / Raw(b"z" * 24),
+        ipv4(dst=VIP4_ANY_UDP, frag=4, ip_id=7, proto=17) / Raw(b"w" * 24),
+        ipv4(dst=VIP4_ANY_UDP, frag=9, ip_id=8, proto=17) / Raw(b"v" * 24),
+        ipv4(dst=NOT_VIP4, frag=9, ip_id=8, proto=17) / Raw(b"v" * 24),
+        ipv4(flags="MF") / ICMP() / Raw(b"i" * 16),
         ipv6() / IPv6ExtHdrFragment(m=1, id=9) / TCP(dport=443),
+        ipv6() / IPv6ExtHdrFragment(offset=3, nh=6, id=9) / Raw(b"u" * 16),
+        ipv6(dst=VIP6_ANY_UDP) / IPv6ExtHdrFragment(offset=3, nh=17, id=10) / Raw(b"t" * 16),
         ipv6() / AH(nh=6) / TCP(dport=443),
         ipv6() / ext_chain / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / TCP(dport=443),
     ]
@@ -650,6 +715,10 @@ def big_packets() -> list[Packet]:
         sized(tcp6(payload=b""), 1461),
         sized(udp6(VIP6_GUE, payload=b""), 1460),
         sized(tcp6(VIP6_ANY_TCP, 80, payload=b""), 1500),
+        sized(ipv4(dst=VIP4_ANY_UDP, flags="MF", ip_id=11) / UDP(dport=5) / Raw(b""), 1461),
+        sized(ipv4(dst=VIP4_ANY_UDP, frag=180, ip_id=11, proto=17) / Raw(b""), 1461),
+        sized(ipv6(dst=VIP6_GUE) / IPv6ExtHdrFragment(m=1, id=12) / UDP(dport=53), 1461),
+        sized(ipv6(dst=VIP6_GUE) / IPv6ExtHdrFragment(offset=180, id=12, nh=17) / Raw(b""), 1461),
     ]
 
 
@@ -866,6 +935,7 @@ def test_model_agrees_with_the_packet_table_cases() -> None:
     std_cases = [case for case in CASES if case.setup == "std"]
     assert len(std_cases) >= 100
     for case in std_cases:
+        model.first_ports.clear()  # each case starts with empty tables (pkt_defs.apply)
         want = model.predict(case.packet)
         assert (want.action, want.reason) == (case.verdict, case.reason), case.id
         if case.expected is not None and not want.sums:
@@ -900,7 +970,9 @@ def test_fuzzed_frames(fresh_lb: Balancer, run: FuzzRun) -> None:
     assert sum(delta[a] for a in ACTIONS) == len(corpus)
     assert {a: delta[a] for a in ACTIONS if delta[a]} == dict(actions)
     counted = {
-        k: v for k, v in delta.items() if v and k not in ACTIONS and not k.startswith("conn_")
+        k: v
+        for k, v in delta.items()
+        if v and k not in ACTIONS and not k.startswith(("conn_", "frag_"))
     }
     assert counted == dict(reasons)
     # the corpus reaches every path: each reason the std setup can give

@@ -94,6 +94,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
 from xlb import Balancer, BpfError, Flow, Real, Vip, VipFlags
+from xlb.model import IPAddress
 from xlb.testing import outer_destination
 
 TX, PASS, DROP = "XDP_TX", "XDP_PASS", "XDP_DROP"
@@ -336,6 +337,51 @@ CASES: list[Case] = [
         REAL6_4IN6,
         udp4(VIP4_ANY_UDP, 5000),
     ),
+    # a real's reply too big for the path, cut in fragments by the real: the
+    # error about the first fragment (which has the ports) goes to that real
+    routed_error(
+        "v4_frag_needed_quoting_a_first_fragment",
+        frag_needed4(
+            ipv4(VIP4, CLIENT4, flags="MF") / TCP(sport=80, dport=40000, flags="A"), quote_len=28
+        ),
+        VIP4,
+        REAL4,
+        tcp4(),
+    ),
+    untouched(
+        "v4_frag_needed_quoting_a_later_fragment",
+        frame(frag_needed4(ipv4(VIP4, CLIENT4, frag=100, proto=6) / Raw(b"R" * 64))),
+        PASS,
+        "pass_icmp",
+    ),
+    routed_error(
+        "v6_too_big_quoting_a_first_fragment",
+        packet_too_big6(
+            ipv6(VIP6, CLIENT6)
+            / IPv6ExtHdrFragment(m=1, id=5)
+            / TCP(sport=443, dport=40000, flags="A")
+            / Raw(b"R" * 1300)
+        ),
+        VIP6,
+        REAL6,
+        tcp6(),
+    ),
+    untouched(
+        "v6_too_big_quoting_a_later_fragment",
+        frame(
+            packet_too_big6(
+                ipv6(VIP6, CLIENT6) / IPv6ExtHdrFragment(offset=100, nh=6, id=5) / Raw(b"R" * 64)
+            )
+        ),
+        PASS,
+        "pass_icmp",
+    ),
+    untouched(
+        "v6_too_big_quoting_a_cut_fragment_header",
+        frame(packet_too_big6(ipv6(VIP6, CLIENT6, nh=44) / Raw(b"\x06\x00\x00\x00"))),
+        PASS,
+        "pass_icmp",
+    ),
     routed_error(
         "v4_frag_needed_no_sport_vip",
         frag_needed4(reply_of(tcp4(VIP4_NO_SPORT))),
@@ -453,26 +499,83 @@ CASES: list[Case] = [
     forward("v6_fits_exactly", sized(tcp6, 1460), VIP6, REAL6),
     # -- IPv4 options, fragments, IPv6 extension headers
     untouched("v4_ip_options", frame(tcp4(options=b"\x01\x01\x01\x00")), PASS, "pass_ip_options"),
+    # fragments (bpf/frag.h): a first one as its 5-tuple; more in test_fragments.py
+    forward("v4_fragment_first", ipv4(flags="MF") / TCP(dport=80) / Raw(b"x" * 16), VIP4, REAL4),
+    forward(
+        "v4_fragment_first_udp_length_of_the_datagram",
+        ipv4(dst=VIP4_GUE, flags="MF") / UDP(dport=53, len=3000) / Raw(b"x" * 32),
+        VIP4_GUE,
+        REAL4_GUE,
+        flags=GUE,
+    ),
     untouched(
-        "v4_fragment_first",
-        frame(ipv4(flags="MF") / TCP(dport=80) / Raw(b"x" * 16)),
+        "v4_fragment_first_tcp_header_cut",
+        frame(ipv4(flags="MF", proto=6) / Raw(b"x" * 16)),
+        DROP,
+        "drop_malformed",
+    ),
+    untouched(
+        "v4_fragment_first_udp_header_cut",
+        frame(ipv4(dst=VIP4_GUE, flags="MF", proto=17) / Raw(b"x" * 7)),
+        DROP,
+        "drop_malformed",
+    ),
+    untouched(
+        "v4_fragment_first_to_no_vip",
+        frame(ipv4(dst=NOT_VIP4, flags="MF") / TCP(dport=80) / Raw(b"x" * 16)),
+        PASS,
+        "pass_not_vip",
+    ),
+    untouched(
+        "v4_fragment_later_first_unseen",
+        frame(ipv4(frag=185, proto=6) / Raw(b"x" * 24)),
+        DROP,
+        "drop_frag_not_found",
+    ),
+    untouched(
+        "v4_fragment_later_to_no_vip",
+        frame(ipv4(dst=NOT_VIP4, frag=185, proto=6) / Raw(b"x" * 24)),
         PASS,
         "pass_fragment",
     ),
     untouched(
-        "v4_fragment_later", frame(ipv4(frag=185, proto=6) / Raw(b"x" * 24)), PASS, "pass_fragment"
+        "v4_fragment_icmp", frame(ipv4(flags="MF") / ICMP() / Raw(b"x" * 16)), PASS, "pass_fragment"
+    ),
+    forward(
+        "v6_fragment_first",
+        ipv6() / IPv6ExtHdrFragment(m=1, id=9) / TCP(dport=443) / Raw(b"x" * 16),
+        VIP6,
+        REAL6,
+    ),
+    forward(
+        "v6_fragment_first_after_dest_opts",
+        ipv6() / IPv6ExtHdrDestOpt() / IPv6ExtHdrFragment(m=1, id=9) / TCP(dport=443),
+        VIP6,
+        REAL6,
+    ),
+    forward(
+        "v6_atomic_fragment",
+        ipv6() / IPv6ExtHdrFragment(m=0, id=9) / TCP(dport=443) / Raw(b"x" * 16),
+        VIP6,
+        REAL6,
     ),
     untouched(
-        "v6_fragment",
-        frame(ipv6() / IPv6ExtHdrFragment(m=1, id=9) / TCP(dport=443) / Raw(b"x" * 16)),
+        "v6_fragment_later_first_unseen",
+        frame(ipv6() / IPv6ExtHdrFragment(offset=100, nh=6, id=9) / Raw(b"x" * 24)),
+        DROP,
+        "drop_frag_not_found",
+    ),
+    untouched(
+        "v6_fragment_of_dest_opts",
+        frame(ipv6() / IPv6ExtHdrFragment(m=1, id=9) / IPv6ExtHdrDestOpt() / TCP(dport=443)),
         PASS,
         "pass_fragment",
     ),
     untouched(
-        "v6_fragment_after_dest_opts",
-        frame(ipv6() / IPv6ExtHdrDestOpt() / IPv6ExtHdrFragment(m=1, id=9) / TCP(dport=443)),
-        PASS,
-        "pass_fragment",
+        "v6_fragment_header_cut",
+        frame(ipv6(nh=44) / Raw(b"\x06\x00\x00\x01")),
+        DROP,
+        "drop_malformed",
     ),
     forward(
         "v6_two_dest_opts_walked",
@@ -689,8 +792,9 @@ def test_packet(packet_lb: ProgramLb, case: Case) -> None:
     assert result.action == case.verdict, f"{case.id}: counters moved: {delta}"
     want = case.packet if case.expected is None else case.expected
     assert_packet(result.packet, want, case.id)
-    # exactly one action and one reason, nothing else but the conn counters
-    counted = {k: v for k, v in delta.items() if not k.startswith("conn_")}
+    # exactly one action and one reason, nothing else but the conn and
+    # fragment counters (test_fragments.py counts those)
+    counted = {k: v for k, v in delta.items() if not k.startswith(("conn_", "frag_"))}
     assert counted == {case.verdict.lower(): 1, case.reason: 1}
     if case.vip is not None and stats_before is not None:
         stats = lb.stats(case.vip)
@@ -731,16 +835,22 @@ def real_by_address(reals: list[Real]) -> dict[str, Real]:
 
 
 def run_flow(
-    lb: Balancer, flow: Flow, flags: str = "A", vip_flags: VipFlags = VipFlags.NONE
+    lb: Balancer,
+    flow: Flow,
+    flags: str = "A",
+    vip_flags: VipFlags = VipFlags.NONE,
+    alternate: IPAddress | None = None,
 ) -> str:
     """Send one packet of `flow`; check it came out encapsulated exactly as
-    the spec says for the real it went to; return that real's address."""
+    the spec says for the real it went to (with second chance's carrier of
+    `alternate`, if given); return that real's address."""
     l3 = l3_of(flow, flags)
     result = lb.run(frame(l3))
     assert result.action == TX
     dst = str(outer_destination(result.packet))
     pool = real_by_address(V4_POOL + V6_POOL)
-    assert_packet(result.packet, encapsulated(l3, pool[dst], flags=vip_flags))
+    carried = None if alternate is None else str(alternate)
+    assert_packet(result.packet, encapsulated(l3, pool[dst], flags=vip_flags, alternate=carried))
     return dst
 
 
@@ -790,7 +900,10 @@ def test_removed_real_is_a_conn_table_miss(packet_lb: ProgramLb) -> None:
     gone = str(V4_POOL[0].address)
     lb.remove_real(vip, gone)
     for f in flows:
-        now = run_flow(lb, f, "A")
+        # a miss: the ring, and second chance carries the removed real
+        alternate = lb.alternate(f) if owner[f] == gone else None
+        assert alternate == (V4_POOL[0].address if owner[f] == gone else None)
+        now = run_flow(lb, f, "A", alternate=alternate)
         assert now == (str(lb.predict(f)) if owner[f] == gone else owner[f])
 
 
@@ -802,11 +915,13 @@ def test_no_conn_table_flag_follows_the_ring(packet_lb: ProgramLb) -> None:
     owner = {f: run_flow(lb, f, "S", flags) for f in flows}
     lb.set_reals(vip, V4_POOL)
     before = lb.counters()
-    now = {f: run_flow(lb, f, "A", flags) for f in flows}
+    now = {f: run_flow(lb, f, "A", flags, alternate=lb.alternate(f)) for f in flows}
     delta = counter_delta(before, lb.counters())
     assert all(now[f] == str(lb.predict(f)) for f in flows)
     assert sum(now[f] != owner[f] for f in flows) > 30
     assert not any(k.startswith("conn_") for k in delta)  # the table is not consulted
+    # second chance names the real each moved flow had
+    assert delta["sc_carried"] == sum(now[f] != owner[f] for f in flows)
     assert list(lb.map("conn_v4").keys()) == []
 
 

@@ -73,6 +73,7 @@ TC_ACT_OK = 0
 # interface (the MAC the balancer puts as source, the client's frame's
 # destination) to the probe route's fake next hop, which tc replaces.
 FAKE_NEXT_HOP_MAC = "02:00:00:00:00:99"
+PREFIX_VIP = Vip("192.0.2.128/28", 80, "tcp")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ CASES = [
     Case("gue4-df", service(VIP4_GUE, REAL4_GUE, VipFlags.GUE), udp4(VIP4_GUE, tos=0x48)),
     Case("gue6", service(VIP6_GUE, REAL6_GUE, VipFlags.GUE), udp6(VIP6_GUE, tc=0x20)),
     Case("gue-4in6", service(VIP4_GUE6, REAL6_GUE, VipFlags.GUE), udp4(VIP4_GUE6, df=False)),
+    Case(
+        "prefix-vip-no-sport",  # the probe program finds prefix VIPs too (vip_prefix.h)
+        service(PREFIX_VIP, REAL4, VipFlags.NO_SPORT),
+        tcp4("192.0.2.133", 80, sport=51234),
+    ),
     Case("gue-all4", service(VIP4, REAL4), tcp4(VIP4), CONFIG_GUE_ALL),
     Case("gue-all6", service(VIP6, REAL6), tcp6(VIP6), CONFIG_GUE_ALL),
 ]

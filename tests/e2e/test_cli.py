@@ -166,6 +166,40 @@ def test_list_is_laid_out_like_ipvsadm(p: Plane) -> None:
     assert rate[1].split() == ["Prot", "LocalAddress:Port", "InPPS", "InBPS"]
 
 
+def test_quic_vips_show_and_pin_server_ids(p: Plane, tmp_path: Path) -> None:
+    quic = Vip("10.100.0.3", 443, "udp")
+    p.ok("vip", "add", str(quic), "--flags", "quic")
+    out = p.ok("real", "add", str(quic), "10.30.1.2")
+    assert out == f"added real 10.30.1.2 to {quic} (weight 1), QUIC server id 258 (0x0102)\n"
+    p.ok("real", "add", str(quic), "10.30.2.2", "--server-id", "0x0a0b")
+    assert p.lb.server_ids(quic) == {Real("10.30.1.2").address: 0x0102,
+                                     Real("10.30.2.2").address: 0x0A0B}  # fmt: skip
+    lines = p.ok("list", "-n").splitlines()
+    assert lines[2].split()[-2:] == ["Health", "ServerId"]
+    assert lines[3].split() == ["UDP", "10.100.0.3:443", "quic", "65537", "-"]
+    assert lines[4].split()[-2:] == ["-", "0x0102"]
+    assert lines[5].split()[-3:] == ["-", "0x0a0b", "(pinned)"]
+    reals = p.json("list")["vips"][0]["reals"]
+    assert [(r["server_id"], r["server_id_pinned"]) for r in reals] == [(258, False), (2571, True)]
+    saved = p.ok("save")
+    assert "quic = true" in saved and "server_id = 2571" in saved
+    (tmp_path / "lb.toml").write_text(saved)
+    assert p.ok("apply", str(tmp_path / "lb.toml")).startswith("no changes")
+    assert "0-65535" in p.fails(2, "real", "add", str(quic), "10.30.3.2", "--server-id", "70000")
+    dup = p.fails(1, "real", "add", str(quic), "10.30.3.2", "--server-id", "2571")
+    assert "both given server_id 2571" in dup
+    assert "for UDP VIPs" in p.fails(1, "vip", "add", "10.100.0.3:443/tcp", "--flags", "quic")
+    p.ok("real", "edit", str(quic), "10.30.2.2", "--server-id", "auto")
+    assert p.lb.server_ids(quic)[Real("10.30.2.2").address] == 0x0A0B  # kept, not pinned
+    assert p.lb.reals(quic)[1].server_id is None
+    # a pin wins over an id xlb gave (as on a node that starts from the file)
+    stole = p.run("real", "add", str(quic), "10.30.3.2", "--server-id", "258")
+    assert stole.returncode == 0
+    assert "real 10.30.1.2's QUIC server id moves from 258 to 259" in stole.stderr  # warned
+    ids = {str(a): sid for a, sid in p.lb.server_ids(quic).items()}
+    assert ids == {"10.30.1.2": 259, "10.30.2.2": 0x0A0B, "10.30.3.2": 258}
+
+
 def test_save_then_apply_is_a_no_op_and_apply_applies_a_diff(p: Plane, tmp_path: Path) -> None:
     p.lb.add_vip(WEB)
     p.lb.set_reals(WEB, [Real("10.30.1.2"), Real("10.30.2.2", 3)])
@@ -299,7 +333,7 @@ def test_counters_stats_and_flows_match_the_packets_sent(p: Plane) -> None:
         (["real", "add", str(WEB), "10.30.1.2", "--weight", "70000"], "invalid weight"),
         (["vip", "frobnicate", str(WEB)], "invalid choice"),
         (["list", "--stats", "--rate"], "not allowed with argument"),
-        (["vip", "edit", str(WEB)], "needs --flags and/or --ring-size"),
+        (["vip", "edit", str(WEB)], "needs --flags, --ring-size and/or --second-chance"),
         (["nosuchverb"], "invalid choice"),
     ],
 )

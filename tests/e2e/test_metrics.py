@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from xlb import Balancer, BalancerConfig, Flow, Real, Vip, netns
+from xlb import Balancer, BalancerConfig, Flow, Real, Vip, _limits, netns
 from xlb.health import ProbeResult, TargetHealth
 from xlb.metrics import discovery_file, start_metrics_server
 
@@ -164,6 +164,11 @@ def test_scraped_counters_match_the_traffic_sent(setup: Setup) -> None:
     assert value(after, "xlb_packets_total", reason="forward") == total
     assert value(after, "xlb_conn_table_misses_total") == FLOWS
     assert value(after, "xlb_conn_table_hits_total") == total - FLOWS
+    assert value(after, "xlb_conn_table_entries", family="ipv4") == FLOWS  # one per flow
+    assert value(after, "xlb_conn_table_entries", family="ipv6") == 0
+    for family in ("ipv4", "ipv6"):
+        capacity = value(after, "xlb_conn_table_capacity", family=family)
+        assert capacity == _limits.XLB_LIMIT_CONN_TABLE_SIZE
     assert value(after, "xlb_real_weight", vip=str(VIP), real="10.30.1.2") == 1
     shares = [value(after, "xlb_real_ring_share", vip=str(VIP), real=r) for r in expected]
     assert abs(sum(shares) - 1) < 1e-9

@@ -52,7 +52,7 @@ from tests.e2e.bgp_topology import (
     eventually,
     topology,
 )
-from xlb import Balancer, Flow, netns
+from xlb import Balancer, Flow, host, netns
 from xlb.config import find_exabgp
 from xlb.control import ControlError, request, socket_path
 from xlb.testing import GATEWAY_MAC, tcp_packet
@@ -676,3 +676,29 @@ command = ["test", "-e", "{node.dir}/real-{{real}}"]
 def reals_down(node: Node) -> int:
     vips = node.ask("health")["vips"]
     return sum(1 for vip in vips.values() for r in vip["reals"].values() if r["state"] == "down")
+
+
+def test_a_daemon_started_before_its_router_announces_once_the_session_is_up(
+    topology: Topology,
+) -> None:
+    """The router is not there when `xlb serve` starts (its address is not
+    up): ExaBGP refuses routes with `next-hop self` while it has no local
+    address towards the neighbour, so the first announcement fails; it is
+    tried again at every session refresh, and the VIPs reach the router
+    once it runs (seen failing without the retry: never announced)."""
+    node = Node(topology)
+    router_address = [f"{ROUTER_V4}/24", "dev", "r0"]
+    host.ip("addr", "del", *router_address, ns=topology.router)  # not there yet
+    try:
+        for gate in ("gateA", *FLAPPING.values()):
+            node.gate(gate).touch()
+        node.write_config()  # IPv4 next hop: "self"
+        proc = node.start()
+        wait_until("the first health results", lambda: node.bgp()["announcing"], proc)
+        assert wait_until("an announcement refused", lambda: node.events("announce_failed"), proc)
+        host.ip("addr", "add", *router_address, ns=topology.router)
+        topology.bird(topology.router, "router", ROUTER_BIRD)
+        wait_routes(node, set(EVERY_VIP), proc)
+        assert node.stop(proc) == 0
+    finally:
+        node.cleanup()

@@ -30,10 +30,10 @@ import pytest
 from waits import eventually, wait_for_traffic
 
 from xlb import Vip, host
-from xlb.model import IPAddress
 from xlb.config import find_exabgp
 from xlb.lab import FIXED_SPORT_BASE, HeldConnection, Lab
 from xlb.lab.state import pids_in_netns, process_name
+from xlb.model import IPAddress
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bird") is None or find_exabgp("exabgp") is None,

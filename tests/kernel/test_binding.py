@@ -62,6 +62,17 @@ def test_batch_update_and_lookup(fixture_obj: _bpf.BpfObject) -> None:
     assert got == {int(k): int(v) for k, v in zip(keys, values, strict=True)}
 
 
+def test_count_is_the_entries_held_across_batches(fixture_obj: _bpf.BpfObject) -> None:
+    m = fixture_obj.map("fx_hash")
+    assert m.count() == 0
+    keys = np.arange(40, dtype=np.uint32)
+    m.update_batch(keys.tobytes(), bytes(8 * len(keys)), len(keys))
+    assert m.count(chunk=16) == 40  # three batches: 16 + 16 + 8
+    for key in keys[:15]:
+        m.delete(key.tobytes())
+    assert m.count(chunk=16) == 25 and m.count(chunk=64) == 25
+
+
 def test_array_and_wrong_sized_key(fixture_obj: _bpf.BpfObject) -> None:
     m = fixture_obj.map("fx_action")
     m.update(struct.pack("=I", 2), struct.pack("=I", 3))

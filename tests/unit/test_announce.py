@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from xlb.announce import (
     AnnouncementDriver,
     Announcer,
+    Destination,
     bird_include_text,
     exabgp_config_text,
     exabgp_route_command,
@@ -18,7 +19,7 @@ from xlb.announce import (
     prefixes_to_announce,
 )
 from xlb.config import BgpSettings, Neighbor, RouteAttributes, VipConfig
-from xlb.model import IPAddress, Real, Vip
+from xlb.model import Real, Vip
 
 V4 = ipaddress.ip_address("10.100.0.1")
 V6 = ipaddress.ip_address("2001:db8::1")
@@ -26,6 +27,7 @@ WEB = Vip(V4, 80, "tcp")
 TLS = Vip(V4, 443, "tcp")
 WEB6 = Vip(V6, 80, "tcp")
 ROUTE = RouteAttributes(communities=("65000:1",), med=10, local_pref=200)
+NO_ROUTE = RouteAttributes()
 VIPS = (
     VipConfig(WEB, (Real("10.0.1.1"), Real("10.0.1.2")), route=ROUTE),
     VipConfig(TLS, (Real("10.0.1.1"),), route=ROUTE),
@@ -63,6 +65,26 @@ def test_a_drain_withdraws_everything() -> None:
 
 def test_prefixes_are_host_routes() -> None:
     assert (prefix_of(V4), prefix_of(V6)) == ("10.100.0.1/32", "2001:db8::1/128")
+
+
+def test_a_prefix_vip_announces_its_prefix() -> None:
+    """A prefix VIP is an anycast range: the node announces the range."""
+    ranged = Vip("10.101.0.0/24", 80, "tcp")
+    ranged6 = Vip("2001:db8:101::/64", 0, "udp")
+    vips = (
+        *VIPS,
+        VipConfig(ranged, (Real("10.0.1.1"),)),
+        VipConfig(ranged6, (Real("2001:db8:1::1"),)),
+    )
+    wanted = prefixes_to_announce(vips, {WEB: 1, ranged: 1, ranged6: 1}, 1)
+    assert wanted == {V4: ROUTE, ranged.network: RouteAttributes(), ranged6.network: NO_ROUTE}
+    assert [prefix_of(d) for d in wanted] == ["10.100.0.1/32", "10.101.0.0/24", "2001:db8:101::/64"]
+    text = bird_include_text(wanted)
+    v4, v6 = text.split("protocol static ")[1:]
+    assert v4.index("route 10.100.0.1/32") < v4.index("route 10.101.0.0/24 blackhole;")
+    assert "route 2001:db8:101::/64 blackhole;" in v6
+    command = exabgp_route_command("announce", ranged.network, RouteAttributes(), SETTINGS)
+    assert command.startswith("announce route 10.101.0.0/24 next-hop self")
 
 
 SETTINGS = BgpSettings(
@@ -123,16 +145,16 @@ class ThreadRecorder(Announcer):
     def __init__(self) -> None:
         super().__init__()
         self.threads: dict[str, threading.Thread] = {}
-        self.told: list[dict[IPAddress, RouteAttributes]] = []
+        self.told: list[dict[Destination, RouteAttributes]] = []
 
     def start(self) -> None:
         self.threads["start"] = threading.current_thread()
 
     def _apply(
         self,
-        announce: Mapping[IPAddress, RouteAttributes],
-        withdraw: Iterable[IPAddress],
-        wanted: Mapping[IPAddress, RouteAttributes],
+        announce: Mapping[Destination, RouteAttributes],
+        withdraw: Iterable[Destination],
+        wanted: Mapping[Destination, RouteAttributes],
     ) -> None:
         self.threads["update"] = threading.current_thread()
         self.told.append(dict(wanted))

@@ -36,6 +36,8 @@ def test_verbs_parse_into_typed_values() -> None:
     args = parse("real-setup", "--vip", "10.100.0.1", "--vip", "10.100.0.2:80/tcp")
     assert [str(v) for v in args.vip] == ["10.100.0.1", "10.100.0.2"]
     assert parse("flows").vip is None and parse("flows", "--limit", "5").limit == 5
+    assert parse("vip", "add", "10.101.0.0/24:80/tcp").vip == Vip("10.101.0.0/24", 80)
+    assert parse("flows", "[fd00:101::/64]:0/udp").vip == Vip("fd00:101::/64", 0, "udp")
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,10 @@ def test_verbs_parse_into_typed_values() -> None:
         (["vip", "add", "10.0.0.1:80/icmp"], "invalid VIP protocol"),
         (["vip", "add", "300.0.0.1:80/tcp"], "invalid VIP address"),
         (["vip", "add", "10.0.0.1:65536/tcp"], "invalid VIP port 65536"),
+        (["vip", "add", "10.101.0.1/24:80/tcp"], "host bits are set (the prefix is 10.101.0.0/24)"),
+        (["vip", "add", "127.0.0.0/8:80/tcp"], "it holds loopback addresses"),
+        (["real-setup", "--vip", "10.101.0.0/24"], "10.101.0.0/24 is a prefix: real-setup puts"),
+        (["real-setup", "--vip", "10.101.0.0/24:80/tcp"], "10.101.0.0/24 is a prefix"),
         (["real", "add", "10.0.0.1:80/tcp", "nope"], "invalid real address 'nope'"),
         (["real", "add", "10.0.0.1:80/tcp", "10.1.0.1", "--weight", "1.5"], "invalid weight"),
         (["real", "add", "10.0.0.1:80/tcp", "10.1.0.1", "--mac", "zz"], "invalid MAC"),
@@ -147,7 +153,7 @@ def test_rates_come_from_two_snapshots() -> None:
     assert (now[0]["pps"], now[0]["bps"]) == (10.0, 8000.0)
     assert (now[0]["reals"][0]["pps"], now[0]["reals"][0]["bps"]) == (5.0, 4000.0)
     assert now[0]["reals"][1]["pps"] == 0.0  # new real: no earlier sample, no rate yet
-    assert show._human(1234567) == "1.2M" and show._human(999) == "999"
+    assert show.human(1234567) == "1.2M" and show.human(999) == "999"
 
 
 # --------------------------------------------------------------- metrics
@@ -197,6 +203,28 @@ def test_health_metrics_follow_the_service_health_shape() -> None:
     assert samples[("xlb_healthcheck_packets_total", (("outcome", "encap_v4"),))] == 12
 
 
+def test_health_metrics_give_min_healthy_and_whether_the_file_runs() -> None:
+    health = {
+        "vips": {"10.0.0.1:80/tcp": {"healthy": True, "reals_up": 1, "min_healthy": 2}},
+        "config": {"last_reload_ok": False, "loaded_time": 1700000000.5, "file_changed": True},
+    }
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in _health_metrics(health)
+        for s in family.samples
+    }
+    vip = ("vip", "10.0.0.1:80/tcp")
+    assert samples[("xlb_vip_reals_up", (vip,))] == 1
+    assert samples[("xlb_vip_min_healthy_reals", (vip,))] == 2
+    assert samples[("xlb_config_last_reload_successful", ())] == 0
+    assert samples[("xlb_config_last_reload_success_timestamp_seconds", ())] == 1700000000.5
+    assert samples[("xlb_config_file_changed", ())] == 1
+    health["config"] = {"last_reload_ok": True, "loaded_time": 1.0, "file_changed": False}
+    names = {s.name: s.value for family in _health_metrics(health) for s in family.samples}
+    assert names["xlb_config_last_reload_successful"] == 1
+    assert names["xlb_config_file_changed"] == 0
+
+
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     import xlb
 
@@ -204,3 +232,55 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"xlb {xlb.__version__}"
+
+
+# ------------------------------------------------------- ipvsadm's habits
+
+
+@pytest.mark.parametrize(
+    ("argv", "connection", "stats", "rate", "service"),
+    [
+        (["-Ln"], False, False, False, None),
+        (["-L", "-n"], False, False, False, None),
+        (["-lnc"], True, False, False, None),
+        (["--list", "--numeric", "--stats"], False, True, False, None),
+        (["-Ln", "--rate", "-t", "10.0.0.1:80"], False, False, True, "10.0.0.1:80"),
+    ],
+)
+def test_ipvsadm_list_forms_parse(
+    argv: list[str], connection: bool, stats: bool, rate: bool, service: str | None
+) -> None:
+    assert cli.is_ipvsadm_list(argv) and not cli.is_ipvsadm_list(["list", *argv])
+    args = cli.build_ipvsadm_parser().parse_args(argv)
+    assert (args.connection, args.stats, args.rate, args.tcp_service) == (
+        connection, stats, rate, service
+    )  # fmt: skip
+
+
+def test_ipvsadm_list_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["-Ln", "--stats", "-c"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("xlb: error: argument -c/--connection")
+
+
+def test_large_numbers_shrink_as_ipvsadm_shrinks_them() -> None:
+    from xlb.cli.ipvsadm import _large
+
+    assert _large(99_999_999, exact=False) == " 99999999"
+    assert _large(123_456_789, exact=False) == "  123456K"
+    assert _large(12_345_678_901, exact=False) == "   12345M"
+    assert _large(123_456_789_012_345, exact=False) == "     123T"
+    assert _large(12_345_678_901, exact=True) == " 12345678901"
+    assert _large(5, exact=True) == "        5"
+
+
+@pytest.mark.parametrize("argv", [["import", "--help"], ["-L", "--help"], ["--help"]])
+def test_import_and_list_have_help_with_examples(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and ("xlb -Ln" in out or "xlb import" in out)

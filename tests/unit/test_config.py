@@ -3,6 +3,7 @@ is pure and ordered; apply is all-or-nothing per VIP; dumps round-trips."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from xlb.config import (
     DataPlaneState,
     RemoveVip,
     SetReals,
+    SetSecondChance,
     SetVipFlags,
     VipConfig,
     VipState,
@@ -160,7 +162,7 @@ mac = "02:00:00:00:00:01"
 type = "udp"
 """
     assert issues_of(text) == [
-        "lb.toml: vip[0].address: '1.2.3.999' is not an IPv4 or IPv6 address",
+        "lb.toml: vip[0].address: '1.2.3.999' is not an IPv4 or IPv6 address or prefix",
         "lb.toml: vip[0].port: must be an integer 0-65535, not -5",
         "lb.toml: vip[0].reals[0].address: '10.0.1.300' is not an IPv4 or IPv6 address",
         "lb.toml: vip[0].reals[1]: no next hop: set mac here, or balancer.gateway_mac, "
@@ -227,6 +229,18 @@ def test_invalid_toml_is_one_error_with_line() -> None:
         ("[health]\ninterval = -1", "health.interval: must be a number > 0"),
         ("vip = 3", "vip: must be an array of tables ([[vip]]), not an integer"),
         ('[balancer]\npin_dir = "relative"', "balancer.pin_dir: must be an absolute path"),
+        (
+            '[[vip]]\naddress = "10.1.1.1"\nport = 1\nsecond_chance = -1',
+            "vip[0].second_chance: must be seconds: 0 (off), 0.001-2592000 or inf",
+        ),
+        (
+            '[[vip]]\naddress = "10.1.1.1"\nport = 1\nsecond_chance = "1h"',
+            "vip[0].second_chance: must be seconds",
+        ),
+        (
+            '[[vip]]\naddress = "10.1.1.1"\nport = 1\nsecond_chance = 2678400',
+            "vip[0].second_chance: must be seconds",
+        ),
         ('[balancer]\nsrc_v4 = "::1"', "balancer.src_v4: must be an IPv4 address, not '::1'"),
     ],
 )
@@ -340,6 +354,38 @@ def test_diff_ring_size_change_recreates_the_vip() -> None:
     assert changes == [RemoveVip(V1), AddVip(V1, VipFlags.NONE, 13), SetReals(V1, (R1,))]
 
 
+def test_diff_changes_the_second_chance_window_in_place() -> None:
+    running = state(v1=vs(R1))
+    wanted = state(v1=replace(vs(R1), second_chance=0.0))
+    assert cfg.diff(running, wanted) == [SetSecondChance(V1, 0.0)]
+    added = cfg.diff(state(), state(v1=replace(vs(R1), second_chance=math.inf)))
+    assert added == [AddVip(V1, VipFlags.NONE, 65537, math.inf), SetReals(V1, (R1,))]
+    assert str(added[0]).endswith("second_chance=inf")
+
+
+def test_a_failing_vip_gets_its_window_back() -> None:
+    lb = FakeBalancer()
+    lb.state = {V1: replace(vs(R1), second_chance=60.0)}
+    lb.max_reals = 1
+    wanted = DataPlaneState({V1: replace(vs(R1, R2), second_chance=0.0)})
+    failures = cfg.apply(lb, cfg.diff(cfg.state_of_balancer(lb), wanted))  # type: ignore[arg-type]
+    assert [f.vip for f in failures] == [V1]
+    assert lb.state[V1] == replace(vs(R1), second_chance=60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("", 3600.0), ("second_chance = 0", 0.0), ("second_chance = 90", 90.0),
+     ("second_chance = 0.5", 0.5), ("second_chance = inf", math.inf)],
+)  # fmt: skip
+def test_second_chance_is_read_and_written_back(text: str, seconds: float) -> None:
+    config = cfg.loads(MINIMAL.replace("port = 80", f"port = 80\n{text}"))
+    assert config.vips[0].second_chance == seconds
+    again = cfg.loads(cfg.dumps(config))
+    assert again.vips[0].second_chance == seconds
+    assert cfg.desired_state(config).vips[V1].second_chance == seconds
+
+
 def test_diff_without_wanted_global_config_leaves_it_alone() -> None:
     running = DataPlaneState({}, BalancerConfig(mtu=1400))
     assert cfg.diff(running, DataPlaneState({})) == []
@@ -351,7 +397,7 @@ def test_diff_accepts_configs_and_is_deterministic() -> None:
     assert first == cfg.diff(DataPlaneState({}), config)
     assert [str(c) for c in first] == [
         "configure",
-        "add vip 10.100.0.1:80/tcp flags=none ring_size=65537",
+        "add vip 10.100.0.1:80/tcp flags=none ring_size=65537 second_chance=3600",
         "set reals 10.100.0.1:80/tcp 10.0.1.1*1 10.0.1.2*2",
     ]
     assert cfg.diff(cfg.desired_state(config), config) == []
@@ -383,8 +429,14 @@ class FakeBalancer:
     def reals(self, vip: Vip) -> list[Real]:
         return list(self.state[vip].reals)
 
-    def add_vip(self, vip: Vip, flags: VipFlags, ring_size: int) -> None:
-        self.state[vip] = VipState(flags, ring_size, ())
+    def second_chance(self, vip: Vip) -> float:
+        return self.state[vip].second_chance
+
+    def add_vip(self, vip: Vip, flags: VipFlags, ring_size: int, second_chance: float) -> None:
+        self.state[vip] = VipState(flags, ring_size, (), second_chance)
+
+    def set_second_chance(self, vip: Vip, seconds: float) -> None:
+        self.state[vip] = replace(self.state[vip], second_chance=seconds)
 
     def set_vip_flags(self, vip: Vip, flags: VipFlags) -> None:
         self.state[vip] = replace(self.state[vip], flags=flags)
@@ -432,6 +484,7 @@ mtu = 9000
 metrics = "[::1]:9100"
 hash_seed = 7
 udp_ttl = 30.5
+syn_flood_threshold = 0
 
 [health]
 interval = 1.5
@@ -610,3 +663,79 @@ def test_a_ring_smaller_than_its_serving_reals_is_a_located_error() -> None:
     with pytest.raises(ConfigFileError) as exc:
         cfg.loads(text)
     assert "vip[0].ring_size" in str(exc.value) and "smaller than the 5" in str(exc.value)
+
+
+def test_syn_flood_threshold_reaches_the_data_plane_config_and_is_checked() -> None:
+    """0 turns the guard off; a negative or fractional rate is a located error."""
+    text = '[balancer]\ngateway_mac = "02:00:00:00:00:01"\nsyn_flood_threshold = 0\n'
+    assert cfg.balancer_config(cfg.loads(text).settings).syn_flood_threshold == 0
+    assert cfg.loads(MINIMAL).settings.syn_flood_threshold == 1000
+    for bad in ("-1", "1.5", "4294967296"):
+        with pytest.raises(ConfigFileError) as exc:
+            cfg.loads(text.replace("= 0", f"= {bad}"))
+        assert "balancer.syn_flood_threshold" in str(exc.value)
+
+
+PREFIXES = """
+[balancer]
+gateway_mac = "02:00:00:00:00:01"
+
+[[vip]]
+address = "10.101.0.0/24"
+port = 80
+
+[[vip.reals]]
+address = "10.0.1.1"
+
+[[vip]]
+address = "2001:db8:101::/64"
+port = 0
+protocol = "udp"
+
+[[vip.reals]]
+address = "2001:db8:1::1"
+"""
+
+
+def test_prefix_vips_are_read_and_written_back() -> None:
+    config = cfg.loads(PREFIXES)
+    assert [str(e.vip) for e in config.vips] == [
+        "10.101.0.0/24:80/tcp",
+        "[2001:db8:101::/64]:0/udp",
+    ]
+    assert 'address = "10.101.0.0/24"' in cfg.dumps(config)
+    assert cfg.loads(cfg.dumps(config)) == config
+    # a check probes the prefix's first host
+    assert str(cfg.probe_destination(config.vips[0])[0]) == "10.101.0.1"
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("10.101.0.1/24", "vip[0].address: '10.101.0.1/24': host bits are set (the prefix is"),
+        ("10.101.0.0/40", "vip[0].address: '10.101.0.0/40': expected an IPv4 or IPv6 prefix"),
+        ("127.0.0.0/8", "it holds loopback addresses"),
+    ],
+)
+def test_bad_vip_prefixes_are_located_errors(address: str, message: str) -> None:
+    with pytest.raises(ConfigFileError) as exc:
+        cfg.loads(PREFIXES.replace('"10.101.0.0/24"', f'"{address}"', 1))
+    assert message in str(exc.value)
+
+
+def test_overlapping_prefix_vips_are_a_located_error() -> None:
+    text = PREFIXES + '\n[[vip]]\naddress = "10.101.0.128/25"\nport = 80\n'
+    text += '[[vip.reals]]\naddress = "10.0.1.2"\n'
+    with pytest.raises(ConfigFileError) as exc:
+        cfg.loads(text)
+    assert "vip[2].address: prefix 10.101.0.128/25 overlaps vip[0] (10.101.0.0/24:80/tcp)" in str(
+        exc.value
+    )
+    # another port, or an exact VIP inside: fine
+    cfg.loads(
+        text.replace(
+            'port = 80\n[[vip.reals]]\naddress = "10.0.1.2"',
+            'port = 81\n[[vip.reals]]\naddress = "10.0.1.2"',
+        )
+    )
+    cfg.loads(text.replace('"10.101.0.128/25"', '"10.101.0.130"'))

@@ -162,6 +162,9 @@ def test_flags_parse_rejects_what_is_not_names(names: object) -> None:
         ({"hash_seed": 2**32}, r"hash_seed 4294967296: .*0-4294967295"),
         ({"hash_seed": True}, "hash_seed True"),
         ({"hash_seed": 1.0}, "hash_seed 1.0"),
+        ({"syn_flood_threshold": -1}, r"syn_flood_threshold -1: .*0-4294967295"),
+        ({"syn_flood_threshold": 2**32}, "syn_flood_threshold 4294967296"),
+        ({"syn_flood_threshold": 1.5}, "syn_flood_threshold 1.5"),
         ({"mtu": 2**32}, r"mtu 4294967296: .*576-65535"),
         ({"mtu": True}, "mtu True"),
         ({"mtu": 575}, "mtu 575"),
@@ -281,3 +284,71 @@ def test_to_vip_rejects_everything_else(value: object) -> None:
 def test_to_real_rejects_everything_else(value: object) -> None:
     with pytest.raises(ConfigError, match="expected a Real or an address"):
         to_real(value)
+
+
+# ------------------------------------------------------------ prefix VIPs
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "prefixlen", "shown"),
+    [
+        ("10.100.0.0/24:80/tcp", "10.100.0.0", 24, "10.100.0.0/24:80/tcp"),
+        ("[10.100.0.0/24]:80/tcp", "10.100.0.0", 24, "10.100.0.0/24:80/tcp"),
+        ("[2001:db8:100::/64]:0/udp", "2001:db8:100::", 64, "[2001:db8:100::/64]:0/udp"),
+        ("10.0.0.1/32:80/tcp", "10.0.0.1", 32, "10.0.0.1:80/tcp"),  # a /32 is the address
+        ("10.0.0.1:80/tcp", "10.0.0.1", 32, "10.0.0.1:80/tcp"),
+    ],
+)
+def test_a_vip_may_be_a_prefix(text: str, address: str, prefixlen: int, shown: str) -> None:
+    vip = Vip.parse(text)
+    assert (str(vip.address), vip.prefixlen, str(vip)) == (address, prefixlen, shown)
+    assert vip.is_prefix == (prefixlen < vip.address.max_prefixlen)
+    assert Vip.parse(str(vip)) == vip
+    assert Vip(vip.network, vip.port, vip.proto) == vip
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10.100.0.1/24:80", r"host bits are set \(the prefix is 10.100.0.0/24\)"),
+        ("[2001:db8::1/64]:80", r"host bits are set \(the prefix is 2001:db8::/64\)"),
+        ("10.0.0.0/33:80", "expected an IPv4 or IPv6 prefix like 10.100.0.0/24"),
+        ("10.0.0.0/x:80", "expected an IPv4 or IPv6 prefix"),
+        ("0.0.0.0/0:80", r"0.0.0.0/0: it holds the unspecified address"),
+        ("127.0.0.0/8:80", "it holds loopback addresses"),
+        ("232.0.0.0/8:80", "it holds multicast addresses"),
+        ("192.0.0.0/2:80", "it holds the broadcast address"),
+        ("169.254.0.0/24:80", "it holds link-local addresses"),
+        ("[fe80::/64]:80", "it holds link-local addresses"),
+        ("[::/0]:80", "it holds the unspecified address"),
+    ],
+)
+def test_bad_prefixes_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Vip.parse(text)
+
+
+def test_a_prefix_vip_holds_its_addresses_and_is_probed_at_its_first_host() -> None:
+    vip = Vip("10.100.0.0/24", 80)
+    assert vip.holds(ipaddress.ip_address("10.100.0.255"))
+    assert not vip.holds(ipaddress.ip_address("10.100.1.0"))
+    assert not vip.holds(ipaddress.ip_address("::a64:0"))
+    assert str(vip.probe_address) == "10.100.0.1"
+    assert str(Vip("10.100.0.4/31", 80).probe_address) == "10.100.0.4"
+    assert str(Vip("10.0.0.1", 80).probe_address) == "10.0.0.1"
+    assert vip.destination == ipaddress.ip_network("10.100.0.0/24")
+    assert Vip("10.0.0.1", 80).destination == ipaddress.ip_address("10.0.0.1")
+
+
+def test_overlapping_prefix_vips_of_one_port_and_protocol() -> None:
+    from xlb.model import overlapping_prefix
+
+    wide, narrow = Vip("10.100.0.0/16", 80), Vip("10.100.7.0/24", 80)
+    assert overlapping_prefix(narrow, [wide]) == wide
+    assert overlapping_prefix(wide, [narrow]) == narrow
+    assert overlapping_prefix(narrow, [narrow]) is None  # itself
+    assert overlapping_prefix(narrow, [Vip("10.100.0.0/16", 81)]) is None  # another port
+    assert overlapping_prefix(narrow, [Vip("10.100.0.0/16", 80, "udp")]) is None
+    assert overlapping_prefix(narrow, [Vip("10.100.8.0/24", 80)]) is None  # disjoint
+    assert overlapping_prefix(narrow, [Vip("10.100.7.9", 80)]) is None  # exact: allowed
+    assert overlapping_prefix(Vip("10.100.7.9", 80), [narrow]) is None

@@ -6,10 +6,13 @@
     xlb real add 10.0.0.1:80/tcp 10.0.1.1 --weight 2
     xlb save > lb.toml; xlb apply lb.toml --dry-run
     xlb stats --watch; xlb counters; xlb flows
+    xlb top                         # live: rates, new flows, shares, health, drops
     xlb real-setup --vip 10.0.0.1   # on a backend: decap, VIP on lo, sysctls
     xlb doctor                      # what is wrong on this host, in plain words
     xlb serve lb.toml               # the daemon (xlb.service)
     xlb lab cleanup                 # remove what crashed labs left (xlb.lab)
+    xlb -Ln [--stats|--rate|-c]     # ipvsadm's listing of the data plane
+    xlb import keepalived FILE      # keepalived.conf (or ipvsadm-save -n) as an xlb file
 
 Every command works on the data plane pinned under /sys/fs/bpf/xlb/<iface>
 (`--interface/-i`, or `--pin-dir`); it adopts it read-mostly and never
@@ -18,8 +21,9 @@ attaching a new data plane. Reference: docs/cli.md.
 
 The package: `parser` builds the command line; `common` holds what every
 verb shares (errors, exit codes, which data plane); one module per verb
-family: `show` (list, stats, counters, flows), `vips` (vip, real), `apply`
-(save, apply), `realsetup`, `doctor`, and `delegates` (serve, lab).
+family: `show` (list, stats, counters, flows), `top` (the live view),
+`vips` (vip, real), `apply` (save, apply), `node`, `importing` (import),
+`ipvsadm` (-L), `realsetup`, `doctor`, and `delegates` (serve, lab).
 """
 
 from __future__ import annotations
@@ -44,13 +48,15 @@ from .common import (
     resolve_target,
 )
 from .delegates import DELEGATES
-from .parser import build_parser
+from .parser import build_ipvsadm_parser, build_parser, is_ipvsadm_list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATES:  # their own parsers, --help included
         args = argparse.Namespace(args=argv[1:], func=DELEGATES[argv[0]], debug=False)
+    elif is_ipvsadm_list(argv):  # xlb -Ln: ipvsadm's habit
+        args = build_ipvsadm_parser().parse_args(argv)
     else:
         args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -92,8 +98,10 @@ __all__ = [
     "CliError",
     "Target",
     "UsageError",
+    "build_ipvsadm_parser",
     "build_parser",
     "daemon_pid",
+    "is_ipvsadm_list",
     "main",
     "refuse_if_daemon",
     "resolve_target",

@@ -128,7 +128,7 @@ def _encap(lb: Balancer, vip: Vip) -> str:
     return "GUE" if VipFlags.GUE in lb.vip_flags(vip) or lb.config.gue_all else "Tunnel"
 
 
-def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, Any]]:
+def vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, Any]]:
     out = []
     for vip in lb.vips():
         stats = lb.stats(vip)
@@ -136,7 +136,7 @@ def _vip_snapshot(lb: Balancer, health: Health | None = None) -> list[dict[str, 
         out.append(
             {
                 "vip": str(vip),
-                "address": str(vip.address),
+                "address": vip.address_text,  # or its prefix: 10.100.0.0/24
                 "port": vip.port,
                 "protocol": vip.proto,
                 "flags": flags.names(),
@@ -157,6 +157,7 @@ def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, 
     A real the daemon knows shows its configured weight (a drained or
     removed one holds 0 or nothing in the data plane: `serving_weight`)."""
     per_real, shares = lb.real_stats(vip), lb.ring_shares(vip)
+    server_ids = lb.server_ids(vip)
     configured = health.configured_reals(vip) if health else {}
     rows: dict[str, dict[str, Any]] = {}
     for real in lb.reals(vip):
@@ -171,6 +172,8 @@ def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, 
             "health": health.real(vip, address) if health else "-",
             "packets": counter.packets if counter else 0,
             "bytes": counter.bytes if counter else 0,
+            "server_id": server_ids.get(real.address),
+            "server_id_pinned": real.server_id is not None,
         }
     for address, weight in configured.items():
         if address not in rows:
@@ -183,6 +186,8 @@ def _real_rows(lb: Balancer, vip: Vip, health: Health | None) -> list[dict[str, 
                 "health": health.real(vip, address) if health else "-",
                 "packets": 0,
                 "bytes": 0,
+                "server_id": None,
+                "server_id_pinned": False,
             }
     return sorted(rows.values(), key=lambda row: _address_key(row["address"]))
 
@@ -210,7 +215,7 @@ def _rate(entry: dict[str, Any], prev: dict[str, Any], seconds: float) -> None:
     entry["bps"] = round(nbytes * 8 / seconds, 1)
 
 
-def _human(value: float, unit: str = "") -> str:
+def human(value: float, unit: str = "") -> str:
     for suffix in ("", "K", "M", "G", "T"):
         if abs(value) < 1000 or suffix == "T":
             text = f"{value:.0f}" if suffix == "" else f"{value:.1f}{suffix}"
@@ -224,7 +229,20 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _header(target: Target, lb: Balancer, pid: int | None) -> str:
+def _flood_cpus(lb: Balancer) -> list[int]:
+    """The CPUs whose SYN-flood guard is tripped now (bpf/flood.h)."""
+    return [cpu.cpu for cpu in lb.syn_flood() if cpu.under_flood]
+
+
+def _describe_flood(lb: Balancer, cpus: list[int]) -> str:
+    threshold = lb.config.syn_flood_threshold
+    return (
+        f"SYN flood on CPU {', '.join(map(str, cpus))}: over {threshold} SYNs/s, "
+        "new TCP flows are routed by the ring and recorded at their first ACK"
+    )
+
+
+def header_line(target: Target, lb: Balancer, pid: int | None) -> str:
     xdp = host.xdp_program(target.interface) if target.interface else None
     if xdp is None:
         where = f"{target.interface} (no XDP program seen in this network namespace)"
@@ -243,12 +261,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     health = daemon_health(target) if pid else Health({}, {})
     bgp = daemon_bgp(target) if pid else None
     with open_balancer(target) as lb:
-        vips = _vip_snapshot(lb, health)
+        vips = vip_snapshot(lb, health)
         if args.rate:
             time.sleep(args.interval)
-            before, vips = vips, _vip_snapshot(lb, health)
+            before, vips = vips, vip_snapshot(lb, health)
             _add_rates(vips, before, args.interval)
-        header = _header(target, lb, pid)
+        header = header_line(target, lb, pid)
+        flood = _flood_cpus(lb)
+        if flood:
+            header += "\n" + _describe_flood(lb, flood)
     if args.json:
         _print_json(
             {
@@ -257,6 +278,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "daemon_pid": pid,
                 "vips": vips,
                 "bgp": bgp,
+                "syn_flood_cpus": flood,
             }
         )
         return EXIT_OK
@@ -269,7 +291,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  -> RemoteAddress")
     else:
         print(f"{'Prot LocalAddress:Port':<34}{'Flags':<16}{'Ring':<8}Health")
-        print(f"{'  -> RemoteAddress':<34}{'Forward':<8}{'Weight':<8}{'Share':<8}Health")
+        quic = any("quic" in vip["flags"] for vip in vips)
+        ids = f"{'Health':<8}ServerId" if quic else "Health"  # QUIC VIPs' reals only
+        print(f"{'  -> RemoteAddress':<34}{'Forward':<8}{'Weight':<8}{'Share':<8}{ids}")
     for vip in vips:
         first = f"{vip['protocol'].upper():<5}{_endpoint(vip)}"
         if args.stats:
@@ -287,10 +311,21 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"{left:<34}{real['pps']:>12.0f}{real['bps'] / 8:>14.0f}")
             else:
                 share = f"{real['share'] * 100:.1f}%"
-                print(f"{left:<34}{vip['forward']:<8}{real['weight']:<8}{share:<8}{real['health']}")
+                line = f"{left:<34}{vip['forward']:<8}{real['weight']:<8}{share:<8}{real['health']}"
+                print(line + _server_id_text(real))
     if bgp is not None:
         print(describe_bgp(bgp))
     return EXIT_OK
+
+
+def _server_id_text(real: dict[str, Any]) -> str:
+    """The ServerId column of a QUIC VIP's real: hex as in the CIDs, and
+    whether the configuration pinned it; nothing for other VIPs' reals."""
+    sid = real["server_id"]
+    if sid is None:
+        return ""
+    pinned = " (pinned)" if real["server_id_pinned"] else ""
+    return f"{'':<{max(0, 8 - len(real['health']))}}0x{sid:04x}{pinned}"
 
 
 def _endpoint(vip: dict[str, Any]) -> str:
@@ -303,13 +338,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     count = args.count or (None if args.watch else 1)
     tty = sys.stdout.isatty() and args.watch and not args.json
     with open_balancer(target) as lb:
-        before, counters_before = _vip_snapshot(lb), lb.counters()
+        before, counters_before = vip_snapshot(lb), lb.counters()
         taken = time.monotonic()
         shown = 0
         try:
             while count is None or shown < count:
                 time.sleep(args.interval)
-                now, counters_now = _vip_snapshot(lb), lb.counters()
+                now, counters_now = vip_snapshot(lb), lb.counters()
                 elapsed = time.monotonic() - taken
                 taken = time.monotonic()
                 _add_rates(now, before, elapsed)
@@ -335,21 +370,21 @@ def _print_stats(
     target: Target, vips: list[dict[str, Any]], totals: dict[str, float], t: float
 ) -> None:
     print(
-        f"{target.name}: forwarded {_human(totals['xdp_tx'])} pkt/s, passed "
-        f"{_human(totals['xdp_pass'])} pkt/s, dropped {_human(totals['xdp_drop'])} pkt/s, "
-        f"conn table {_human(totals['conn_hit'])} hit/s {_human(totals['conn_miss'])} miss/s "
+        f"{target.name}: forwarded {human(totals['xdp_tx'])} pkt/s, passed "
+        f"{human(totals['xdp_pass'])} pkt/s, dropped {human(totals['xdp_drop'])} pkt/s, "
+        f"conn table {human(totals['conn_hit'])} hit/s {human(totals['conn_miss'])} miss/s "
         f"(over {t:.1f}s)"
     )
     print(f"{'VIP / real':<34}{'pkt/s':>10}{'bit/s':>10}{'packets':>14}{'bytes':>16}")
     for vip in vips:
         print(
-            f"{vip['vip']:<34}{_human(vip['pps']):>10}{_human(vip['bps']):>10}"
+            f"{vip['vip']:<34}{human(vip['pps']):>10}{human(vip['bps']):>10}"
             f"{vip['packets']:>14}{vip['bytes']:>16}"
         )
         for real in vip["reals"]:
             print(
-                f"{'  -> ' + real['address']:<34}{_human(real['pps']):>10}"
-                f"{_human(real['bps']):>10}{real['packets']:>14}{real['bytes']:>16}"
+                f"{'  -> ' + real['address']:<34}{human(real['pps']):>10}"
+                f"{human(real['bps']):>10}{real['packets']:>14}{real['bytes']:>16}"
             )
 
 
@@ -359,7 +394,9 @@ def cmd_counters(args: argparse.Namespace) -> int:
 
     with open_balancer(target) as lb:
         raw = lb.counters()
-    # In the ABI's order: actions, reasons, connection table.
+        flood = _flood_cpus(lb)
+        flood_line = _describe_flood(lb, flood) if flood else None
+    # In the ABI's order: actions, reasons, connection table, SYN-flood guard.
     counters = {name: raw[name] for _, name in sorted(counter_names().items()) if name in raw}
     if args.nonzero:
         counters = {k: v for k, v in counters.items() if v}
@@ -369,6 +406,8 @@ def cmd_counters(args: argparse.Namespace) -> int:
     width = max((len(k) for k in counters), default=0)
     for name, value in counters.items():
         print(f"{name:<{width}}  {value:>14}")
+    if flood_line:
+        print(flood_line)
     return EXIT_OK
 
 
@@ -381,7 +420,7 @@ def cmd_flows(args: argparse.Namespace) -> int:
             raise CliError(f"no VIP {vip} on {target.name} (see `xlb list`)")
         for flow, real in lb.flows(limit=2**31):
             if vip is not None and not (
-                flow.dst == vip.address
+                vip.holds(flow.dst)
                 and flow.proto == vip.proto
                 and (vip.port == 0 or flow.dport == vip.port)
             ):
@@ -416,4 +455,15 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-__all__ = ["Health", "cmd_counters", "cmd_flows", "cmd_list", "cmd_stats", "daemon_health"]
+__all__ = [
+    "Health",
+    "cmd_counters",
+    "cmd_flows",
+    "cmd_list",
+    "cmd_stats",
+    "daemon_bgp",
+    "daemon_health",
+    "header_line",
+    "human",
+    "vip_snapshot",
+]

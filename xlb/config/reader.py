@@ -28,13 +28,20 @@ from ..maglev import check_ring_size
 from ..model import (
     IPPROTO,
     MAX_WEIGHT,
+    SECOND_CHANCE_DEFAULT_S,
+    SECOND_CHANCE_MAX_S,
+    SERVER_ID_MAX,
     UDP_TTL_MAX_S,
     IPAddress,
+    IPNetwork,
     Real,
     Vip,
     VipFlags,
     check_mac,
+    check_second_chance,
+    overlapping_prefix,
     parse_address,
+    parse_vip_address,
 )
 from .schema import (
     ALL_DOWN,
@@ -328,6 +335,7 @@ def _read_settings(t: _Table) -> Settings:
         metrics=_metrics_address(t),
         hash_seed=t.get_int("hash_seed", d.hash_seed, 0, 2**32 - 1),
         udp_ttl=t.get_float("udp_ttl", d.udp_ttl, 0.0, UDP_TTL_MAX_S),
+        syn_flood_threshold=t.get_int("syn_flood_threshold", d.syn_flood_threshold, 0, 2**32 - 1),
         src_v4=_source_prefix(t, "src_v4", 4, d.src_v4),
         src_v6=_source_prefix(t, "src_v6", 6, d.src_v6),
         lock_dir=_path(t, "lock_dir", d.lock_dir) or d.lock_dir,
@@ -453,7 +461,9 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     port = t.get_int("port", None, 0, 65535, required=True)
     proto = t.get_str("protocol", "tcp", tuple(IPPROTO))
     flags, encapsulation = _read_flags(t)
+    flags = _read_quic(t, flags, proto)
     ring_size = _ring_size(t)
+    second_chance = _second_chance(t)
     on_failure = cast(OnFailure, t.get_str("on_failure", "remove", ON_FAILURE))
     all_down = cast(AllDown, t.get_str("all_down", "keep", ALL_DOWN))
     reals = [_read_real(r) for r in t.tables("reals")]
@@ -464,6 +474,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     t.finish()
     valid_reals = {i: real for i, real in enumerate(reals) if real is not None}
     _check_reals(t, address, valid_reals, settings)
+    _check_server_ids(t, valid_reals, VipFlags.QUIC in flags)
     _check_ring_holds_reals(t, ring_size, valid_reals.values())
     if check is not None:
         _check_check(t, check, address, port, proto)
@@ -478,6 +489,7 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
         flags=flags,
         encapsulation=encapsulation,
         ring_size=ring_size,
+        second_chance=second_chance,
         on_failure=on_failure,
         all_down=all_down,
         check=check,
@@ -485,14 +497,22 @@ def _read_vip(t: _Table, settings: Settings, health: HealthSettings) -> VipConfi
     )
 
 
-def _vip_address(t: _Table) -> IPAddress | None:
+def _vip_address(t: _Table) -> IPAddress | IPNetwork | None:
+    """The VIP's address, or its prefix ("10.100.0.0/24")."""
     value = t.get_str("address", None, required=True)
     if value is None:
         return None
+    if "/" in value:
+        try:
+            address, prefixlen = parse_vip_address(value)
+        except ConfigError as exc:
+            t.error("address", str(exc).removeprefix("invalid VIP prefix "))
+            return None
+        return ipaddress.ip_network(f"{address}/{prefixlen}")
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        t.error("address", f"{value!r} is not an IPv4 or IPv6 address")
+        t.error("address", f"{value!r} is not an IPv4 or IPv6 address or prefix")
         return None
 
 
@@ -518,6 +538,49 @@ def _read_flags(t: _Table) -> tuple[VipFlags, Encapsulation | None]:
     return flags, encapsulation
 
 
+def _second_chance(t: _Table) -> float:
+    """Seconds, 0 (off) or inf (until the next ring change)."""
+    value = t.raw("second_chance")
+    if value is None:
+        return SECOND_CHANCE_DEFAULT_S
+    try:
+        return check_second_chance(value)
+    except ConfigError:
+        t.error(
+            "second_chance",
+            f"must be seconds: 0 (off), 0.001-{SECOND_CHANCE_MAX_S} or inf "
+            f"(until the next ring change), not {value!r}",
+        )
+        return SECOND_CHANCE_DEFAULT_S
+
+
+def _read_quic(t: _Table, flags: VipFlags, proto: str) -> VipFlags:
+    """`quic = true`: route by QUIC connection ID (the flag "quic" says
+    the same); only a UDP VIP carries QUIC."""
+    quic = t.get_bool("quic", False)
+    if VipFlags.QUIC in flags and t.has("quic") and not quic:
+        t.error("quic", 'false contradicts flag "quic"')
+    if quic:
+        flags |= VipFlags.QUIC
+    if VipFlags.QUIC in flags and proto != "udp":
+        t.error("quic" if t.has("quic") else "flags", 'QUIC routing needs protocol = "udp"')
+    return flags
+
+
+def _check_server_ids(t: _Table, reals: Mapping[int, Real], quic: bool) -> None:
+    """A pinned server_id belongs to a QUIC VIP and names one of its reals."""
+    seen: dict[int, int] = {}
+    for i, real in reals.items():
+        if real.server_id is None:
+            continue
+        where = f"{t.path}.reals[{i}].server_id"
+        if not quic:
+            t.issues.add(where, "is for a VIP with quic = true")
+        elif real.server_id in seen:
+            t.issues.add(where, f"{real.server_id} is already reals[{seen[real.server_id]}]'s")
+        seen.setdefault(real.server_id, i)
+
+
 def _ring_size(t: _Table) -> int:
     size = t.get_int("ring_size", RING_SIZE_DEFAULT, 2, RING_SIZE_MAX)
     try:
@@ -532,6 +595,7 @@ def _read_real(t: _Table) -> Real | None:
     address = t.get_str("address", None, required=True)
     weight = t.get_int("weight", 1, 0, MAX_WEIGHT)
     mac = _mac(t, "mac")
+    server_id = t.get_int("server_id", None, 0, SERVER_ID_MAX)
     t.finish()
     if address is None:
         return None
@@ -540,7 +604,7 @@ def _read_real(t: _Table) -> Real | None:
     except ConfigError:
         t.error("address", f"{address!r} is not an IPv4 or IPv6 address")
         return None
-    return _guard(t.issues, t.path, lambda: Real(address, weight, mac))
+    return _guard(t.issues, t.path, lambda: Real(address, weight, mac, server_id))
 
 
 _CHECK_KEYS: dict[str, set[str]] = {
@@ -615,19 +679,35 @@ def _http_path(t: _Table) -> str:
     return path
 
 
+_STATUS_RANGE_RE = re.compile(r"^(\d{3})-(\d{3})$")
+
+
 def _expect_status(t: _Table) -> tuple[int, ...]:
+    """A status, a "FIRST-LAST" range of them, or an array of both."""
     raw = t.raw("expect_status")
     if raw is None:
         return (200,)
-    values = raw if isinstance(raw, list) else [raw]
-    if not values or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599 for v in values
-    ):
+    items = [_status_codes(value) for value in (raw if isinstance(raw, list) else [raw])]
+    codes = [code for item in items for code in item]
+    if not items or not all(items):
         t.error(
-            "expect_status", f"must be an HTTP status (100-599) or an array of them, not {raw!r}"
+            "expect_status",
+            'must be an HTTP status (100-599), a range like "200-299", or an array of them, '
+            f"not {raw!r}",
         )
         return (200,)
-    return tuple(values)
+    return tuple(codes)
+
+
+def _status_codes(value: object) -> list[int]:
+    """The codes one expect_status item stands for ([] for an invalid item)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] if 100 <= value <= 599 else []
+    match = _STATUS_RANGE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        return []
+    first, last = int(match.group(1)), int(match.group(2))
+    return list(range(first, last + 1)) if 100 <= first <= last <= 599 else []
 
 
 def _command(t: _Table, kind: str) -> tuple[str, ...]:
@@ -645,7 +725,10 @@ def _command(t: _Table, kind: str) -> tuple[str, ...]:
 
 
 def _check_reals(
-    t: _Table, vip_address: IPAddress | None, reals: Mapping[int, Real], settings: Settings
+    t: _Table,
+    vip_address: IPAddress | IPNetwork | None,
+    reals: Mapping[int, Real],
+    settings: Settings,
 ) -> None:
     """Rules between a VIP's reals, its address family and the next hop."""
     seen: dict[IPAddress, int] = {}
@@ -677,7 +760,11 @@ def _check_ring_holds_reals(t: _Table, ring_size: int, reals: Iterable[Real]) ->
 
 
 def _check_check(
-    t: _Table, check: Check, vip_address: IPAddress | None, port: int | None, proto: str
+    t: _Table,
+    check: Check,
+    vip_address: IPAddress | IPNetwork | None,
+    port: int | None,
+    proto: str,
 ) -> None:
     """Rules between a check and its VIP (each needs only the VIP parts it names)."""
     where = f"{t.path}.check"
@@ -697,7 +784,20 @@ def _check_vips_unique(issues: _Issues, vips: list[VipConfig | None]) -> None:
             continue
         if entry.vip in seen:
             issues.add(f"vip[{i}]", f"VIP {entry.vip} is already vip[{seen[entry.vip]}]")
+        else:
+            _check_prefix_overlap(issues, i, entry.vip, seen)
         seen.setdefault(entry.vip, i)
+
+
+def _check_prefix_overlap(issues: _Issues, i: int, vip: Vip, before: Mapping[Vip, int]) -> None:
+    """Prefix VIPs of one port and protocol may not overlap (model.overlapping_prefix)."""
+    other = overlapping_prefix(vip, before)
+    if other is not None:
+        issues.add(
+            f"vip[{i}].address",
+            f"prefix {vip.address_text} overlaps vip[{before[other]}] ({other}): prefix "
+            "VIPs of one port and protocol may not overlap (an exact VIP inside a prefix may)",
+        )
 
 
 # ==================================================================== BGP
@@ -834,12 +934,12 @@ def _communities(t: _Table) -> tuple[str, ...]:
 
 
 def _check_routes_agree(issues: _Issues, vips: list[VipConfig | None]) -> None:
-    """VIPs of one address are one prefix: one set of attributes."""
-    first: dict[IPAddress, int] = {}
+    """VIPs of one address (or prefix) are one route: one set of attributes."""
+    first: dict[IPAddress | IPNetwork, int] = {}
     for i, entry in enumerate(vips):
         if entry is None:
             continue
-        address = entry.vip.address
+        address = entry.vip.destination
         j = first.setdefault(address, i)
         other = vips[j]
         if j != i and other is not None and other.route != entry.route:
@@ -863,7 +963,7 @@ def _check_next_hops(issues: _Issues, bgp: BgpSettings, vips: list[VipConfig | N
         if explicit is None and version not in families:
             issues.add(
                 f"bgp.next_hop_v{version}",
-                f"is required: vip[{i}] ({entry.vip.address}) is IPv{version} "
+                f"is required: vip[{i}] ({entry.vip.address_text}) is IPv{version} "
                 f"and no neighbour is, so there is no session address to use",
             )
             return

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, XlbError
-from ..model import BalancerConfig, Real, Vip, VipFlags, vip_sort_key
+from ..model import SECOND_CHANCE_DEFAULT_S, BalancerConfig, Real, Vip, VipFlags, vip_sort_key
 from .schema import Config, VipConfig, balancer_config, effective_flags, sort_reals
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class VipState:
     flags: VipFlags
     ring_size: int
     reals: tuple[Real, ...]
+    second_chance: float = SECOND_CHANCE_DEFAULT_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reals", sort_reals(self.reals))
@@ -61,7 +62,10 @@ def desired_state(
     pick = reals_of or (lambda entry: entry.reals)
     vips = {
         entry.vip: VipState(
-            effective_flags(entry, config.settings), entry.ring_size, tuple(pick(entry))
+            effective_flags(entry, config.settings),
+            entry.ring_size,
+            tuple(pick(entry)),
+            entry.second_chance,
         )
         for entry in config.vips
     }
@@ -70,11 +74,17 @@ def desired_state(
 
 def state_of_balancer(balancer: Balancer) -> DataPlaneState:
     """What a running balancer holds, in the form `diff` compares."""
-    vips = {
-        vip: VipState(balancer.vip_flags(vip), balancer.ring_size(vip), tuple(balancer.reals(vip)))
-        for vip in balancer.vips()
-    }
+    vips = {vip: _vip_state(balancer, vip) for vip in balancer.vips()}
     return DataPlaneState(vips, balancer.config)
+
+
+def _vip_state(balancer: Balancer, vip: Vip) -> VipState:
+    return VipState(
+        balancer.vip_flags(vip),
+        balancer.ring_size(vip),
+        tuple(balancer.reals(vip)),
+        balancer.second_chance(vip),
+    )
 
 
 # ================================================================ changes
@@ -99,13 +109,29 @@ class AddVip:
     vip: Vip
     flags: VipFlags
     ring_size: int
+    second_chance: float = SECOND_CHANCE_DEFAULT_S
 
     def apply(self, balancer: Balancer) -> None:
-        balancer.add_vip(self.vip, self.flags, self.ring_size)
+        balancer.add_vip(self.vip, self.flags, self.ring_size, self.second_chance)
 
     def __str__(self) -> str:
         flags = ",".join(self.flags.names()) or "none"
-        return f"add vip {self.vip} flags={flags} ring_size={self.ring_size}"
+        return (
+            f"add vip {self.vip} flags={flags} ring_size={self.ring_size} "
+            f"second_chance={self.second_chance:g}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SetSecondChance:
+    vip: Vip
+    seconds: float
+
+    def apply(self, balancer: Balancer) -> None:
+        balancer.set_second_chance(self.vip, self.seconds)
+
+    def __str__(self) -> str:
+        return f"set second_chance {self.vip} {self.seconds:g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +155,14 @@ class SetReals:
         balancer.set_reals(self.vip, self.reals)
 
     def __str__(self) -> str:
-        reals = " ".join(f"{r.address}*{r.weight}" for r in self.reals) or "(none)"
+        reals = " ".join(map(_real_text, self.reals)) or "(none)"
         return f"set reals {self.vip} {reals}"
+
+
+def _real_text(real: Real) -> str:
+    """ADDRESS*WEIGHT, and #SERVER_ID when the id is pinned."""
+    pinned = f"#{real.server_id}" if real.server_id is not None else ""
+    return f"{real.address}*{real.weight}{pinned}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +176,14 @@ class RemoveVip:
         return f"remove vip {self.vip}"
 
 
-Change = Configure | AddVip | SetVipFlags | SetReals | RemoveVip
+Change = Configure | AddVip | SetVipFlags | SetSecondChance | SetReals | RemoveVip
 
 
 def diff(running: DataPlaneState | Config, wanted: DataPlaneState | Config) -> list[Change]:
     """The changes that turn `running` into `wanted`, in the order to apply them.
 
     Order: the global settings, then each added or changed VIP in address
-    order (add, flags, reals), then the removed VIPs. Adding before removing
+    order (add, flags, second-chance window, reals), then the removed VIPs. Adding before removing
     means a failure half-way leaves old services up rather than new ones
     missing. A VIP whose ring size changes is removed and added again (the
     data plane cannot resize a ring in place; its flows re-select).
@@ -200,12 +232,14 @@ def _vip_changes(vip: Vip, old: VipState | None, new: VipState) -> list[Change]:
         out.append(RemoveVip(vip))
         old = None
     if old is None:
-        out.append(AddVip(vip, new.flags, new.ring_size))
+        out.append(AddVip(vip, new.flags, new.ring_size, new.second_chance))
         if new.reals:
             out.append(SetReals(vip, new.reals))
         return out
     if old.flags != new.flags:
         out.append(SetVipFlags(vip, new.flags))
+    if old.second_chance != new.second_chance:
+        out.append(SetSecondChance(vip, new.second_chance))
     if old.reals != new.reals:
         out.append(SetReals(vip, new.reals))
     return out
@@ -273,7 +307,7 @@ def _snapshot(balancer: Balancer, vip: Vip | None) -> _Snapshot:
         return balancer.config
     if vip not in balancer.vips():
         return None
-    return VipState(balancer.vip_flags(vip), balancer.ring_size(vip), tuple(balancer.reals(vip)))
+    return _vip_state(balancer, vip)
 
 
 def _restore(balancer: Balancer, vip: Vip | None, snapshot: _Snapshot) -> None:
@@ -292,6 +326,8 @@ def _restore(balancer: Balancer, vip: Vip | None, snapshot: _Snapshot) -> None:
         balancer.remove_vip(vip)
         present = False
     if not present:
-        balancer.add_vip(vip, snapshot.flags, snapshot.ring_size)
+        balancer.add_vip(vip, snapshot.flags, snapshot.ring_size, snapshot.second_chance)
     balancer.set_vip_flags(vip, snapshot.flags)
+    if balancer.second_chance(vip) != snapshot.second_chance:
+        balancer.set_second_chance(vip, snapshot.second_chance)
     balancer.set_reals(vip, snapshot.reals)

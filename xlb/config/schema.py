@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from .. import _limits
-from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+from ..model import SECOND_CHANCE_DEFAULT_S, BalancerConfig, IPAddress, Real, Vip, VipFlags
 from ..pins import DEFAULT_PIN_ROOT
 
 XdpMode = Literal["native", "generic"]
@@ -104,9 +104,12 @@ class VipConfig:
 
     vip: Vip
     reals: tuple[Real, ...] = ()
-    flags: VipFlags = VipFlags.NONE  # without GUE: that is `encapsulation`
+    flags: VipFlags = VipFlags.NONE  # without GUE: that is `encapsulation`; QUIC is `quic`
     encapsulation: Encapsulation | None = None  # None: the global setting
     ring_size: int = RING_SIZE_DEFAULT
+    # seconds a ring change's previous ring is carried (0: off; math.inf:
+    # until the next change); see docs/ecmp.md
+    second_chance: float = SECOND_CHANCE_DEFAULT_S
     on_failure: OnFailure = "remove"
     all_down: AllDown = "keep"
     check: Check | None = None
@@ -128,6 +131,7 @@ class Settings:
     metrics: str | None = DEFAULT_METRICS_ADDRESS  # HOST:PORT of the endpoint; None: off
     hash_seed: int = _DEFAULTS.hash_seed
     udp_ttl: float = _DEFAULTS.udp_ttl_s
+    syn_flood_threshold: int = _DEFAULTS.syn_flood_threshold  # SYNs/s per CPU; 0 = guard off
     src_v4: str = _DEFAULTS.src_v4
     src_v6: str = _DEFAULTS.src_v6
     lock_dir: Path = DEFAULT_LOCK_DIR
@@ -219,6 +223,7 @@ def balancer_config(settings: Settings) -> BalancerConfig:
         gue_all=False,
         hash_seed=settings.hash_seed,
         udp_ttl_s=settings.udp_ttl,
+        syn_flood_threshold=settings.syn_flood_threshold,
     )
 
 
@@ -234,12 +239,13 @@ def effective_flags(entry: VipConfig, settings: Settings) -> VipFlags:
 
 
 def probe_destination(entry: VipConfig) -> tuple[IPAddress, int]:
-    """Where a VIP's check connects: the VIP (or the check's override)."""
+    """Where a VIP's check connects: the VIP (or the check's override); a
+    prefix VIP's first host address (Vip.probe_address)."""
     check = entry.check
     if check is None:
-        return entry.vip.address, entry.vip.port
+        return entry.vip.probe_address, entry.vip.port
     port = check.port if check.port is not None else entry.vip.port
-    return check.address or entry.vip.address, port
+    return check.address or entry.vip.probe_address, port
 
 
 def sort_reals(reals: Iterable[Real]) -> tuple[Real, ...]:

@@ -9,11 +9,11 @@ equal `Config`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..model import VipFlags
+from ..model import Vip, VipFlags
 from ..pins import DEFAULT_PIN_ROOT
 from .schema import (
     DEFAULT_BIRD_INCLUDE,
@@ -62,6 +62,7 @@ def from_balancer(balancer: Balancer, base: Config | None = None) -> Config:
                 flags=flags & ~VipFlags.GUE,
                 encapsulation=None if encapsulation == settings.encapsulation else encapsulation,
                 ring_size=balancer.ring_size(vip),
+                second_chance=balancer.second_chance(vip),
             )
         )
     health = base.health if base else HealthSettings()
@@ -86,18 +87,26 @@ def _settings_from(balancer: Balancer, base: Settings) -> Settings:
         pin_dir=balancer.pin_dir if balancer.pin_dir != default_pin else None,
         hash_seed=cfg.hash_seed,
         udp_ttl=cfg.udp_ttl_s,
+        syn_flood_threshold=cfg.syn_flood_threshold,
         src_v4=cfg.src_v4,
         src_v6=cfg.src_v6,
     )
 
 
-def dumps(config: Config) -> str:
+def dumps(
+    config: Config, header: str | None = None, vip_comments: Mapping[Vip, str] | None = None
+) -> str:
     """A Config as TOML that `loads()` reads back to an equal Config.
 
     Settings equal to their default are left out so the file stays short;
-    VIP fields are written in full so each VIP reads on its own.
+    VIP fields are written in full so each VIP reads on its own. `header`
+    (lines) opens the file as comments, and each `vip_comments` entry is a
+    comment line above its VIP's table (where an imported VIP came from).
     """
     out = _TomlWriter()
+    if header:
+        out.comment(header)
+        out.lines.append("")
     if config.empty_on_purpose:
         out.pairs([("vips", [])])
     out.table("balancer", _settings_items(config.settings))
@@ -107,7 +116,8 @@ def dumps(config: Config) -> str:
         for neighbor in config.bgp.neighbors:
             out.array_table("bgp.neighbors", _neighbor_items(neighbor))
     for entry in config.vips:
-        out.array_table("vip", _vip_items(entry, config.health.timing))
+        comment = vip_comments.get(entry.vip) if vip_comments else None
+        out.array_table("vip", _vip_items(entry, config.health.timing), comment)
         for real in entry.reals:
             items: list[tuple[str, object]] = [
                 ("address", str(real.address)),
@@ -115,6 +125,8 @@ def dumps(config: Config) -> str:
             ]
             if real.mac:
                 items.append(("mac", real.mac))
+            if real.server_id is not None:
+                items.append(("server_id", real.server_id))
             out.array_table("vip.reals", items)
         if entry.check is not None:
             out.table("vip.check", _check_items(entry.check, config.health.timing))
@@ -141,6 +153,7 @@ def _settings_items(s: Settings) -> list[tuple[str, object]]:
             ("metrics", s.metrics if s.metrics is not None else False, d.metrics),
             ("hash_seed", s.hash_seed, d.hash_seed),
             ("udp_ttl", s.udp_ttl, d.udp_ttl),
+            ("syn_flood_threshold", s.syn_flood_threshold, d.syn_flood_threshold),
             ("src_v4", s.src_v4, d.src_v4),
             ("src_v6", s.src_v6, d.src_v6),
             ("lock_dir", str(s.lock_dir), str(d.lock_dir)),
@@ -210,15 +223,18 @@ def _health_items(h: HealthSettings) -> list[tuple[str, object]]:
 
 def _vip_items(entry: VipConfig, timing: CheckTiming) -> list[tuple[str, object]]:
     items: list[tuple[str, object]] = [
-        ("address", str(entry.vip.address)),
+        ("address", entry.vip.address_text),
         ("port", entry.vip.port),
         ("protocol", entry.vip.proto),
-        ("flags", entry.flags.names()),
     ]
+    if VipFlags.QUIC in entry.flags:
+        items.append(("quic", True))
+    items.append(("flags", (entry.flags & ~VipFlags.QUIC).names()))
     if entry.encapsulation is not None:
         items.append(("encapsulation", entry.encapsulation))
     items += [
         ("ring_size", entry.ring_size),
+        ("second_chance", entry.second_chance),
         ("on_failure", entry.on_failure),
         ("all_down", entry.all_down),
     ]
@@ -238,7 +254,7 @@ def _check_items(check: Check, health_timing: CheckTiming) -> list[tuple[str, ob
         pairs += [
             ("path", check.path, d.path),
             ("host", check.host, None),
-            ("expect_status", list(check.expect_status), list(d.expect_status)),
+            ("expect_status", status_items(check.expect_status), list(d.expect_status)),
             ("expect_body", check.expect_body, None),
         ]
     if check.type == "https":
@@ -250,26 +266,55 @@ def _check_items(check: Check, health_timing: CheckTiming) -> list[tuple[str, ob
     return _non_default(pairs)
 
 
+def status_items(codes: tuple[int, ...]) -> list[int | str]:
+    """expect_status as written: runs of three or more consecutive codes as
+    "FIRST-LAST" ranges (the reader expands them back to the same codes)."""
+    items: list[int | str] = []
+    i = 0
+    while i < len(codes):
+        j = i
+        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+            j += 1
+        if j - i >= 2:
+            items.append(f"{codes[i]}-{codes[j]}")
+        else:
+            items += codes[i : j + 1]
+        i = j + 1
+    return items
+
+
 class _TomlWriter:
     """Just enough TOML output for a Config: tables, arrays of tables, scalars."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.commented = -1  # len(lines) right after a comment: no blank line follows it
 
     def table(self, name: str, items: list[tuple[str, object]]) -> None:
         if items:
             self._block(f"[{name}]", items)
 
+    def comment(self, text: str) -> None:
+        """Comment lines (before any table header, or above the next table)."""
+        self.lines += [f"# {line}".rstrip() for line in text.splitlines()]
+        self.commented = len(self.lines)
+
     def pairs(self, items: list[tuple[str, object]]) -> None:
         """Keys of the root table: before any table header."""
-        assert not self.lines, "root keys come first"
+        assert all(not line or line.startswith("#") for line in self.lines), "root keys first"
         self.lines += [f"{key} = {toml_value(value)}" for key, value in items]
 
-    def array_table(self, name: str, items: list[tuple[str, object]]) -> None:
+    def array_table(
+        self, name: str, items: list[tuple[str, object]], comment: str | None = None
+    ) -> None:
+        if comment:
+            if self.lines and self.lines[-1]:
+                self.lines.append("")
+            self.comment(comment)
         self._block(f"[[{name}]]", items)
 
     def _block(self, header: str, items: list[tuple[str, object]]) -> None:
-        if self.lines:
+        if self.lines and self.lines[-1] and self.commented != len(self.lines):
             self.lines.append("")
         self.lines.append(header)
         self.lines += [f"{key} = {toml_value(value)}" for key, value in items]
@@ -285,6 +330,8 @@ def toml_value(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if value == math.inf:
+            return "inf"  # TOML's own spelling (second_chance: until the next change)
         if not math.isfinite(value):
             raise ValueError(f"TOML cannot hold {value!r} here")
         return repr(value)

@@ -17,6 +17,8 @@ Its modules, by what makes them change:
     state.py      state files, leftovers, cleanup of crashed labs
     cli.py        `python -m xlb.lab cleanup|list` (`xlb lab`)
     server.py     the reals' HTTP and UDP server (standard library only)
+    quicserver.py the reals' QUIC server (aioquic via xlb.quic; `quic` extra)
+    quic.py       QUIC clients: a certificate, a download that migrates
     demo.py       `python3 build.py demo`
 """
 

@@ -95,12 +95,12 @@ class HeldConnection:
     same real, as long as the connection survives).
     """
 
-    def __init__(self, client: ClientLoop, dst: IPAddress, port: int) -> None:
+    def __init__(self, client: ClientLoop, dst: IPAddress, port: int, sport: int = 0) -> None:
         self.client = client
         self.dst = dst
         self.port = port
         self.sock: socket.socket | None = None
-        self.sport = 0
+        self.sport = sport  # 0: an ephemeral port, known once open
         self.real: str | None = None
         self.requests = 0
         self._buffer = b""
@@ -111,6 +111,8 @@ class HeldConnection:
         sock = socket.socket(socket.AF_INET6 if self.dst.version == 6 else socket.AF_INET)
         sock.setblocking(False)
         try:
+            if self.sport:
+                sock.bind(("", self.sport))
             async with asyncio.timeout(timeout):
                 await loop.sock_connect(sock, (str(self.dst), self.port))
         except BaseException:
@@ -194,9 +196,13 @@ async def http_once(dst: IPAddress, port: int, sport: int, timeout: float) -> Re
         sock.close()
 
 
-async def udp_once(dst: IPAddress, port: int, sport: int, timeout: float, tries: int) -> Reply:
+async def udp_once(
+    dst: IPAddress, port: int, sport: int, timeout: float, tries: int, size: int = 16
+) -> Reply:
     """One UDP request/answer from a new socket (a new flow), sent up to
-    `tries` times within `timeout`: who answered, or why nothing did."""
+    `tries` times within `timeout`: who answered, or why nothing did. The
+    request is `size` bytes (random hex): above the path MTU it leaves the
+    client in fragments, and only a real that reassembled it echoes it."""
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
@@ -210,7 +216,7 @@ async def udp_once(dst: IPAddress, port: int, sport: int, timeout: float, tries:
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
         sock.connect((str(dst), port))
         local = sock.getsockname()[1]
-        payload = secrets.token_hex(8).encode()
+        payload = secrets.token_hex(max(size, 2) // 2).encode()
         for _ in range(tries):
             await loop.sock_sendall(sock, payload)
             try:

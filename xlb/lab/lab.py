@@ -105,11 +105,19 @@ from typing import Any, Literal, TypeVar
 from .. import host, netns
 from .._bpf import BpfObject, XdpLink, XdpMode
 from ..announce import AnnounceError, BirdControl, ExaBgpAnnouncer, die_with_parent
-from ..balancer import Balancer
+from ..balancer import RING_SIZE_DEFAULT, Balancer
 from ..config import BgpSettings, Neighbor
 from ..decap import Decap, DecapMode
 from ..errors import ConfigError, XlbError
-from ..model import BalancerConfig, IPAddress, Real, Vip, VipFlags
+from ..model import (
+    SECOND_CHANCE_DEFAULT_S,
+    BalancerConfig,
+    IPAddress,
+    IPNetwork,
+    Real,
+    Vip,
+    VipFlags,
+)
 from .nodes import BalancerNode, ClientNode, KillHow, RealNode
 from .routers import (
     FLOATING_V4,
@@ -251,6 +259,8 @@ class Lab:
         self.reals: list[RealNode] = []
         #: Roles of the balancer nodes in the router's VIP routes (all, until withdrawn).
         self.announced: set[str] = set()
+        #: Prefixes of prefix VIPs (`add_prefix_service`), routed like vip4 and vip6.
+        self.prefixes: list[IPNetwork] = []
         self._pass_obj: BpfObject | None = None
         #: Starts the daemons that die with the lab (BIRD, ExaBGP, keepalived).
         self._owner: OwnerThread | None = None
@@ -259,6 +269,8 @@ class Lab:
         #: The measured time of the last `fail_over()` (kill -> next hop moved).
         self.last_fail_over_s: float | None = None
         self._pass_links: list[XdpLink] = []
+        #: Processes of `start_real_process` (stopped with the lab servers).
+        self._extra_processes: list[subprocess.Popen[bytes]] = []
         self._state: dict[str, Any] = {}
         self._started = False
         self._closed = False
@@ -533,20 +545,21 @@ class Lab:
         else:
             where, targets = "", self.balancers
         targets = [b for b in targets if b.role in self.announced]
-        for family, vip in ((4, self.vip4), (6, self.vip6)):
+        destinations = [ipaddress.ip_network(self.vip4), ipaddress.ip_network(self.vip6)]
+        for destination in destinations + self.prefixes:
+            family = destination.version
             hops: list[IPAddress] = [b.address(family) for b in targets]
             if self.router == "vrrp":  # whoever holds the floating address
                 hops = [FLOATING_V4 if family == 4 else FLOATING_V6]
-            prefix = 32 if family == 4 else 128
             if not hops:
                 # Nodes are withdrawn one at a time: the route has one hop left.
-                routes = [f"route del {vip}/{prefix}"]
+                routes = [f"route del {destination}"]
             elif len(hops) == 1:
-                routes = [f"route replace {vip}/{prefix} via {hops[0]}"]
+                routes = [f"route replace {destination} via {hops[0]}"]
             else:
                 # One replace swaps the whole multipath route atomically.
                 routes = [
-                    f"route replace {vip}/{prefix} " + " ".join(f"nexthop via {h}" for h in hops)
+                    f"route replace {destination} " + " ".join(f"nexthop via {h}" for h in hops)
                 ]
             if where:
                 host.ip_batch(routes, ns=where)
@@ -561,13 +574,17 @@ class Lab:
         return host.ip(f"-{family}", "route", "show", str(vip), ns=where).strip()
 
     def _attach_pass_programs(self) -> None:
-        """XDP_PASS on every hub port facing a balancer (see the module doc)."""
+        """XDP_PASS on every hub port facing a balancer, and facing a real
+        whose decap runs at native XDP: a real hands packets of flows that
+        are not its own on with XDP_TX (second chance, bpf/handoff.h). See
+        the module doc."""
         if not PASS_OBJECT.is_file():
             raise XlbError(f"{PASS_OBJECT} is missing: run `python3 build.py build`")
         self._pass_obj = BpfObject(PASS_OBJECT)
         prog = self._pass_obj.program(PASS_PROGRAM)
+        facing = [*self.balancers, *(self.reals if self.decap_mode == "native" else [])]
         with netns.enter(self.hub):
-            for node in self.balancers:
+            for node in facing:
                 self._pass_links.append(XdpLink.attach(prog, node.hub_port, "native"))
 
     def _start_real(self, real: RealNode) -> None:
@@ -604,6 +621,31 @@ class Lab:
             {"pid": real.server.pid, "start": proc_start_time(real.server.pid), "role": real.role}
         )
         self._save_state()
+
+    def start_real_process(
+        self, real: RealNode | str, argv: Sequence[str], name: str, timeout: float = 10.0
+    ) -> subprocess.Popen[bytes]:
+        """Run `argv` in a real's namespace as one of the lab's processes
+        (recorded in the state file, stopped with the lab; its stderr in
+        the run directory as <real>-<name>.log) and wait for it to print
+        `ready` (xlb/lab/quicserver.py is one)."""
+        node = self.real(real) if isinstance(real, str) else real
+        log_path = self.run_dir / f"{node.role}-{name}.log"
+        with private_file(log_path, "wb") as errors:
+            process = netns.popen(
+                node.netns, list(argv), stdout=subprocess.PIPE, stderr=errors,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self._extra_processes.append(process)
+        self._record_process(process.pid, f"{node.role}-{name}")
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        if not ready or process.stdout.readline().strip() != b"ready":
+            raise XlbError(
+                f"{name} on {node.role} did not start: "
+                f"{log_path.read_text(errors='replace').strip() or 'no ready line'}"
+            )
+        return process
 
     def _wait_servers(self, reals: Sequence[RealNode], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -1132,9 +1174,11 @@ class Lab:
         names: Iterable[str] | None = None,
         flags: VipFlags = VipFlags.NONE,
         ring_size: int | None = None,
+        second_chance: float = SECOND_CHANCE_DEFAULT_S,
     ) -> list[Vip]:
         """TCP and UDP VIPs on vip4 and vip6 with every real (or `names`)."""
         chosen = list(names) if names is not None else None
+        size = RING_SIZE_DEFAULT if ring_size is None else ring_size
         vips = []
         for family in (4, 6):
             for proto in ("tcp", "udp"):
@@ -1142,15 +1186,49 @@ class Lab:
                 reals = self.backends(family, chosen)
 
                 def program(lb: Balancer, vip: Vip = vip, reals: list[Real] = reals) -> None:
-                    if ring_size is None:
-                        lb.add_vip(vip, flags)
-                    else:
-                        lb.add_vip(vip, flags, ring_size)
+                    lb.add_vip(vip, flags, size, second_chance)
                     lb.set_reals(vip, reals)
 
                 self.balancers_do(program)
                 vips.append(vip)
         return vips
+
+    def add_prefix_service(
+        self,
+        vip: Vip,
+        names: Iterable[str] | None = None,
+        flags: VipFlags = VipFlags.NONE,
+        ring_size: int = 65537,
+    ) -> Vip:
+        """A prefix VIP (10.101.0.0/24:80/tcp) on every balancer node, with
+        the reals (or `names`), and what makes its addresses reach them: the
+        router (or in bridged mode the clients) routes the prefix to the
+        balancers, and every real takes every address of the prefix as its
+        own (an IPv4 prefix on lo; an IPv6 local route, and nonlocal binds
+        so the UDP server can answer from any of them)."""
+        if not vip.is_prefix:
+            raise ConfigError(f"{vip} is not a prefix VIP: add_default_services has the others")
+        if self.router == "bird":
+            raise ConfigError("router='bird' announces the lab's two VIPs only, not prefixes")
+        network = vip.network
+        for real in self.reals:
+            if network.version == 4:
+                host.ip("addr", "replace", str(network), "dev", "lo", ns=real.netns)
+            else:
+                host.ip("-6", "route", "replace", "local", str(network), "dev", "lo", ns=real.netns)
+                with netns.enter(real.netns):
+                    host.write_sysctls({"net.ipv6.ip_nonlocal_bind": 1})
+        if network not in self.prefixes:
+            self.prefixes.append(network)
+            self._route_vips()
+        reals = self.backends(vip.family, names)
+
+        def program(lb: Balancer) -> None:
+            lb.add_vip(vip, flags, ring_size)
+            lb.set_reals(vip, reals)
+
+        self.balancers_do(program)
+        return vip
 
     def predict(
         self,
@@ -1355,7 +1433,7 @@ class Lab:
         for client in self.clients:
             attempt(f"stopping {client.role}", client.stop)
         attempt("stopping the routing daemons", self._stop_routing)
-        servers = [r.server for r in self.reals if r.server is not None]
+        servers = [r.server for r in self.reals if r.server is not None] + self._extra_processes
         attempt("stopping lab servers", kill_pids, [s.pid for s in servers])
         for server in servers:
             with contextlib.suppress(Exception):
@@ -1387,7 +1465,9 @@ class Lab:
 
 
 def _copy_services(source: Balancer, target: Balancer) -> None:
-    """Give `target` every VIP of `source`: flags, ring size, reals, weights."""
+    """Give `target` every VIP of `source`: flags, ring size, second-chance
+    window, reals, weights (not the previous rings: history is not config)."""
     for vip in source.vips():
-        target.add_vip(vip, source.vip_flags(vip), source.ring_size(vip))
+        size, window = source.ring_size(vip), source.second_chance(vip)
+        target.add_vip(vip, source.vip_flags(vip), size, window)
         target.set_reals(vip, source.reals(vip))

@@ -36,6 +36,22 @@ T = TypeVar("T")
 KillHow = Literal["detach", "link-down"]
 
 
+#: include/net/tcp_states.h, as /proc/net/tcp numbers them.
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+}
+
+
 @dataclass
 class Node:
     """A namespace with one interface (`eth0`) into the lab."""
@@ -81,6 +97,20 @@ class RealNode(Node):
     @property
     def pid(self) -> int | None:
         return self.server.pid if self.server is not None else None
+
+    def tcp_states(self, port: int) -> list[str]:
+        """The states of this real's TCP sockets on local port `port`
+        (ESTABLISHED, SYN_RECV for a handshake in progress, TIME_WAIT, ...),
+        listeners left out: /proc/net/tcp and tcp6 of its namespace."""
+        states = []
+        with netns.enter(self.netns):
+            for table in ("tcp", "tcp6"):
+                with open(f"/proc/thread-self/net/{table}") as f:
+                    rows = [line.split() for line in f.readlines()[1:]]
+                for row in rows:
+                    if int(row[1].rsplit(":", 1)[1], 16) == port:
+                        states.append(TCP_STATES.get(int(row[3], 16), row[3]))
+        return [s for s in states if s != "LISTEN"]
 
     def server_stats(self) -> dict[str, Any]:
         """The lab server's counters (connections, requests, datagrams)."""
@@ -213,17 +243,37 @@ class ClientNode(Node):
         )
 
     def hold(
-        self, dst: IPAddress | str, port: int = 80, count: int = 1, timeout: float = 3.0
+        self,
+        dst: IPAddress | str,
+        port: int = 80,
+        count: int = 1,
+        timeout: float = 3.0,
+        *,
+        sports: Sequence[int] | None = None,
     ) -> list[HeldConnection]:
-        """Open `count` kept-alive HTTP connections (each answers once)."""
+        """Open `count` kept-alive HTTP connections (each answers once); or
+        one per given source port (`sports`, below 32768)."""
+        return self.call(self.ahold(dst, port, count, timeout, sports=sports), timeout + 10)
+
+    async def ahold(
+        self,
+        dst: IPAddress | str,
+        port: int = 80,
+        count: int = 1,
+        timeout: float = 3.0,
+        *,
+        sports: Sequence[int] | None = None,
+    ) -> list[HeldConnection]:
+        """`hold()` on the client's loop (to start it with `submit`)."""
         address = ipaddress.ip_address(dst)
-
-        async def open_all() -> list[HeldConnection]:
-            conns = [HeldConnection(self, address, port) for _ in range(count)]
+        ports = list(sports) if sports is not None else [0] * count
+        conns = [HeldConnection(self, address, port, sport) for sport in ports]
+        try:
             await asyncio.gather(*(c.aopen(timeout) for c in conns))
-            return conns
-
-        conns = self.call(open_all(), timeout + 10)
+        except BaseException:
+            for conn in conns:
+                conn.close()
+            raise
         self.held.extend(conns)
         return conns
 
@@ -239,12 +289,16 @@ class ClientNode(Node):
         concurrency: int = 64,
         timeout: float = 2.0,
         tries: int = 2,
+        size: int = 16,
     ) -> Replies:
-        """`count` UDP request/answer exchanges, each from a new socket (a new flow)."""
+        """`count` UDP request/answer exchanges, each from a new socket (a new
+        flow), each request `size` bytes (fragmented above the path MTU)."""
         address = ipaddress.ip_address(dst)
         jobs = list(sports) if sports is not None else [0] * count
         return self.call(
-            self._batch(lambda s: udp_once(address, port, s, timeout, tries), jobs, concurrency),
+            self._batch(
+                lambda s: udp_once(address, port, s, timeout, tries, size), jobs, concurrency
+            ),
             timeout * (len(jobs) // concurrency + 2) + 10,
         )
 

@@ -77,6 +77,30 @@ def udp_packet(
     return bytes(frame)
 
 
+# QUIC long-header packet types (RFC 9000 17.2, version 1).
+QUIC_INITIAL, QUIC_0RTT, QUIC_HANDSHAKE = 0, 1, 2
+
+
+def quic_short_header(dcid: bytes, payload: bytes = bytes(24)) -> bytes:
+    """A QUIC 1-RTT packet (short header) as a UDP payload: fixed bit, `dcid`,
+    a 2-octet packet number, then `payload` standing for the protected part."""
+    return bytes([0x41]) + dcid + b"\x00\x01" + payload
+
+
+def quic_long_header(
+    packet_type: int, dcid: bytes, scid: bytes = bytes(8), *, size: int = 0, version: int = 1
+) -> bytes:
+    """A QUIC long-header packet as a UDP payload (RFC 9000 17.2): `dcid`
+    and `scid` with their lengths, no token (Initial), a 2-octet packet
+    number; padded to `size` octets (a client's Initial is at least 1200)."""
+    head = bytes([0xC1 | (packet_type & 3) << 4]) + version.to_bytes(4, "big")
+    head += bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid
+    if packet_type == QUIC_INITIAL:
+        head += b"\x00"  # token length
+    body_len = max(20, size - len(head) - 2)
+    return head + (0x4000 | body_len).to_bytes(2, "big") + b"\x00\x01" + bytes(body_len - 2)
+
+
 def outer_destination(frame: bytes) -> IPAddress:
     """The outer destination of an encapsulated frame, read straight from the
     bytes (fast enough for streams of thousands of packets)."""
