@@ -124,14 +124,14 @@ MACs as arrays (the struct is checked field by field in
 tests/unit/test_abi.py), duplicates are found with one set, removed
 reals by id, and `handed_out_before` is vectorised (0.25 ms less in all).
 
-The grace thread (xlb/rings.py) costs wall time on a busy machine: it
-wakes after every RCU grace period and needs the GIL, which the calling
-thread then waits to get back. The same calls with a grace source that
-passes at once: set_reals of 10 reals 9.5 -> 4.0 ms median wall, of 1000
-reals 10.8 -> 9.7 ms; with grace periods waited out in another process,
-the 1000-real calls showed 10.8 ms. Waiting out grace periods where no
-Python runs (a helper process, or a C thread of the cffi module) would
-remove it; not done here.
+Grace periods at this back-to-back rate: set_reals of 10 reals, a call
+every ~5 ms, finds no spare ring slot whose grace period has passed in
+about half the calls and waits (median ~2 ms of its ~8; a grace source
+that passes at once: ~5 ms); calls of 1000 reals take longer than two
+grace periods and never wait, and their wall time is within ~1 ms of the
+calling thread's CPU time. Waiting out grace periods in C with the GIL
+released (instead of a Python thread that takes it after every grace
+period) was tried and measured no different here: not kept.
 """
 
 
@@ -527,10 +527,11 @@ def analysis(results: dict[str, Any]) -> str:
             "each real's is taken about four times: the duplicate check, the lookup of its "
             "id, the new member table, the second-chance record of departed reals; a "
             "`_Member` per real; the packing of 1000 new and 1000 retired `reals` entries) "
-            "and the two batch writes. The calls alternate between two sets of 1000 reals "
-            "whose builds take different numbers of rounds, so the median sits above the "
-            "fastest call; the grace thread's wake-ups (below) add wall time on a busy "
-            "machine. Swapping a new inner map into `rings` instead, as the "
+            "and the two batch writes. That CPU time itself varies by half between runs on "
+            "this shared VM (the same calls measured 9-10 ms and 14-15 ms of median CPU "
+            "time an hour apart), which moves this median more than any change here did: "
+            "the A/B below is in one process. Swapping a new inner map into `rings` instead, "
+            "as the "
             f"first version did, waits an RCU grace period in the kernel "
             f"({c['map_swap_update_ms']} ms here) on every change. The flip gives the same "
             "guarantee for new packets (live when the call returns); a packet already past "
