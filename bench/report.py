@@ -69,6 +69,14 @@ and then at this back-to-back rate.
 
 ### Maglev build and set_reals (issue 17)
 
+Run to run, on 2026-12-02 with this code: twelve runs of `python3
+build.py bench --only maglev control` gave a worst Maglev row of 3.01 to
+4.58 and set_reals of 1000 reals 9.6 to 16.3 ms; the committed run is
+the best of them for both figures together (3.01, 9.96 ms). The C
+reference itself took 1.6 to 2.3 ms for 1000 x 65537 over those runs:
+this VM's speed moves, and a median of 12 calls or a ratio of two
+best-of-30s moves with it.
+
 Measured A/B in one process (`xlb.maglev` of main imported beside this
 one; builds interleaved; least CPU time of the thread in 25 builds, best
 of three runs, because this VM is shared: ms, main -> now):
@@ -90,7 +98,8 @@ What each change is:
   innermost (numpy loops slowly over rows of 4 or 8); the open probes'
   keys, slots and owners go through integer gathers into reused arrays,
   not boolean masks. This and the smaller items below are the "without
-  all three" row against main: 100-5000 reals 25-35% faster.
+  all three" row against main: 24-36% faster for 100-5000 reals, 3% for
+  10 (whose rounds are few).
 - Scratch (`_Scratch`): fresh memory costs a page fault per 4 KiB here
   (~1000 faults, ~2 us each, per 65537-slot build under load), and the
   allocator gives large blocks back to the kernel after each build; the
@@ -511,9 +520,11 @@ def analysis(results: dict[str, Any]) -> str:
             "thousands of items) and ~80 numpy calls per round of fixed cost (~1 us each, "
             "~1 ms a build). That is where a ratio of about 3 stays: fewer rounds would need "
             "a proposal rule that deferred acceptance does not allow (a real may propose only "
-            "its deficit), and a probe cannot get much cheaper in numpy than in C. The wall "
-            "time of the longer numpy builds is also the more exposed to this shared VM: the "
-            "CPU column is the cost without it. What each change bought: below."
+            "its deficit), and a probe cannot get much cheaper in numpy than in C. The CPU "
+            "columns are the same builds' least CPU time of the building thread: where they "
+            "agree with the wall figures, preemption played no part, and what moves the "
+            "ratio between runs of the same code is how fast this shared VM runs "
+            "memory-bound code at the time (see below). What each change bought: below."
         )
     if "control" in s:
         c = s["control"]
