@@ -99,7 +99,9 @@ def carriers(lab: Lab, vip: Vip, sports: Iterable[int]) -> dict[int, list[str]]:
 
 
 def sports_for(family: int, step: int) -> list[int]:
-    base = FIXED_SPORT_BASE + 20000 + 1000 * (FAMILIES.index(family) * 8 + step)
+    base = FIXED_SPORT_BASE + 1000 * (
+        FAMILIES.index(family) * 8 + step
+    )  # below the ephemeral ports
     return list(range(base, base + 64))
 
 
