@@ -58,6 +58,8 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     if "pktpath" in s:
         ratios["hit_vs_min_encap"] = s["pktpath"]["hit_vs_min_encap"]
         ratios["syn_vs_min_encap"] = s["pktpath"]["syn_vs_min_encap"]
+        if "udp_vs_min_encap" in s["pktpath"]:
+            ratios["udp_vs_min_encap"] = s["pktpath"]["udp_vs_min_encap"]
     if "throughput" in s:
         ratios["xlb_vs_reflector_1core"] = s["throughput"]["xlb_vs_reflector_1core"]
         ratios["xlb_vs_nft_1core"] = s["throughput"]["xlb_vs_nft_1core"]
@@ -74,10 +76,14 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     return {"ratios": ratios, "update_ms": update}
 
 
+# The goals of issue 17 ("Ahead of Katran"): Katran's own build, run through
+# this harness, costs 3.3-3.4x min-encap on a TCP hit, ~21x on a new-flow
+# SYN and 4.5x on a UDP hit.
 TARGETS = {
-    "ratios.hit_vs_min_encap": ("<=", 1.6),
-    "ratios.syn_vs_min_encap": ("<=", 3.0),
-    "ratios.xlb_vs_reflector_1core": (">=", 0.85),
+    "ratios.hit_vs_min_encap": ("<=", 2.8),
+    "ratios.syn_vs_min_encap": ("<=", 18.0),
+    "ratios.udp_vs_min_encap": ("<=", 2.8),
+    "ratios.xlb_vs_reflector_1core": (">=", 0.75),
     "ratios.xlb_vs_nft_1core": (">=", 6.0),
     "ratios.maglev_vs_c": ("<=", 3.0),
     "update_ms.set_reals_1000": ("<=", 10.0),

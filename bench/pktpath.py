@@ -283,6 +283,7 @@ def run(quick: bool) -> dict[str, Any]:
             "insns": insns,
             "hit_vs_min_encap": max(rows[n]["vs_min_encap"] for n in HIT_ROWS),
             "syn_vs_min_encap": max(rows[n]["vs_min_encap"] for n in SYN_ROWS),
+            "udp_vs_min_encap": rows["v4_udp_hit"]["vs_min_encap"],
         }
     finally:
         base.close()

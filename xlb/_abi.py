@@ -158,9 +158,17 @@ def real_entries(
     def put(field: str, values: npt.NDArray[Any]) -> None:
         set_real_field(rows, field, values)
 
-    put("addr", _frombytes(b"".join(a.packed.ljust(16, b"\0") for a in addresses), 16, n))
-    put("mac", _frombytes(b"".join(mac_bytes(m) for m in macs), 6, n))
-    put("family", np.array([FAMILY[a.version] for a in addresses], dtype=np.uint8))
+    if set(map(type, addresses)) == {ipaddress.IPv4Address}:  # the common case, as arrays
+        ipv4 = np.fromiter(map(int, addresses), dtype=np.uint32, count=n).astype(">u4")
+        addr = np.zeros((n, 16), dtype=np.uint8)
+        addr[:, :4] = ipv4.view(np.uint8).reshape(n, 4)
+        put("addr", addr)
+        put("family", np.full(n, FAMILY[4], dtype=np.uint8))
+    else:
+        put("addr", _frombytes(b"".join(a.packed.ljust(16, b"\0") for a in addresses), 16, n))
+        put("family", np.array([FAMILY[a.version] for a in addresses], dtype=np.uint8))
+    if any(macs):
+        put("mac", _frombytes(b"".join(mac_bytes(m) for m in macs), 6, n))
     put("flags", np.full(n, lib.XLB_REAL_F_ACTIVE if active else 0, dtype=np.uint8))
     put("gen", np.array(gens, dtype=np.uint32))
     put("vip_id", np.full(n, vip_id, dtype=np.uint32))

@@ -660,7 +660,8 @@ class Balancer:
         _warn_moved_ids(vip, state.server_ids, server_ids)
         members, added = self._plan_members(state, wanted)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
-        removed = [m for addr, m in state.members.items() if addr not in members]
+        staying = {m.real_id for m in members.values()}  # ids hash faster than addresses
+        removed = [m for m in state.members.values() if m.real_id not in staying]
         previous = state.transition
         change: Transition | None = previous
         opened = not (previous is not None and previous.is_open() and _same_ring(state.ring, ring))
@@ -1132,17 +1133,29 @@ def _check_reals(vip: Vip, reals: object) -> list[Real]:
     if isinstance(reals, str | bytes | Real) or not isinstance(reals, Iterable):
         raise ConfigError(f"expected a list of reals for VIP {vip}, got {reals!r}")
     wanted = [to_real(real) for real in reals]
+    addresses = [real.address for real in wanted]
+    # Whole-list checks first (an address hashes slowly: once each), the
+    # walk that names the culprit only when one fails.
+    if len(set(addresses)) != len(addresses) or (
+        vip.family == 6 and any(address.version == 4 for address in addresses)
+    ):
+        _reject_reals(vip, addresses)
+    return wanted
+
+
+def _reject_reals(vip: Vip, addresses: list[IPAddress]) -> None:
+    """Raise for the first address given twice or of a family the VIP
+    cannot encapsulate."""
     seen: set[IPAddress] = set()
-    for real in wanted:
-        if real.address in seen:
-            raise ConfigError(f"real {real.address} is given twice for VIP {vip}")
-        if vip.family == 6 and real.address.version == 4:
+    for address in addresses:
+        if address in seen:
+            raise ConfigError(f"real {address} is given twice for VIP {vip}")
+        if vip.family == 6 and address.version == 4:
             raise ConfigError(
-                f"real {real.address} is IPv4 but VIP {vip} is IPv6 "
+                f"real {address} is IPv4 but VIP {vip} is IPv6 "
                 "(there is no IPv6-in-IPv4 encapsulation)"
             )
-        seen.add(real.address)
-    return wanted
+        seen.add(address)
 
 
 def _address_sort_key(address: IPAddress) -> tuple[int, bytes]:

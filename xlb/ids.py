@@ -76,7 +76,9 @@ class RealIds:
     def handed_out_before(self, ids: Iterable[int]) -> list[int]:
         """Those of `ids` that had an owner before (their counters may not
         be zeros), sorted."""
-        return sorted(i for i in ids if self._gen[i] != 0)
+        wanted = np.fromiter(ids, dtype=np.int64)
+        before: list[int] = np.sort(wanted[self._gen[wanted] != 0]).tolist()
+        return before
 
     def take(self, reserved: Iterable[tuple[int, int]]) -> None:
         """Mark reserved ids in use with their new generations (once the
@@ -113,7 +115,8 @@ class RealIds:
         reused = reused[: max(0, count - len(fresh))]
         if len(reused):
             self._grace.wait(int(self._reusable_after[reused].max()))
-        return [int(i) for i in np.concatenate([fresh[:count], reused])]
+        ids: list[int] = np.concatenate([fresh[:count], reused]).tolist()
+        return ids
 
 
 __all__ = ["MAX_REALS", "MAX_VIPS", "RealIds", "free_vip_id"]

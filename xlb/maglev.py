@@ -67,18 +67,27 @@ the best key it has seen, and displaced or rejected reals propose again in
 the next round. Rejection is permanent (a slot's key only improves), so a
 real never revisits a rank.
 
-Round one proposes every real's first min(quota) ranks; no real can fill
-up that early, so the slots it gives out are final and only the slots it
-leaves free are contested afterwards. Later rounds keep that contested
-set, narrowed each round to the slots whose key some active real could
-still beat, as a boolean map. A round finds each real's proposals either
-by scanning its next ranks (sized from the density of contested slots;
-the scan is one broadcast over rows of consecutive ranks, and the map
+Round one proposes every real's first ranks, the same number for all, as
+one (rank, real) grid; it stops about where reals would start to fill up
+(`_grid_ranks`: 1 to 2.5 times the smallest quota), and a real that wins
+more than its quota there withdraws the proposals after its quota-th win.
+Every later proposal has a larger key than the whole grid, so the slots
+the grid gives out are final and only those it leaves free are contested
+afterwards. Later rounds keep that contested set, narrowed each round to
+the slots whose key some active real could still beat, as a boolean map.
+A round finds each real's proposals either by scanning its next ranks
+(as many as should hold its deficit of free slots; the scan is one
+broadcast over rows of consecutive ranks, computed in uint32, and the map
 drops most probes before any key is read) or, when the contested slots
 are fewer than the ranks it would scan, by inverting its permutation on
-them (rank = (slot - offset) * skip**-1 mod size). About 12-20 rounds
-fill the table, none of which materialises a reals x size matrix. The C reference runs
-step 5 literally; tests check that both give identical tables.
+them (rank = (slot - offset) * skip**-1 mod size). About 10-15 rounds
+fill the table, none of which materialises a reals x size matrix. The
+largest arrays come from a per-thread scratch (`_Scratch`): fresh memory
+costs a page fault per 4 KiB, which was a fifth of a build. IPv4 reals
+given packed or as IPv4Address, with plain int weights, are sorted,
+checked and hashed as arrays (`_ipv4_participants`). The C reference
+runs step 5 literally; tests check that both give identical tables, and
+that random inputs give the table of `build_table_literally`.
 
 The rules of a ring size are `check_ring_size`'s, for every caller (the
 balancer's add_vip, the configuration file, build_table). numpy is imported
@@ -89,11 +98,13 @@ xlb/__init__.py).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import operator
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import _limits
 from .errors import ConfigError
@@ -194,12 +205,18 @@ def check_ring_size(size: int, reals: int = 0) -> None:
             f"ring size {size} is larger than the maximum {MAX_SIZE}: "
             f"a ring holds at most {MAX_SIZE} slots"
         )
-    if not is_prime(size):
+    if not _is_prime_size(size):
         raise ConfigError(f"ring size {size} is not a prime")
     if reals > size:
         raise ConfigError(
             f"ring size {size} is smaller than the {reals} reals with a non-zero weight"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _is_prime_size(size: int) -> bool:
+    """is_prime for ring sizes, which repeat: every build checks its size."""
+    return is_prime(size)
 
 
 def _validated_size(size: int) -> int:
@@ -230,9 +247,13 @@ def _validated_weights(weights: Sequence[int] | None, count: int) -> list[int]:
 class _Participants:
     """Reals with a non-zero weight, in canonical order."""
 
-    addresses: list[bytes]
-    weights: list[int]
-    input_indexes: list[int]  # where each one was in the caller's sequence
+    hashes: UInt64Array  # FNV-1a 64 of each one's packed address
+    weights: Int64Array
+    input_indexes: Int64Array  # where each one was in the caller's sequence
+
+    @property
+    def count(self) -> int:
+        return len(self.hashes)
 
 
 _LENGTH_PREFIX = {4: b"\x04", 16: b"\x10"}
@@ -245,7 +266,7 @@ def _canonical_order(addresses: list[bytes]) -> list[int]:
     if len(set(addresses)) != len(addresses):
         _reject_duplicates(addresses)
     if all(len(a) == 4 for a in addresses):
-        # IPv4 only, the common case: sort them as big-endian 32-bit integers.
+        # IPv4 only: sort them as big-endian 32-bit integers.
         as_integers = np.frombuffer(b"".join(addresses), dtype=">u4")
         order: list[int] = np.argsort(as_integers, kind="stable").tolist()
         return order
@@ -255,13 +276,68 @@ def _canonical_order(addresses: list[bytes]) -> list[int]:
 
 
 def _canonical_participants(addresses: list[bytes], weights: list[int]) -> _Participants:
+    import numpy as np
+
     order = _canonical_order(addresses)
     kept = order if all(weights) else [i for i in order if weights[i] > 0]
     return _Participants(
-        addresses=[addresses[i] for i in kept],
-        weights=[weights[i] for i in kept],
-        input_indexes=kept,
+        hashes=_address_hashes([addresses[i] for i in kept]),
+        weights=np.array([weights[i] for i in kept], dtype=np.int64),
+        input_indexes=np.array(kept, dtype=np.int64),
     )
+
+
+def _ipv4_participants(
+    reals: Sequence[Address], weights: Sequence[int] | None
+) -> _Participants | None:
+    """The participants of IPv4 reals given packed or as IPv4Address (what
+    the balancer and the bench pass) with weights None or plain ints:
+    sorted, checked and hashed as arrays, with no Python work per real
+    beyond reading it once. None for any other input, which the general
+    path checks and reports on."""
+    import numpy as np
+
+    if not isinstance(reals, list | tuple):
+        return None
+    kinds = set(map(type, reals))
+    if kinds == {bytes} and set(map(len, reals)) == {4}:
+        as_integers = np.frombuffer(b"".join(reals), dtype=">u4").astype(np.uint32)
+    elif kinds == {ipaddress.IPv4Address}:
+        as_integers = np.fromiter(map(int, reals), dtype=np.uint32, count=len(reals))
+    else:
+        return None
+    weight = _plain_weights(weights, len(reals))
+    if weight is None:
+        return None
+    order = np.argsort(as_integers, kind="stable")
+    ordered = as_integers[order]
+    if bool((ordered[1:] == ordered[:-1]).any()):
+        _reject_duplicates([packed_address(real) for real in reals])
+    if not weight.all():
+        serving = weight[order] > 0
+        order, ordered = order[serving], ordered[serving]
+    rows = ordered.astype(">u4").view(np.uint8).reshape(len(order), 4)  # the packed bytes
+    return _Participants(
+        hashes=_fnv1a64(rows), weights=weight[order], input_indexes=order.astype(np.int64)
+    )
+
+
+def _plain_weights(weights: Sequence[int] | None, count: int) -> Int64Array | None:
+    """`weights` as an array when they are None (all 1) or valid plain
+    ints; None when anything needs the general check."""
+    import numpy as np
+
+    if weights is None:
+        return np.ones(count, dtype=np.int64)
+    if len(weights) != count or set(map(type, weights)) != {int}:
+        return None
+    try:
+        weight = np.array(weights, dtype=np.int64)
+    except OverflowError:
+        return None
+    if int(weight.min()) < 0 or int(weight.max()) >= 1 << 32:
+        return None
+    return weight
 
 
 def _reject_duplicates(addresses: list[bytes]) -> None:
@@ -318,9 +394,12 @@ def _address_hashes(addresses: Sequence[bytes]) -> UInt64Array:
 
 def permutations(addresses: Sequence[bytes], size: int) -> tuple[Int64Array, Int64Array]:
     """(offset, skip) of each real's preference list, spec step 3."""
+    return _permutations_of_hashes(_address_hashes(addresses), size)
+
+
+def _permutations_of_hashes(h: UInt64Array, size: int) -> tuple[Int64Array, Int64Array]:
     import numpy as np
 
-    h = _address_hashes(addresses)
     with np.errstate(over="ignore"):
         offset = _splitmix64_mix(h + np.uint64(_GOLDEN_GAMMA)) % np.uint64(size)
         skip_seed = h + np.uint64((2 * _GOLDEN_GAMMA) & _UINT64_MASK)
@@ -328,7 +407,7 @@ def permutations(addresses: Sequence[bytes], size: int) -> tuple[Int64Array, Int
     return offset.astype(np.int64), skip.astype(np.int64)
 
 
-def quotas(weights: Sequence[int], size: int) -> Int64Array:
+def quotas(weights: Sequence[int] | Int64Array, size: int) -> Int64Array:
     """Slots per participant by largest remainder, spec step 4.
 
     Weights are below 2**32 and size below 2**20, so every product and sum
@@ -348,6 +427,59 @@ def quotas(weights: Sequence[int], size: int) -> Int64Array:
 
 
 # ---- Spec step 5: the fill, by vectorised deferred acceptance ----------------------
+
+
+class _Scratch(threading.local):
+    """Arrays a thread reuses from one build to the next.
+
+    A build's largest temporaries (the slot keys, the proposal grid, the
+    probes of a scan) take about 110 bytes per slot; the allocator hands
+    such blocks back to the kernel when they are freed, and touching fresh
+    memory again costs a page fault per 4 KiB, which measured a fifth of a
+    build. Kept here, they are faulted in once per thread, within the
+    budget below; arrays past it are allocated for the build and freed
+    after it.
+    """
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, npt.NDArray[Any]] = {}
+        self.kept_bytes = 0
+
+    def get(self, name: str, count: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
+        """An uninitialised array of `count` elements, named for its use
+        (two live arrays never share a name)."""
+        import numpy as np
+
+        array = self.arrays.get(name)
+        if array is None or array.size < count:
+            array = self._keep(name, np.empty(count + count // 4, dtype=dtype))
+        return array[:count]
+
+    def counting(self, count: int) -> Int64Array:
+        """0, 1, ..., count - 1 (read-only use)."""
+        import numpy as np
+
+        array = self.arrays.get("counting")
+        if array is None or array.size < count:
+            array = self._keep("counting", np.arange(count + count // 4, dtype=np.int64))
+        return array[:count]
+
+    def _keep(self, name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Keep `array` under `name` in place of the smaller one kept, if
+        the budget allows (it has a quarter of headroom: the next build
+        may be a little larger)."""
+        old = self.arrays.get(name)
+        kept_bytes = self.kept_bytes - (0 if old is None else old.nbytes) + array.nbytes
+        if array.nbytes <= _SCRATCH_ARRAY_BYTES and kept_bytes <= _SCRATCH_BYTES:
+            self.arrays[name], self.kept_bytes = array, kept_bytes
+        return array
+
+
+# What a thread keeps: every array of a build of a ring of the default size
+# (about 10 MiB); a much larger ring's largest arrays are its own.
+_SCRATCH_BYTES = 16 << 20
+_SCRATCH_ARRAY_BYTES = 2 << 20
+_SCRATCH = _Scratch()
 
 
 @dataclass(slots=True)
@@ -370,6 +502,7 @@ class _Fill:
     # contested as a map, plus a last entry that is always False: probes
     # past the end of a permutation are pointed there.
     open_map: npt.NDArray[np.bool_]
+    scratch: _Scratch
 
     @property
     def count(self) -> int:
@@ -380,13 +513,23 @@ class _Fill:
 # when its scan would be this many times longer than the list of those slots:
 # one inverted candidate costs about as much as two scanned ranks.
 _INVERT_WHEN_SCAN_EXCEEDS = 2.0
-# How many more ranks a scan covers than it is expected to need.
-_OVERSCAN = 1.25
+# The share of the contested slots held by some real that a scan counts on
+# winning (the free ones it wins unless another real takes them first).
+_HELD_SHARE = 0.25
+# Round one stops where a real expects this many slots of its quota to be
+# left, and at this many times the smallest quota (see _grid_ranks).
+_GRID_LEFT = 16
+_GRID_MOST = 2.5
 
 
-def _reduce_mod(values: Int64Array, modulus: int) -> Int64Array:
-    """values % modulus for values >= 0, in place (about 3x faster than %)."""
-    values -= values // modulus * modulus
+def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
+    """values % modulus for values >= 0, in place (about 3x faster than %);
+    `spare`, an array of the same shape, saves a temporary."""
+    import numpy as np
+
+    quotient = np.floor_divide(values, modulus, out=spare)
+    quotient *= modulus
+    values -= quotient
     return values
 
 
@@ -399,49 +542,81 @@ def _skip_inverses(fill: _Fill, reals: Int64Array) -> Int64Array:
 
 
 def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
-    """Owner (participant index) of every slot, spec step 5."""
-    import numpy as np
+    """Owner (participant index) of every slot, spec step 5. The result is
+    may be a scratch array of the thread: use it before the next build."""
 
-    fill = _first_round(offset, skip, quota, size)
+    fill = _first_round(offset, skip, quota, size, _SCRATCH)
     while True:
         deficit = fill.quota - fill.held
-        active = np.flatnonzero(deficit > 0)
+        active = (deficit > 0).nonzero()[0]
         if active.size == 0:
-            return _reduce_mod(fill.slot_key, fill.count)
+            return _owners(fill)
         _run_round(fill, active, deficit[active])
 
 
-def _first_round(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> _Fill:
+def _owners(fill: _Fill) -> Int64Array:
+    """The owner of each slot of the filled table: slot_key % count, in
+    uint32 when the keys fit (uint32 division is several times faster)."""
+    import numpy as np
+
+    if fill.size * fill.count <= 1 << 32:
+        keys = fill.slot_key.astype(np.uint32)
+        keys %= np.uint32(fill.count)
+        return keys.astype(np.int64)
+    return _reduce_mod(fill.slot_key, fill.count)
+
+
+def _first_round(
+    offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int, scratch: _Scratch
+) -> _Fill:
     """Round one: the table is empty, so every real proposes its first ranks.
 
-    Each proposes min(quota) ranks, so that the proposals form a full
-    (rank, real) grid with key rank * n + j. No real
-    can fill up within these ranks, so every slot they win is final (the
-    greedy of step 5 takes it at once), and only the slots left free are
-    contested from here on. Reals with a larger quota go on in the later
-    rounds: deferred acceptance does not care how proposals are spread over
-    rounds.
+    Every real proposes the same first ranks (`_grid_ranks`), so that the
+    proposals form a full (rank, real) grid with key rank * n + j. A real
+    that wins more than its quota there withdraws the proposals after its
+    quota-th win, which hands their slots to the next best proposal
+    (`_withdraw_beyond_quota`); what is left is a state of deferred
+    acceptance in which every slot taken has a key below ranks * n. Every
+    later proposal has a larger key, so those slots are final, and only the
+    slots left free are contested from here on.
     """
     import numpy as np
 
     count = len(offset)
-    ranks = int(quota.min())
-    rank = np.arange(ranks, dtype=np.int64)
-    real = np.arange(count, dtype=np.int64)
+    ranks = _grid_ranks(quota, size)
+    slot = scratch.get("grid", ranks * count, np.int64)
+    spare = scratch.get("grid_spare", ranks * count, np.int64)
     # Lay the grid out with the longer side innermost: numpy broadcasts
-    # slowly over short rows. The key stays rank * n + j either way.
-    if ranks >= count:
-        slot, key = skip[:, None] * rank, rank * count + real[:, None]
-        slot += offset[:, None]
-    else:
-        slot, key = rank[:, None] * skip, rank[:, None] * count + real
+    # slowly over short rows. Rank-major, the key rank * n + j of an entry
+    # is its position; real-major, it is computed.
+    rank_major = ranks < count
+    if rank_major:
+        slot, spare = slot.reshape(ranks, count), spare.reshape(ranks, count)
+        np.multiply(scratch.counting(ranks)[:, None], skip, out=slot)
         slot += offset
-    slot = _reduce_mod(slot, size)
-    slot_key = np.full(size, _NO_KEY, dtype=np.int64)
+        key = scratch.counting(ranks * count).reshape(ranks, count)
+    else:
+        slot, spare = slot.reshape(count, ranks), spare.reshape(count, ranks)
+        np.multiply(skip[:, None], scratch.counting(ranks), out=slot)
+        slot += offset[:, None]
+        key = scratch.get("grid_key", ranks * count, np.int64).reshape(count, ranks)
+        np.multiply(scratch.counting(ranks), count, out=key)
+        key += scratch.counting(count)[:, None]
+    slot = _reduce_mod(slot, size, spare)
+    slot_key = scratch.get("slot_key", size, np.int64)
+    slot_key.fill(_NO_KEY)
     np.minimum.at(slot_key, slot.ravel(), key.ravel())
-    won = np.flatnonzero(slot_key[slot] == key)
-    held = np.bincount(_reduce_mod(key.ravel()[won], count), minlength=count)
-    free = np.flatnonzero(slot_key == _NO_KEY)
+    # Keys are unique, so a proposal won if its slot kept its key. Summing
+    # the grid along its rank axis counts each real's wins with no division.
+    won = slot_key[slot] == key
+    by_rank = (lambda grid: grid) if rank_major else np.transpose  # views with ranks first
+    held = np.count_nonzero(won, axis=0 if rank_major else 1)
+    if (held > quota).any():
+        held = _withdraw_beyond_quota(slot_key, by_rank(slot), by_rank(key), by_rank(won), quota)
+    free = (slot_key == _NO_KEY).nonzero()[0]
+    open_map = scratch.get("open_map", size + 1, np.bool_)
+    open_map.fill(False)
+    open_map[free] = True
     return _Fill(
         size=size,
         offset=offset,
@@ -452,33 +627,96 @@ def _first_round(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: 
         next_rank=np.full(count, ranks, dtype=np.int64),
         slot_key=slot_key,
         contested=free,
-        open_map=np.zeros(size + 1, dtype=np.bool_),
+        open_map=open_map,
+        scratch=scratch,
     )
+
+
+def _grid_ranks(quota: Int64Array, size: int) -> int:
+    """How many ranks every real proposes in round one.
+
+    The more, the more of the table the grid fills (its proposals cost
+    less than those of later rounds, which have to search for free slots),
+    but a real that fills up inside the grid costs a withdrawal pass. A
+    real expects about q * exp(-ranks / q) of its quota q to be left after
+    the grid, give or take a few times the root of that; the grid stops
+    where that is about 16, and at 2.5 q, past which the grid fills little.
+    """
+    import math
+
+    smallest = int(quota.min())
+    factor = min(max(math.log(max(smallest, 1) / _GRID_LEFT), 1.0), _GRID_MOST)
+    return min(int(smallest * factor), size)
+
+
+def _withdraw_beyond_quota(
+    slot_key: Int64Array, slot: Int64Array, key: Int64Array, won: npt.NDArray[np.bool_],
+    quota: Int64Array,
+) -> Int64Array:  # fmt: skip
+    """Make the grid a state of deferred acceptance: each real that won
+    more than its quota withdraws its proposals after its quota-th win (it
+    would have stopped proposing there), and each slot they held goes to
+    its best remaining proposal, which may put another real over its quota.
+    Arrays are (rank, real) views; returns the slots each real holds."""
+    import numpy as np
+
+    ranks, count = won.shape
+    last_rank = np.full(count, ranks - 1)  # proposals at higher ranks are withdrawn
+    held: Int64Array = np.count_nonzero(won, axis=0)
+    while (over := (held > quota).nonzero()[0]).size:
+        wins = np.cumsum(won[:, over], axis=0)
+        # The rank of the quota-th win (-1 for a quota of 0: all withdrawn).
+        last_rank[over] = np.argmax(wins >= quota[over], axis=0) - (quota[over] == 0)
+        lost = won[:, over] & (np.arange(ranks)[:, None] > last_rank[over])
+        rank, real = lost.nonzero()
+        freed = slot[rank, over[real]]
+        slot_key[freed] = _NO_KEY
+        reopened = np.zeros(slot_key.size, dtype=np.bool_)
+        reopened[freed] = True
+        retry = reopened[slot] & (np.arange(ranks)[:, None] <= last_rank)
+        np.minimum.at(slot_key, slot[retry], key[retry])
+        won[rank, over[real]] = False
+        won[retry] = slot_key[slot[retry]] == key[retry]
+        held = np.count_nonzero(won, axis=0)
+    return held
 
 
 def _run_round(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:
     """One round: every real below quota proposes, then slots choose."""
+    import numpy as np
+
     _narrow_contested(fill, int((fill.next_rank[active] * fill.count + active).min()))
     scan_length = _scan_lengths(fill, active, deficit)
     invert = scan_length > _INVERT_WHEN_SCAN_EXCEEDS * fill.contested.size
+    if not invert.any():
+        _accept(fill, *_proposals_by_scanning(fill, active, deficit, scan_length))
+        return
+    slot, key, real = _proposals_by_inverting(fill, active[invert], deficit[invert])
     scan = ~invert
-    if scan.any():
-        _accept(fill, *_proposals_by_scanning(fill, active[scan], deficit[scan], scan_length[scan]))
-    if invert.any():
-        _accept(fill, *_proposals_by_inverting(fill, active[invert], deficit[invert]))
+    if scan.any():  # one accept for both kinds of proposals
+        more = _proposals_by_scanning(fill, active[scan], deficit[scan], scan_length[scan])
+        slot, key, real = (
+            np.concatenate(pair) for pair in zip((slot, key, real), more, strict=True)
+        )
+    _accept(fill, slot, key, real)
 
 
 def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64Array:
-    """Ranks each real should scan to find `deficit` winnable slots.
+    """Ranks each real should scan to expect `deficit` winnable slots.
 
-    The winnable slots of a real are among the contested ones, spread
-    evenly over the ranks it has not scanned yet; scanning a little more
-    than the expected need spares most reals a second scan.
+    A real's winnable slots are among the contested ones, spread evenly
+    over the ranks it has not scanned yet: every free slot (no real has
+    proposed to one yet, so all lie ahead of every real) and some of those
+    held. A real that finds fewer scans on in the next round, which there
+    is anyway for the reals that lose a slot; measured, scanning more than
+    the expected need costs more in probes than it saves in rounds.
     """
     import numpy as np
 
     unscanned = fill.size - fill.next_rank[reals]
-    expected = deficit * unscanned * (_OVERSCAN / max(fill.contested.size, 1))
+    free = int(deficit.sum())  # every free slot is one some real still lacks
+    winnable = free + _HELD_SHARE * (fill.contested.size - free)
+    expected = deficit * unscanned * (1 / max(winnable, 1))
     return np.minimum(expected.astype(np.int64) + 1, unscanned)
 
 
@@ -490,15 +728,61 @@ def _narrow_contested(fill: _Fill, lowest_key: int) -> None:
     slot it lost, whose key was worse than the one that took it), and slot
     keys only decrease, so slots dropped here never come back.
     """
-    fill.open_map[fill.contested] = False
-    fill.contested = fill.contested[fill.slot_key[fill.contested] > lowest_key]
-    fill.open_map[fill.contested] = True
+
+    beatable = fill.slot_key[fill.contested] > lowest_key
+    fill.open_map[fill.contested] = beatable
+    fill.contested = fill.contested[beatable.nonzero()[0]]  # faster than a mask index
 
 
 def _block_width(scan_length: Int64Array) -> int:
     """Width of the rows that scans are cut into: about half a typical scan."""
     typical = max(int(scan_length.sum()) // (2 * scan_length.size), 1)
     return min(max(1 << (typical.bit_length() - 1), 4), 1024)
+
+
+def _gather(source: npt.NDArray[Any], index: Int64Array, out: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """source[index] into `out`. Every index is in range: mode "clip" only
+    spares the copy numpy otherwise makes of `out` (its default mode buffers)."""
+    return source.take(index, out=out, mode="clip")
+
+
+def _probe_slots(
+    row_start: Int64Array, row_skip: Int64Array, row_rank: Int64Array, width: int, fill: _Fill
+) -> tuple[Int64Array, Int64Array]:
+    """Slot of step t of every row, (start + t * skip) % size, with probes
+    past the end of a permutation pointed at the never-open slot `size`.
+
+    Returns them as a (rows, width) array and as the flat array behind it.
+    numpy's inner loops are slow over short rows, so the broadcast runs
+    along the longer side (the (rows, width) array is then a transposed
+    view), in uint32: t * skip + start < 2**30 + 2**20, and uint32 division
+    by a scalar is several times faster than int64's. The slots are then
+    widened to int64, the index type numpy gathers with fastest.
+    """
+    import numpy as np
+
+    size, rows = fill.size, row_start.size
+    steps = fill.scratch.counting(width).astype(np.uint32)
+    shape = (width, rows) if rows >= width else (rows, width)
+    slots = fill.scratch.get("probe32", width * rows, np.uint32).reshape(shape)
+    spare = fill.scratch.get("probe32_spare", width * rows, np.uint32).reshape(shape)
+    flat = fill.scratch.get("probe64", width * rows, np.int64)
+    wide = flat.reshape(shape)
+    skip, start = row_skip.astype(np.uint32), row_start.astype(np.uint32)
+    past_end = size - row_rank  # steps at or after this wrap around the permutation
+    if rows >= width:
+        steps = steps[:, None]
+    else:
+        skip, start, past_end = skip[:, None], start[:, None], past_end[:, None]
+    np.multiply(steps, skip, out=slots)
+    slots += start
+    np.floor_divide(slots, np.uint32(size), out=spare)
+    spare *= np.uint32(size)
+    slots -= spare
+    np.copyto(wide, slots)
+    if int(past_end.min()) < width:
+        wide[steps >= past_end] = size  # never open
+    return (wide.T if rows >= width else wide), flat
 
 
 def _proposals_by_scanning(
@@ -509,56 +793,69 @@ def _proposals_by_scanning(
     Each real's scan is cut into rows of `width` consecutive ranks, so that
     the slots of all probes are one broadcast (row start + step * skip),
     and the contested map weeds out most probes before keys are looked at.
+    The arrays of open probes go to the thread's scratch (see _Scratch).
     """
     import numpy as np
 
-    size, count = fill.size, fill.count
+    size, count, scratch = fill.size, fill.count, fill.scratch
     width = _block_width(scan_length)
-    rows = -(-scan_length // width)
+    shift = width.bit_length() - 1  # width is a power of 2
+    rows = (scan_length + (width - 1)) >> shift
     row_owner = np.repeat(np.arange(reals.size), rows)  # position in `reals`
-    first_row = np.cumsum(rows) - rows
     row_real = reals[row_owner]
-    row_rank = fill.next_rank[row_real] + (np.arange(row_owner.size) - first_row[row_owner]) * width
+    row_of_real = scratch.counting(row_owner.size) - (np.cumsum(rows) - rows)[row_owner]
+    row_rank = fill.next_rank[row_real] + (row_of_real << shift)
+    row_skip = fill.skip[row_real]
+    row_start = _reduce_mod(fill.offset[row_real] + row_rank * row_skip, size)
+    slots, flat = _probe_slots(row_start, row_skip, row_rank, width, fill)
 
-    steps = np.arange(width, dtype=np.int64)
-    slots = fill.skip[row_real][:, None] * steps
-    slots += _reduce_mod(fill.offset[row_real] + row_rank * fill.skip[row_real], size)[:, None]
-    slots = _reduce_mod(slots, size)
-    past_end = size - row_rank  # steps at or after this wrap around the permutation
-    if int(past_end.min()) < width:
-        slots[steps >= past_end[:, None]] = size  # never open
+    probe = fill.open_map[slots].ravel().nonzero()[0]  # (row, step) of open probes, in order
+    n = probe.size
+    row = np.right_shift(probe, shift, out=scratch.get("row", n, np.int64))
+    step = np.bitwise_and(probe, width - 1, out=scratch.get("step", n, np.int64))
+    if not slots.flags.c_contiguous:  # transposed: (row, step) is at step * rows + row
+        np.multiply(step, row_owner.size, out=probe)
+        probe += row
+    slot = _gather(flat, probe, scratch.get("slot", n, np.int64))
+    key = _gather(row_rank * count + row_real, row, scratch.get("key", n, np.int64))
+    spare = np.multiply(step, count, out=step)
+    key += spare
+    _gather(fill.slot_key, slot, spare)
+    winnable = np.less(key, spare, out=scratch.get("winnable", n, np.bool_)).nonzero()[0]
+    found_count = winnable.size
+    owner = _gather(row_owner, _gather(row, winnable, probe[:found_count]),
+                    scratch.get("owner", found_count, np.int64))  # fmt: skip
+    key = _gather(key, winnable, scratch.get("found_key", found_count, np.int64))
+    slot = _gather(slot, winnable, scratch.get("found_slot", found_count, np.int64))
 
-    probe = np.flatnonzero(fill.open_map[slots])
-    row = probe >> (width.bit_length() - 1)  # width is a power of 2
-    owner = row_owner[row]
-    key = (row_rank[row] + (probe & (width - 1))) * count + reals[owner]
-    slot = slots.ravel()[probe]
-    winnable = np.flatnonzero(key < fill.slot_key[slot])
-    owner, key, slot = owner[winnable], key[winnable], slot[winnable]
-
-    keep, found, last_kept = _first_of_each(owner, deficit, reals.size)
-    scanned_to = np.minimum(fill.next_rank[reals] + rows * width, size)
-    resume_at = np.append(key // count + 1, 0)[last_kept]
+    keep, found, last_kept = _first_of_each(owner, deficit, reals.size, scratch)
+    scanned_to = np.minimum(fill.next_rank[reals] + (rows << shift), size)
+    resume_at = key[np.minimum(last_kept, key.size - 1)] // count + 1 if key.size else scanned_to
     fill.next_rank[reals] = np.where(found >= deficit, resume_at, scanned_to)
-    return slot[keep], key[keep], reals[owner[keep]]
+    chosen = keep.size
+    return (
+        _gather(slot, keep, scratch.get("proposed_slot", chosen, np.int64)),
+        _gather(key, keep, scratch.get("proposed_key", chosen, np.int64)),
+        reals[owner[keep]],
+    )
 
 
 def _first_of_each(
-    owner: Int64Array, limit: Int64Array, owners: int
+    owner: Int64Array, limit: Int64Array, owners: int, scratch: _Scratch
 ) -> tuple[Int64Array, Int64Array, Int64Array]:
     """The first limit[o] items of each owner o, in a list sorted by owner.
 
     Returns (indexes kept, items found per owner, index of each owner's
-    last kept item, or len(owner) for an owner that found fewer than
-    limit[o]).
+    last kept item, meaningful where it found at least limit[o]).
     """
     import numpy as np
 
-    start = np.searchsorted(owner, np.arange(owners))
+    n = owner.size
     found = np.bincount(owner, minlength=owners)
-    keep = np.flatnonzero(np.arange(owner.size) - start[owner] < limit[owner])
-    last_kept = np.where(found >= limit, start + limit - 1, owner.size)
-    return keep, found, last_kept
+    end = np.cumsum(found) - found + limit  # index after each owner's last kept item
+    ends = _gather(end, owner, scratch.get("ends", n, np.int64))
+    kept = np.less(scratch.counting(n), ends, out=scratch.get("kept", n, np.bool_))
+    return kept.nonzero()[0], found, end - 1
 
 
 def _proposals_by_inverting(
@@ -569,25 +866,29 @@ def _proposals_by_inverting(
     The contested slots hold every slot any of these reals could still
     win, so ranking them through the inverse permutation (rank = (slot -
     offset) * skip**-1 mod size) finds the same slots the scan would,
-    without walking the ranks in between.
+    without walking the ranks in between. Each real has at least
+    `deficit` winnable slots (those it will end up with), and a partial
+    sort of each real's row picks the lowest ranks.
     """
     import numpy as np
 
     size, count = fill.size, fill.count
     contested = fill.contested
-    distance = contested - fill.offset[reals][:, None]
-    distance += size
+    distance = (contested + size) - fill.offset[reals][:, None]  # in 1 .. 2 * size - 1
     rank = _reduce_mod(_reduce_mod(distance, size) * _skip_inverses(fill, reals)[:, None], size)
     key = rank * count + reals[:, None]
-    winnable = (rank >= fill.next_rank[reals][:, None]) & (key < fill.slot_key[contested])
-    owner, column = np.nonzero(winnable)
-    by_rank = np.argsort(owner * size + rank[owner, column])  # by real, then by rank
-    owner, column = owner[by_rank], column[by_rank]
-    # Each real has at least `deficit` winnable slots: those it will end up with.
-    keep, _, last_kept = _first_of_each(owner, deficit, reals.size)
-    fill.next_rank[reals] = rank[owner[last_kept], column[last_kept]] + 1
-    owner, column = owner[keep], column[keep]
-    return contested[column], key[owner, column], reals[owner]
+    unwinnable = (rank < fill.next_rank[reals][:, None]) | (key >= fill.slot_key[contested])
+    rank[unwinnable] = size  # sorts after every winnable rank
+    most = int(deficit.max())
+    if most < contested.size:
+        rank = np.partition(rank, most - 1, axis=1)[:, :most]
+    rank.sort(axis=1)
+    owner, column = np.nonzero(np.arange(most) < deficit[:, None])  # by real, then by rank
+    chosen = rank[owner, column]
+    real = reals[owner]
+    fill.next_rank[reals] = rank[np.arange(reals.size), deficit - 1] + 1
+    slot = _reduce_mod(fill.offset[real] + chosen * fill.skip[real], size)
+    return slot, chosen * count + real, real
 
 
 def _accept(fill: _Fill, slot: Int64Array, key: Int64Array, real: Int64Array) -> None:
@@ -598,7 +899,7 @@ def _accept(fill: _Fill, slot: Int64Array, key: Int64Array, real: Int64Array) ->
     np.minimum.at(fill.slot_key, slot, key)
     # Keys are unique, so each slot has one winner. Integer gathers are
     # several times faster than boolean-mask indexing here.
-    won = np.flatnonzero(fill.slot_key[slot] == key)
+    won = (fill.slot_key[slot] == key).nonzero()[0]
     displaced = before[won]
     displaced = _reduce_mod(displaced[displaced != _NO_KEY], fill.count)
     fill.held += np.bincount(real[won], minlength=fill.count)
@@ -644,12 +945,12 @@ def build_table(
     import numpy as np
 
     size, participants = _prepare(reals, size, weights)
-    if not participants.addresses:
+    if not participants.count:
         return np.full(size, -1, dtype=np.int32)
-    offset, skip = permutations(participants.addresses, size)
+    offset, skip = _permutations_of_hashes(participants.hashes, size)
     quota = quotas(participants.weights, size)
     owner = _fill_table(offset, skip, quota, size)
-    return np.array(participants.input_indexes, dtype=np.int32)[owner]
+    return participants.input_indexes.astype(np.int32)[owner]
 
 
 def build_table_literally(
@@ -662,23 +963,26 @@ def build_table_literally(
     import numpy as np
 
     size, participants = _prepare(reals, size, weights)
-    if not participants.addresses:
+    if not participants.count:
         return np.full(size, -1, dtype=np.int32)
-    offset, skip = permutations(participants.addresses, size)
+    offset, skip = _permutations_of_hashes(participants.hashes, size)
     quota = quotas(participants.weights, size).tolist()
     owner = _fill_table_literally(offset.tolist(), skip.tolist(), quota, size)
-    return np.array(participants.input_indexes, dtype=np.int32)[owner]
+    return participants.input_indexes.astype(np.int32)[owner]
 
 
 def _prepare(
     reals: Sequence[Address], size: int, weights: Sequence[int] | None
 ) -> tuple[int, _Participants]:
     size = _validated_size(size)
-    # Packed addresses, the common input, skip the general conversion.
-    addresses = [
-        real if type(real) is bytes and len(real) in (4, 16) else packed_address(real)
-        for real in reals
-    ]
-    participants = _canonical_participants(addresses, _validated_weights(weights, len(reals)))
-    check_ring_size(size, len(participants.addresses))
+    participants = _ipv4_participants(reals, weights)
+    if participants is None:
+        # Packed addresses, the common input, skip the general conversion.
+        addresses = [
+            real if type(real) is bytes and len(real) in (4, 16) else packed_address(real)
+            for real in reals
+        ]
+        weights = _validated_weights(weights, len(reals))
+        participants = _canonical_participants(addresses, weights)
+    check_ring_size(size, participants.count)
     return size, participants

@@ -8,9 +8,11 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +74,92 @@ def test_vectorised_fill_equals_the_literal_loop(count: int, size: int, weighted
         weights[0] = 1
     expected = maglev.build_table_literally(reals, size, weights)
     assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+
+
+SMALL_PRIMES = [p for p in range(2, 6000) if maglev.is_prime(p)]
+
+
+def random_case(rng: random.Random) -> tuple[list[maglev.Address], int, list[int] | None]:
+    """Random addresses (IPv4, IPv6 or both, in every accepted form), a
+    random prime size and weights that are equal, varied, skewed or partly 0."""
+    size = rng.choice([p for p in SMALL_PRIMES if p >= 7])
+    count = rng.randint(1, min(size, rng.choice([4, 40, 400])))
+    families = rng.choice([(4,), (6,), (4, 6)])
+    addresses: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    while len(addresses) < count:
+        if rng.choice(families) == 4:
+            addresses.add(ipaddress.IPv4Address(rng.getrandbits(32)))
+        else:
+            addresses.add(ipaddress.IPv6Address(rng.getrandbits(128)))
+    form = rng.choice(["object", "text", "packed"])
+    reals: list[maglev.Address] = [
+        a if form == "object" else str(a) if form == "text" else a.packed for a in addresses
+    ]
+    rng.shuffle(reals)
+    kind = rng.choice(["none", "equal", "varied", "skewed", "zeros"])
+    weights: list[int] | None = {
+        "none": None,
+        "equal": [3] * count,
+        "varied": [rng.randint(1, 9) for _ in range(count)],
+        "skewed": [rng.choice([1, 1, 1, 1000]) for _ in range(count)],
+        "zeros": [rng.choice([0, 0, 1, 2]) for _ in range(count)],
+    }[kind]
+    return reals, size, weights
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_inputs_give_the_literal_table(seed: int) -> None:
+    # Seeded, so a failure names the case: rerun with -k "literal_table[<seed>]".
+    reals, size, weights = random_case(random.Random(seed))
+    expected = maglev.build_table_literally(reals, size, weights)
+    assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_withdrawals_from_a_long_first_round_give_the_literal_table(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Round one usually stops before any real can fill up; a longer one makes
+    # reals win past their quota and withdraw (maglev._withdraw_beyond_quota).
+    withdrawals = []
+    withdraw = maglev._withdraw_beyond_quota
+
+    def counted(*args: Any) -> npt.NDArray[np.int64]:
+        withdrawals.append(1)
+        return withdraw(*args)
+
+    monkeypatch.setattr(maglev, "_withdraw_beyond_quota", counted)
+    monkeypatch.setattr(
+        maglev, "_grid_ranks", lambda quota, size: min(4 * int(quota.min()) + 3, size)
+    )
+    cases = [random_case(random.Random(1000 + seed)) for _ in range(1)]
+    cases += [(list(v4_reals(1000)), 65537, None)] if seed == 0 else []
+    for reals, size, weights in cases:
+        expected = maglev.build_table_literally(reals, size, weights)
+        assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+    if seed == 0:
+        assert withdrawals  # the 1000 reals do win past their quota of 65 or 66
+
+
+def test_threads_building_at_once_get_the_same_tables() -> None:
+    # Each thread keeps its own scratch arrays (maglev._Scratch): builds of
+    # different sizes running at once must not see each other's.
+    cases = [(v4_reals(count), size) for count, size in [(10, 65537), (300, 4099), (1000, 65537)]]
+    expected = [maglev.build_table(reals, size) for reals, size in cases]
+    failures: list[str] = []
+
+    def build_repeatedly(index: int) -> None:
+        reals, size = cases[index]
+        for _ in range(5):
+            if not np.array_equal(maglev.build_table(reals, size), expected[index]):
+                failures.append(f"case {index}")
+
+    threads = [threading.Thread(target=build_repeatedly, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 # ---- Shape and trivial cases --------------------------------------------------
