@@ -116,18 +116,24 @@ class RealNode(Node):
         """The lab server's counters (connections, requests, datagrams)."""
         if self.control is None:
             raise XlbError(f"{self.role} runs no lab server")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(str(self.control))
-            sock.sendall(b"stats\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        result: dict[str, Any] = json.loads(data)
-        return result
+        return control_stats(self.control)
+
+
+def control_stats(control: Path, timeout: float = 2.0) -> dict[str, Any]:
+    """What a lab server's control socket (server.py, quicserver.py)
+    answers to `stats`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(control))
+        sock.sendall(b"stats\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    result: dict[str, Any] = json.loads(data)
+    return result
 
 
 @dataclass

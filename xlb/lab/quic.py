@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import json
 import socket
 import ssl
 import time
@@ -41,6 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import XlbError
 from ..model import IPAddress
+from .nodes import control_stats
 from .quicserver import ALPN as ALPN  # the server's, re-exported for clients
 
 SERVER_NAME = "xlb-lab.test"
@@ -262,15 +262,4 @@ def _migrate(quic: QuicConnection, received: int, sock: _Socket) -> Migration:
 
 def server_stats(control: Path, timeout: float = 2.0) -> dict[str, Any]:
     """What a quicserver's control socket answers to `stats`."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(control))
-        sock.sendall(b"stats\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    stats: dict[str, Any] = json.loads(data)
-    return stats
+    return control_stats(control, timeout)

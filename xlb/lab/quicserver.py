@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -37,6 +36,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import QuicEvent, StreamDataReceived
 
+from xlb.lab.server import answer_control, watch_parent
 from xlb.quic import serve
 from xlb.quiclb import destination_cid, server_id_of
 
@@ -89,25 +89,6 @@ class Handler(QuicConnectionProtocol):
         self.transmit()
 
 
-async def handle_control(
-    stats: Stats, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    try:
-        line = (await reader.readline()).strip()
-        answer = stats.as_dict() if line == b"stats" else {"error": "unknown command"}
-        writer.write(json.dumps(answer).encode() + b"\n")
-        await writer.drain()
-    finally:
-        writer.close()
-
-
-async def watch_parent(parent: int, stop: asyncio.Event) -> None:
-    """Stop when the lab that started us is gone (we were re-parented)."""
-    while os.getppid() == parent:
-        await asyncio.sleep(0.5)
-    stop.set()
-
-
 async def run(args: argparse.Namespace) -> None:
     stats = Stats(args.name, args.server_id)
     configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
@@ -134,7 +115,7 @@ async def run(args: argparse.Namespace) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(args.control)
         control = await asyncio.start_unix_server(
-            lambda r, w: handle_control(stats, r, w), path=args.control
+            lambda r, w: answer_control(r, w, stats.as_dict), path=args.control
         )
     watcher = loop.create_task(watch_parent(args.parent, stop)) if args.parent else None
     print("ready", flush=True)

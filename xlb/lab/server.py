@@ -31,6 +31,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 MAX_HEADER = 16384
@@ -155,15 +156,23 @@ class Server:
     async def handle_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        try:
-            line = (await reader.readline()).strip()
-            if line == b"stats":
-                writer.write(json.dumps(self.stats.as_dict(self.name)).encode() + b"\n")
-            else:
-                writer.write(b'{"error": "unknown command"}\n')
-            await writer.drain()
-        finally:
-            writer.close()
+        await answer_control(reader, writer, lambda: self.stats.as_dict(self.name))
+
+
+async def answer_control(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stats: Callable[[], dict[str, Any]],
+) -> None:
+    """One request on a lab server's control socket: `stats` -> its counters
+    as one JSON line (also the QUIC server's, xlb/lab/quicserver.py)."""
+    try:
+        line = (await reader.readline()).strip()
+        answer = stats() if line == b"stats" else {"error": "unknown command"}
+        writer.write(json.dumps(answer).encode() + b"\n")
+        await writer.drain()
+    finally:
+        writer.close()
 
 
 async def watch_parent(parent: int, stop: asyncio.Event) -> None:
