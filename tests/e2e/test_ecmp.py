@@ -16,9 +16,10 @@ records every flow it forwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from flows import ask_all, carriers, forget_flows
 from waits import wait_for_traffic
 
 from xlb import Vip
@@ -34,35 +35,6 @@ def ecmp_lab() -> Iterator[Lab]:
     with Lab(reals=3, balancers=2) as lab:
         lab.add_default_services()
         yield lab
-
-
-def forget_flows(lab: Lab) -> None:
-    """Empty every running node's connection table. The client reuses the
-    source ports of connections that earlier tests closed. Their entries
-    would make `carriers` see a new flow on a node it never went through."""
-    for node in lab.running_balancers():
-        assert node.balancer is not None
-        node.balancer.clear_flows()
-
-
-def carriers(lab: Lab, vip: Vip, sports: Iterable[int]) -> dict[int, list[str]]:
-    """sport -> the running nodes whose connection table holds that flow
-    from the client to `vip`."""
-    wanted = set(sports)
-    src = lab.client.address(vip.family)
-    found: dict[int, list[str]] = {sport: [] for sport in wanted}
-    for node in lab.running_balancers():
-        assert node.balancer is not None
-        for flow, _ in node.balancer.flows(limit=100_000):
-            if (
-                flow.src == src
-                and flow.dst == vip.address
-                and flow.dport == vip.port
-                and flow.proto == vip.proto
-                and flow.sport in wanted
-            ):
-                found[flow.sport].append(node.role)
-    return found
 
 
 def vip_packets_per_node(lab: Lab, vip: Vip) -> dict[str, int]:
@@ -111,16 +83,6 @@ def test_new_flows_spread_over_both_nodes(ecmp_lab: Lab, family: int, proto: str
 
 def held_report(held: list[HeldConnection]) -> dict[int, str | None]:
     return {conn.sport: conn.real for conn in held}
-
-
-def ask_all(held: list[HeldConnection]) -> list[str]:
-    """One more request on every held connection; what went wrong."""
-    wrong = []
-    for conn in held:
-        reply = conn.try_request()
-        if not reply.ok or reply.real != conn.real:
-            wrong.append(f"{conn}: {reply.error or f'answered by {reply.real}'}")
-    return wrong
 
 
 @pytest.mark.parametrize("how", ["detach", "link-down"])

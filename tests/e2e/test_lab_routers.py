@@ -26,12 +26,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from flows import ask_all, carriers, forget_flows, sports_for
 from waits import eventually, wait_for_traffic
 
-from xlb import Vip
 from xlb.config import find_exabgp
 from xlb.errors import ConfigError
-from xlb.lab import FIXED_SPORT_BASE, HeldConnection, Lab, leftovers
+from xlb.lab import Lab, leftovers
 from xlb.lab.state import STATE_DIR, proc_start_time
 
 FAMILIES = [4, 6]
@@ -50,46 +50,6 @@ needs_keepalived = pytest.mark.skipif(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def forget_flows(lab: Lab) -> None:
-    """Empty the nodes' connection tables (the client reuses source ports)."""
-    for node in lab.running_balancers():
-        assert node.balancer is not None
-        node.balancer.clear_flows()
-
-
-def carriers(lab: Lab, vip: Vip, sports: Iterable[int]) -> dict[int, list[str]]:
-    """sport -> the running nodes whose connection table holds that flow."""
-    wanted = set(sports)
-    src = lab.client.address(vip.family)
-    found: dict[int, list[str]] = {sport: [] for sport in wanted}
-    for node in lab.running_balancers():
-        assert node.balancer is not None
-        for flow, _ in node.balancer.flows(limit=100_000):
-            if (flow.src, flow.dst, flow.dport, flow.proto) == (
-                src,
-                vip.address,
-                vip.port,
-                vip.proto,
-            ) and flow.sport in wanted:
-                found[flow.sport].append(node.role)
-    return found
-
-
-def sports_for(family: int, step: int) -> list[int]:
-    base = FIXED_SPORT_BASE + 1000 * (FAMILIES.index(family) * 8 + step)
-    return list(range(base, base + 64))
-
-
-def ask_all(held: list[HeldConnection]) -> list[str]:
-    """One more request on every held connection; what went wrong."""
-    wrong = []
-    for conn in held:
-        reply = conn.try_request()
-        if not reply.ok or reply.real != conn.real:
-            wrong.append(f"{conn}: {reply.error or f'answered by {reply.real}'}")
-    return wrong
 
 
 def node_addresses(lab: Lab, family: int, roles: Iterable[str]) -> set[str]:
@@ -165,7 +125,8 @@ def test_a_withdrawn_node_gets_no_new_flows_and_held_ones_go_on(bgp_lab: Lab, fa
         assert all(nodes == ["lb2"] for nodes in where_new.values()), where_new
         # The held connections lb1 carried now go through lb2, to the same real.
         assert ask_all(held) == []
-        assert all(carriers(lab, vip, moving)[s] == ["lb2"] for s in moving)
+        now = carriers(lab, vip, moving)
+        assert all(now[s] == ["lb2"] for s in moving), now
 
         started = time.monotonic()
         lab.announce(lb1)

@@ -27,11 +27,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from flows import ask_all, carriers, forget_flows, sports_for
 from waits import eventually, wait_for_traffic
 
 from xlb import Vip, host
 from xlb.config import find_exabgp
-from xlb.lab import FIXED_SPORT_BASE, HeldConnection, Lab
+from xlb.lab import HeldConnection, Lab
 from xlb.lab.state import pids_in_netns, process_name
 from xlb.model import IPAddress
 
@@ -75,44 +76,6 @@ def wait_routes(lab: Lab, roles: Iterable[str], families: Iterable[int] = FAMILI
         f"routes to IPv{families} not over {roles}: {lab.vip_routes(4)} / {lab.vip_routes(6)}"
     )
     return time.monotonic() - started
-
-
-def forget_flows(lab: Lab) -> None:
-    """Empty the nodes' connection tables (the client reuses source ports)."""
-    for node in lab.balancers:
-        with lab.data_plane(node) as lb:
-            lb.clear_flows()
-
-
-def carriers(lab: Lab, vip: Vip, sports: Iterable[int]) -> dict[int, list[str]]:
-    """sport -> the nodes whose connection table holds that flow of the client."""
-    wanted = set(sports)
-    src = lab.client.address(vip.family)
-    found: dict[int, list[str]] = {sport: [] for sport in wanted}
-    for node in lab.balancers:
-        with lab.data_plane(node) as lb:
-            for flow, _ in lb.flows(limit=100_000):
-                key = (flow.src, flow.dst, flow.dport, flow.proto)
-                if key == (src, vip.address, vip.port, vip.proto) and flow.sport in wanted:
-                    found[flow.sport].append(node.role)
-    return found
-
-
-def sports_for(family: int, step: int) -> list[int]:
-    base = FIXED_SPORT_BASE + 1000 * (
-        FAMILIES.index(family) * 8 + step
-    )  # below the ephemeral ports
-    return list(range(base, base + 64))
-
-
-def ask_all(held: list[HeldConnection]) -> list[str]:
-    """One more request on every held connection; what went wrong."""
-    wrong = []
-    for conn in held:
-        reply = conn.try_request()
-        if not reply.ok or reply.real != conn.real:
-            wrong.append(f"{conn}: {reply.error or f'answered by {reply.real}'}")
-    return wrong
 
 
 def reals_serving(lab: Lab, role: str, vip: Vip) -> int:
@@ -207,7 +170,8 @@ def test_a_node_that_loses_every_real_of_a_vip_withdraws_it(lab: Lab, family: in
     forget_flows(lab)
     held = lab.client.hold(vip.address, vip.port, HELD_PER_FAMILY * 2)
     try:
-        on_lb1 = [c.sport for c in held if carriers(lab, vip, [c.sport])[c.sport] == ["lb1"]]
+        where = carriers(lab, vip, [c.sport for c in held])
+        on_lb1 = [sport for sport, nodes in where.items() if nodes == ["lb1"]]
         assert on_lb1, "no held connection goes through lb1"
         host.ip(f"-{family}", *partition, ns=lab.hub)
         try:
