@@ -105,14 +105,17 @@ def main() -> int:
         with pinned(CPU):
             for r in range(args.rounds):
                 log(f"compare: round {r + 1} of {args.rounds}")
+                # each round starts with another build: none always runs first
+                order = list(progs.items())
+                order = order[r % len(order) :] + order[: r % len(order)]
                 for row, frame_name in ROWS.items():
                     frame = FRAMES[frame_name]
                     repeat = args.repeat // 10 if "syn" in row else args.repeat
-                    for which, prog in progs.items():
+                    for which, prog in order:
                         ns.setdefault((row, which), []).append(
                             h.measure(prog, frame, Flows.fixed(frame), repeat)
                         )
-                for which, prog in progs.items():
+                for which, prog in order:
                     syn_new = measure_syn_new(h, prog, offsets[which], args.repeat // 10)
                     ns.setdefault((SYN_NEW, which), []).append(syn_new)
         for i, path in enumerate(args.new):
