@@ -1,5 +1,7 @@
-"""Two builds of the balancer, the same rows, one process:
-`python -m bench.compare OLD.bpf.o [NEW.bpf.o] [--rounds N] [--repeat N]`.
+"""Builds of the balancer, the same rows, one process:
+`python -m bench.compare OLD.bpf.o [NEW.bpf.o ...] [--rounds N] [--repeat N]`
+(NEW defaults to this checkout's object; several NEW objects are each
+compared with OLD: variants of one change, measured side by side).
 
 For a change to the data plane: is a path (the established-flow hit, a
 new flow, traffic to no VIP) as fast as before? Separate bench runs drift
@@ -67,53 +69,62 @@ def measure_syn_new(h: Harness, prog: Program, offset: list[int], repeat: int) -
     return h.measure(prog, frame, flows, repeat)
 
 
+def print_rows(ns: dict[tuple[str, str], list[float]], which: str) -> None:
+    """Each row's median ns, old and `which`, and the median of their ratios."""
+    print(f"{'row':<24}{'old ns':>10}{'new ns':>10}{'new/old':>10}")
+    for row in [*ROWS, SYN_NEW]:
+        o, n = ns[(row, "old")], ns[(row, which)]
+        ratio = statistics.median(b / a for a, b in zip(o, n, strict=True))
+        print(f"{row:<24}{statistics.median(o):>10.1f}{statistics.median(n):>10.1f}{ratio:>10.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("old", type=Path, help="the older xlb.bpf.o")
-    parser.add_argument("new", type=Path, nargs="?", default=BALANCER_OBJECT)
+    parser.add_argument("new", type=Path, nargs="*", default=[BALANCER_OBJECT])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=200_000)
     args = parser.parse_args()
     # the SYN-flood guard off: the new-flow row measures inserts, as the old build does
     config = BalancerConfig(gateway_mac=GATEWAY_MAC, syn_flood_threshold=0)
-    new = Balancer(config=config, object_path=args.new)
-    OlderBalancer.scratch = {name: new.map(name) for name in SCRATCH_MAPS}
+    news = [Balancer(config=config, object_path=path) for path in args.new]
+    OlderBalancer.scratch = {name: news[0].map(name) for name in SCRATCH_MAPS}
     old = OlderBalancer(config=config, object_path=args.old)
+    balancers = {"old": old} | {f"new{i}": lb for i, lb in enumerate(news)}
     h = Harness()
     try:
-        for lb in (old, new):
+        for lb in balancers.values():
             configure(lb)
             for name in ROWS.values():
                 if name in WARM_FIRST:
                     lb.program.test_run(FRAMES[WARM_FIRST[name]])
                 lb.program.test_run(FRAMES[name])  # learn the flow
-        progs = {"old": old.program, "new": new.program}
-        offsets = {"old": [0], "new": [0]}
+        progs = {which: lb.program for which, lb in balancers.items()}
+        offsets: dict[str, list[int]] = {which: [0] for which in balancers}
         ns: dict[tuple[str, str], list[float]] = {}
         with pinned(CPU):
             for r in range(args.rounds):
                 log(f"compare: round {r + 1} of {args.rounds}")
+                # each round starts with another build: none always runs first
+                order = list(progs.items())
+                order = order[r % len(order) :] + order[: r % len(order)]
                 for row, frame_name in ROWS.items():
                     frame = FRAMES[frame_name]
                     repeat = args.repeat // 10 if "syn" in row else args.repeat
-                    for which, prog in progs.items():
+                    for which, prog in order:
                         ns.setdefault((row, which), []).append(
                             h.measure(prog, frame, Flows.fixed(frame), repeat)
                         )
-                for which, prog in progs.items():
+                for which, prog in order:
                     syn_new = measure_syn_new(h, prog, offsets[which], args.repeat // 10)
                     ns.setdefault((SYN_NEW, which), []).append(syn_new)
-        print(f"{'row':<24}{'old ns':>10}{'new ns':>10}{'new/old':>10}")
-        for row in [*ROWS, SYN_NEW]:
-            o, n = ns[(row, "old")], ns[(row, "new")]
-            ratio = statistics.median(b / a for a, b in zip(o, n, strict=True))
-            print(
-                f"{row:<24}{statistics.median(o):>10.1f}{statistics.median(n):>10.1f}{ratio:>10.3f}"
-            )
+        for i, path in enumerate(args.new):
+            print(f"new{i}: {path}")
+            print_rows(ns, f"new{i}")
     finally:
         h.close()
-        old.close()
-        new.close()
+        for lb in balancers.values():
+            lb.close()
     return 0
 
 

@@ -141,6 +141,65 @@ grace periods and never wait, and their wall time is within ~1 ms of the
 calling thread's CPU time. Waiting out grace periods in C with the GIL
 released (instead of a Python thread that takes it after every grace
 period) was tried and measured no different here: not kept.
+
+### Per-packet work (issue 17, 2026-12-02)
+
+Where a hit's time goes, measured by cutting the program short (each cut
+returns XDP_TX from a value the stage computed, so the compiler keeps the
+stage; `python -m bench.compare` with the full program as OLD, 9 rounds,
+the ratio to the full program): parse and the `config` lookup 0.27-0.31
+(this includes the wrapper and the XDP_TX floor, ~37 ns of the ~130), the
+`vip_filter` probe 0.39-0.44, the key and the LRU-hash lookup of the flow
+0.62-0.75, the entry's checks (`reals` lookup, gen, flags) 0.69-0.80;
+next hop, encap and counters are the rest. The one big item is the
+connection table's lookup: ~40-50 ns of a ~130 ns hit, the kernel's jhash
+of the key, the bucket walk and the key compare. Katran pays the same
+lookup (and a VIP lookup besides).
+
+Changes, A/B in one process (`bench.compare`, each round starting with
+another build, 11-12 rounds, new / old):
+
+| change (in bpf/) | UDP hit | TCP hit v4 / v6 | other rows |
+|---|---|---|---|
+| `clock.h`: the clock is read once per tick per CPU, `bpf_jiffies64` \
+(inlined by the verifier into a load) guarding a cached \
+`bpf_ktime_get_coarse_ns` (a helper call of ~30 ns here); a UDP hit \
+read the clock on every packet | 0.85 / 0.91 (two runs) | 1.01 / 1.00 | 0.94-1.02 |
+| `stats.h`: the global counters one per-CPU array value, looked up \
+once at the exit (action and reason), instead of one per-CPU element \
+per counter | (with the above) | (with the above) | (with the above) |
+
+The counters change is neutral in the data plane within this VM's
+noise (two lookups fewer on a hit, each an inlined per-CPU array access
+of ~1-2 ns); it makes `counters()` one syscall instead of 45 for the
+control plane (`xlb top`, each Prometheus scrape). Its first version
+counted CONN_HIT at the exit from a flag in the packet state: that flag
+split the verifier's states and took its work from 505k to 667k
+processed instructions (of the 1M limit), so CONN_HIT is still counted
+where it happens. A build with only the clock change measured 1.10-1.14
+on the TCP rows it does not touch, in two runs: code layout moves a path
+by 10% here, which is why single changes below ~5% are not reported.
+
+Tried and not kept: the connection key written as two 8-byte words, so
+that the kernel's 4-byte jhash loads and 8-byte compare never span two
+narrower stores (store forwarding): 0.99-1.00 on every row. Not zeroing
+the packet state (`xlb_pkt`) and writing only the fields read before
+they are set: 1.26-1.45 slower on the hit rows (partial writes read back
+wider).
+
+What stands in the way of the hit and throughput goals: the LRU lookup.
+The way past it is a small per-CPU cache of flows in front of the table
+(an array indexed by a cheap hash, inlined, no helper call, ~30 ns less
+per hit if it holds), but a stale cached entry breaks a connection: the
+cache must be invalidated when a SYN on another CPU reuses the 5-tuple
+(on veth a flow's packets arrive on whichever CPU sent them), when the
+table evicts or the control plane clears an entry, and UDP ageing must
+still see each packet. Not attempted in this round.
+
+Throughput (figure 3) ran with this VM three times slower for live frames
+than on 2026-11-27 (reflector 4.0 against 13.6 Mpps per core); xlb over
+the reflector is 0.80 with one flow and 0.50 with 10000 flows per core,
+where each packet's table lookup misses the CPU cache.
 """
 
 
@@ -464,9 +523,11 @@ def analysis(results: dict[str, Any]) -> str:
             "The minimal encap does one helper call and ~70 instructions; "
             "xlb's hit does, beyond that: parse (Ethernet/VLAN, IPv4/IPv6, L4), a bit test "
             "in `vip_filter` (an array word), one LRU-hash lookup for the flow (16-byte key), "
-            "a `reals` array lookup and validity check, next-hop selection, and five per-CPU "
-            "counter updates; the VIP lookup and the flow hash are skipped (both come with "
-            "the entry). The non-VIP pass row "
+            "a `reals` array lookup and validity check, next-hop selection, and four per-CPU "
+            "counter updates (the global counters at the table hit and at the exit, the "
+            "VIP's, the real's); the VIP lookup and the flow hash are skipped (both come "
+            "with the entry); the ablation below says what each stage costs. The non-VIP "
+            "pass row "
             f"({p['v4_not_vip_pass']['ns']} ns: parse + one VIP lookup + counters) and the "
             f"no-conn-table row ({p['v4_no_conn_table']['ns']} ns: VIP lookup, jhash and "
             "ring instead of the table) bracket it. A ratio to the minimal encap moves "

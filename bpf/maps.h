@@ -116,11 +116,12 @@ struct {
 	__type(value, struct xlb_counter);
 } real_stats SEC(".maps");
 
+/* One per-CPU value: __u64[XLB_CNT_COUNT], indexed by enum xlb_counter_index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XLB_CNT_COUNT);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, __u64[XLB_CNT_COUNT]);
 } counters SEC(".maps");
 
 #endif /* XLB_MAPS_H */

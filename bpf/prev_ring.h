@@ -31,6 +31,7 @@
 #include "common.h"
 #include "maps.h"
 #include "stats.h"
+#include "clock.h"
 
 /*
  * -DXLB_SECOND_CHANCE=0 compiles second chance out of the balancer's packet
@@ -95,7 +96,7 @@ static __always_inline int find_alternate(struct xlb_pkt *p, const struct xlb_vi
 	 * (the control plane allows for it). The clock before the ring: after
 	 * its window a VIP pays one read.
 	 */
-	if (bpf_ktime_get_coarse_ns() >= prev->until_ns)
+	if (conn_clock_ns() >= prev->until_ns)
 		return 0;
 	if (read_ring(vip->vip_id, prev->ring_slot, vip->ring_size, p->hash, &alt_id))
 		return 0;

@@ -14,7 +14,7 @@
  *     config.udp_ttl_ns (when nonzero) are a miss (CONN_EXPIRED and
  *     CONN_MISS are both counted); UDP hits refresh atime at most once
  *     per second; times are CLOCK_MONOTONIC at tick resolution
- *     (conn_clock_ns());
+ *     (conn_clock_ns(), clock.h);
  *   - a TCP SYN without ACK skips the lookup, goes to the ring and
  *     overwrites the entry; it counts CONN_MISS, and CONN_SYN_RESET when
  *     an entry for the 5-tuple already existed; under a SYN flood
@@ -46,23 +46,13 @@
 #include "vip.h"
 #include "flood.h"
 #include "prev_ring.h"
+#include "clock.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
 #define XLB_ANY_VIP 0xffffffffU
 /* VIPs that never use the connection table (QUIC VIPs route by CID: quic.h). */
 #define XLB_VIP_F_TABLELESS (XLB_VIP_F_NO_CONN_TABLE | XLB_VIP_F_QUIC)
-
-/*
- * The connection table's clock: CLOCK_MONOTONIC at tick resolution (1-10
- * ms), which is plenty for a UDP idle timeout counted in seconds and a
- * 1-second atime refresh. bpf_ktime_get_ns() reads the clocksource and
- * costs ~25 ns per call on this VM, a quarter of a UDP conn-table hit.
- */
-static __always_inline __u64 conn_clock_ns(void)
-{
-	return bpf_ktime_get_coarse_ns();
-}
 
 union conn_key {
 	struct xlb_flow_v4 v4;

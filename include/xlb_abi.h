@@ -393,7 +393,10 @@ enum xlb_reason {
 	XLB_R_COUNT,
 };
 
-/* Indexes of the `counters` per-CPU array of __u64. */
+/*
+ * Indexes into the `counters` map's one per-CPU value, an array of
+ * XLB_CNT_COUNT __u64: a packet looks its CPU's counters up once.
+ */
 enum xlb_counter_index {
 	/* XDP_ABORTED..XDP_REDIRECT map to XLB_CNT_ACTION + action. */
 	XLB_CNT_ACTION = 0,

@@ -33,10 +33,8 @@ def counter_names() -> dict[int, str]:
 
 def read_counters(counters: Map) -> dict[str, int]:
     """Every global counter by name, in the `counters` map's order."""
-    return {
-        name: int(counters.sum_percpu(_abi.u32(index))[0])
-        for index, name in counter_names().items()
-    }
+    summed = counters.sum_percpu(_abi.u32(0))  # one value: every counter
+    return {name: int(summed[index]) for index, name in counter_names().items()}
 
 
 def read_traffic(stats: Map, index: int) -> Counter:
