@@ -23,7 +23,8 @@
  *     selection; NO_CONN_TABLE and QUIC VIPs count neither.
  *
  * The fast path (established_real()): a packet that is not a SYN, to an
- * address `vip_filter` marks, looks up its entry before any VIP. A valid
+ * address `vip_filter` marks, looks up its entry before any VIP (a TCP
+ * packet first in its CPU's flow cache, flow_cache.h). A valid
  * entry (its real ACTIVE with the entry's gen, its VIP still using the
  * table: reals carry a copy of their VIP's flags) decides alone: real, VIP
  * (the real's), flags and hash (stored in the entry) are all known, so the
@@ -47,6 +48,7 @@
 #include "flood.h"
 #include "prev_ring.h"
 #include "clock.h"
+#include "flow_cache.h"
 
 #define XLB_ATIME_REFRESH_NS 1000000000ULL
 /* check_conn() on the fast path: any VIP that uses the connection table. */
@@ -131,9 +133,9 @@ static __always_inline void rewrite_conn(struct xlb_conn *dst, const struct xlb_
  * the owning CPU's LRU skips it when it evicts; only a forced shrink of a
  * full table in the same nanoseconds could recycle it meanwhile.
  */
-static __always_inline void record_conn(const union conn_key *key, struct xlb_conn *old,
-					const struct xlb_pkt *p, const struct xlb_real *real,
-					const struct xlb_config *cfg)
+static __always_inline void write_conn(const union conn_key *key, struct xlb_conn *old,
+				       const struct xlb_pkt *p, const struct xlb_real *real,
+				       const struct xlb_config *cfg)
 {
 	struct xlb_conn conn = {
 		.real_id = p->real_id,
@@ -167,6 +169,33 @@ static __always_inline void record_conn(const union conn_key *key, struct xlb_co
 	update_conn(key, p->flow.family, &conn, BPF_ANY);
 }
 
+/* write_conn(), then no CPU's copy of a TCP entry of the flow is used again. */
+static __always_inline void record_conn(const union conn_key *key, struct xlb_conn *old,
+					const struct xlb_pkt *p, const struct xlb_real *real,
+					const struct xlb_config *cfg)
+{
+	write_conn(key, old, p, real, cfg);
+	if (p->flow.proto == IPPROTO_TCP)
+		flow_cache_invalidate(&p->flow);
+}
+
+/*
+ * The real of an entry (or of its copy in the flow cache) naming
+ * (real_id, gen) if the entry is still valid: the real ACTIVE with that
+ * gen, and serving VIP `vip_id`, or with XLB_ANY_VIP whichever VIP as long
+ * as that VIP uses the table.
+ */
+static __always_inline struct xlb_real *check_real(__u32 real_id, __u32 gen, __u32 vip_id)
+{
+	struct xlb_real *real = lookup_real(real_id);
+
+	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != gen)
+		return NULL;
+	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_TABLELESS : real->vip_id != vip_id)
+		return NULL;
+	return real;
+}
+
 /*
  * The conn entry's real if the entry is still valid (and then p->real_id):
  * for VIP `vip_id`, or with XLB_ANY_VIP for whichever VIP the real serves
@@ -177,12 +206,10 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 						   __u32 vip_id, const struct xlb_config *cfg)
 {
 	__u32 real_id = conn->real_id;
-	struct xlb_real *real = lookup_real(real_id);
+	struct xlb_real *real = check_real(real_id, conn->real_gen, vip_id);
 	__u64 now, idle;
 
-	if (!real || !(real->flags & XLB_REAL_F_ACTIVE) || real->gen != conn->real_gen)
-		return NULL;
-	if (vip_id == XLB_ANY_VIP ? real->vip_flags & XLB_VIP_F_TABLELESS : real->vip_id != vip_id)
+	if (!real)
 		return NULL;
 	if (p->flow.proto == IPPROTO_UDP) {
 		now = conn_clock_ns();
@@ -238,10 +265,26 @@ static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_
 static __always_inline struct xlb_real *
 established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_probe *probe)
 {
+	struct xlb_flow_cache_slot *copy;
+	struct flow_cache_ref ref;
 	struct xlb_real *real;
+	int tcp = p->flow.proto == IPPROTO_TCP;
 
 	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
 		return NULL;
+	if (tcp) {
+		copy = flow_cache_find(&p->flow, &ref);
+		if (copy) {
+			real = check_real(copy->real_id, copy->real_gen, XLB_ANY_VIP);
+			if (real) {
+				count(XLB_CNT_CONN_HIT);
+				p->real_id = copy->real_id;
+				p->vip_id = real->vip_id;
+				p->hash = copy->hash;
+				return real;
+			}
+		}
+	}
 	fill_conn_key(&probe->key, &p->flow);
 	probe->conn = lookup_conn(&probe->key, p->flow.family);
 	probe->done = 1;
@@ -253,6 +296,8 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 	count(XLB_CNT_CONN_HIT);
 	p->vip_id = real->vip_id;
 	p->hash = probe->conn->hash;
+	if (tcp)
+		flow_cache_fill(&p->flow, &ref, probe->conn);
 	return real;
 }
 

@@ -67,6 +67,9 @@ enum xlb_limits {
 	XLB_VIP_FILTER_WORDS = 1024,
 	/* xlb_vip_meta.ring_slot of a VIP with no ring (its packets drop). */
 	XLB_RING_SLOT_NONE = 255,
+	/* `flow_cache`: slots per CPU (a power of two, 64 B each). */
+	XLB_FLOW_CACHE_SLOTS_LOG2 = 14,
+	XLB_FLOW_CACHE_SLOTS = 1 << XLB_FLOW_CACHE_SLOTS_LOG2,
 };
 
 /* ---- Address families as stored in keys ------------------------------- */
@@ -276,6 +279,19 @@ struct xlb_conn {
 	__u64 atime_ns;
 	__u32 hash;	/* host; the flow's hash when it was recorded (outer source) */
 	__u32 reserved; /* zero */
+};
+
+/*
+ * `flow_cache` (PERCPU_ARRAY of XLB_FLOW_CACHE_SLOTS): each CPU's copy of
+ * the TCP entries it used last, in front of the connection table (see
+ * bpf/flow_cache.h). `flow_cache_epochs` (ARRAY of XLB_FLOW_CACHE_SLOTS +
+ * 1 __u32): a slot's epoch, raised by the data plane whenever it writes a
+ * TCP entry that hashes to the slot; the last word is the control plane's,
+ * raised whenever it removes entries (XLB_FLOW_CACHE_GEN). A cached copy
+ * is good while the sum of the two is what it was when copied.
+ */
+enum xlb_flow_cache_index {
+	XLB_FLOW_CACHE_GEN = XLB_FLOW_CACHE_SLOTS,
 };
 
 /* ---- Global configuration (`config`, ARRAY of one) ------------------- */

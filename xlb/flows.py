@@ -12,6 +12,10 @@ longer than `udp_ttl` is a miss). `ConnSnapshot` reads both tables with
 batch lookups and counts them per real: the entries a flow's next packet
 would follow (active) and the UDP entries past their idle timeout
 (inactive); it also tells which entries are new since an earlier snapshot.
+
+Each CPU keeps copies of the TCP entries it used last in front of the
+table (bpf/flow_cache.h): whatever removes entries here calls
+`forget_cached_flows` after, or a copy would outlive its entry.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _abi
+from . import _abi, _limits
 from ._bpf import Map
 from .errors import ConfigError, MapKeyError
 from .model import IPPROTO, Flow, IPAddress
@@ -33,6 +37,7 @@ from .model import IPPROTO, Flow, IPAddress
 CONN_TABLES = ("conn_v4", "conn_v6")
 #: IP version -> its table.
 TABLE_OF_FAMILY = {4: "conn_v4", 6: "conn_v6"}
+FLOW_CACHE_EPOCHS = "flow_cache_epochs"
 
 #: (real id, generation) -> the real's address, for the reals in use.
 RealOwners = Mapping[tuple[int, int], IPAddress]
@@ -258,7 +263,20 @@ def clear_conn_tables(maps: Mapping[str, Map]) -> int:
             with contextlib.suppress(MapKeyError):  # aged out meanwhile
                 table.delete(key)
                 cleared += 1
+    forget_cached_flows(maps)
     return cleared
+
+
+def forget_cached_flows(maps: Mapping[str, Map]) -> None:
+    """After entries were removed: no CPU uses its flow cache's copy of one
+    again. Raises the control plane's word of `flow_cache_epochs`, which
+    every copy's epoch includes (bpf/flow_cache.h); the data plane never
+    writes that word, so a read and a write do not race it."""
+    epochs = maps[FLOW_CACHE_EPOCHS]
+    key = _abi.u32(_limits.XLB_FLOW_CACHE_GEN)
+    raw = epochs.lookup(key)
+    gen = _abi.read_u32(raw) if raw is not None else 0
+    epochs.update(key, _abi.u32((gen + 1) & 0xFFFFFFFF))
 
 
 __all__ = [
@@ -272,6 +290,7 @@ __all__ = [
     "check_sample_limit",
     "clear_conn_tables",
     "conn_clock_ns",
+    "forget_cached_flows",
     "lookup_flow",
     "owners_by_key",
     "sample_flows",

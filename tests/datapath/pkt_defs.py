@@ -172,12 +172,12 @@ SETUPS: dict[str, Setup] = {
 
 
 def clear_conn_tables(lb: Balancer) -> None:
-    """The connection tables, and the fragments' (a case's first fragment
-    must not be another case's)."""
-    for name in ("conn_v4", "conn_v6", "frags"):
-        table = lb.map(name)
-        for key in list(table.keys()):
-            table.delete(key)
+    """The connection tables (and the CPUs' cached copies of their entries),
+    and the fragments' (a case's first fragment must not be another case's)."""
+    lb.clear_flows()
+    frags = lb.map("frags")
+    for key in list(frags.keys()):
+        frags.delete(key)
 
 
 def reset(lb: Balancer, config: BalancerConfig = CONFIG) -> None:

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * flow_cache.h - each CPU's copy of the TCP entries it used last, in front
+ * of the connection table.
+ *
+ * Why: the connection table is an LRU hash; its lookup (the kernel's jhash
+ * of the key, the bucket walk, the key compare, behind a helper call) is
+ * the largest single cost of an established flow's packet, ~40-50 ns of a
+ * ~130 ns hit here (bench/RESULTS.md). A slot of `flow_cache` is found by
+ * a multiply-shift hash of the flow and read by an inlined per-CPU array
+ * access; no helper is called.
+ *
+ * What a slot holds: a copy of one TCP entry (real id, gen, hash) with its
+ * flow packed in five words (key[0]: ports, protocol, family; then the
+ * addresses: IPv4 in key[1], IPv6 in key[1..4]). A copy is used only while
+ *   - its flow is the packet's,
+ *   - its epoch is the slot's epoch in `flow_cache_epochs` plus the control
+ *     plane's word there (XLB_FLOW_CACHE_GEN): record_conn() raises the
+ *     slot's epoch after every TCP entry it writes (a SYN that reuses a
+ *     5-tuple, on whichever CPU, a stale entry replaced), and the control
+ *     plane raises its word after removing entries (xlb/flows.py); both
+ *     only grow, so their sum moves when either does. The epoch is read
+ *     before the table and copied with what the table said: a copy made
+ *     while a writer raced it carries the old epoch and is never used;
+ *   - it is younger than XLB_FLOW_CACHE_JIFFIES ticks (~1 s): then the
+ *     packet looks the table up again, which marks the entry used, so the
+ *     LRU never evicts a busy flow because its packets came from the cache;
+ *   - its real passes the entry's checks (check_real(), select.h).
+ * So a copy answers what the entry would have answered; an entry the
+ * table evicted meanwhile keeps its flow on its real (as a node with the
+ * entry would) until the copy ages out.
+ *
+ * UDP is not cached: each datagram must refresh its entry's time (ageing).
+ */
+#ifndef XLB_FLOW_CACHE_H
+#define XLB_FLOW_CACHE_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xlb_abi.h"
+#include "hash.h"
+
+/* Ticks a copy stays good for: 1 s at HZ=250, 0.26 s at 1000, 2.6 s at 100. */
+#define XLB_FLOW_CACHE_JIFFIES 256
+#define XLB_FLOW_CACHE_MIX 0x9E3779B97F4A7C15ULL
+
+/* One slot (64 bytes); the data plane's alone, so not in xlb_abi.h. */
+struct xlb_flow_cache_slot {
+	__u64 key[5];	/* the flow, packed (see the top of this file) */
+	__u32 real_id;	/* as the entry's */
+	__u32 real_gen; /* as the entry's */
+	__u32 hash;	/* as the entry's */
+	__u32 epoch;	/* slot epoch + XLB_FLOW_CACHE_GEN when copied */
+	__u32 jiffies;	/* low bits of bpf_jiffies64() when copied */
+	__u32 reserved;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XLB_FLOW_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xlb_flow_cache_slot);
+} flow_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XLB_FLOW_CACHE_SLOTS + 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} flow_cache_epochs SEC(".maps");
+
+/* Where the packet's flow goes in the cache, and the epoch to match. */
+struct flow_cache_ref {
+	__u32 index;
+	__u32 epoch;
+};
+
+static __always_inline __u64 flow_word(__be32 lo, __be32 hi)
+{
+	return (__u64)lo | ((__u64)hi << 32);
+}
+
+/* key[0]: the ports, protocol and family; the same for both families. */
+static __always_inline __u64 flow_tail(const struct flow_tuple *f)
+{
+	return (__u64)f->sport | ((__u64)f->dport << 16) | ((__u64)f->proto << 32) |
+	       ((__u64)f->family << 40);
+}
+
+static __always_inline __u32 flow_cache_index(const struct flow_tuple *f)
+{
+	__u64 h = flow_tail(f) * XLB_FLOW_CACHE_MIX;
+
+	h = (h ^ flow_word(f->saddr[0], f->daddr[0])) * XLB_FLOW_CACHE_MIX;
+	if (f->family == XLB_FAMILY_V6) {
+		h = (h ^ flow_word(f->saddr[1], f->saddr[2])) * XLB_FLOW_CACHE_MIX;
+		h = (h ^ flow_word(f->saddr[3], f->daddr[1])) * XLB_FLOW_CACHE_MIX;
+		h = (h ^ flow_word(f->daddr[2], f->daddr[3])) * XLB_FLOW_CACHE_MIX;
+	}
+	return h >> (64 - XLB_FLOW_CACHE_SLOTS_LOG2);
+}
+
+static __always_inline __u32 *epoch_word(__u32 index)
+{
+	return bpf_map_lookup_elem(&flow_cache_epochs, &index);
+}
+
+/* The slot's epoch plus the control plane's word: what a copy must carry. */
+static __always_inline __u32 current_epoch(__u32 index)
+{
+	__u32 *slot = epoch_word(index), *gen = epoch_word(XLB_FLOW_CACHE_GEN);
+
+	return (slot ? *slot : 0) + (gen ? *gen : 0);
+}
+
+static __always_inline int same_flow(const struct xlb_flow_cache_slot *s,
+				     const struct flow_tuple *f)
+{
+	if (s->key[0] != flow_tail(f))
+		return 0;
+	if (f->family == XLB_FAMILY_V4)
+		return s->key[1] == flow_word(f->saddr[0], f->daddr[0]);
+	return s->key[1] == flow_word(f->saddr[0], f->saddr[1]) &&
+	       s->key[2] == flow_word(f->saddr[2], f->saddr[3]) &&
+	       s->key[3] == flow_word(f->daddr[0], f->daddr[1]) &&
+	       s->key[4] == flow_word(f->daddr[2], f->daddr[3]);
+}
+
+/*
+ * The packet's slot, if it holds a good copy of the flow's entry; fills
+ * *ref either way (flow_cache_fill() needs it, with the epoch read now).
+ */
+static __always_inline struct xlb_flow_cache_slot *flow_cache_find(const struct flow_tuple *f,
+								   struct flow_cache_ref *ref)
+{
+	struct xlb_flow_cache_slot *s;
+
+	ref->index = flow_cache_index(f);
+	ref->epoch = current_epoch(ref->index);
+	s = bpf_map_lookup_elem(&flow_cache, &ref->index);
+	if (!s || s->epoch != ref->epoch || !same_flow(s, f))
+		return NULL;
+	if ((__u32)bpf_jiffies64() - s->jiffies >= XLB_FLOW_CACHE_JIFFIES)
+		return NULL;
+	return s;
+}
+
+/* Copy a valid entry of the flow into its slot, with the epoch of *ref. */
+static __always_inline void flow_cache_fill(const struct flow_tuple *f,
+					    const struct flow_cache_ref *ref,
+					    const struct xlb_conn *conn)
+{
+	struct xlb_flow_cache_slot *s = bpf_map_lookup_elem(&flow_cache, &ref->index);
+
+	if (!s)
+		return;
+	/* stale while half-written: a program nested on this CPU skips it */
+	s->jiffies = (__u32)bpf_jiffies64() - XLB_FLOW_CACHE_JIFFIES;
+	barrier();
+	s->key[0] = flow_tail(f);
+	if (f->family == XLB_FAMILY_V4) {
+		s->key[1] = flow_word(f->saddr[0], f->daddr[0]);
+	} else {
+		s->key[1] = flow_word(f->saddr[0], f->saddr[1]);
+		s->key[2] = flow_word(f->saddr[2], f->saddr[3]);
+		s->key[3] = flow_word(f->daddr[0], f->daddr[1]);
+		s->key[4] = flow_word(f->daddr[2], f->daddr[3]);
+	}
+	s->real_id = conn->real_id;
+	s->real_gen = conn->real_gen;
+	s->hash = conn->hash;
+	s->epoch = ref->epoch;
+	barrier();
+	s->jiffies = bpf_jiffies64();
+}
+
+/* A TCP entry of the flow was written: every CPU's copy of it is old. */
+static __always_inline void flow_cache_invalidate(const struct flow_tuple *f)
+{
+	__u32 *epoch = epoch_word(flow_cache_index(f));
+
+	if (epoch)
+		__sync_fetch_and_add(epoch, 1);
+}
+
+#endif /* XLB_FLOW_CACHE_H */

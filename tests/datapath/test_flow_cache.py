@@ -1,0 +1,112 @@
+"""Each CPU's flow cache (bpf/flow_cache.h) answers what the connection
+table would: a copy of a TCP entry is never used once the entry changed,
+on whichever CPU it changed, or once the control plane removed it.
+
+Packets run on a chosen CPU: BPF_PROG_TEST_RUN runs on the calling
+thread's CPU (XDP takes no BPF_F_TEST_RUN_ON_CPU), so the thread is
+pinned around each run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from xlb import Balancer, Flow, Real, Vip
+from xlb.testing import outer_destination, tcp_packet
+
+VIPS = {4: Vip("10.200.0.1", 80, "tcp"), 6: Vip("2001:db8:200::1", 80, "tcp")}
+REALS = {
+    4: [Real(f"10.0.0.{i}") for i in range(1, 5)],
+    6: [Real(f"2001:db8:1::{i}") for i in range(1, 5)],
+}
+CLIENTS = {4: "198.51.100.7", 6: "2001:db8:c::7"}
+
+needs_two_cpus = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to run packets on"
+)
+
+
+@contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def send(lb: Balancer, flow: Flow, flags: str, cpu: int) -> str:
+    """Run one packet of `flow` on `cpu`; the real it was sent to."""
+    with on_cpu(cpu):
+        result = lb.run(tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags=flags))
+    assert result.action == "XDP_TX", result
+    return str(outer_destination(result.packet))
+
+
+def cached_flow(lb: Balancer, family: int, cpu: int) -> tuple[Flow, str]:
+    """A connection whose entry CPU `cpu` has copied into its cache: its
+    SYN, then two ACKs there (the first copies the entry, the second is
+    answered by the copy). Returns the flow and its real."""
+    vip = VIPS[family]
+    lb.add_vip(vip)
+    lb.set_reals(vip, REALS[family])
+    flow = Flow(CLIENTS[family], vip.address, 40000, vip.port, "tcp")
+    real = send(lb, flow, "S", cpu)
+    assert send(lb, flow, "A", cpu) == real
+    assert send(lb, flow, "A", cpu) == real
+    return flow, real
+
+
+def drain(lb: Balancer, vip: Vip, real: str) -> None:
+    """New flows stop going to `real`; it stays active for its entries."""
+    lb.set_weight(vip, real, 0)
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_syn_on_another_cpu_that_reuses_the_5_tuple_moves_the_cached_flow(
+    lb: Balancer, family: int
+) -> None:
+    flow, first = cached_flow(lb, family, cpu=0)
+    drain(lb, VIPS[family], first)  # the ring now picks another real
+    # The client reuses the 5-tuple for a new connection, and its SYN
+    # arrives on the other CPU: the entry is rewritten for the new real.
+    second = send(lb, flow, "S", cpu=1)
+    assert second != first
+    # CPU 0's copy names the old real, still active: it must not be used.
+    assert send(lb, flow, "A", cpu=0) == second
+    assert send(lb, flow, "A", cpu=0) == second
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_clearing_the_flows_forgets_the_cached_copies(lb: Balancer, family: int) -> None:
+    flow, first = cached_flow(lb, family, cpu=0)
+    drain(lb, VIPS[family], first)
+    assert lb.clear_flows() == 1
+    # No entry: the flow follows the ring, as on a node that never saw it.
+    now = send(lb, flow, "A", cpu=0)
+    assert now != first
+    assert now == str(lb.predict(flow))
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_removed_real_is_not_served_from_the_cache(lb: Balancer, family: int) -> None:
+    flow, first = cached_flow(lb, family, cpu=0)
+    lb.remove_real(VIPS[family], first)
+    assert send(lb, flow, "A", cpu=0) == str(lb.predict(flow)) != first
+
+
+def test_answers_from_the_cache_count_as_connection_table_hits(lb: Balancer) -> None:
+    flow, real = cached_flow(lb, 4, cpu=0)
+    before = lb.counters()
+    for _ in range(5):
+        assert send(lb, flow, "A", cpu=0) == real
+    after = lb.counters()
+    assert after["conn_hit"] - before["conn_hit"] == 5
+    assert after["conn_miss"] == before["conn_miss"]
+    assert lb.stats(VIPS[4]).packets == 3 + 5
