@@ -31,6 +31,14 @@
  * entry would) until the copy ages out.
  *
  * UDP is not cached: each datagram must refresh its entry's time (ageing).
+ *
+ * When it does not pay: with many more flows in turn on a CPU than it has
+ * slots, copies are overwritten before they are used again, and each
+ * packet pays a slot read (a cache miss to memory) on top of the table.
+ * So each CPU judges every tick the tick before: fewer than half of at
+ * least XLB_FLOW_CACHE_JUDGE lookups answered, and it stops looking; while
+ * it does not look, one TCP packet in XLB_FLOW_CACHE_SAMPLE still does
+ * (and copies), so that it starts again when its flows come back to fewer.
  */
 #ifndef XLB_FLOW_CACHE_H
 #define XLB_FLOW_CACHE_H
@@ -45,6 +53,12 @@
 /* Ticks a copy stays good for: 1 s at HZ=250, 0.26 s at 1000, 2.6 s at 100. */
 #define XLB_FLOW_CACHE_JIFFIES 256
 #define XLB_FLOW_CACHE_MIX 0x9E3779B97F4A7C15ULL
+/* Lookups in a tick that may turn the cache on or off; fewer change nothing. */
+#define XLB_FLOW_CACHE_JUDGE 16
+/* While off, one packet in this many (a power of two) looks anyway. */
+#define XLB_FLOW_CACHE_SAMPLE 64
+/* flow_cache_ref.index when the packet did not look (nothing to copy). */
+#define XLB_FLOW_CACHE_NO_SLOT XLB_FLOW_CACHE_SLOTS
 
 /* One slot (64 bytes); the data plane's alone, so not in xlb_abi.h. */
 struct xlb_flow_cache_slot {
@@ -70,6 +84,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } flow_cache_epochs SEC(".maps");
+
+/* A CPU's use of its cache in this tick and whether it looks at all. */
+struct xlb_flow_cache_use {
+	__u64 jiffies;	/* the tick counted */
+	__u32 lookups;	/* slots read in it */
+	__u32 answered; /* of which held a good copy */
+	__u32 off;	/* the tick before was judged not worth it */
+	__u32 skipped;	/* packets that did not look while off */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xlb_flow_cache_use);
+} flow_cache_use SEC(".maps");
 
 /* Where the packet's flow goes in the cache, and the epoch to match. */
 struct flow_cache_ref {
@@ -128,15 +158,40 @@ static __always_inline int same_flow(const struct xlb_flow_cache_slot *s,
 	       s->key[4] == flow_word(f->daddr[2], f->daddr[3]);
 }
 
+/* Judge the tick before at a new tick; should this packet look? */
+static __always_inline int flow_cache_wanted(struct xlb_flow_cache_use *use)
+{
+	__u64 now = bpf_jiffies64();
+
+	if (use->jiffies != now) {
+		if (use->lookups >= XLB_FLOW_CACHE_JUDGE)
+			use->off = use->answered * 2 < use->lookups;
+		use->lookups = 0;
+		use->answered = 0;
+		use->jiffies = now;
+	}
+	if (use->off && (++use->skipped & (XLB_FLOW_CACHE_SAMPLE - 1)))
+		return 0;
+	use->lookups++;
+	return 1;
+}
+
 /*
  * The packet's slot, if it holds a good copy of the flow's entry; fills
- * *ref either way (flow_cache_fill() needs it, with the epoch read now).
+ * *ref either way (flow_cache_fill() needs it, with the epoch read now;
+ * index XLB_FLOW_CACHE_NO_SLOT when this CPU does not look now).
  */
 static __always_inline struct xlb_flow_cache_slot *flow_cache_find(const struct flow_tuple *f,
 								   struct flow_cache_ref *ref)
 {
+	struct xlb_flow_cache_use *use;
 	struct xlb_flow_cache_slot *s;
+	__u32 zero = 0;
 
+	ref->index = XLB_FLOW_CACHE_NO_SLOT;
+	use = bpf_map_lookup_elem(&flow_cache_use, &zero);
+	if (!use || !flow_cache_wanted(use))
+		return NULL;
 	ref->index = flow_cache_index(f);
 	ref->epoch = current_epoch(ref->index);
 	s = bpf_map_lookup_elem(&flow_cache, &ref->index);
@@ -144,6 +199,7 @@ static __always_inline struct xlb_flow_cache_slot *flow_cache_find(const struct 
 		return NULL;
 	if ((__u32)bpf_jiffies64() - s->jiffies >= XLB_FLOW_CACHE_JIFFIES)
 		return NULL;
+	use->answered++;
 	return s;
 }
 
@@ -152,8 +208,11 @@ static __always_inline void flow_cache_fill(const struct flow_tuple *f,
 					    const struct flow_cache_ref *ref,
 					    const struct xlb_conn *conn)
 {
-	struct xlb_flow_cache_slot *s = bpf_map_lookup_elem(&flow_cache, &ref->index);
+	struct xlb_flow_cache_slot *s;
 
+	if (ref->index == XLB_FLOW_CACHE_NO_SLOT)
+		return;
+	s = bpf_map_lookup_elem(&flow_cache, &ref->index);
 	if (!s)
 		return;
 	/* stale while half-written: a program nested on this CPU skips it */
