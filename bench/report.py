@@ -203,10 +203,11 @@ atomic add), other rows 0.99-1.02.
 
 Its first version looked in the cache on every TCP packet: over 1M flows
 per table the slot is one more miss to memory per packet, and replaying
-the 1M flows cost 1.12x (a direct A/B of the two builds, 6 replays each,
-alternating); with 10000 flows per core throughput fell from 0.50 to
-0.40 of the reflector. Now each CPU judges each tick the tick before:
-under half of at least 16 lookups answered, and it stops looking, but
+the 1M flows cost 1.12x (`python -m bench.table_ab OLD NEW`: both builds
+over their own full table, 6 replays each, alternating); with 10000 flows
+per core throughput fell from 0.50 to 0.40 of the reflector. Now each
+CPU judges each tick the tick before: under half of at least 16 lookups
+answered, and it stops looking, but
 for one TCP packet in 64 (which copies, so it sees its flows come back to
 fewer): the 1M-flow replay is then 0.99x the build without the cache.
 
