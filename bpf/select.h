@@ -269,16 +269,18 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 	struct flow_cache_ref ref;
 	struct xlb_real *real;
 	int tcp = p->flow.proto == IPPROTO_TCP;
+	__u32 real_id;
 
 	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
 		return NULL;
 	if (tcp) {
 		copy = flow_cache_find(&p->flow, &ref);
 		if (copy) {
-			real = check_real(copy->real_id, copy->real_gen, XLB_ANY_VIP);
+			real_id = copy->real_id;
+			real = check_real(real_id, copy->real_gen, XLB_ANY_VIP);
 			if (real) {
 				count(XLB_CNT_CONN_HIT);
-				p->real_id = copy->real_id;
+				p->real_id = real_id;
 				p->vip_id = real->vip_id;
 				p->hash = copy->hash;
 				return real;
