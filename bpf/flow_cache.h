@@ -197,7 +197,8 @@ static __always_inline struct xlb_flow_cache_slot *flow_cache_find(const struct 
 	s = bpf_map_lookup_elem(&flow_cache, &ref->index);
 	if (!s || s->epoch != ref->epoch || !same_flow(s, f))
 		return NULL;
-	if ((__u32)bpf_jiffies64() - s->jiffies >= XLB_FLOW_CACHE_JIFFIES)
+	/* use->jiffies: this tick, as flow_cache_wanted() just read it */
+	if ((__u32)use->jiffies - s->jiffies >= XLB_FLOW_CACHE_JIFFIES)
 		return NULL;
 	use->answered++;
 	return s;
@@ -209,6 +210,7 @@ static __always_inline void flow_cache_fill(const struct flow_tuple *f,
 					    const struct xlb_conn *conn)
 {
 	struct xlb_flow_cache_slot *s;
+	__u32 now;
 
 	if (ref->index == XLB_FLOW_CACHE_NO_SLOT)
 		return;
@@ -216,7 +218,8 @@ static __always_inline void flow_cache_fill(const struct flow_tuple *f,
 	if (!s)
 		return;
 	/* stale while half-written: a program nested on this CPU skips it */
-	s->jiffies = (__u32)bpf_jiffies64() - XLB_FLOW_CACHE_JIFFIES;
+	now = bpf_jiffies64();
+	s->jiffies = now - XLB_FLOW_CACHE_JIFFIES;
 	barrier();
 	s->key[0] = flow_tail(f);
 	if (f->family == XLB_FAMILY_V4) {
@@ -232,7 +235,7 @@ static __always_inline void flow_cache_fill(const struct flow_tuple *f,
 	s->hash = conn->hash;
 	s->epoch = ref->epoch;
 	barrier();
-	s->jiffies = bpf_jiffies64();
+	s->jiffies = now;
 }
 
 /* A TCP entry of the flow was written: every CPU's copy of it is old. */

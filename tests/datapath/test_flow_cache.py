@@ -2,19 +2,17 @@
 table would: a copy of a TCP entry is never used once the entry changed,
 on whichever CPU it changed, or once the control plane removed it.
 
-Packets run on a chosen CPU: BPF_PROG_TEST_RUN runs on the calling
-thread's CPU (XDP takes no BPF_F_TEST_RUN_ON_CPU), so the thread is
-pinned around each run.
+Packets run on a chosen CPU: the thread is pinned around each run
+(bench.common.pinned says why).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
+from bench.common import pinned
 from xlb import Balancer, Flow, Real, Vip
 from xlb.testing import outer_destination, tcp_packet
 
@@ -30,19 +28,9 @@ needs_two_cpus = pytest.mark.skipif(
 )
 
 
-@contextmanager
-def on_cpu(cpu: int) -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
 def send(lb: Balancer, flow: Flow, flags: str, cpu: int) -> str:
     """Run one packet of `flow` on `cpu`; the real it was sent to."""
-    with on_cpu(cpu):
+    with pinned(cpu):
         result = lb.run(tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags=flags))
     assert result.action == "XDP_TX", result
     return str(outer_destination(result.packet))
