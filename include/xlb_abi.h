@@ -67,9 +67,14 @@ enum xlb_limits {
 	XLB_VIP_FILTER_WORDS = 1024,
 	/* xlb_vip_meta.ring_slot of a VIP with no ring (its packets drop). */
 	XLB_RING_SLOT_NONE = 255,
-	/* `flow_cache`: slots per CPU (a power of two, 64 B each). */
-	XLB_FLOW_CACHE_SLOTS_LOG2 = 14,
+	/* `flow_cache`: slots per CPU (a power of two, 64 B each); the map
+	 * holds possible CPUs x this many (the loader sizes it), CPU c's
+	 * slots from c x XLB_FLOW_CACHE_SLOTS on. */
+	XLB_FLOW_CACHE_SLOTS_LOG2 = 15,
 	XLB_FLOW_CACHE_SLOTS = 1 << XLB_FLOW_CACHE_SLOTS_LOG2,
+	/* Slots that share one epoch word of `flow_cache_epochs`. */
+	XLB_FLOW_CACHE_SLOTS_PER_EPOCH_LOG2 = 3,
+	XLB_FLOW_CACHE_EPOCHS = XLB_FLOW_CACHE_SLOTS >> XLB_FLOW_CACHE_SLOTS_PER_EPOCH_LOG2,
 };
 
 /* ---- Address families as stored in keys ------------------------------- */
@@ -282,16 +287,17 @@ struct xlb_conn {
 };
 
 /*
- * `flow_cache` (PERCPU_ARRAY of XLB_FLOW_CACHE_SLOTS): each CPU's copy of
- * the TCP entries it used last, in front of the connection table (see
- * bpf/flow_cache.h). `flow_cache_epochs` (ARRAY of XLB_FLOW_CACHE_SLOTS +
- * 1 __u32): a slot's epoch, raised by the data plane whenever it writes a
- * TCP entry that hashes to the slot; the last word is the control plane's,
- * raised whenever it removes entries (XLB_FLOW_CACHE_GEN). A cached copy
- * is good while the sum of the two is what it was when copied.
+ * `flow_cache` (ARRAY of possible CPUs x XLB_FLOW_CACHE_SLOTS): each CPU's
+ * copy of the TCP entries it used last, in front of the connection table
+ * (see bpf/flow_cache.h). `flow_cache_epochs` (ARRAY of
+ * XLB_FLOW_CACHE_EPOCHS + 1 __u32): the epoch of a group of slots, raised
+ * by the data plane whenever it writes a TCP entry that hashes into the
+ * group; the last word is the control plane's, raised whenever it removes
+ * entries (XLB_FLOW_CACHE_GEN). A cached copy is good while the sum of the
+ * two is what it was when copied.
  */
 enum xlb_flow_cache_index {
-	XLB_FLOW_CACHE_GEN = XLB_FLOW_CACHE_SLOTS,
+	XLB_FLOW_CACHE_GEN = XLB_FLOW_CACHE_EPOCHS,
 };
 
 /* ---- Global configuration (`config`, ARRAY of one) ------------------- */

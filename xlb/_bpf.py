@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -447,6 +447,8 @@ class BpfObject:
     compatible definition is reused instead of created (that is how a new
     process, or a new build of the program, adopts a running data plane).
     `only`: load just these programs (the rest stay unloaded).
+    `sizes`: max_entries of these maps, instead of the object's (a size
+    known only on the machine, such as one per possible CPU).
     """
 
     def __init__(
@@ -455,6 +457,7 @@ class BpfObject:
         *,
         pin_dir: str | Path | None = None,
         only: list[str] | None = None,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -464,7 +467,7 @@ class BpfObject:
             obj = lib.bpf_object__open_file(str(self.path).encode(), ffi.NULL)
             self._obj = check_ptr(obj, f"opening BPF object {self.path}", lines)
         try:
-            self._prepare(pin_dir, only)
+            self._prepare(pin_dir, only, sizes or {})
             with capture_libbpf_log() as lines:
                 ret = lib.bpf_object__load(self._obj)
             check(ret, _load_failure(self.path.name, lines), lines, _load_error_class(lines))
@@ -474,17 +477,19 @@ class BpfObject:
         self.programs = {p.name: p for p in self._iter_programs()}
         self.maps = {m.name: m for m in self._iter_maps()}
 
-    def _prepare(self, pin_dir: str | Path | None, only: list[str] | None) -> None:
+    def _prepare(
+        self, pin_dir: str | Path | None, only: list[str] | None, sizes: Mapping[str, int]
+    ) -> None:
         for handle in self._raw_programs():
             name = ffi.string(lib.bpf_program__name(handle)).decode()
             if only is not None and name not in only:
                 lib.bpf_program__set_autoload(handle, False)
-        if pin_dir is None:
-            return
         for handle in self._raw_maps():
             name = ffi.string(lib.bpf_map__name(handle)).decode()
-            if name.startswith(".") or "." in name:  # .data/.rodata/.bss stay private
-                continue
+            if name in sizes:
+                check(lib.bpf_map__set_max_entries(handle, sizes[name]), f"size of map {name}")
+            if pin_dir is None or name.startswith(".") or "." in name:
+                continue  # .data/.rodata/.bss stay private
             path = str(Path(pin_dir) / name).encode()
             check(lib.bpf_map__set_pin_path(handle, path), f"pin path for map {name}")
 

@@ -61,6 +61,7 @@ from .flows import (
     TableFill,
     check_sample_limit,
     clear_conn_tables,
+    flow_cache_sizes,
     lookup_flow,
     owners_by_key,
     sample_flows,
@@ -186,7 +187,10 @@ class Balancer:
         self.mode = mode
         self.pin_dir = self._pin_dir(interface, pin_dir)
         self._obj = BpfObject(
-            object_path or BALANCER_OBJECT, pin_dir=self.pin_dir, only=[PROGRAM_NAME]
+            object_path or BALANCER_OBJECT,
+            pin_dir=self.pin_dir,
+            only=[PROGRAM_NAME],
+            sizes=flow_cache_sizes(),
         )
         self._prog: Program = self._obj.program(PROGRAM_NAME)
         self._map: dict[str, Map] = self._obj.maps
@@ -269,7 +273,9 @@ class Balancer:
         """Load a new build of the program over the same maps and swap it in."""
         if self.pin_dir is None:
             raise ConfigError("upgrade needs pinned maps (an interface or a pin_dir)")
-        new = BpfObject(object_path, pin_dir=self.pin_dir, only=[PROGRAM_NAME])
+        new = BpfObject(
+            object_path, pin_dir=self.pin_dir, only=[PROGRAM_NAME], sizes=flow_cache_sizes()
+        )
         if self._link is not None:
             self._link.update(new.program(PROGRAM_NAME))
         old, self._obj = self._obj, new

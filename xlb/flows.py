@@ -30,13 +30,14 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _abi, _limits
-from ._bpf import Map
+from ._bpf import Map, possible_cpus
 from .errors import ConfigError, MapKeyError
 from .model import IPPROTO, Flow, IPAddress
 
 CONN_TABLES = ("conn_v4", "conn_v6")
 #: IP version -> its table.
 TABLE_OF_FAMILY = {4: "conn_v4", 6: "conn_v6"}
+FLOW_CACHE = "flow_cache"
 FLOW_CACHE_EPOCHS = "flow_cache_epochs"
 
 #: (real id, generation) -> the real's address, for the reals in use.
@@ -267,6 +268,12 @@ def clear_conn_tables(maps: Mapping[str, Map]) -> int:
     return cleared
 
 
+def flow_cache_sizes() -> dict[str, int]:
+    """The data plane's map sizes known only on this machine: each possible
+    CPU's slots of the flow cache, in one array (bpf/flow_cache.h)."""
+    return {FLOW_CACHE: possible_cpus() * _limits.XLB_FLOW_CACHE_SLOTS}
+
+
 def forget_cached_flows(maps: Mapping[str, Map]) -> None:
     """After entries were removed: no CPU uses its flow cache's copy of one
     again. Raises the control plane's word of `flow_cache_epochs`, which
@@ -290,6 +297,7 @@ __all__ = [
     "check_sample_limit",
     "clear_conn_tables",
     "conn_clock_ns",
+    "flow_cache_sizes",
     "forget_cached_flows",
     "lookup_flow",
     "owners_by_key",

@@ -98,3 +98,20 @@ def test_answers_from_the_cache_count_as_connection_table_hits(lb: Balancer) -> 
     assert after["conn_hit"] - before["conn_hit"] == 5
     assert after["conn_miss"] == before["conn_miss"]
     assert lb.stats(VIPS[4]).packets == 3 + 5
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("cpu", [0, 1])
+def test_every_cpu_answers_from_its_own_copies(lb: Balancer, cpu: int) -> None:
+    """Each CPU has its slots (one array sized by the loader for every
+    possible CPU): with the entry gone from the table behind the data
+    plane's back (as the LRU evicts it), the CPU that copied it still
+    sends the flow to its real, and the other CPU, with no copy, to the
+    ring's."""
+    flow, first = cached_flow(lb, 4, cpu=cpu)
+    drain(lb, VIPS[4], first)
+    table = lb.map("conn_v4")
+    for key in list(table.keys()):
+        table.delete(key)
+    assert send(lb, flow, "A", cpu=cpu) == first
+    assert send(lb, flow, "A", cpu=1 - cpu) == str(lb.predict(flow)) != first
