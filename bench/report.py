@@ -188,9 +188,10 @@ they are set: 1.26-1.45 slower on the hit rows (partial writes read back
 wider).
 
 The LRU lookup, then: `flow_cache.h` puts each CPU's copies of the TCP
-entries it used last (16384 slots of 64 bytes per CPU, found by a
-multiply-shift hash, read by an inlined per-CPU array access) in front of
-the table. A copy is used only while the epoch of its slot (raised by
+entries it used last (first version: 16384 slots of 64 bytes per CPU,
+found by a multiply-shift hash, read by an inlined per-CPU array access;
+the current layout below) in front of the table. A copy is used only
+while the epoch of its slot (raised by
 every CPU that writes a TCP entry hashing there: a SYN reusing the
 5-tuple on another CPU, a stale entry replaced) plus the control plane's
 word (raised by `clear_flows`) is what it was when copied, for at most
@@ -211,18 +212,52 @@ answered, and it stops looking, but
 for one TCP packet in 64 (which copies, so it sees its flows come back to
 fewer): the 1M-flow replay is then 0.99x the build without the cache.
 
-Throughput (figure 3): with one flow xlb now reaches 0.82 of the
-reflector; with 10000 flows per core 0.47-0.49 (0.50 without the cache,
-within this row's run-to-run spread): 10000 flows over 16384 slots
-collide for about 46% of them, so about half the packets still pay the
-table, and those pay the slot as well. The goal of 0.75 for the worst
-row is missed; what stands in the way is the table lookup of the
-packets the cache does not answer and the memory each of them touches
-(a 2-way cache in one line per set, or per-flow state in fewer lines,
-are the next things to measure).
+Throughput (figure 3) with 10000 flows per core was 0.47-0.50 of the
+reflector with or without that cache: the cache was off there. Three
+things stood in its way, found with `perf record -e cpu-clock -C 0`
+(the program's own samples and `lookup_nulls_elem_raw`, the LRU bucket
+walk) and the cache's own per-CPU tally (`flow_cache_use`):
+- its hash: multiply-shift of the flow words maps clients that differ in
+  the last two bytes of their address (the generator's flows, and many
+  real client ranges) onto a lattice: 10000 such flows used 4300 of 16384
+  slots and 1600 had theirs alone, so under half the lookups were
+  answered and the cache judged itself off. Folding the high half in and
+  multiplying once more: 5500 alone, as for random keys.
+- its layout: a per-CPU array's element is reached through a table of
+  per-CPU pointers, and one epoch word per slot is a 128 KB array; both
+  are one more cache line per packet once the flows outgrow the CPU's
+  caches. Now one plain array holds every possible CPU's slots (the
+  loader sizes it, `flows.flow_cache_sizes`; CPU c's from c x 32768),
+  and 8 slots share an epoch word (16 KB; a TCP entry written makes up
+  to 8 slots' copies old instead of 1).
+- its size and ways: 32768 slots per CPU (2 MB) in sets of two (a copy
+  goes over its flow's old copy, else the one copied longer ago): of
+  10000 flows about 12% share a set with two others and miss, against
+  46% in the first version's 16384 direct-mapped slots.
+A/B on the veth path (`python -m bench.throughput_ab OLD NEW ...`: one
+core, 10000 flows, each build's ratio to the reflector of its round,
+5 rounds): 0.490 before, 0.531 with the hash, layout and 32768 slots,
+0.601 with sets of two; with one flow 0.722 -> 0.734. One-flow paths
+(`bench.compare`, 9 rounds): every row 0.95-1.02. Over 1M flows per
+table (`bench.table_ab`, where the cache judges itself off) 0.88 of the
+build before (bimodal replays, 152-206 ns: not slower).
 
-Figure 3 ran with this VM three times slower for live frames than on
-2026-11-27 (reflector 4.4 against 13.6 Mpps per core).
+What still stands in the way of 0.75 with 10000 flows: the 12% of
+packets the cache does not answer pay a cold LRU bucket and element
+(~80 ns each here, a TLB miss on a 16 MB bucket array included), and
+every packet reads its slot from L2 rather than L1. With one flow xlb is
+at 0.73-0.75 of the reflector; xlb / nftables is 5.1-5.2 on both rows,
+against 6.
+
+This run's machine: the same VM type ran compute three to four times
+faster than in the morning's run (min-encap 14.5 ns against 46-60 ns,
+the reflector 13.4 against 4.4 Mpps per core) while memory-bound work
+gained less (a new flow's SYN, an insert into the 100 MB LRU table: 370
+against ~600 ns). Every time fell, but the ratios to min-encap rose: TCP
+hit 88 -> 37.5 ns (1.67-1.79 -> 2.59-2.72x), UDP hit 2.26 -> 3.62x, SYN
+12.3 -> 30.0x; the Maglev build, numpy against C, 3.01 -> 3.45x. No
+data-plane change of this run is behind those: `bench.compare` of the
+builds before and after on this machine gives 0.95-1.02 on every row.
 """
 
 
