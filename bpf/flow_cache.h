@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * flow_cache.h - each CPU's copy of the TCP entries it used last, in front
+ * flow_cache.h - each CPU's copy of the entries it used last, in front
  * of the connection table.
  *
  * Why: the connection table is an LRU hash; its lookup (the kernel's jhash
@@ -10,19 +10,20 @@
  * `flow_cache` is found by a multiply-shift hash of the flow and read by
  * inlined array accesses; no helper is called. Two ways: with 10000 flows
  * on a CPU, about 26% of them share a direct-mapped slot with another and
- * keep evicting each other; in sets of two, about 12%. A copy goes over the
- * slot holding an old copy of its flow, else over the one copied longer ago. Each CPU owns XLB_FLOW_CACHE_SLOTS consecutive
- * slots of one plain array rather than a per-CPU array's element: a
- * per-CPU element is reached through a table of pointers, one more cache
- * line per packet when the flows outgrow the CPU's caches.
+ * keep evicting each other; in sets of two, about 12%. A copy goes over
+ * the slot holding an old copy of its flow, else over the one copied
+ * longer ago. Each CPU owns XLB_FLOW_CACHE_SLOTS consecutive slots of one
+ * plain array rather than a per-CPU array's element: a per-CPU element is
+ * reached through a table of pointers, one more cache line per packet
+ * when the flows outgrow the CPU's caches.
  *
- * What a slot holds: a copy of one TCP entry (real id, gen, hash) with its
+ * What a slot holds: a copy of one entry (real id, gen, hash) with its
  * flow packed in five words (key[0]: ports, protocol, family; then the
  * addresses: IPv4 in key[1], IPv6 in key[1..4]). A copy is used only while
  *   - its flow is the packet's,
  *   - its epoch is its slot group's epoch in `flow_cache_epochs` plus the
  *     control plane's word there (XLB_FLOW_CACHE_GEN): record_conn() raises
- *     the group's epoch after every TCP entry it writes (a SYN that reuses a
+ *     the group's epoch after every entry it writes (a SYN that reuses a
  *     5-tuple, on whichever CPU, a stale entry replaced), and the control
  *     plane raises its word after removing entries (xlb/flows.py); both
  *     only grow, so their sum moves when either does. The epoch is read
@@ -36,14 +37,18 @@
  * table evicted meanwhile keeps its flow on its real (as a node with the
  * entry would) until the copy ages out.
  *
- * UDP is not cached: each datagram must refresh its entry's time (ageing).
+ * A UDP copy also carries until when it answers as its entry would: while
+ * the table would neither expire the entry nor refresh its time (the
+ * entry's time as copied plus the smaller of XLB_ATIME_REFRESH_NS and the
+ * UDP TTL, check_conn() in select.h); after that the datagram goes to the
+ * table, which refreshes the entry and copies it again.
  *
  * When it does not pay: with many more flows in turn on a CPU than it has
  * slots, copies are overwritten before they are used again, and each
  * packet pays a slot read (a cache miss to memory) on top of the table.
  * So each CPU judges every tick the tick before: fewer than half of at
  * least XLB_FLOW_CACHE_JUDGE lookups answered, and it stops looking; while
- * it does not look, one TCP packet in XLB_FLOW_CACHE_SAMPLE still does
+ * it does not look, one packet in XLB_FLOW_CACHE_SAMPLE still does
  * (and copies), so that it starts again when its flows come back to fewer.
  */
 #ifndef XLB_FLOW_CACHE_H
@@ -55,7 +60,10 @@
 
 #include "xlb_abi.h"
 #include "hash.h"
+#include "clock.h"
 
+/* A UDP copy's `until` is in units of 2^20 ns (~1 ms; wraps after 52 days). */
+#define XLB_FLOW_CACHE_CLOCK_SHIFT 20
 /* Ticks a copy stays good for: 1 s at HZ=250, 0.26 s at 1000, 2.6 s at 100. */
 #define XLB_FLOW_CACHE_JIFFIES 256
 #define XLB_FLOW_CACHE_MIX 0x9E3779B97F4A7C15ULL
@@ -67,7 +75,7 @@
 #define XLB_FLOW_CACHE_NO_SLOT XLB_FLOW_CACHE_SLOTS
 /* A group of slots shares one epoch word: 16 KB of words stay in the CPU's
  * caches where one word per slot (128 KB) would be one more miss per
- * packet; a TCP entry written makes up to 8 slots' copies old, not 1. */
+ * packet; an entry written makes up to 8 slots' copies old, not 1. */
 #define XLB_FLOW_CACHE_EPOCH_OF(index) ((index) >> XLB_FLOW_CACHE_SLOTS_PER_EPOCH_LOG2)
 
 /* One slot (64 bytes); the data plane's alone, so not in xlb_abi.h. */
@@ -78,7 +86,7 @@ struct xlb_flow_cache_slot {
 	__u32 hash;	/* as the entry's */
 	__u32 epoch;	/* slot epoch + XLB_FLOW_CACHE_GEN when copied */
 	__u32 jiffies;	/* low bits of bpf_jiffies64() when copied */
-	__u32 reserved;
+	__u32 until;	/* UDP: conn_clock_ns() >> XLB_FLOW_CACHE_CLOCK_SHIFT it is good before */
 };
 
 struct {
@@ -183,8 +191,11 @@ static __always_inline int good_copy(const struct xlb_flow_cache_slot *s,
 				     const struct flow_tuple *f, const struct flow_cache_ref *ref,
 				     const struct xlb_flow_cache_use *use)
 {
-	return s->epoch == ref->epoch && same_flow(s, f) &&
-	       (__u32)use->jiffies - s->jiffies < XLB_FLOW_CACHE_JIFFIES;
+	if (s->epoch != ref->epoch || !same_flow(s, f) ||
+	    (__u32)use->jiffies - s->jiffies >= XLB_FLOW_CACHE_JIFFIES)
+		return 0;
+	return f->proto != IPPROTO_UDP ||
+	       (__s32)(s->until - (__u32)(conn_clock_ns() >> XLB_FLOW_CACHE_CLOCK_SHIFT)) > 0;
 }
 
 /* Judge the tick before at a new tick; should this packet look? */
@@ -248,10 +259,11 @@ static __always_inline struct xlb_flow_cache_slot *victim(struct xlb_flow_cache_
 	return (__s32)(second->jiffies - first->jiffies) < 0 ? second : first;
 }
 
-/* Copy a valid entry of the flow into its set, with the epoch of *ref. */
+/* Copy a valid entry of the flow into its set, with the epoch of *ref;
+ * `until_ns`: UDP, the clock it answers before (ignored for TCP). */
 static __always_inline void flow_cache_fill(const struct flow_tuple *f,
 					    const struct flow_cache_ref *ref,
-					    const struct xlb_conn *conn)
+					    const struct xlb_conn *conn, __u64 until_ns)
 {
 	struct xlb_flow_cache_slot *s, *first;
 	__u32 now, second = ref->key + 1;
@@ -279,12 +291,13 @@ static __always_inline void flow_cache_fill(const struct flow_tuple *f,
 	s->real_id = conn->real_id;
 	s->real_gen = conn->real_gen;
 	s->hash = conn->hash;
+	s->until = until_ns >> XLB_FLOW_CACHE_CLOCK_SHIFT;
 	s->epoch = ref->epoch;
 	barrier();
 	s->jiffies = now;
 }
 
-/* A TCP entry of the flow was written: every CPU's copy of it is old. */
+/* An entry of the flow was written: every CPU's copy of it is old. */
 static __always_inline void flow_cache_invalidate(const struct flow_tuple *f)
 {
 	__u32 *epoch = epoch_word(XLB_FLOW_CACHE_EPOCH_OF(flow_cache_index(f)));

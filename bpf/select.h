@@ -23,8 +23,8 @@
  *     selection; NO_CONN_TABLE and QUIC VIPs count neither.
  *
  * The fast path (established_real()): a packet that is not a SYN, to an
- * address `vip_filter` marks, looks up its entry before any VIP (a TCP
- * packet first in its CPU's flow cache, flow_cache.h). A valid
+ * address `vip_filter` marks, looks up its entry before any VIP (first
+ * in its CPU's flow cache, flow_cache.h). A valid
  * entry (its real ACTIVE with the entry's gen, its VIP still using the
  * table: reals carry a copy of their VIP's flags) decides alone: real, VIP
  * (the real's), flags and hash (stored in the entry) are all known, so the
@@ -169,14 +169,13 @@ static __always_inline void write_conn(const union conn_key *key, struct xlb_con
 	update_conn(key, p->flow.family, &conn, BPF_ANY);
 }
 
-/* write_conn(), then no CPU's copy of a TCP entry of the flow is used again. */
+/* write_conn(), then no CPU's copy of an entry of the flow is used again. */
 static __always_inline void record_conn(const union conn_key *key, struct xlb_conn *old,
 					const struct xlb_pkt *p, const struct xlb_real *real,
 					const struct xlb_config *cfg)
 {
 	write_conn(key, old, p, real, cfg);
-	if (p->flow.proto == IPPROTO_TCP)
-		flow_cache_invalidate(&p->flow);
+	flow_cache_invalidate(&p->flow);
 }
 
 /*
@@ -227,6 +226,22 @@ static __always_inline struct xlb_real *check_conn(struct xlb_conn *conn, struct
 }
 
 /*
+ * Until when (conn_clock_ns) a copy of a UDP entry answers as the entry
+ * would: while check_conn() would neither expire it (the UDP TTL) nor
+ * refresh its atime (XLB_ATIME_REFRESH_NS), so not writing it loses
+ * nothing. Read after check_conn(), which may just have refreshed it.
+ */
+static __always_inline __u64 udp_copy_until(const struct xlb_conn *conn,
+					    const struct xlb_config *cfg)
+{
+	__u64 good_for = XLB_ATIME_REFRESH_NS;
+
+	if (cfg->udp_ttl_ns && cfg->udp_ttl_ns < good_for)
+		good_for = cfg->udp_ttl_ns;
+	return conn->atime_ns + good_for;
+}
+
+/*
  * Maglev: real_id = ring[hash % ring_size], from the VIP's live ring slot
  * (stored in pairs, see xlb_abi.h); the real must be ACTIVE.
  */
@@ -268,23 +283,20 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 	struct xlb_flow_cache_slot *copy;
 	struct flow_cache_ref ref;
 	struct xlb_real *real;
-	int tcp = p->flow.proto == IPPROTO_TCP;
 	__u32 real_id;
 
 	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
 		return NULL;
-	if (tcp) {
-		copy = flow_cache_find(&p->flow, &ref);
-		if (copy) {
-			real_id = copy->real_id;
-			real = check_real(real_id, copy->real_gen, XLB_ANY_VIP);
-			if (real) {
-				count(XLB_CNT_CONN_HIT);
-				p->real_id = real_id;
-				p->vip_id = real->vip_id;
-				p->hash = copy->hash;
-				return real;
-			}
+	copy = flow_cache_find(&p->flow, &ref);
+	if (copy) {
+		real_id = copy->real_id;
+		real = check_real(real_id, copy->real_gen, XLB_ANY_VIP);
+		if (real) {
+			count(XLB_CNT_CONN_HIT);
+			p->real_id = real_id;
+			p->vip_id = real->vip_id;
+			p->hash = copy->hash;
+			return real;
 		}
 	}
 	fill_conn_key(&probe->key, &p->flow);
@@ -298,8 +310,7 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 	count(XLB_CNT_CONN_HIT);
 	p->vip_id = real->vip_id;
 	p->hash = probe->conn->hash;
-	if (tcp)
-		flow_cache_fill(&p->flow, &ref, probe->conn);
+	flow_cache_fill(&p->flow, &ref, probe->conn, udp_copy_until(probe->conn, cfg));
 	return real;
 }
 

@@ -62,6 +62,7 @@ from .flows import (
     check_sample_limit,
     clear_conn_tables,
     flow_cache_sizes,
+    forget_cached_flows,
     lookup_flow,
     owners_by_key,
     sample_flows,
@@ -408,6 +409,9 @@ class Balancer:
         self._prefix_vips = self._has_prefix_vip()
         self._write_config(config)
         self._config = config
+        # a UDP copy in a flow cache is good for as long as the TTL it was
+        # copied under allowed (bpf/flow_cache.h): none outlives a new one
+        forget_cached_flows(self._map)
 
     def _write_config(self, config: BalancerConfig) -> None:
         value = _abi.config_value(

@@ -31,6 +31,7 @@ from xlb._abi import read_u32, u32, vip_filter_bit
 from xlb._bpf import Map
 from xlb.balancer import BALANCER_OBJECT, MAX_REALS
 from xlb.errors import BpfError, CapacityError, ExistsError
+from xlb.flows import FLOW_CACHE_EPOCHS, forget_cached_flows
 from xlb.rings import RINGS_PER_VIP, GracePeriods, ring_index
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 from xlb.testing.packets import decode_encapsulated
@@ -649,6 +650,8 @@ def age_connection_table(lb: Balancer, seconds: float) -> int:
             conn.atime_ns = max(0, now_ns - int(seconds * 1e9))
             table.update(key, to_bytes(conn))
             aged += 1
+    # as that much time would have: no flow-cache copy of them is good
+    forget_cached_flows({FLOW_CACHE_EPOCHS: lb.map(FLOW_CACHE_EPOCHS)})
     return aged
 
 

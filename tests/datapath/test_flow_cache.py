@@ -1,6 +1,7 @@
 """Each CPU's flow cache (bpf/flow_cache.h) answers what the connection
-table would: a copy of a TCP entry is never used once the entry changed,
-on whichever CPU it changed, or once the control plane removed it.
+table would: a copy of an entry is never used once the entry changed,
+on whichever CPU it changed, or once the control plane removed it, nor
+a UDP copy once the table would have expired or refreshed its entry.
 
 Packets run on a chosen CPU: the thread is pinned around each run
 (bench.common.pinned says why).
@@ -9,12 +10,13 @@ Packets run on a chosen CPU: the thread is pinned around each run
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from bench.common import pinned
-from xlb import Balancer, Flow, Real, Vip
-from xlb.testing import outer_destination, tcp_packet
+from xlb import Balancer, BalancerConfig, Flow, Real, Vip
+from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 
 VIPS = {4: Vip("10.200.0.1", 80, "tcp"), 6: Vip("2001:db8:200::1", 80, "tcp")}
 REALS = {
@@ -22,6 +24,7 @@ REALS = {
     6: [Real(f"2001:db8:1::{i}") for i in range(1, 5)],
 }
 CLIENTS = {4: "198.51.100.7", 6: "2001:db8:c::7"}
+UDP_VIP = Vip("10.200.0.2", 53, "udp")
 
 needs_two_cpus = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to run packets on"
@@ -30,8 +33,12 @@ needs_two_cpus = pytest.mark.skipif(
 
 def send(lb: Balancer, flow: Flow, flags: str, cpu: int) -> str:
     """Run one packet of `flow` on `cpu`; the real it was sent to."""
+    if flow.proto == "udp":
+        packet = udp_packet(flow.src, flow.dst, flow.sport, flow.dport)
+    else:
+        packet = tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags=flags)
     with pinned(cpu):
-        result = lb.run(tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags=flags))
+        result = lb.run(packet)
     assert result.action == "XDP_TX", result
     return str(outer_destination(result.packet))
 
@@ -47,6 +54,19 @@ def cached_flow(lb: Balancer, family: int, cpu: int) -> tuple[Flow, str]:
     real = send(lb, flow, "S", cpu)
     assert send(lb, flow, "A", cpu) == real
     assert send(lb, flow, "A", cpu) == real
+    return flow, real
+
+
+def cached_udp_flow(lb: Balancer, cpu: int) -> tuple[Flow, str]:
+    """A UDP flow whose entry CPU `cpu` has copied: three datagrams there
+    (the first makes the entry, the second copies it, the third is
+    answered by the copy). Returns the flow and its real."""
+    lb.add_vip(UDP_VIP)
+    lb.set_reals(UDP_VIP, REALS[4])
+    flow = Flow(CLIENTS[4], UDP_VIP.address, 40000, UDP_VIP.port, "udp")
+    real = send(lb, flow, "", cpu)
+    assert send(lb, flow, "", cpu) == real
+    assert send(lb, flow, "", cpu) == real
     return flow, real
 
 
@@ -101,17 +121,55 @@ def test_answers_from_the_cache_count_as_connection_table_hits(lb: Balancer) -> 
 
 
 @needs_two_cpus
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
 @pytest.mark.parametrize("cpu", [0, 1])
-def test_every_cpu_answers_from_its_own_copies(lb: Balancer, cpu: int) -> None:
+def test_every_cpu_answers_from_its_own_copies(lb: Balancer, cpu: int, proto: str) -> None:
     """Each CPU has its slots (one array sized by the loader for every
     possible CPU): with the entry gone from the table behind the data
     plane's back (as the LRU evicts it), the CPU that copied it still
     sends the flow to its real, and the other CPU, with no copy, to the
     ring's."""
-    flow, first = cached_flow(lb, 4, cpu=cpu)
-    drain(lb, VIPS[4], first)
+    if proto == "udp":
+        flow, first = cached_udp_flow(lb, cpu)
+    else:
+        flow, first = cached_flow(lb, 4, cpu=cpu)
+    drain(lb, flow_vip(flow), first)
     table = lb.map("conn_v4")
     for key in list(table.keys()):
         table.delete(key)
     assert send(lb, flow, "A", cpu=cpu) == first
     assert send(lb, flow, "A", cpu=1 - cpu) == str(lb.predict(flow)) != first
+
+
+def flow_vip(flow: Flow) -> Vip:
+    return UDP_VIP if flow.proto == "udp" else VIPS[flow.src.version]
+
+
+def test_a_udp_copy_is_not_used_past_the_ttl(lb: Balancer) -> None:
+    """A UDP entry idle for longer than the TTL has expired: the flow is
+    chosen again by the ring, although its CPU copied the entry and the
+    copy is younger than a copy's longest life (~1 s)."""
+    ttl_s = 0.2
+    lb.configure(BalancerConfig(gateway_mac=GATEWAY_MAC, udp_ttl_s=ttl_s))
+    flow, first = cached_udp_flow(lb, cpu=0)
+    last = time.monotonic()
+    drain(lb, UDP_VIP, first)
+    expired = lb.counters()["conn_expired"]
+    while time.monotonic() < last + ttl_s * 1.5:  # the data plane's clock, coarse
+        time.sleep(0.01)
+    assert send(lb, flow, "", cpu=0) == str(lb.predict(flow)) != first
+    assert lb.counters()["conn_expired"] == expired + 1
+
+
+def test_a_new_ttl_applies_to_the_copies_made_before_it(lb: Balancer) -> None:
+    """configure() with a shorter UDP TTL: a copy made under the longer one
+    is not used once the entry is idle for longer than the new TTL."""
+    lb.configure(BalancerConfig(gateway_mac=GATEWAY_MAC, udp_ttl_s=300))
+    flow, first = cached_udp_flow(lb, cpu=0)
+    last = time.monotonic()
+    ttl_s = 0.2
+    lb.configure(BalancerConfig(gateway_mac=GATEWAY_MAC, udp_ttl_s=ttl_s))
+    drain(lb, UDP_VIP, first)
+    while time.monotonic() < last + ttl_s * 1.5:
+        time.sleep(0.01)
+    assert send(lb, flow, "", cpu=0) == str(lb.predict(flow)) != first
