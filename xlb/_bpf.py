@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import mmap
 import os
@@ -371,21 +372,47 @@ class TestRunResult:
 
 
 class Program:
-    """A loaded BPF program owned by its BpfObject."""
+    """A loaded BPF program: one its BpfObject loaded (`handle`, the object
+    owns the fd), or one opened from a pin (it owns its fd)."""
 
-    def __init__(self, handle: Any, owner: BpfObject) -> None:
+    def __init__(self, fd: int, name: str, owner: BpfObject, handle: Any = None) -> None:
+        self.fd = fd
+        self.name = name
+        self._owner = owner  # keeps the object (and so a loaded program's fd) alive
         self._handle = handle
-        self._owner = owner  # keeps the object (and so the fd) alive
-        self.name = ffi.string(lib.bpf_program__name(handle)).decode()
 
-    @property
-    def fd(self) -> int:
-        return int(lib.bpf_program__fd(self._handle))
+    @classmethod
+    def from_pin(cls, path: Path, name: str, owner: BpfObject) -> Program | None:
+        """The program pinned at `path`, or None if none is."""
+        fd = lib.bpf_obj_get(str(path).encode())
+        return None if fd < 0 else cls(fd, name, owner)
+
+    def close(self) -> None:
+        """Drop a pinned program's fd (a loaded one's is the object's)."""
+        if self._handle is None and self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -1
 
     @property
     def insn_count(self) -> int:
         """Instructions after libbpf's relocations, before the verifier."""
+        if self._handle is None:
+            raise BpfError(f"instructions of program {self.name} (opened from a pin)", errno.ENOENT)
         return int(lib.bpf_program__insn_cnt(self._handle))
+
+    def map_ids(self) -> set[int]:
+        """The ids of the maps the program uses."""
+        info = ffi.new("struct bpf_prog_info *")
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
+        check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"info for program {self.name}")
+        count = int(info.nr_map_ids)
+        ids = ffi.new("__u32[]", max(count, 1))
+        info = ffi.new("struct bpf_prog_info *")
+        info.nr_map_ids = count
+        info.map_ids = int(ffi.cast("uintptr_t", ids))
+        size[0] = ffi.sizeof("struct bpf_prog_info")
+        check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"map ids of program {self.name}")
+        return {int(ids[i]) for i in range(min(count, int(info.nr_map_ids)))}
 
     def info(self) -> dict[str, int]:
         """Kernel-side sizes: xlated and jited bytes, program id."""
@@ -449,6 +476,11 @@ class BpfObject:
     `only`: load just these programs (the rest stay unloaded).
     `sizes`: max_entries of these maps, instead of the object's (a size
     known only on the machine, such as one per possible CPU).
+    `pin_programs` (with `pin_dir`): pin the loaded programs there too,
+    under this build's id (the object's bytes and `sizes`), and, unless
+    `reload`, take the programs pinned under it instead of loading them:
+    the verifier's work (~0.7 s for the balancer) is paid once per build,
+    not by every process that adopts the data plane. `reused` says which.
     """
 
     def __init__(
@@ -458,24 +490,84 @@ class BpfObject:
         pin_dir: str | Path | None = None,
         only: list[str] | None = None,
         sizes: Mapping[str, int] | None = None,
+        pin_programs: bool = False,
+        reload: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise NotFoundError(f"no BPF object file at {self.path}")
         self._obj: Any = ffi.NULL
+        self.programs: dict[str, Program] = {}
+        self.maps: dict[str, Map] = {}
+        self.reused = False
         with capture_libbpf_log() as lines:
             obj = lib.bpf_object__open_file(str(self.path).encode(), ffi.NULL)
             self._obj = check_ptr(obj, f"opening BPF object {self.path}", lines)
         try:
             self._prepare(pin_dir, only, sizes or {})
-            with capture_libbpf_log() as lines:
-                ret = lib.bpf_object__load(self._obj)
-            check(ret, _load_failure(self.path.name, lines), lines, _load_error_class(lines))
+            build = build_id(self.path, sizes or {})
+            pins = Path(pin_dir) if pin_dir is not None and pin_programs else None
+            if pins is not None and not reload:
+                self.reused = self._adopt_pinned(pins, build)
+            if not self.reused:
+                self._load()
+                if pins is not None:
+                    self._pin_programs(pins, build)
         except BaseException:
             self.close()
             raise
+
+    def _load(self) -> None:
+        with capture_libbpf_log() as lines:
+            ret = lib.bpf_object__load(self._obj)
+        check(ret, _load_failure(self.path.name, lines), lines, _load_error_class(lines))
         self.programs = {p.name: p for p in self._iter_programs()}
         self.maps = {m.name: m for m in self._iter_maps()}
+
+    def _adopt_pinned(self, pin_dir: Path, build: str) -> bool:
+        """Take this build's programs and every map from their pins; False
+        (nothing kept) if one is missing, or if a program does not use the
+        maps pinned now (they were replaced since it was loaded)."""
+        programs: dict[str, Program] = {}
+        maps: dict[str, Map] = {}
+        adopted = False
+        try:
+            for handle in self._raw_programs():
+                if lib.bpf_program__autoload(handle):
+                    name = ffi.string(lib.bpf_program__name(handle)).decode()
+                    pin = pin_dir / program_pin_name(name, build)
+                    if (program := Program.from_pin(pin, name, self)) is None:
+                        return False
+                    programs[name] = program
+            for handle in self._raw_maps():
+                name = ffi.string(lib.bpf_map__name(handle)).decode()
+                if name.startswith(".") or "." in name:
+                    return False  # a private map (.data, .bss) is the load's own
+                maps[name] = Map.from_pin(pin_dir / name)
+            pinned_ids = {m.id for m in maps.values()}
+            adopted = bool(programs) and all(p.map_ids() <= pinned_ids for p in programs.values())
+            return adopted
+        except NotFoundError:
+            return False
+        finally:
+            if adopted:
+                self.programs, self.maps = programs, maps
+            else:
+                for program in programs.values():
+                    program.close()
+                for pinned_map in maps.values():
+                    pinned_map.close()
+
+    def _pin_programs(self, pin_dir: Path, build: str) -> None:
+        """Pin each loaded program under this build's id; unpin those of
+        other builds (they would keep old programs alive in the kernel)."""
+        for name, program in self.programs.items():
+            pin = pin_dir / program_pin_name(name, build)
+            for old in pin_dir.glob(program_pin_name(name, "*")):
+                if old != pin:
+                    old.unlink(missing_ok=True)
+            pin.unlink(missing_ok=True)
+            check(lib.bpf_obj_pin(program.fd, str(pin).encode()), f"pinning program {name}")
 
     def _prepare(
         self, pin_dir: str | Path | None, only: list[str] | None, sizes: Mapping[str, int]
@@ -507,8 +599,10 @@ class BpfObject:
 
     def _iter_programs(self) -> Iterator[Program]:
         for handle in self._raw_programs():
-            if lib.bpf_program__fd(handle) >= 0:
-                yield Program(handle, self)
+            fd = int(lib.bpf_program__fd(handle))
+            if fd >= 0:
+                name = ffi.string(lib.bpf_program__name(handle)).decode()
+                yield Program(fd, name, self, handle)
 
     def _iter_maps(self) -> Iterator[Map]:
         for handle in self._raw_maps():
@@ -533,11 +627,13 @@ class BpfObject:
 
     def close(self) -> None:
         """Release the object; pinned maps and attached links stay in the kernel."""
+        for program in getattr(self, "programs", {}).values():
+            program.close()
         if self._obj != ffi.NULL:
             lib.bpf_object__close(self._obj)
             self._obj = ffi.NULL
         for m in getattr(self, "maps", {}).values():
-            m.fd = -1
+            m.close()
 
     def __enter__(self) -> BpfObject:
         return self
@@ -548,6 +644,18 @@ class BpfObject:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def build_id(path: Path, sizes: Mapping[str, int]) -> str:
+    """What tells builds apart: the object's bytes and the machine's sizes."""
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(repr(sorted(sizes.items())).encode())
+    return digest.hexdigest()[:16]
+
+
+def program_pin_name(program: str, build: str) -> str:
+    """A program's pin for one build (bpffs names take no dots)."""
+    return f"prog_{program}_{build}"
 
 
 def _load_failure(name: str, lines: list[str]) -> str:

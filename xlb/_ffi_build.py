@@ -66,7 +66,7 @@ struct bpf_tc_hook { size_t sz; int ifindex; int attach_point; __u32 parent; ...
 struct bpf_tc_opts { size_t sz; int prog_fd; __u32 flags; __u32 prog_id; __u32 handle;
                      __u32 priority; ...; };
 struct bpf_prog_info { __u32 type; __u32 id; __u32 xlated_prog_len; __u32 jited_prog_len;
-                       ...; };
+                       __u32 nr_map_ids; __u64 map_ids; ...; };
 struct bpf_map_info { __u32 type; __u32 id; __u32 key_size; __u32 value_size;
                       __u32 max_entries; __u32 map_flags; char name[16]; ...; };
 
@@ -109,6 +109,7 @@ const char *bpf_program__name(const struct bpf_program *prog);
 int bpf_program__fd(const struct bpf_program *prog);
 size_t bpf_program__insn_cnt(const struct bpf_program *prog);
 int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
+bool bpf_program__autoload(const struct bpf_program *prog);
 struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifindex);
 
 const char *bpf_map__name(const struct bpf_map *map);

@@ -192,6 +192,7 @@ class Balancer:
             pin_dir=self.pin_dir,
             only=[PROGRAM_NAME],
             sizes=flow_cache_sizes(),
+            pin_programs=True,  # adopting the same build loads nothing
         )
         self._prog: Program = self._obj.program(PROGRAM_NAME)
         self._map: dict[str, Map] = self._obj.maps
@@ -275,7 +276,12 @@ class Balancer:
         if self.pin_dir is None:
             raise ConfigError("upgrade needs pinned maps (an interface or a pin_dir)")
         new = BpfObject(
-            object_path, pin_dir=self.pin_dir, only=[PROGRAM_NAME], sizes=flow_cache_sizes()
+            object_path,
+            pin_dir=self.pin_dir,
+            only=[PROGRAM_NAME],
+            sizes=flow_cache_sizes(),
+            pin_programs=True,
+            reload=True,  # an upgrade loads, even a build already pinned
         )
         if self._link is not None:
             self._link.update(new.program(PROGRAM_NAME))

@@ -559,6 +559,50 @@ def test_adopt_after_restart_keeps_every_connection(pin_dir: Path) -> None:
         second.close(detach=True)
 
 
+def test_adopting_the_same_build_loads_no_program(pin_dir: Path) -> None:
+    """A process adopting a data plane of its own build (every CLI call)
+    takes the pinned program instead of loading one through the verifier;
+    the program it runs and the maps it programs are the data plane's."""
+    first = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
+    first_id = first.program.info()["id"]
+    first.close()
+    second = Balancer(pin_dir=pin_dir)
+    try:
+        assert second.program.info()["id"] == first_id
+        second.add_vip(VIP4)
+        second.set_reals(VIP4, REALS4)
+        flow = random_flows(1, VIP4, seed=5)[0]
+        assert destination(second, packet_for(flow, "S")) == str(second.predict(flow))
+        assert second.counters()["xdp_tx"] == 1
+    finally:
+        second.close(detach=True)
+
+
+def test_a_replaced_map_pin_makes_adoption_load_the_program(pin_dir: Path) -> None:
+    """The pinned program uses the maps pinned when it was loaded: if one
+    was replaced since, adopting loads the program anew over the maps pinned
+    now, so the program and the control plane share every map."""
+    first = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
+    first_id = first.program.info()["id"]
+    counters = first.map("counters")
+    replacement = Map.create(
+        counters.type, "counters", counters.key_size, counters.value_size, counters.max_entries
+    )
+    first.close()
+    (pin_dir / "counters").unlink()
+    replacement.pin(pin_dir / "counters")
+    replacement.close()
+    second = Balancer(pin_dir=pin_dir)
+    try:
+        assert second.program.info()["id"] != first_id
+        second.add_vip(VIP4)
+        second.set_reals(VIP4, REALS4)
+        second.run(packet_for(random_flows(1, VIP4, seed=6)[0], "S"))
+        assert second.counters()["xdp_tx"] == 1
+    finally:
+        second.close(detach=True)
+
+
 def test_pins_of_an_incompatible_build_are_a_clear_error(pin_dir: Path, tmp_path: Path) -> None:
     import build  # the repository root's build.py
 
