@@ -138,6 +138,20 @@ def web_vip(port: int, interval: float, timeout: float) -> VipConfig:
     return VipConfig(Vip("10.100.0.1", 80), (Real(LOCAL),), check=check)
 
 
+def vips_to_outlast(seconds: float, reals: int) -> int:
+    """How many VIPs of `reals` reals this machine takes about `seconds` to
+    program (at least 50): timed on a scratch data plane, so the apply lasts
+    as long on a fast machine as on a slow one."""
+    sample = bulk_vips(10, reals)
+    with Balancer() as lb:
+        started = time.monotonic()
+        for vip in sample:
+            lb.add_vip(vip.vip)
+            lb.set_reals(vip.vip, list(vip.reals))
+        per_vip = (time.monotonic() - started) / len(sample)
+    return min(max(50, int(seconds / per_vip) + 1), 250)
+
+
 def bulk_vips(count: int, reals: int) -> tuple[VipConfig, ...]:
     members = tuple(Real(f"10.50.{r // 250}.{r % 250 + 1}") for r in range(reals))
     return tuple(VipConfig(Vip(f"10.101.0.{i + 1}", 80), members) for i in range(count))
@@ -177,19 +191,21 @@ class LoopLag:
 
 
 def test_a_long_reload_does_not_stall_the_probes(plane: Plane) -> None:
-    """50 VIPs x 300 reals take seconds to apply (Maglev builds, map
-    writes); the reload starts while an HTTP probe (1 s timeout, fall 1;
+    """VIPs of 300 reals, as many as this machine takes 2.5 s to apply
+    (Maglev builds, map writes; 50 at least); the reload starts while an
+    HTTP probe (1 s timeout, fall 1;
     the server answers in 0.1 s) is in flight. Applied on the event loop,
     that probe times out and the real goes down; applied in the apply
     thread, nothing is late. (The loop still waits for the GIL now and then,
     ~0.15 s at worst on an idle machine: the timeout leaves room for a busy
-    one, and stays well under the 1.7-2.2 s an apply takes.)"""
+    one, and stays well under the ~2.5 s an apply takes.)"""
     interval, timeout, delay = 1.2, 1.0, 0.1
+    vip_count = vips_to_outlast(2.5 * timeout, reals=300)
 
     async def scenario() -> dict[str, Any]:
         async with SlowHttpServer(delay) as web:
             small = Config(plane.settings(), vips=(web_vip(web.port, interval, timeout),))
-            big = replace(small, vips=(*small.vips, *bulk_vips(50, 300)))
+            big = replace(small, vips=(*small.vips, *bulk_vips(vip_count, 300)))
             async with Service(small, teardown=True) as svc:
                 return await reload_during_a_probe(svc, web, big)
 
@@ -219,7 +235,7 @@ def test_a_long_reload_does_not_stall_the_probes(plane: Plane) -> None:
         return int(svc.health()["10.100.0.1:80/tcp"]["reals"][LOCAL]["probes_ok"])
 
     seen = plane.run(scenario)
-    assert seen["vips"] == 51
+    assert seen["vips"] == 1 + vip_count
     # The test means something only if the apply outlasts a probe timeout.
     assert seen["took"] > timeout, seen
     # The loop may wait for the GIL (numpy in the apply thread), never for the apply.
