@@ -17,6 +17,7 @@ import mmap
 import os
 import re
 import socket
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -400,25 +401,50 @@ class Program:
             raise BpfError(f"instructions of program {self.name} (opened from a pin)", errno.ENOENT)
         return int(lib.bpf_program__insn_cnt(self._handle))
 
-    def map_ids(self) -> set[int]:
-        """The ids of the maps the program uses."""
+    def jited_lines(self) -> list[tuple[int, int]]:
+        """(offset in the JIT image, instruction index) of each line-info
+        record, from the kernel's jited line info: what maps a sampled
+        address back to the instruction (and so the source line) it runs."""
+        info = self._info()
+        count, rec_size = int(info.nr_line_info), int(info.line_info_rec_size)
+        records = ffi.new("char[]", max(count * rec_size, 1))
+        addresses = ffi.new("__u64[]", max(count, 1))
+        ksym = ffi.new("__u64[]", 1)
+        info = ffi.new("struct bpf_prog_info *")
+        info.nr_line_info, info.line_info_rec_size = count, rec_size
+        info.line_info = int(ffi.cast("uintptr_t", records))
+        info.nr_jited_line_info, info.jited_line_info_rec_size = count, 8
+        info.jited_line_info = int(ffi.cast("uintptr_t", addresses))
+        info.nr_jited_ksyms, info.jited_ksyms = 1, int(ffi.cast("uintptr_t", ksym))
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
+        check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"line info of {self.name}")
+        raw = ffi.buffer(records, count * rec_size)
+        insns = [
+            int.from_bytes(raw[i * rec_size : i * rec_size + 4], sys.byteorder)
+            for i in range(count)
+        ]
+        return sorted((int(addresses[i]) - int(ksym[0]), insns[i]) for i in range(count))
+
+    def _info(self) -> Any:
         info = ffi.new("struct bpf_prog_info *")
         size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
         check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"info for program {self.name}")
-        count = int(info.nr_map_ids)
+        return info
+
+    def map_ids(self) -> set[int]:
+        """The ids of the maps the program uses."""
+        count = int(self._info().nr_map_ids)
         ids = ffi.new("__u32[]", max(count, 1))
         info = ffi.new("struct bpf_prog_info *")
         info.nr_map_ids = count
         info.map_ids = int(ffi.cast("uintptr_t", ids))
-        size[0] = ffi.sizeof("struct bpf_prog_info")
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
         check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"map ids of program {self.name}")
         return {int(ids[i]) for i in range(min(count, int(info.nr_map_ids)))}
 
     def info(self) -> dict[str, int]:
         """Kernel-side sizes: xlated and jited bytes, program id."""
-        info = ffi.new("struct bpf_prog_info *")
-        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
-        check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"info for program {self.name}")
+        info = self._info()
         return {
             "id": int(info.id),
             "xlated_bytes": int(info.xlated_prog_len),
