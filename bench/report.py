@@ -254,12 +254,15 @@ without the forgetting (a new TTL). A/B (`bench.compare`, 9 rounds): UDP
 hit 52.5 -> 37.5 ns (0.71), every other row 0.98-1.02; in the bench run
 the UDP fragment row fell from 69.5 to 50.5 ns as well.
 
-What still stands in the way of 0.75 with 10000 flows: the 12% of
-packets the cache does not answer pay a cold LRU bucket and element
-(~80 ns each here, a TLB miss on a 16 MB bucket array included), and
-every packet reads its slot from L2 rather than L1. With one flow xlb is
-at 0.73-0.75 of the reflector; xlb / nftables is 5.0-5.2 on both rows,
-against 6.
+What still stands in the way of 0.75 with 10000 flows is the flow's
+state itself, not the packets the cache misses: a build with four times
+the slots (131072 per CPU, ~99% of the 10000 flows answered) measured
+0.617 against 0.611 (`bench.throughput_ab`, 4 rounds). Each packet reads
+its flow's slot, and 10000 flows' slots (0.6-1.3 MB with the sets) come
+from the outer caches: ~20 ns per packet over the one-flow row, where
+the reflector reads no per-flow state at all. With one flow xlb is at
+0.73-0.75 of the reflector; xlb / nftables is 5.0-5.2 on both rows,
+against 6 (min-encap itself is 6.4x nftables on the one-flow row).
 
 Where a hit's time goes now, by source line (`python -m bench.hotlines
 v4_ack`: perf's cpu-clock samples in the JITed program, mapped to source
