@@ -10,7 +10,6 @@ prefix VIPs with the port, then any port).
 from __future__ import annotations
 
 import ipaddress
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,29 +238,27 @@ def send_with(lb: Balancer, l3: Packet, flags: VipFlags) -> str:
     return real
 
 
-def test_a_restarted_control_plane_adopts_prefix_vips(tmp_path: Path) -> None:
-    pin_dir = Path("/sys/fs/bpf") / f"xlbt-prefix-{tmp_path.name}"
+def test_a_restarted_control_plane_adopts_prefix_vips(pin_dir: Path) -> None:
+    # pin_dir: unique to this process (two suites side by side once shared
+    # one named after tmp_path, and one's teardown removed the other's pins)
+    first = Balancer(pin_dir=pin_dir, config=CONFIG)
+    first.add_vip(WEB, VipFlags.NO_SPORT, ring_size=RING)
+    first.set_reals(WEB, REALS4)
+    first.add_vip(EXACT, ring_size=13)
+    first.close()
+    second = Balancer(pin_dir=pin_dir)
     try:
-        first = Balancer(pin_dir=pin_dir, config=CONFIG)
-        first.add_vip(WEB, VipFlags.NO_SPORT, ring_size=RING)
-        first.set_reals(WEB, REALS4)
-        first.add_vip(EXACT, ring_size=13)
-        first.close()
-        second = Balancer(pin_dir=pin_dir)
-        try:
-            assert second.vips() == [WEB, EXACT]
-            assert second.vip_flags(WEB) == VipFlags.NO_SPORT
-            assert second.reals(WEB) == REALS4
-            packet = tcp4("198.18.0.200", 80)
-            assert send_with(second, packet, VipFlags.NO_SPORT) == str(
-                second.predict(flow_of(packet))
-            )
-            second.remove_vip(WEB)
-            assert second.run(frame(packet)).action == PASS
-        finally:
-            second.close(detach=True)
+        assert second.vips() == [WEB, EXACT]
+        assert second.vip_flags(WEB) == VipFlags.NO_SPORT
+        assert second.reals(WEB) == REALS4
+        packet = tcp4("198.18.0.200", 80)
+        assert send_with(second, packet, VipFlags.NO_SPORT) == str(
+            second.predict(flow_of(packet))
+        )
+        second.remove_vip(WEB)
+        assert second.run(frame(packet)).action == PASS
     finally:
-        shutil.rmtree(pin_dir, ignore_errors=True)
+        second.close(detach=True)
 
 
 def test_a_config_file_with_prefix_vips_is_applied_and_saved_back(lb: Balancer) -> None:
