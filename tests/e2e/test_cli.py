@@ -521,7 +521,10 @@ command = ["sh", "-c", "test {{real}} = 10.30.1.2"]
             if out.returncode == 0:
                 listed = json.loads(out.stdout)
                 health = [r["health"] for v in listed["vips"] for r in v["reals"]]
-                if health == ["up", "down", "up", "down"]:
+                # a VIP's health follows its reals' once the daemon has applied
+                # their results (the apply thread): wait for both
+                vip_health = [v["health"] for v in listed["vips"]]
+                if health == ["up", "down", "up", "down"] and vip_health == ["healthy"] * 2:
                     break
             assert daemon.poll() is None, daemon.communicate()
             time.sleep(0.2)
