@@ -252,9 +252,7 @@ def test_a_restarted_control_plane_adopts_prefix_vips(pin_dir: Path) -> None:
         assert second.vip_flags(WEB) == VipFlags.NO_SPORT
         assert second.reals(WEB) == REALS4
         packet = tcp4("198.18.0.200", 80)
-        assert send_with(second, packet, VipFlags.NO_SPORT) == str(
-            second.predict(flow_of(packet))
-        )
+        assert send_with(second, packet, VipFlags.NO_SPORT) == str(second.predict(flow_of(packet)))
         second.remove_vip(WEB)
         assert second.run(frame(packet)).action == PASS
     finally:
