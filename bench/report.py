@@ -626,7 +626,7 @@ def analysis(results: dict[str, Any]) -> str:
             "The minimal encap does one helper call and ~70 instructions; "
             "xlb's hit does, beyond that: parse (Ethernet/VLAN, IPv4/IPv6, L4), a bit test "
             "in `vip_filter` (an array word), the CPU's cached copy of the flow's entry "
-            "(TCP, `flow_cache.h`; else one LRU-hash lookup, 16-byte key), "
+            "(TCP or UDP, `flow_cache.h`; else one LRU-hash lookup, 16-byte key), "
             "a `reals` array lookup and validity check, next-hop selection, and four per-CPU "
             "counter updates (the global counters at the table hit and at the exit, the "
             "VIP's, the real's); the VIP lookup and the flow hash are skipped (both come "
