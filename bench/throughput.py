@@ -37,6 +37,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from scapy.layers.inet import IP, TCP
@@ -157,7 +158,9 @@ class Topology:
         with contextlib.suppress(Exception):
             sh(self.lb_ns, "nft", "delete", "table", "ip", "xlbbench")
 
-    def attach(self, mode: str) -> None:
+    def attach(self, mode: str, object_path: Path | None = None) -> None:
+        """The device under test on l0; `object_path`: a build of xlb (mode
+        "xlb") other than this checkout's."""
         self.detach_dut()
         with netns.enter(self.lb_ns):
             if mode == "xlb":
@@ -166,6 +169,7 @@ class Topology:
                     mode="native",
                     pin_dir=self.pin_dir,
                     config=BalancerConfig(gateway_mac=self.g_mac),
+                    object_path=object_path,
                 )
                 self.balancer.add_vip(VIP)
                 self.balancer.set_reals(VIP, REALS)

@@ -15,27 +15,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xlb import Balancer, BalancerConfig, netns
 from xlb.balancer import BALANCER_OBJECT
 
 from .common import log, median
-from .throughput import BUCKET, REALS, VIP, Topology, interruptible, measure
+from .throughput import BUCKET, Topology, interruptible, measure
 
 WARMUP_S, WINDOW_S = 0.3, 1.0
-
-
-def attach_build(topo: Topology, path: Path) -> None:
-    topo.detach_dut()
-    with netns.enter(topo.lb_ns):
-        topo.balancer = Balancer(
-            interface="l0",
-            mode="native",
-            pin_dir=topo.pin_dir,
-            config=BalancerConfig(gateway_mac=topo.g_mac),
-            object_path=path,
-        )
-        topo.balancer.add_vip(VIP)
-        topo.balancer.set_reals(VIP, REALS)
 
 
 def mpps(topo: Topology, mode: str, flows: int) -> float:
@@ -61,7 +46,7 @@ def main() -> int:
                 reflector = mpps(topo, "reflector", args.flows)
                 first = round_ % len(builds)
                 for path in builds[first:] + builds[:first]:
-                    attach_build(topo, path)
+                    topo.attach("xlb", object_path=path)
                     rate = mpps(topo, "xlb", args.flows)
                     ratios[path].append(rate / reflector)
                     print(f"{path}: {rate:.2f} Mpps, reflector {reflector:.2f}", flush=True)

@@ -288,10 +288,10 @@ struct xlb_conn {
 
 /*
  * `flow_cache` (ARRAY of possible CPUs x XLB_FLOW_CACHE_SLOTS): each CPU's
- * copy of the TCP entries it used last, in front of the connection table
+ * copy of the entries it used last, in front of the connection table
  * (see bpf/flow_cache.h). `flow_cache_epochs` (ARRAY of
  * XLB_FLOW_CACHE_EPOCHS + 1 __u32): the epoch of a group of slots, raised
- * by the data plane whenever it writes a TCP entry that hashes into the
+ * by the data plane whenever it writes an entry that hashes into the
  * group; the last word is the control plane's, raised whenever it removes
  * entries (XLB_FLOW_CACHE_GEN). A cached copy is good while the sum of the
  * two is what it was when copied.

@@ -187,13 +187,7 @@ class Balancer:
         self.interface = interface
         self.mode = mode
         self.pin_dir = self._pin_dir(interface, pin_dir)
-        self._obj = BpfObject(
-            object_path or BALANCER_OBJECT,
-            pin_dir=self.pin_dir,
-            only=[PROGRAM_NAME],
-            sizes=flow_cache_sizes(),
-            pin_programs=True,  # adopting the same build loads nothing
-        )
+        self._obj = self._open_object(object_path or BALANCER_OBJECT, reload=False)
         self._prog: Program = self._obj.program(PROGRAM_NAME)
         self._map: dict[str, Map] = self._obj.maps
         self._link: XdpLink | None = None
@@ -226,6 +220,19 @@ class Balancer:
         path = Path(pin_dir) if pin_dir is not None else DEFAULT_PIN_ROOT / str(interface)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
+
+    def _open_object(self, object_path: str | Path, reload: bool) -> BpfObject:
+        """The balancer program over this handle's maps; with pins, the
+        program pinned for this build unless `reload` (adopting the same
+        build loads nothing)."""
+        return BpfObject(
+            object_path,
+            pin_dir=self.pin_dir,
+            only=[PROGRAM_NAME],
+            sizes=flow_cache_sizes(),
+            pin_programs=True,
+            reload=reload,
+        )
 
     def _attach(self, interface: str, mode: XdpMode) -> None:
         link_pin = self.pin_dir / LINK_PIN_NAME if self.pin_dir else None
@@ -275,14 +282,7 @@ class Balancer:
         """Load a new build of the program over the same maps and swap it in."""
         if self.pin_dir is None:
             raise ConfigError("upgrade needs pinned maps (an interface or a pin_dir)")
-        new = BpfObject(
-            object_path,
-            pin_dir=self.pin_dir,
-            only=[PROGRAM_NAME],
-            sizes=flow_cache_sizes(),
-            pin_programs=True,
-            reload=True,  # an upgrade loads, even a build already pinned
-        )
+        new = self._open_object(object_path, reload=True)  # even a build already pinned
         if self._link is not None:
             self._link.update(new.program(PROGRAM_NAME))
         old, self._obj = self._obj, new
@@ -411,13 +411,16 @@ class Balancer:
         """Replace the global data-plane settings (one map update)."""
         if not isinstance(config, BalancerConfig):
             raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
+        previous: BalancerConfig | None = getattr(self, "_config", None)
         self._no_any_port_vip = not self._has_any_port_vip()
         self._prefix_vips = self._has_prefix_vip()
         self._write_config(config)
         self._config = config
         # a UDP copy in a flow cache is good for as long as the TTL it was
-        # copied under allowed (bpf/flow_cache.h): none outlives a new one
-        forget_cached_flows(self._map)
+        # copied under allowed (bpf/flow_cache.h): none outlives a new TTL
+        # (nor one this handle never saw: an adopted data plane's copies)
+        if previous is None or previous.udp_ttl_s != config.udp_ttl_s:
+            forget_cached_flows(self._map)
 
     def _write_config(self, config: BalancerConfig) -> None:
         value = _abi.config_value(
