@@ -15,6 +15,7 @@ import time
 import pytest
 
 from bench.common import pinned
+from bench.progs import Flows, Harness
 from xlb import Balancer, BalancerConfig, Flow, Real, Vip
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 
@@ -173,3 +174,53 @@ def test_a_new_ttl_applies_to_the_copies_made_before_it(lb: Balancer) -> None:
     while time.monotonic() < last + ttl_s * 1.5:
         time.sleep(0.01)
     assert send(lb, flow, "", cpu=0) == str(lb.predict(flow)) != first
+
+
+# ---- the per-tick judge: a CPU whose copies do not answer stops looking
+
+JUDGE_DEADLINE_S = 20.0
+RUNS_PER_BATCH = 20000  # ~1-4 ms of packets: the judge needs whole ticks of them
+MANY_FLOWS = 1 << 17  # four times a CPU's slots (XLB_FLOW_CACHE_SLOTS)
+
+
+def cache_off(lb: Balancer, cpu: int) -> bool:
+    """Whether `cpu` judged its last busy tick not worth looking
+    (struct xlb_flow_cache_use in bpf/flow_cache.h: u64 jiffies, then u32
+    lookups, answered, off, skipped)."""
+    use = lb.map("flow_cache_use").lookup_percpu((0).to_bytes(4, "little"), dtype="<u4")
+    return bool(use[cpu][4])
+
+
+def run_until_cache(lb: Balancer, harness: Harness, frame: bytes, flows: Flows, off: bool) -> None:
+    """Run `flows` on CPU 0 in batches until its cache is `off`, or fail."""
+    deadline = time.monotonic() + JUDGE_DEADLINE_S
+    harness.prepare(lb.program, frame, flows)
+    with pinned(0):
+        while cache_off(lb, 0) != off:
+            assert time.monotonic() < deadline, f"CPU 0's cache never turned {off=}"
+            assert harness.run(frame, RUNS_PER_BATCH).action == "XDP_TX"
+
+
+def test_a_cpu_whose_flows_outgrow_its_cache_stops_looking_and_starts_again(
+    lb: Balancer,
+) -> None:
+    """Many more flows in turn than the CPU has slots: copies are
+    overwritten before they answer, and the CPU stops looking (so its
+    packets do not pay a slot read for nothing). Back to one busy flow,
+    answered by its copy: the one packet in 64 that looks while off turns
+    the cache on again. Then the copy of an entry the table lost answers:
+    the flow stays on its real."""
+    flow, first = cached_flow(lb, 4, cpu=0)
+    ack = tcp_packet(flow.src, flow.dst, flow.sport, flow.dport, flags="A")
+    harness = Harness()
+    try:
+        assert not cache_off(lb, 0)
+        run_until_cache(lb, harness, ack, Flows.varying(ack, sources=MANY_FLOWS), off=True)
+        run_until_cache(lb, harness, ack, Flows.fixed(ack), off=False)
+    finally:
+        harness.close()
+    drain(lb, VIPS[4], first)
+    table = lb.map("conn_v4")
+    for key in list(table.keys()):
+        table.delete(key)
+    assert send(lb, flow, "A", cpu=0) == first
