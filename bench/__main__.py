@@ -34,7 +34,7 @@ from . import (
     second_chance,
     throughput,
 )
-from .common import BENCH_DIR, log, machine
+from .common import BENCH_DIR, log, machine, wait_until_quiet
 
 SECTIONS = {
     "pktpath": pktpath.run,
@@ -137,6 +137,7 @@ def main() -> int:
         "command": "python3 build.py bench" + (" --quick" if args.quick else ""),
         "sections": {},
         "errors": {},
+        "quiet_wait_s": {},
     }
     out = os.path.abspath(args.out)
     if args.only:
@@ -145,6 +146,7 @@ def main() -> int:
     for done, name in enumerate(chosen):
         t0 = time.time()
         build.progress(done, len(chosen), f"section {name}", keep=True, who="bench")
+        results["quiet_wait_s"][name] = wait_until_quiet()
         try:
             results["sections"][name] = SECTIONS[name](args.quick)
         except Exception:

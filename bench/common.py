@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,41 @@ BUILD_DIR = ROOT / "build" / "bench"
 
 def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+# A section starts once the machine is this idle (CPU time not idle, all
+# CPUs, over one window) or after the deadline: the section before it may
+# leave the kernel tearing down namespaces and freeing hundreds of MB of maps
+# for seconds, and the CPU-bound sections (Maglev, control plane) measured
+# half again as slow when they ran into that.
+QUIET_BUSY = 0.10
+QUIET_WINDOW_S = 0.5
+QUIET_DEADLINE_S = 60.0
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
+
+
+def busy_fraction(window_s: float) -> float:
+    """The share of the CPUs' time that was not idle over `window_s`."""
+    idle0, total0 = _cpu_times()
+    time.sleep(window_s)
+    idle1, total1 = _cpu_times()
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_until_quiet() -> float:
+    """Wait until the machine is idle (QUIET_BUSY); the seconds waited."""
+    start = time.monotonic()
+    while busy_fraction(QUIET_WINDOW_S) > QUIET_BUSY:
+        if time.monotonic() - start > QUIET_DEADLINE_S:
+            log(f"the machine stayed busy for {QUIET_DEADLINE_S:.0f} s: measuring anyway")
+            break
+    return round(time.monotonic() - start, 1)
 
 
 def compile_bpf(name: str, defines: dict[str, int] | None = None) -> Path:
