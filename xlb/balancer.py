@@ -397,7 +397,10 @@ class Balancer:
             self._prefix_vips = _abi.config_prefix_vips(raw)
             self._sync_lookup_flags()
             return
-        self.configure(config or BalancerConfig())
+        config = _checked_config(config or BalancerConfig())
+        # the flow caches' UDP copies were made under a TTL this handle did
+        # not set (or none): forget them all
+        self._set_config(config, forget_copies=True)
 
     # ------------------------------------------------------------- config
 
@@ -409,17 +412,17 @@ class Balancer:
     @observed
     def configure(self, config: BalancerConfig) -> None:
         """Replace the global data-plane settings (one map update)."""
-        if not isinstance(config, BalancerConfig):
-            raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
-        previous: BalancerConfig | None = getattr(self, "_config", None)
+        config = _checked_config(config)
+        # a UDP copy in a flow cache is good for as long as the TTL it was
+        # copied under allowed (bpf/flow_cache.h): none outlives a new TTL
+        self._set_config(config, forget_copies=config.udp_ttl_s != self._config.udp_ttl_s)
+
+    def _set_config(self, config: BalancerConfig, forget_copies: bool) -> None:
         self._no_any_port_vip = not self._has_any_port_vip()
         self._prefix_vips = self._has_prefix_vip()
         self._write_config(config)
         self._config = config
-        # a UDP copy in a flow cache is good for as long as the TTL it was
-        # copied under allowed (bpf/flow_cache.h): none outlives a new TTL
-        # (nor one this handle never saw: an adopted data plane's copies)
-        if previous is None or previous.udp_ttl_s != config.udp_ttl_s:
+        if forget_copies:
             forget_cached_flows(self._map)
 
     def _write_config(self, config: BalancerConfig) -> None:
@@ -1160,6 +1163,12 @@ def _check_reals(vip: Vip, reals: object) -> list[Real]:
     ):
         _reject_reals(vip, addresses)
     return wanted
+
+
+def _checked_config(config: object) -> BalancerConfig:
+    if not isinstance(config, BalancerConfig):
+        raise ConfigError(f"expected a BalancerConfig, got {type(config).__name__}")
+    return config
 
 
 def _reject_reals(vip: Vip, addresses: list[IPAddress]) -> None:
