@@ -280,22 +280,19 @@ static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_
 static __always_inline struct xlb_real *
 established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_probe *probe)
 {
-	struct xlb_flow_cache_slot *copy;
 	struct flow_cache_ref ref;
+	struct flow_copy copy;
 	struct xlb_real *real;
-	__u32 real_id;
 
 	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
 		return NULL;
-	copy = flow_cache_find(&p->flow, &ref);
-	if (copy) {
-		real_id = copy->real_id;
-		real = check_real(real_id, copy->real_gen, XLB_ANY_VIP);
+	if (flow_cache_find(&p->flow, &ref, &copy)) {
+		real = check_real(copy.real_id, copy.real_gen, XLB_ANY_VIP);
 		if (real) {
 			count(XLB_CNT_CONN_HIT);
-			p->real_id = real_id;
+			p->real_id = copy.real_id;
 			p->vip_id = real->vip_id;
-			p->hash = copy->hash;
+			p->hash = copy.hash;
 			return real;
 		}
 	}

@@ -67,12 +67,13 @@ enum xlb_limits {
 	XLB_VIP_FILTER_WORDS = 1024,
 	/* xlb_vip_meta.ring_slot of a VIP with no ring (its packets drop). */
 	XLB_RING_SLOT_NONE = 255,
-	/* `flow_cache`: slots per CPU (a power of two, 64 B each); the map
-	 * holds possible CPUs x this many (the loader sizes it), CPU c's
-	 * slots from c x XLB_FLOW_CACHE_SLOTS on. */
+	/* `flow_cache` (IPv4) and `flow_cache6`: elements per CPU (a power of
+	 * two, 64 B each: a set of two IPv4 ways, an IPv6 slot); each map
+	 * holds possible CPUs x this many (the loader sizes them), CPU c's
+	 * from c x XLB_FLOW_CACHE_SLOTS on. */
 	XLB_FLOW_CACHE_SLOTS_LOG2 = 15,
 	XLB_FLOW_CACHE_SLOTS = 1 << XLB_FLOW_CACHE_SLOTS_LOG2,
-	/* Slots that share one epoch word of `flow_cache_epochs`. */
+	/* Elements that share one epoch word of `flow_cache_epochs`. */
 	XLB_FLOW_CACHE_SLOTS_PER_EPOCH_LOG2 = 3,
 	XLB_FLOW_CACHE_EPOCHS = XLB_FLOW_CACHE_SLOTS >> XLB_FLOW_CACHE_SLOTS_PER_EPOCH_LOG2,
 };
@@ -287,10 +288,10 @@ struct xlb_conn {
 };
 
 /*
- * `flow_cache` (ARRAY of possible CPUs x XLB_FLOW_CACHE_SLOTS): each CPU's
- * copy of the entries it used last, in front of the connection table
- * (see bpf/flow_cache.h). `flow_cache_epochs` (ARRAY of
- * XLB_FLOW_CACHE_EPOCHS + 1 __u32): the epoch of a group of slots, raised
+ * `flow_cache` and `flow_cache6` (ARRAYs of possible CPUs x
+ * XLB_FLOW_CACHE_SLOTS): each CPU's copy of the entries it used last, in
+ * front of the connection table (see bpf/flow_cache.h). `flow_cache_epochs` (ARRAY of
+ * XLB_FLOW_CACHE_EPOCHS + 1 __u32): the epoch of a group of elements, raised
  * by the data plane whenever it writes an entry that hashes into the
  * group; the last word is the control plane's, raised whenever it removes
  * entries (XLB_FLOW_CACHE_GEN). A cached copy is good while the sum of the

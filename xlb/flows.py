@@ -37,7 +37,8 @@ from .model import IPPROTO, Flow, IPAddress
 CONN_TABLES = ("conn_v4", "conn_v6")
 #: IP version -> its table.
 TABLE_OF_FAMILY = {4: "conn_v4", 6: "conn_v6"}
-FLOW_CACHE = "flow_cache"
+FLOW_CACHE = "flow_cache"  # IPv4
+FLOW_CACHE6 = "flow_cache6"
 FLOW_CACHE_EPOCHS = "flow_cache_epochs"
 
 #: (real id, generation) -> the real's address, for the reals in use.
@@ -270,8 +271,9 @@ def clear_conn_tables(maps: Mapping[str, Map]) -> int:
 
 def flow_cache_sizes() -> dict[str, int]:
     """The data plane's map sizes known only on this machine: each possible
-    CPU's slots of the flow cache, in one array (bpf/flow_cache.h)."""
-    return {FLOW_CACHE: possible_cpus() * _limits.XLB_FLOW_CACHE_SLOTS}
+    CPU's elements of the flow cache, one array per family (bpf/flow_cache.h)."""
+    size = possible_cpus() * _limits.XLB_FLOW_CACHE_SLOTS
+    return {FLOW_CACHE: size, FLOW_CACHE6: size}
 
 
 def forget_cached_flows(maps: Mapping[str, Map]) -> None:

@@ -123,24 +123,43 @@ def test_answers_from_the_cache_count_as_connection_table_hits(lb: Balancer) -> 
 
 
 @needs_two_cpus
-@pytest.mark.parametrize("proto", ["tcp", "udp"])
+@pytest.mark.parametrize("kind", ["tcp4", "tcp6", "udp4"])
 @pytest.mark.parametrize("cpu", [0, 1])
-def test_every_cpu_answers_from_its_own_copies(lb: Balancer, cpu: int, proto: str) -> None:
-    """Each CPU has its slots (one array sized by the loader for every
-    possible CPU): with the entry gone from the table behind the data
-    plane's back (as the LRU evicts it), the CPU that copied it still
+def test_every_cpu_answers_from_its_own_copies(lb: Balancer, cpu: int, kind: str) -> None:
+    """Each CPU has its elements (one array per family, sized by the loader
+    for every possible CPU): with the entry gone from the table behind the
+    data plane's back (as the LRU evicts it), the CPU that copied it still
     sends the flow to its real, and the other CPU, with no copy, to the
     ring's."""
-    if proto == "udp":
+    if kind == "udp4":
         flow, first = cached_udp_flow(lb, cpu)
     else:
-        flow, first = cached_flow(lb, 4, cpu=cpu)
+        flow, first = cached_flow(lb, int(kind[-1]), cpu=cpu)
     drain(lb, flow_vip(flow), first)
-    table = lb.map("conn_v4")
-    for key in list(table.keys()):
-        table.delete(key)
+    forget_entry(lb, flow)
     assert send(lb, flow, "A", cpu=cpu) == first
     assert send(lb, flow, "A", cpu=1 - cpu) == str(lb.predict(flow)) != first
+
+
+def forget_entry(lb: Balancer, flow: Flow) -> None:
+    """Delete the flow's connection-table entry behind the data plane's back."""
+    table, key = flow_key(flow)
+    lb.map(table).delete(key)
+
+
+def test_a_copy_names_a_real_of_a_high_id(lb: Balancer) -> None:
+    """An IPv4 copy keeps its real's id in the top 16 bits of a word
+    (bpf/flow_cache.h): a real whose id needs more than 8 of them is the
+    one the copy answers with."""
+    filler = Vip("10.201.0.1", 80, "tcp")
+    lb.add_vip(filler)
+    lb.set_reals(filler, [Real(f"10.3.{i // 250}.{i % 250 + 1}") for i in range(700)])
+    flow, first = cached_flow(lb, 4, cpu=0)  # its reals take ids 700 and up
+    ids = [real_id for (real_id, _), (vip, _) in lb.real_id_owners().items() if vip == VIPS[4]]
+    assert min(ids) >= 700
+    drain(lb, VIPS[4], first)
+    forget_entry(lb, flow)
+    assert send(lb, flow, "A", cpu=0) == first
 
 
 def flow_vip(flow: Flow) -> Vip:
@@ -181,7 +200,7 @@ def test_a_new_ttl_applies_to_the_copies_made_before_it(lb: Balancer) -> None:
 
 JUDGE_DEADLINE_S = 20.0
 RUNS_PER_BATCH = 20000  # ~1-4 ms of packets: the judge needs whole ticks of them
-MANY_FLOWS = 1 << 17  # four times a CPU's slots (XLB_FLOW_CACHE_SLOTS)
+MANY_FLOWS = 1 << 17  # twice a CPU's IPv4 ways (2 x XLB_FLOW_CACHE_SLOTS)
 
 
 def cache_off(lb: Balancer, cpu: int) -> bool:
@@ -221,7 +240,5 @@ def test_a_cpu_whose_flows_outgrow_its_cache_stops_looking_and_starts_again(
     finally:
         harness.close()
     drain(lb, VIPS[4], first)
-    # only the flow's entry: deleting all 131072 would outlast the copy's ~1 s
-    table, key = flow_key(flow)
-    lb.map(table).delete(key)
+    forget_entry(lb, flow)  # only its entry: deleting all 131072 would outlast the copy's ~1 s
     assert send(lb, flow, "A", cpu=0) == first
