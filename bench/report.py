@@ -357,6 +357,53 @@ its 5-tuple, which lets a wrong flow match with a probability of about
 2^-63 per packet and so needs a keyed hash) would put a set in one line
 and halve the footprint of 10000 flows to 320 KB. Not done: it changes
 what a copy guarantees, which wants its own decision.
+
+### IPv4 copies in 32 bytes, a set in one line (issue 17, 2026-12-02 night)
+
+Done without a fingerprint: an IPv4 flow needs only two words (both
+addresses; ports, protocol and family in 48 bits), and a real id fits the
+16 bits left over (ids are below 65536), so an IPv4 way of the flow
+cache holds the whole flow, the real's gen and hash, the copy time, and
+the low 16 bits of its epoch and of a UDP copy's deadline in 32 bytes
+(bpf/flow_cache.h says why 16 bits cannot meet an old copy's again while
+the copy is young). A set of two ways is one 64-byte element of
+`flow_cache`, an mmapable array, whose values start on a page: one line,
+one map access per packet. IPv6 slots stay 64 bytes, in an array of their
+own (`flow_cache6`, also line-aligned now); memory per possible CPU goes
+from 2 to 4 MB. With the same 2 MB per CPU, IPv4 now has 32768 sets of
+two instead of 16384: 10000 flows thrash in about 3% of the sets' flows
+instead of 12%, and touch ~7000 lines instead of ~10000-13000.
+
+Measured, veth path, 10000 flows on one core, xlb / reflector, medians of
+8 interleaved rounds (`python -m bench.throughput_ab OLD.o NEW.o --flows
+10000 --rounds 8`, the objects of 86723c9 and 6afa55b): 0.684 -> 0.722
+and 0.718 -> 0.742 in two runs. A throwaway build that kept IPv4 only,
+dropped UDP deadlines and hashes, and sized ways the same measured 0.753
+beside 0.742: the exact layout costs little of what the line saves.
+Apart, in the same rounds: the 32-byte ways alone over 32768 ways (16384
+sets, 1 MB) 0.716 against 0.673, 64-byte slots over 65536 (4 MB) 0.690:
+fewer lines and fewer misses each buy about half. Per packet through
+BPF_PROG_TEST_RUN (`python -m bench.compare`, 11 rounds, new / old) the
+one-flow rows moved within noise: v4 hit 0.90, v6 hit 0.95, UDP 0.97.
+
+The committed full run (after this change) has xlb / reflector 0.656 at
+10000 flows and 0.782 at one, xlb / nftables 5.84 (worst row: one flow,
+where nftables is fastest): both better than the evening's run and both
+still short of 0.75 and 6. The same run had this VM slower elsewhere:
+set_reals of 1000 reals 12.9 ms (10.97 in the evening's run; in a script
+the same minute, 10.8-12.7 ms per call, wall time equal to CPU time) and
+the Maglev ratio 3.41 (2.95), its 1000 x 655373 row again the worst.
+Nothing in those two paths changed. The full run's 10000-flow ratio is
+lower than `throughput_ab`'s (0.70-0.74 within the hour) in every run of
+this evening; what differs is what ran before it (the sections before
+leave the machine with hundreds of MB of maps freed), not found yet.
+
+Also measured, not kept: set_reals' Python around the Maglev build
+(about 4.3 of 11 ms: `_plan_members` 1.3, `_apply` 1.35 with the
+`reals` batch write, `_retire` 0.5; an IPv4Address hashes in ~0.26 us
+and each real's address is hashed 3-4 times). One hash less per real and
+the ids' take vectorised: 11.2 -> 11.1 ms (four alternating process
+pairs), within noise.
 """
 
 
