@@ -105,7 +105,7 @@ struct xlb_flow_cache_way4 {
 	__u32 real_gen; /* as the entry's */
 	__u32 hash;	/* as the entry's */
 	__u32 jiffies;	/* low bits of bpf_jiffies64() when copied */
-	__u16 epoch;	/* low bits of slot epoch + XLB_FLOW_CACHE_GEN when copied */
+	__u16 epoch;	/* low bits of group epoch + XLB_FLOW_CACHE_GEN when copied */
 	__u16 until; /* UDP: low bits of the clock >> XLB_FLOW_CACHE_CLOCK_SHIFT it is good before */
 };
 
@@ -119,7 +119,7 @@ struct xlb_flow_cache_slot6 {
 	__u32 real_id;	/* as the entry's */
 	__u32 real_gen; /* as the entry's */
 	__u32 hash;	/* as the entry's */
-	__u32 epoch;	/* slot epoch + XLB_FLOW_CACHE_GEN when copied */
+	__u32 epoch;	/* group epoch + XLB_FLOW_CACHE_GEN when copied */
 	__u32 jiffies;	/* low bits of bpf_jiffies64() when copied */
 	__u32 until;	/* UDP: conn_clock_ns() >> XLB_FLOW_CACHE_CLOCK_SHIFT it is good before */
 };
@@ -156,7 +156,7 @@ struct {
 /* A CPU's use of its cache in this tick and whether it looks at all. */
 struct xlb_flow_cache_use {
 	__u64 jiffies;	/* the tick counted */
-	__u32 lookups;	/* slots read in it */
+	__u32 lookups;	/* sets read in it */
 	__u32 answered; /* of which held a good copy */
 	__u32 off;	/* the tick before was judged not worth it */
 	__u32 skipped;	/* packets that did not look while off */
