@@ -398,7 +398,13 @@ lower than `throughput_ab`'s (0.70-0.74 within the hour) in every run of
 this evening; what differs is what ran before it (the sections before
 leave the machine with hundreds of MB of maps freed), not found yet.
 
-Also measured, not kept: set_reals' Python around the Maglev build
+Also measured, not kept: 65536 IPv4 sets per CPU (4 MB) instead of
+32768: 0.559 beside 0.566 (fewer misses, more lines: no better). The
+Maglev build's four tuning constants (`_GRID_LEFT`, `_GRID_MOST`,
+`_HELD_SHARE`, `_INVERT_WHEN_SCAN_EXCEEDS`; 16 -> 8 and 32, 2.5 -> 3.5,
+0.25 -> 0.15 and 0.4, 2 -> 1 and 4), least CPU time of 15 builds, two
+passes: none faster on 1000 x 65537 beyond noise, most slower on some
+row; they stay. set_reals' Python around the Maglev build
 (about 4.3 of 11 ms: `_plan_members` 1.3, `_apply` 1.35 with the
 `reals` batch write, `_retire` 0.5; an IPv4Address hashes in ~0.26 us
 and each real's address is hashed 3-4 times). One hash less per real and
