@@ -234,6 +234,12 @@ static __always_inline int young(__u32 copied, __u32 now)
 	return now - copied < XLB_FLOW_CACHE_JIFFIES;
 }
 
+/* Whether a copy made at tick `a` is older than one made at tick `b`. */
+static __always_inline int copied_before(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) < 0;
+}
+
 static __always_inline __u32 clock_units(__u64 ns)
 {
 	return (__u32)(ns >> XLB_FLOW_CACHE_CLOCK_SHIFT);
@@ -289,7 +295,8 @@ static __always_inline struct xlb_flow_cache_way4 *victim4(struct xlb_flow_cache
 		return &set->way[1];
 	if (same_flow4(&set->way[0], f))
 		return &set->way[0];
-	return (__s32)(set->way[1].jiffies - set->way[0].jiffies) < 0 ? &set->way[1] : &set->way[0];
+	return copied_before(set->way[1].jiffies, set->way[0].jiffies) ? &set->way[1]
+								       : &set->way[0];
 }
 
 static __always_inline void fill4(const struct flow_tuple *f, const struct flow_cache_ref *ref,
@@ -310,8 +317,8 @@ static __always_inline void fill4(const struct flow_tuple *f, const struct flow_
 	w->tail = flow_tail(f) | ((__u64)conn->real_id << XLB_FLOW_CACHE_ID_SHIFT);
 	w->real_gen = conn->real_gen;
 	w->hash = conn->hash;
-	w->until = clock_units(until_ns);
-	w->epoch = ref->epoch;
+	w->until = (__u16)clock_units(until_ns);
+	w->epoch = (__u16)ref->epoch;
 	barrier();
 	w->jiffies = now;
 }
@@ -367,7 +374,7 @@ static __always_inline struct xlb_flow_cache_slot6 *victim6(struct xlb_flow_cach
 		return second;
 	if (same_flow6(first, f))
 		return first;
-	return (__s32)(second->jiffies - first->jiffies) < 0 ? second : first;
+	return copied_before(second->jiffies, first->jiffies) ? second : first;
 }
 
 static __always_inline void fill6(const struct flow_tuple *f, const struct flow_cache_ref *ref,
