@@ -80,8 +80,11 @@ A round finds each real's proposals either by scanning its next ranks
 broadcast over rows of consecutive ranks, computed in uint32, and the map
 drops most probes before any key is read) or, when the contested slots
 are fewer than the ranks it would scan, by inverting its permutation on
-them (rank = (slot - offset) * skip**-1 mod size). About 10-15 rounds
-fill the table, none of which materialises a reals x size matrix. The
+them (rank = (slot - offset) * skip**-1 mod size). About 10 rounds
+leave a few reals short of a few contested slots; a round's numpy calls
+would then cost more than its work, so the last proposals are made one
+at a time, each real walking its winnable slots ranked once
+(`_finish_one_by_one`). None of this materialises a reals x size matrix. The
 largest arrays come from a per-thread scratch (`_Scratch`): fresh memory
 costs a page fault per 4 KiB, which was a fifth of a build. IPv4 reals
 given packed or as IPv4Address, with plain int weights, are sorted,
@@ -520,6 +523,10 @@ _HELD_SHARE = 0.25
 # left, and at this many times the smallest quota (see _grid_ranks).
 _GRID_LEFT = 16
 _GRID_MOST = 2.5
+# The last proposals are made one at a time (_finish_one_by_one) once the
+# active reals times the contested slots are at most this: a round then
+# costs more in numpy calls than in work. Measured best at 1000 reals.
+_ONE_BY_ONE_BELOW = 16384
 
 
 def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
@@ -551,7 +558,81 @@ def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: i
         active = (deficit > 0).nonzero()[0]
         if active.size == 0:
             return _owners(fill)
+        if active.size * fill.contested.size <= _ONE_BY_ONE_BELOW:
+            _finish_one_by_one(fill, active, deficit[active])
+            return _owners(fill)
         _run_round(fill, active, deficit[active])
+
+
+def _finish_one_by_one(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:
+    """Deferred acceptance to the end, one proposal at a time.
+
+    A real below quota proposes to its next winnable slot; a slot keeps
+    the better key, and the real it displaces proposes on from where it
+    stood. The order of proposals does not change the outcome, so a stack
+    of reals that lack slots serves. Only the contested slots can still
+    change hands, and few are left, so each real's candidates among them
+    are ranked once (_candidates): the displaced ones when they are first
+    displaced.
+    """
+    import numpy as np
+
+    _narrow_contested(fill, int((fill.next_rank[active] * fill.count + active).min()))
+    count = fill.count
+    slot_key = fill.slot_key[fill.contested].tolist()  # by position in contested
+    candidates = _candidates(fill, active)
+    next_candidate = dict.fromkeys(candidates, 0)
+    lacking = dict(zip(active.tolist(), deficit.tolist(), strict=True))
+    stack = active.tolist()
+    while stack:
+        real = stack.pop()
+        if real not in candidates:  # displaced for the first time
+            candidates.update(_candidates(fill, np.array([real])))
+            next_candidate[real] = 0
+        keys, positions = candidates[real]
+        at, need = next_candidate[real], lacking[real]
+        while need:  # a real always has enough: its final slots are among these
+            key, position = keys[at], positions[at]
+            at += 1
+            held = slot_key[position]
+            if key < held:
+                slot_key[position] = key
+                need -= 1
+                if held != _NO_KEY:
+                    loser = held % count
+                    short = lacking.get(loser, 0)
+                    lacking[loser] = short + 1
+                    if not short:
+                        stack.append(loser)
+        next_candidate[real], lacking[real] = at, 0
+    fill.slot_key[fill.contested] = slot_key
+    fill.held[:] = fill.quota
+
+
+def _candidates(fill: _Fill, reals: Int64Array) -> dict[int, tuple[list[int], list[int]]]:
+    """The contested slots each of `reals` could still win (ranks from its
+    next_rank on, keys below the slot's), as (keys, positions in
+    contested) in increasing key order. A slot it cannot win now it never
+    can: slot keys only decrease."""
+    import numpy as np
+
+    size, count, contested = fill.size, fill.count, fill.contested
+    distance = (contested + size) - fill.offset[reals][:, None]  # in 1 .. 2 * size - 1
+    rank = _reduce_mod(_reduce_mod(distance, size) * _skip_inverses(fill, reals)[:, None], size)
+    key = rank * count + reals[:, None]
+    winnable = (rank >= fill.next_rank[reals][:, None]) & (key < fill.slot_key[contested])
+    row, position = winnable.nonzero()
+    key = key[row, position]
+    # A key is below 2**40 (size and count are below 2**20), so one sort
+    # orders the candidates by row, then by key.
+    order = np.argsort((row << 40) | key)
+    ends = np.cumsum(np.bincount(row, minlength=reals.size)).tolist()
+    keys, positions = key[order].tolist(), position[order].tolist()
+    found, start = {}, 0
+    for real, end in zip(reals.tolist(), ends, strict=True):
+        found[real] = (keys[start:end], positions[start:end])
+        start = end
+    return found
 
 
 def _owners(fill: _Fill) -> Int64Array:

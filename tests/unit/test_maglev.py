@@ -141,6 +141,34 @@ def test_withdrawals_from_a_long_first_round_give_the_literal_table(
         assert withdrawals  # the 1000 reals do win past their quota of 65 or 66
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_one_by_one_finish_gives_the_literal_table(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last proposals are made one at a time (maglev._finish_one_by_one).
+    # Starting that early gives it most of the table, and reals it displaces
+    # are ranked on the way (a _candidates call after the first of a build).
+    calls: list[int] = []
+    candidates = maglev._candidates
+
+    def counted(fill: Any, reals: npt.NDArray[np.int64]) -> Any:
+        calls.append(reals.size)
+        return candidates(fill, reals)
+
+    monkeypatch.setattr(maglev, "_candidates", counted)
+    monkeypatch.setattr(maglev, "_ONE_BY_ONE_BELOW", 200_000)
+    cases = [random_case(random.Random(2000 + seed)) for _ in range(2)]
+    cases += [(list(v4_reals(1000)), 65537, None)] if seed == 0 else []
+    displaced = 0
+    for reals, size, weights in cases:
+        calls.clear()
+        expected = maglev.build_table_literally(reals, size, weights)
+        assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+        displaced += len(calls[1:])
+    if seed == 0:
+        assert displaced  # the 1000 reals displace one another
+
+
 def test_threads_building_at_once_get_the_same_tables() -> None:
     # Each thread keeps its own scratch arrays (maglev._Scratch): builds of
     # different sizes running at once must not see each other's.
