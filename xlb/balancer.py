@@ -671,6 +671,7 @@ class Balancer:
         An address in `reals` is a real of weight 1 with no MAC."""
         vip, state = self._lookup(vip)
         wanted = _check_reals(vip, reals)
+        members = _new_members(vip, wanted)
         serving = sum(1 for r in wanted if r.weight > 0)
         if serving > state.ring_size:
             raise CapacityError(
@@ -680,7 +681,7 @@ class Balancer:
             return  # nothing changes: no ring swap (and no RCU wait) for a no-op
         server_ids = self._server_ids_for(state.flags, state, wanted)
         _warn_moved_ids(vip, state.server_ids, server_ids)
-        members, added = self._plan_members(state, wanted)
+        added = self._plan_members(state, members)
         ring = build_ring(state.ring_size, {m.real_id: m.real for m in members.values()})
         staying = {m.real_id for m in members.values()}  # ids hash faster than addresses
         removed = [m for m in state.members.values() if m.real_id not in staying]
@@ -723,22 +724,28 @@ class Balancer:
         current = state.members
         return all((m := current.get(r.address)) is not None and m.real == r for r in wanted)
 
-    def _plan_members(
-        self, state: _VipState, wanted: list[Real]
-    ) -> tuple[dict[IPAddress, _Member], list[_Member]]:
-        """Keep the ids of reals that stay; reserve free ids for new ones."""
-        members: dict[IPAddress, _Member] = {}
-        new: list[Real] = []
-        for real in wanted:
-            old = state.members.get(real.address)
-            if old is None:
-                new.append(real)
-            else:
-                members[real.address] = _Member(real, old.real_id, old.gen)
-        reserved = self._real_ids.reserve(len(new))
-        added = [_Member(r, i, g) for r, (i, g) in zip(new, reserved, strict=True)]
-        members.update((m.real.address, m) for m in added)
-        return members, added
+    def _plan_members(self, state: _VipState, members: dict[IPAddress, _Member]) -> list[_Member]:
+        """Give `members` their ids: reals that stay keep theirs, new ones
+        get free ids reserved. Returns the new ones.
+
+        An address hashes slowly (~0.3 us), so a VIP whose reals are all
+        replaced looks none up: sets made from dicts reuse the hashes the
+        dicts stored."""
+        old = state.members
+        if not set(members).intersection(old):
+            added = list(members.values())
+        else:
+            added = []
+            for address, member in members.items():
+                before = old.get(address)
+                if before is None:
+                    added.append(member)
+                else:
+                    member.real_id, member.gen = before.real_id, before.gen
+        reserved = self._real_ids.reserve(len(added))
+        for member, (real_id, gen) in zip(added, reserved, strict=True):
+            member.real_id, member.gen = real_id, gen
+        return added
 
     def _apply(
         self,
@@ -1150,19 +1157,25 @@ def _real_address(value: RealLike) -> IPAddress:
 
 
 def _check_reals(vip: Vip, reals: object) -> list[Real]:
-    """The reals a caller gave (Reals or addresses) as a list of Reals,
-    addresses unique and of a family the VIP can encapsulate."""
+    """The reals a caller gave (Reals or addresses) as a list of Reals, of
+    a family the VIP can encapsulate (`_new_members` checks that each
+    address is given once)."""
     if isinstance(reals, str | bytes | Real) or not isinstance(reals, Iterable):
         raise ConfigError(f"expected a list of reals for VIP {vip}, got {reals!r}")
     wanted = [to_real(real) for real in reals]
-    addresses = [real.address for real in wanted]
-    # Whole-list checks first (an address hashes slowly: once each), the
-    # walk that names the culprit only when one fails.
-    if len(set(addresses)) != len(addresses) or (
-        vip.family == 6 and any(address.version == 4 for address in addresses)
-    ):
-        _reject_reals(vip, addresses)
+    if vip.family == 6 and any(real.address.version == 4 for real in wanted):
+        _reject_reals(vip, [real.address for real in wanted])
     return wanted
+
+
+def _new_members(vip: Vip, wanted: list[Real]) -> dict[IPAddress, _Member]:
+    """The members `wanted` make, by address, ids not yet given; ConfigError
+    for an address given twice. This dict is the one place a set_reals
+    hashes each address (see _plan_members)."""
+    members = {real.address: _Member(real, 0, 0) for real in wanted}
+    if len(members) != len(wanted):
+        _reject_reals(vip, [real.address for real in wanted])
+    return members
 
 
 def _checked_config(config: object) -> BalancerConfig:
