@@ -68,9 +68,12 @@ struct {
 	__array(values, struct xlb_ring);
 } rings SEC(".maps");
 
+/* real_id -> the real. Mmapable: the control plane writes a change's
+ * entries through a shared mapping, not one update per entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, XLB_MAX_REALS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct xlb_real);
 } reals SEC(".maps");

@@ -325,16 +325,16 @@ class Map:
                 f"map {self.name!r}: {values.nbytes} bytes given, the array holds "
                 f"{self.value_size * self.max_entries}"
             )
-        stride = (self.value_size + 7) // 8 * 8
         source = np.ascontiguousarray(values).view(np.uint8).reshape(self.max_entries, -1)
-        length = -(-self.max_entries * stride // mmap.PAGESIZE) * mmap.PAGESIZE
-        prot = mmap.PROT_READ | mmap.PROT_WRITE
-        with mmap.mmap(self.fd, length, mmap.MAP_SHARED, prot) as region:
-            slots = np.frombuffer(region, np.uint8, self.max_entries * stride)
-            try:
-                slots.reshape(self.max_entries, stride)[:, : self.value_size] = source
-            finally:
-                del slots  # the mapping cannot close while a view exports it
+        mapped = self.mapped()
+        try:
+            mapped.rows[:] = source
+        finally:
+            mapped.close()
+
+    def mapped(self) -> MappedArray:
+        """This BPF_F_MMAPABLE array's values, shared with the kernel."""
+        return MappedArray(self)
 
     # -- per-CPU values
 
@@ -670,6 +670,37 @@ class BpfObject:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class MappedArray:
+    """The values of a BPF_F_MMAPABLE array through a shared mapping.
+
+    `rows` is a (max_entries, value_size) uint8 view of the kernel's own
+    memory: a write to it is what the programs read next, with no system
+    call. That is what an update does too (an array update copies the
+    value in place; neither is atomic for a program reading it). The
+    kernel lays elements out 8-byte aligned, so rows may be strided.
+    """
+
+    def __init__(self, array: Map) -> None:
+        stride = (array.value_size + 7) // 8 * 8
+        length = -(-array.max_entries * stride // mmap.PAGESIZE) * mmap.PAGESIZE
+        prot = mmap.PROT_READ | mmap.PROT_WRITE
+        self._region: mmap.mmap | None = mmap.mmap(array.fd, length, mmap.MAP_SHARED, prot)
+        whole = np.frombuffer(self._region, np.uint8, array.max_entries * stride)
+        self.rows: npt.NDArray[np.uint8] = whole.reshape(array.max_entries, stride)[
+            :, : array.value_size
+        ]
+
+    def close(self) -> None:
+        """Unmap, once no view of `rows` is left (until then the mapping
+        stays, and with it the map: the collector unmaps it later)."""
+        if self._region is None:
+            return
+        region, self._region = self._region, None
+        del self.rows
+        with contextlib.suppress(BufferError):  # a view still exported
+            region.close()
 
 
 def build_id(path: Path, sizes: Mapping[str, int]) -> str:

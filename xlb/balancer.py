@@ -196,8 +196,11 @@ class Balancer:
         self._slots = RingSlots(self._map["rings"], grace_periods)
         self._prev = PrevRings(self._map["prev_rings"])
         self._quic = QuicServers(self._map["quic_servers"])
+        self._reals = self._map["reals"].mapped()
+        # The `reals` map itself (we are its only writer): a failed change
+        # takes its undo from here, and adoption its members.
+        self._reals_raw = self._reals.rows
         try:
-            self._reals_raw = self._read_reals()
             self._vips = self._read_vips()
             self._real_ids = self._adopt_real_ids()
             self._vip_filter = VipFilter(
@@ -208,6 +211,7 @@ class Balancer:
                 self._attach(interface, mode)
         except BaseException:
             self._slots.close()
+            self._reals.close()
             self._obj.close()
             raise
 
@@ -257,6 +261,8 @@ class Balancer:
             else:
                 self._link.close()
         self._slots.close()
+        del self._reals_raw
+        self._reals.close()
         self._obj.close()
         if detach and self.pin_dir is not None:
             shutil.rmtree(self.pin_dir, ignore_errors=True)
@@ -367,13 +373,6 @@ class Balancer:
                         real.address, real.weight, real.mac, server_id
                     )
             self._quic.delete(vip_id, stale)
-
-    def _read_reals(self) -> npt.NDArray[np.uint8]:
-        """Mirror the `reals` map (we are its only writer): the mirror gives a
-        failed change its undo, and adoption its members, without more reads."""
-        _, values, count = self._map["reals"].lookup_batch(chunk=8192)
-        size = self._map["reals"].value_size
-        return np.frombuffer(values, dtype=np.uint8).reshape(count, size).copy()
 
     def _adopt_real_ids(self) -> RealIds:
         """The real ids the adopted VIPs hold are in use; the others are
@@ -820,7 +819,7 @@ class Balancer:
     def _write_reals(
         self, members: list[_Member], vip_id: int, active: bool, vip_flags: int = 0
     ) -> tuple[list[int], npt.NDArray[np.uint8]]:
-        """Write these members' `reals` entries in one batch; returns the undo."""
+        """Write these members' `reals` entries in one copy; returns the undo."""
         ids = [m.real_id for m in members]
         old = self._reals_raw[ids].copy()
         rows = _abi.real_entries(
@@ -836,12 +835,12 @@ class Balancer:
         return ids, old
 
     def _put_reals(self, ids: list[int], rows: npt.NDArray[np.uint8]) -> None:
+        """Write `reals` entries, through the map's shared mapping."""
         if ids:
-            self._map["reals"].update_batch(_abi.u32_keys(ids), rows.tobytes(), len(ids))
             self._reals_raw[ids] = rows
 
     def _retire(self, members: list[_Member], alternate: bool = False) -> list[int]:
-        """Mark ids unused (one batch): connection-table entries pointing at
+        """Mark ids unused (one copy): connection-table entries pointing at
         them become misses, so their flows re-select. A packet that read the
         old ring just before the flip and picks one of them is dropped; the
         id is handed out again only after a grace period (_start_grace).

@@ -83,6 +83,27 @@ def test_array_and_wrong_sized_key(fixture_obj: _bpf.BpfObject) -> None:
         m.update(struct.pack("=I", 1), bytes(8))
 
 
+def test_mapped_array_rows_are_the_map_values() -> None:
+    # 12-byte values: the kernel spaces them 16 bytes apart, rows hide that.
+    flags = _bpf.lib.BPF_F_MMAPABLE
+    array = _bpf.Map.create(_bpf.lib.BPF_MAP_TYPE_ARRAY, "fx_mapped", 4, 12, 1000, flags)
+    try:
+        mapped = array.mapped()
+        assert mapped.rows.shape == (1000, 12)
+        mapped.rows[[3, 999]] = np.frombuffer(b"abcdefghijklmnopqrstuvwx", np.uint8).reshape(2, 12)
+        assert array.lookup(struct.pack("=I", 3)) == b"abcdefghijkl"
+        assert array.lookup(struct.pack("=I", 999)) == b"mnopqrstuvwx"
+        assert array.lookup(struct.pack("=I", 4)) == bytes(12)
+        array.update(struct.pack("=I", 500), b"ABCDEFGHIJKL")
+        assert mapped.rows[500].tobytes() == b"ABCDEFGHIJKL"
+        kept = mapped.rows[500]  # a view outliving close(): the mapping stays for it
+        mapped.close()
+        assert kept.tobytes() == b"ABCDEFGHIJKL"
+        mapped.close()  # twice is harmless
+    finally:
+        array.close()
+
+
 def test_test_run_verdict_output_and_percpu_counter(fixture_obj: _bpf.BpfObject) -> None:
     prog = fixture_obj.program("fx_xdp")
     result = prog.test_run(ETH_FRAME)
