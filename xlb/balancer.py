@@ -731,7 +731,7 @@ class Balancer:
         replaced looks none up: sets made from dicts reuse the hashes the
         dicts stored."""
         old = state.members
-        if not set(members).intersection(old):
+        if set(members).isdisjoint(set(old)):  # set() of a dict, not the dict: no rehash
             added = list(members.values())
         else:
             added = []
