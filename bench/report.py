@@ -441,6 +441,54 @@ contested slots up front with the active reals (each needs its skip
 inverse; slower than ranking the few that are displaced); scan lengths
 0.85, 1.2 or 1.5 times the expected need (1.0 stays best); scan rows of
 a quarter of a typical scan instead of a half (5% slower at 1000 reals).
+
+### set_reals: one hash per address, entries through a shared mapping (issue 17, 2026-12-03)
+
+Timed per function inside the call (set_reals of 1000 reals replaced by
+1000 others, back to back as in the control section), the Python around
+the Maglev build took about 4.5 ms. Two things in it scaled with the
+reals and were not work:
+
+- An IPv4Address hashes through `hex()` (~0.27 us), and each address was
+  hashed three times: the duplicate check, the lookup among the old
+  members, the insert into the new ones. Now one dict of new members
+  (`_new_members`) finds duplicates by its length, and `_plan_members`
+  asks whether old and new overlap with two sets made from the dicts,
+  which reuse the hashes the dicts stored (a set against the dict itself
+  hashes every key again). A VIP whose reals are all replaced hashes
+  each address once: `_plan_members` 1.29 -> 0.50 ms, the check 0.36 ->
+  0.06 ms.
+- The `reals` entries went in by two `update_batch` calls of 1000
+  entries, 0.34 ms each (the kernel copies entry by entry). `reals` is
+  now BPF_F_MMAPABLE and the Balancer writes through a shared mapping
+  (`_bpf.MappedArray`), 0.05 ms for both; the mapping is also what the
+  Python mirror of the map was (the undo of a failed change, adoption's
+  source). An array update is a plain copy in the kernel too, so a
+  program reading an entry while it changes sees nothing new.
+
+Alternating processes of the two trees (`/tmp` script: 24 back-to-back
+calls per process, median; four pairs): 10.67 -> 9.97 ms for the
+mapping and the set test, over 10.84 -> 10.65 for the single hash
+alone (that pair of runs had this VM at its noisiest; the function
+timer said 1.29 -> 0.70 ms). The committed run has 10.73 ms, down from
+10.93.
+
+What is left in the call, by the same timer: the Maglev build 6.6 ms
+(for these addresses its median is 6.4, best 5.96 ms); writing the
+entries and the ring 1.0 ms (of which waiting for the spare ring slot's
+grace period ~0.3 ms); the new members 0.54 ms; `_plan_members` 0.5 ms
+(reserving 1000 ids); retiring 0.19 ms; second chance's record of the
+departed 0.27 ms (an address hash each).
+
+The grace period sets a floor under this benchmark: an RCU grace period
+takes 8.0 ms here (median of 30 tickets), and with second chance holding
+the previous ring, the one spare slot a change writes went out of use at
+the previous change's flip. set_reals of 10 reals takes 8.0 ms, almost
+all of it that wait. A fourth ring slot per VIP was built and measured:
+set_reals of 10 reals still 8.0 ms and of 1000 no different (10.36 ->
+10.42, three pairs), because the helper thread runs grace periods one
+after another, so a ticket issued during one passes only at the end of
+the next (8-16 ms): not kept.
 """
 
 
