@@ -106,16 +106,17 @@ class RealIds:
         ids a previous ring holds come last."""
         free = ~self._in_use
         fresh = np.flatnonzero(free & (self._gen == 0))
+        if len(fresh) >= count:  # no retired id needed: skip ordering them
+            ids: list[int] = fresh[:count].tolist()
+            return ids
         retired = np.flatnonzero(free & (self._gen != 0))
         if len(fresh) + len(retired) < count:
             raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
         held = self._held_until[retired] > time.monotonic_ns()
         order = np.lexsort((self._reusable_after[retired], held))
-        reused = retired[order]
-        reused = reused[: max(0, count - len(fresh))]
-        if len(reused):
-            self._grace.wait(int(self._reusable_after[reused].max()))
-        ids: list[int] = np.concatenate([fresh[:count], reused]).tolist()
+        reused = retired[order][: count - len(fresh)]
+        self._grace.wait(int(self._reusable_after[reused].max()))
+        ids = np.concatenate([fresh, reused]).tolist()
         return ids
 
 
