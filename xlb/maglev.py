@@ -594,12 +594,12 @@ def _finish_one_by_one(fill: _Fill, active: Int64Array, deficit: Int64Array) -> 
         while need:  # a real always has enough: its final slots are among these
             key, position = keys[at], positions[at]
             at += 1
-            held = slot_key[position]
-            if key < held:
+            standing = slot_key[position]
+            if key < standing:
                 slot_key[position] = key
                 need -= 1
-                if held != _NO_KEY:
-                    loser = held % count
+                if standing != _NO_KEY:
+                    loser = standing % count
                     short = lacking.get(loser, 0)
                     lacking[loser] = short + 1
                     if not short:
