@@ -168,7 +168,11 @@ def test_a_ring_change_then_a_node_change(ecmp_lab: Lab, family: int, second_cha
     window = 3600.0 if second_chance else 0.0
     lab.balancers_do(lambda lb: lb.set_second_chance(vip, window))
     forget_flows(lab)
-    held = lab.client.hold(vip.address, vip.port, 2 * HELD)
+    # Without second chance connections break and leave their sockets on
+    # their reals; on ports of their own (below the ephemeral range) no
+    # later connection can reuse a 4-tuple such a socket would claim.
+    sports = None if second_chance else sport_range(family, "tcp", 3)[: 2 * HELD]
+    held = lab.client.hold(vip.address, vip.port, 2 * HELD, sports=sports)
     try:
         where = carriers(lab, vip, [conn.sport for conn in held])
         lab.balancers_do(lambda lb: lb.set_weight(vip, drained.address(family), 0))

@@ -528,11 +528,16 @@ def children(pid: int) -> list[int]:
 
 
 def exabgp_pid(proc: subprocess.Popen[bytes]) -> int | None:
-    """The daemon's ExaBGP child (the daemon is nsenter's child or itself)."""
+    """The daemon's ExaBGP child (the daemon is nsenter's child or itself):
+    the child one of whose arguments is a file named exabgp (the program,
+    or the script an interpreter runs). Not any child whose command line
+    says "exabgp": this test's directory does, and with it every health
+    check's command reading a gate file there."""
     for pid in [proc.pid, *children(proc.pid)]:
         for child in children(pid):
             with contextlib.suppress(OSError):
-                if "exabgp" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+                args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if any(Path(os.fsdecode(arg)).name == "exabgp" for arg in args):
                     return child
     return None
 
