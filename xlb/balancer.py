@@ -196,10 +196,9 @@ class Balancer:
         self._slots = RingSlots(self._map["rings"], grace_periods)
         self._prev = PrevRings(self._map["prev_rings"])
         self._quic = QuicServers(self._map["quic_servers"])
-        self._reals = self._map["reals"].mapped()
         # The `reals` map itself (we are its only writer): a failed change
-        # takes its undo from here, and adoption its members.
-        self._reals_raw = self._reals.rows
+        # takes its undo from its rows, and adoption its members.
+        self._reals = self._map["reals"].mapped()
         try:
             self._vips = self._read_vips()
             self._real_ids = self._adopt_real_ids()
@@ -261,7 +260,6 @@ class Balancer:
             else:
                 self._link.close()
         self._slots.close()
-        del self._reals_raw
         self._reals.close()
         self._obj.close()
         if detach and self.pin_dir is not None:
@@ -322,15 +320,15 @@ class Balancer:
             self._adopt_transition(state)
             vips[vip] = state
         by_id = {s.vip_id: s for s in vips.values()}
-        real_flags = _abi.real_field(self._reals_raw, "flags", np.uint8)
+        real_flags = _abi.real_field(self._reals.rows, "flags", np.uint8)
         for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ACTIVE).tolist():
-            entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
+            entry = _abi.parse_real_entry(self._reals.rows[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
             if owner is not None:
                 real = Real.from_data_plane(entry["address"], entry["weight"], entry["mac"])
                 owner.members[real.address] = _Member(real, real_id, entry["gen"])
         for real_id in np.flatnonzero(real_flags & _limits.XLB_REAL_F_ALTERNATE).tolist():
-            entry = _abi.parse_real_entry(self._reals_raw[real_id].tobytes())
+            entry = _abi.parse_real_entry(self._reals.rows[real_id].tobytes())
             owner = by_id.get(entry["vip_id"])
             change = owner.transition if owner is not None else None
             if change is not None and np.any(change.ring == real_id):
@@ -377,7 +375,7 @@ class Balancer:
     def _adopt_real_ids(self) -> RealIds:
         """The real ids the adopted VIPs hold are in use; the others are
         free, retired ones after a grace period."""
-        gens = _abi.real_field(self._reals_raw, "gen", np.uint32)
+        gens = _abi.real_field(self._reals.rows, "gen", np.uint32)
         in_use = (m.real_id for s in self._vips.values() for m in s.members.values())
         ids = RealIds(gens, in_use, self._slots.grace)
         for state in self._vips.values():
@@ -821,7 +819,7 @@ class Balancer:
     ) -> tuple[list[int], npt.NDArray[np.uint8]]:
         """Write these members' `reals` entries in one copy; returns the undo."""
         ids = [m.real_id for m in members]
-        old = self._reals_raw[ids].copy()
+        old = self._reals.rows[ids].copy()
         rows = _abi.real_entries(
             [m.real.address for m in members],
             [m.real.mac for m in members],
@@ -837,7 +835,7 @@ class Balancer:
     def _put_reals(self, ids: list[int], rows: npt.NDArray[np.uint8]) -> None:
         """Write `reals` entries, through the map's shared mapping."""
         if ids:
-            self._reals_raw[ids] = rows
+            self._reals.rows[ids] = rows
 
     def _retire(self, members: list[_Member], alternate: bool = False) -> list[int]:
         """Mark ids unused (one copy): connection-table entries pointing at
@@ -846,7 +844,7 @@ class Balancer:
         id is handed out again only after a grace period (_start_grace).
         `alternate`: the previous ring still names them (second chance)."""
         ids = [m.real_id for m in members]
-        self._put_reals(ids, _abi.retired_real_entries(self._reals_raw[ids], alternate))
+        self._put_reals(ids, _abi.retired_real_entries(self._reals.rows[ids], alternate))
         self._real_ids.retire(ids)
         return ids
 
@@ -871,7 +869,7 @@ class Balancer:
         real_id = change.departed.pop(addr, None) if change is not None else None
         if real_id is None:
             return False
-        self._put_reals([real_id], _abi.retired_real_entries(self._reals_raw[[real_id]]))
+        self._put_reals([real_id], _abi.retired_real_entries(self._reals.rows[[real_id]]))
         self._real_ids.hold([real_id], 0)
         return True
 

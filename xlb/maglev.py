@@ -609,6 +609,20 @@ def _finish_one_by_one(fill: _Fill, active: Int64Array, deficit: Int64Array) -> 
     fill.held[:] = fill.quota
 
 
+def _ranks_on_contested(fill: _Fill, reals: Int64Array) -> tuple[Int64Array, Int64Array, Any]:
+    """(rank, key, winnable) of every contested slot for each of `reals`,
+    as (reals, contested) arrays: the rank through the inverse permutation
+    (rank = (slot - offset) * skip**-1 mod size); winnable, whether the
+    real could still win it (rank from its next_rank on, key below the
+    slot's)."""
+    size, contested = fill.size, fill.contested
+    distance = (contested + size) - fill.offset[reals][:, None]  # in 1 .. 2 * size - 1
+    rank = _reduce_mod(_reduce_mod(distance, size) * _skip_inverses(fill, reals)[:, None], size)
+    key = rank * fill.count + reals[:, None]
+    winnable = (rank >= fill.next_rank[reals][:, None]) & (key < fill.slot_key[contested])
+    return rank, key, winnable
+
+
 def _candidates(fill: _Fill, reals: Int64Array) -> dict[int, tuple[list[int], list[int]]]:
     """The contested slots each of `reals` could still win (ranks from its
     next_rank on, keys below the slot's), as (keys, positions in
@@ -616,11 +630,7 @@ def _candidates(fill: _Fill, reals: Int64Array) -> dict[int, tuple[list[int], li
     can: slot keys only decrease."""
     import numpy as np
 
-    size, count, contested = fill.size, fill.count, fill.contested
-    distance = (contested + size) - fill.offset[reals][:, None]  # in 1 .. 2 * size - 1
-    rank = _reduce_mod(_reduce_mod(distance, size) * _skip_inverses(fill, reals)[:, None], size)
-    key = rank * count + reals[:, None]
-    winnable = (rank >= fill.next_rank[reals][:, None]) & (key < fill.slot_key[contested])
+    _, key, winnable = _ranks_on_contested(fill, reals)
     row, position = winnable.nonzero()
     key = key[row, position]
     # A key is below 2**40 (size and count are below 2**20), so one sort
@@ -955,11 +965,8 @@ def _proposals_by_inverting(
 
     size, count = fill.size, fill.count
     contested = fill.contested
-    distance = (contested + size) - fill.offset[reals][:, None]  # in 1 .. 2 * size - 1
-    rank = _reduce_mod(_reduce_mod(distance, size) * _skip_inverses(fill, reals)[:, None], size)
-    key = rank * count + reals[:, None]
-    unwinnable = (rank < fill.next_rank[reals][:, None]) | (key >= fill.slot_key[contested])
-    rank[unwinnable] = size  # sorts after every winnable rank
+    rank, _, winnable = _ranks_on_contested(fill, reals)
+    rank[~winnable] = size  # sorts after every winnable rank
     most = int(deficit.max())
     if most < contested.size:
         rank = np.partition(rank, most - 1, axis=1)[:, :most]
