@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
-from typing import Any
 
-from xlb import Balancer, BalancerConfig, Vip
-from xlb._bpf import Map, Program
+from xlb import Balancer, BalancerConfig
+from xlb._bpf import BpfObject, Map, Program
 from xlb.balancer import BALANCER_OBJECT
 from xlb.testing import GATEWAY_MAC
 
@@ -43,7 +42,8 @@ ROWS = {
 }
 SYN_NEW = "v4_tcp_syn_new"
 # maps this control plane programs that an older object may not have
-SCRATCH_MAPS = ("vip_prefixes", "vip_prefix_addrs", "syn_flood", "frags")
+# (`stats`: an older object counts into per-CPU maps of its own)
+SCRATCH_MAPS = ("vip_prefixes", "vip_prefix_addrs", "syn_flood", "frags", "stats")
 
 
 class OlderBalancer(Balancer):
@@ -51,10 +51,11 @@ class OlderBalancer(Balancer):
 
     scratch: dict[str, Map] = {}
 
-    def _read_vips(self) -> dict[Vip, Any]:
+    def _open_object(self, object_path: str | Path, reload: bool) -> BpfObject:
+        obj = super()._open_object(object_path, reload)
         for name, scratch_map in self.scratch.items():
-            self._map.setdefault(name, scratch_map)
-        return super()._read_vips()
+            obj.maps.setdefault(name, scratch_map)
+        return obj
 
 
 def measure_syn_new(h: Harness, prog: Program, offset: list[int], repeat: int) -> float:

@@ -44,6 +44,7 @@ struct xlb_pkt {
 	__u8 has_vip; /* vip_id/real_id valid for per-VIP/real stats */
 	__u8 has_alt; /* alt_id is the previous ring's real (prev_ring.h) */
 	__u32 alt_id;
+	struct xlb_cpu_row *row; /* this CPU's counters and flow-cache tally, or NULL */
 };
 
 /* Decide the packet's fate: remember why, return the action. */

@@ -153,22 +153,6 @@ struct {
 	__type(value, __u32);
 } flow_cache_epochs SEC(".maps");
 
-/* A CPU's use of its cache in this tick and whether it looks at all. */
-struct xlb_flow_cache_use {
-	__u64 jiffies;	/* the tick counted */
-	__u32 lookups;	/* sets read in it */
-	__u32 answered; /* of which held a good copy */
-	__u32 off;	/* the tick before was judged not worth it */
-	__u32 skipped;	/* packets that did not look while off */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct xlb_flow_cache_use);
-} flow_cache_use SEC(".maps");
-
 /* Where the packet's flow goes in the cache, and the epoch to match. */
 struct flow_cache_ref {
 	__u32 index; /* among a CPU's elements: IPv4, its set; IPv6, its set's first slot */
@@ -429,16 +413,15 @@ static __always_inline int flow_cache_wanted(struct xlb_flow_cache_use *use)
  * Whether the flow's set holds a good copy of its entry (then in *copy);
  * fills *ref either way (flow_cache_fill() needs it, with the epoch read
  * now; index XLB_FLOW_CACHE_NO_SLOT when this CPU does not look now).
+ * `use`: this CPU's tally (its row of `stats`), NULL when it has none.
  */
-static __always_inline int flow_cache_find(const struct flow_tuple *f, struct flow_cache_ref *ref,
-					   struct flow_copy *copy)
+static __always_inline int flow_cache_find(const struct flow_tuple *f,
+					   struct xlb_flow_cache_use *use,
+					   struct flow_cache_ref *ref, struct flow_copy *copy)
 {
-	struct xlb_flow_cache_use *use;
-	__u32 zero = 0;
 	int found;
 
 	ref->index = XLB_FLOW_CACHE_NO_SLOT;
-	use = bpf_map_lookup_elem(&flow_cache_use, &zero);
 	if (!use || !flow_cache_wanted(use))
 		return 0;
 	ref->index = flow_cache_index(f);

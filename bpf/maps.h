@@ -105,26 +105,14 @@ struct {
 /* `config` is in config_map.h, shared with the health-check program. */
 #include "config_map.h"
 
+/* One row per CPU (struct xlb_cpu_row): one here, the loader makes it
+ * possible CPUs (a CPU beyond its end counts nothing). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XLB_MAX_VIPS);
-	__type(key, __u32);
-	__type(value, struct xlb_counter);
-} vip_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XLB_MAX_REALS);
-	__type(key, __u32);
-	__type(value, struct xlb_counter);
-} real_stats SEC(".maps");
-
-/* One per-CPU value: __u64[XLB_CNT_COUNT], indexed by enum xlb_counter_index. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u64[XLB_CNT_COUNT]);
-} counters SEC(".maps");
+	__type(value, struct xlb_cpu_row);
+} stats SEC(".maps");
 
 #endif /* XLB_MAPS_H */

@@ -286,10 +286,10 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 
 	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
 		return NULL;
-	if (flow_cache_find(&p->flow, &ref, &copy)) {
+	if (flow_cache_find(&p->flow, p->row ? &p->row->flow_cache : NULL, &ref, &copy)) {
 		real = check_real(copy.real_id, copy.real_gen, XLB_ANY_VIP);
 		if (real) {
-			count(XLB_CNT_CONN_HIT);
+			count_in(p->row, XLB_CNT_CONN_HIT);
 			p->real_id = copy.real_id;
 			p->vip_id = real->vip_id;
 			p->hash = copy.hash;
@@ -304,7 +304,7 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 	real = check_conn(probe->conn, p, XLB_ANY_VIP, cfg);
 	if (!real)
 		return NULL;
-	count(XLB_CNT_CONN_HIT);
+	count_in(p->row, XLB_CNT_CONN_HIT);
 	p->vip_id = real->vip_id;
 	p->hash = probe->conn->hash;
 	flow_cache_fill(&p->flow, &ref, probe->conn, udp_copy_until(probe->conn, cfg));
@@ -335,12 +335,12 @@ static __always_inline int select_real(struct xlb_pkt *p, const struct xlb_vip_m
 		if (probe->conn && !probe->done) {
 			real = check_conn(probe->conn, p, vip->vip_id, cfg);
 			if (real) {
-				count(XLB_CNT_CONN_HIT);
+				count_in(p->row, XLB_CNT_CONN_HIT);
 				*real_out = real;
 				return XLB_CONTINUE;
 			}
 		}
-		count(XLB_CNT_CONN_MISS);
+		count_in(p->row, XLB_CNT_CONN_MISS);
 	}
 	action = select_from_ring(p, vip, real_out);
 	if (action != XLB_CONTINUE)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * stats.h - counters (per-CPU arrays: plain increments, no atomics) and
- * record(), the balancer's single exit.
+ * stats.h - counters (each CPU's row of `stats`: plain increments, no
+ * atomics) and record(), the balancer's single exit.
  */
 #ifndef XLB_STATS_H
 #define XLB_STATS_H
@@ -14,12 +14,13 @@
 #include "common.h"
 #include "maps.h"
 
-/* This CPU's global counters: __u64[XLB_CNT_COUNT] (maps.h). */
-static __always_inline __u64 *cpu_counters(void)
+/* This CPU's row (xlb_abi.h): the program finds it once per packet,
+ * into xlb_pkt.row. */
+static __always_inline struct xlb_cpu_row *cpu_row(void)
 {
-	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 
-	return bpf_map_lookup_elem(&counters, &zero);
+	return bpf_map_lookup_elem(&stats, &cpu);
 }
 
 /*
@@ -34,49 +35,57 @@ static __always_inline void bump(__u64 *c, __u32 index)
 		c[index] += 1;
 }
 
-/* One event of a stage's own: `index` is a constant (record() counts the rest). */
-static __always_inline void count(__u32 index)
+/* One event of a stage's own in `row` (NULL: none): `index` is a
+ * constant (record() counts the rest). */
+static __always_inline void count_in(struct xlb_cpu_row *row, __u32 index)
 {
-	__u64 *c = cpu_counters();
-
-	if (c && index < XLB_CNT_COUNT)
-		c[index] += 1;
+	if (row && index < XLB_CNT_COUNT)
+		row->counters[index] += 1;
 }
 
-static __always_inline void count_bytes(void *map, __u32 index, __u32 bytes)
+/* count_in() this CPU's row, for a stage without the packet's. */
+static __always_inline void count(__u32 index)
 {
-	struct xlb_counter *c = bpf_map_lookup_elem(map, &index);
+	count_in(cpu_row(), index);
+}
 
-	if (c) {
-		c->packets += 1;
-		c->bytes += bytes;
-	}
+/* c += one packet of `bytes`. */
+static __always_inline void count_bytes(struct xlb_counter *c, __u32 bytes)
+{
+	c->packets += 1;
+	c->bytes += bytes;
 }
 
 /*
- * The single exit: counts counters[ACTION + action] and
- * counters[REASON + reason], with one lookup of the CPU's counters; for packets forwarded to a real (including
- * routed ICMP errors) also vip_stats[vip_id] and real_stats[real_id], with
+ * The single exit: counts, in the CPU's row (p->row), counters[ACTION +
+ * action] and counters[REASON + reason]; for packets forwarded to a real
+ * (including routed ICMP errors) also vip[vip_id] and real[real_id], with
  * the frame length as it arrived. Returns `action`.
  */
 static __always_inline int record(struct xlb_pkt *p, int action)
 {
-	__u32 act = action;
-	__u64 *c;
+	struct xlb_cpu_row *row = p->row;
+	__u32 act = action, vip_id, real_id;
 
 	if (act >= XLB_CNT_ACTION_COUNT) {
 		act = XDP_ABORTED;
 		action = XDP_ABORTED;
 	}
-	c = cpu_counters();
-	if (c) {
-		bump(c, XLB_CNT_ACTION + act);
-		if (p->reason < XLB_R_COUNT)
-			bump(c, XLB_CNT_REASON + p->reason);
-	}
+	if (!row)
+		return action;
+	bump(row->counters, XLB_CNT_ACTION + act);
+	if (p->reason < XLB_R_COUNT)
+		bump(row->counters, XLB_CNT_REASON + p->reason);
 	if (p->has_vip && (p->reason == XLB_R_FORWARD || p->reason == XLB_R_FORWARD_ICMP_ERROR)) {
-		count_bytes(&vip_stats, p->vip_id, p->pkt_len);
-		count_bytes(&real_stats, p->real_id, p->pkt_len);
+		/* opaque, as in bump(): the ids' bounds may not survive to here */
+		vip_id = p->vip_id;
+		real_id = p->real_id;
+		barrier_var(vip_id);
+		barrier_var(real_id);
+		if (vip_id < XLB_MAX_VIPS)
+			count_bytes(&row->vip[vip_id], p->pkt_len);
+		if (real_id < XLB_MAX_REALS)
+			count_bytes(&row->real[real_id], p->pkt_len);
 	}
 	return action;
 }

@@ -350,6 +350,7 @@ int xlb_balancer(struct xdp_md *ctx)
 	int action;
 
 	__builtin_memset(&pkt, 0, sizeof(pkt));
+	pkt.row = cpu_row();
 	pkt.pkt_len = ctx->data_end - ctx->data;
 	action = parse_packet(ctx, &pkt);
 	if (action != XLB_CONTINUE)

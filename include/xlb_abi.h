@@ -160,7 +160,7 @@ enum xlb_vip_prefix_limits {
 
 /* Value of the `vips` hash map. */
 struct xlb_vip_meta {
-	__u32 vip_id;	 /* host; index into `vip_stats`; owns `rings` slots */
+	__u32 vip_id;	 /* host; index into a `stats` row's vip[]; owns `rings` slots */
 	__u32 flags;	 /* host; enum xlb_vip_flags */
 	__u32 ring_size; /* host; entries in this VIP's ring (a prime) */
 	__u32 ring_slot; /* host; live ring, < XLB_RINGS_PER_VIP, or _NONE */
@@ -182,7 +182,7 @@ struct xlb_vip_meta {
 /* ---- Reals -------------------------------------------------------------- */
 
 /*
- * Real ids index `reals` and `real_stats`. An id belongs to one (VIP, real)
+ * Real ids index `reals` and a `stats` row's real[]. An id belongs to one (VIP, real)
  * pair: removing a real from a VIP retires its id, so connection-table
  * entries pointing to it become misses. `gen` changes each time an id is
  * handed out again, so an old entry never follows a reused id.
@@ -388,7 +388,7 @@ struct xlb_syn_flood {
 
 /* ---- Counters ---------------------------------------------------------- */
 
-/* Per VIP (`vip_stats`, index vip_id) and per real (`real_stats`). */
+/* Packets and bytes forwarded, per VIP and per real (struct xlb_cpu_row). */
 struct xlb_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -416,10 +416,7 @@ enum xlb_reason {
 	XLB_R_COUNT,
 };
 
-/*
- * Indexes into the `counters` map's one per-CPU value, an array of
- * XLB_CNT_COUNT __u64: a packet looks its CPU's counters up once.
- */
+/* Indexes into a CPU's counters (struct xlb_cpu_row). */
 enum xlb_counter_index {
 	/* XDP_ABORTED..XDP_REDIRECT map to XLB_CNT_ACTION + action. */
 	XLB_CNT_ACTION = 0,
@@ -443,6 +440,36 @@ enum xlb_counter_index {
 	XLB_CNT_FRAG_FIRST,	   /* first TCP/UDP fragment: its ports kept */
 	XLB_CNT_FRAG_LATER,	   /* later fragment balanced with its first's ports */
 	XLB_CNT_COUNT,
+	/* the counters' room in a row: whole 64-byte lines */
+	XLB_CNT_ROOM = (XLB_CNT_COUNT + 7) / 8 * 8,
+};
+
+/* A CPU's use of its flow cache in this tick and whether it looks at all:
+ * the data plane's own (bpf/flow_cache.h); one line. */
+struct xlb_flow_cache_use {
+	__u64 jiffies;	/* the tick counted */
+	__u32 lookups;	/* sets read in it */
+	__u32 answered; /* of which held a good copy */
+	__u32 off;	/* the tick before was judged not worth it */
+	__u32 skipped;	/* packets that did not look while off */
+	__u64 spare[5];
+};
+
+/*
+ * One CPU's row of the `stats` map (a plain mmapable array, one element
+ * per possible CPU, key: the CPU's number): everything a packet counts,
+ * and the flow cache's tally. A packet finds its row by the CPU's number
+ * alone (no table of per-CPU pointers to read) and touches a few lines of
+ * it; with many flows in a CPU's caches, the lines of three per-CPU maps
+ * and their pointer tables cost ~6% of the live rate (bench/RESULTS.md).
+ * The control plane reads and zeroes it through the mapping, summing the
+ * rows.
+ */
+struct xlb_cpu_row {
+	__u64 counters[XLB_CNT_ROOM]; /* enum xlb_counter_index */
+	struct xlb_flow_cache_use flow_cache;
+	struct xlb_counter vip[XLB_MAX_VIPS];	/* index: vip_id */
+	struct xlb_counter real[XLB_MAX_REALS]; /* index: real id */
 };
 
 /* ---- Second chance: the previous ring (bpf/alternate.h) ------------- */

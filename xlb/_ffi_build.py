@@ -33,7 +33,7 @@ FIXED_WIDTH_TYPES = """
 typedef uint8_t __u8;
 typedef uint16_t __u16;
 typedef uint32_t __u32;
-typedef uint64_t __u64;
+typedef unsigned long long __u64; /* as linux/types.h: int-ll64 on every arch */
 typedef int32_t __s32;
 typedef uint16_t __be16;
 typedef uint32_t __be32;

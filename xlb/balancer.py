@@ -112,7 +112,7 @@ from .rings import (
     ring_fractions,
 )
 from .serverids import Entry, QuicServers, Undo
-from .stats import counter_names, read_counters, read_traffic, zero_stats, zero_stats_undoably
+from .stats import CpuStats, counter_names, stats_sizes
 from .synflood import CpuFloodWindow, flood_windows
 from .testrun import RunResult, run_packet
 from .vipaddrs import VipFilter, count_vip_address, count_vip_prefix
@@ -199,6 +199,7 @@ class Balancer:
         # The `reals` map itself (we are its only writer): a failed change
         # takes its undo from its rows, and adoption its members.
         self._reals = self._map["reals"].mapped()
+        self._stats = CpuStats(self._map["stats"])
         try:
             self._vips = self._read_vips()
             self._real_ids = self._adopt_real_ids()
@@ -211,6 +212,7 @@ class Balancer:
         except BaseException:
             self._slots.close()
             self._reals.close()
+            self._stats.close()
             self._obj.close()
             raise
 
@@ -232,7 +234,7 @@ class Balancer:
             object_path,
             pin_dir=self.pin_dir,
             only=[PROGRAM_NAME],
-            sizes=flow_cache_sizes(),
+            sizes=flow_cache_sizes() | stats_sizes(),
             pin_programs=True,
             reload=reload,
         )
@@ -261,6 +263,7 @@ class Balancer:
                 self._link.close()
         self._slots.close()
         self._reals.close()
+        self._stats.close()
         self._obj.close()
         if detach and self.pin_dir is not None:
             shutil.rmtree(self.pin_dir, ignore_errors=True)
@@ -493,7 +496,7 @@ class Balancer:
         self._check_prefix_room(vip)
         vip_id = free_vip_id({s.vip_id for s in self._vips.values()})
         self._prev.closed(vip_id, window)  # whatever an earlier VIP of this id left
-        zero_stats(self._map["vip_stats"], vip_id)
+        self._stats.zero_vip(vip_id)
         self._count_address(vip, +1)
         self._vip_filter.mark(vip, flags, +1)
         try:
@@ -767,7 +770,7 @@ class Balancer:
         ]
         # Stats of an id never handed out are zeros already: reset reused ones only.
         reused = self._real_ids.handed_out_before(added_ids)
-        stats_undo = zero_stats_undoably(self._map["real_stats"], reused)
+        old_stats = self._stats.zero_reals(reused)
         reals_undo = self._write_reals(changed, state.vip_id, active=True, vip_flags=state.flags)
         prev_undo: bytes | None = None
         sid_undo: Undo | None = None
@@ -788,7 +791,7 @@ class Balancer:
             if sid_undo is not None:
                 self._quic.restore(sid_undo)
             self._put_reals(*reals_undo)
-            self._map["real_stats"].update_batch(*stats_undo)
+            self._stats.restore_reals(reused, old_stats)
             raise
         if ring is not None or state.ring is not None:
             self.ring_swaps += 1
@@ -1006,18 +1009,17 @@ class Balancer:
 
     def stats(self, vip: VipLike) -> Counter:
         """Packets and bytes forwarded for a VIP (all CPUs)."""
-        return read_traffic(self._map["vip_stats"], self._state(vip).vip_id)
+        return self._stats.vip(self._state(vip).vip_id)
 
     def real_stats(self, vip: VipLike) -> dict[IPAddress, Counter]:
         """Packets and bytes forwarded to each real of a VIP."""
         members = self._state(vip).members
-        stats = self._map["real_stats"]
-        return {addr: read_traffic(stats, m.real_id) for addr, m in members.items()}
+        return {addr: self._stats.real(m.real_id) for addr, m in members.items()}
 
     def counters(self) -> dict[str, int]:
         """Global counters by name: XDP actions, reasons, connection table,
         SYN-flood guard."""
-        return read_counters(self._map["counters"])
+        return self._stats.counters()
 
     def syn_flood(self) -> list[CpuFloodWindow]:
         """Each CPU's SYN-flood guard window: its SYNs, and whether it is

@@ -1,24 +1,40 @@
 """The balancer's counters as the control plane reads them.
 
-Three per-CPU maps, every read summed over the CPUs: `counters` (XDP
-actions, reasons, connection-table events, how QUIC datagrams were
-routed and the SYN-flood guard's and fragments' events, named by the ABI
-header's enums), `vip_stats` (packets and bytes per VIP id) and
-`real_stats` (per real id). A VIP id or a real id that is handed out
-again starts from zero (`zero_stats`), so a new owner never inherits its
+One map, `stats`: a row per possible CPU (struct xlb_cpu_row in
+include/xlb_abi.h) holding that CPU's global counters (XDP actions,
+reasons, connection-table events, how QUIC datagrams were routed and
+the SYN-flood guard's and fragments' events, named by the ABI header's
+enums) and its packets and bytes per VIP id and per real id. The control
+plane reads it through a shared mapping and sums the rows: no system
+call per read. A VIP id or a real id that is handed out again starts
+from zero (`CpuStats.zero_*`), so a new owner never inherits its
 predecessor's counts.
 """
 
 from __future__ import annotations
 
+import errno
+
+import numpy as np
+import numpy.typing as npt
+
 from . import _abi, _limits
-from ._bpf import Map
+from ._bpf import Map, MappedArray, ffi, possible_cpus
+from .errors import BpfError
 from .model import Counter
 from .xdp import ACTION_COUNTERS
 
+STATS = "stats"
+_ROW = "struct xlb_cpu_row"
+
+
+def stats_sizes() -> dict[str, int]:
+    """The `stats` map's size on this machine: a row per possible CPU."""
+    return {STATS: possible_cpus()}
+
 
 def counter_names() -> dict[int, str]:
-    """Index in the `counters` map -> name (from the ABI header's enums)."""
+    """Index among a CPU's counters -> name (from the ABI header's enums)."""
     names: dict[int, str] = {}
     for action, text in ACTION_COUNTERS.items():
         names[_limits.XLB_CNT_ACTION + action] = text
@@ -26,42 +42,74 @@ def counter_names() -> dict[int, str]:
         if text != "count":
             names[_limits.XLB_CNT_REASON + value] = text
     for value, text in _abi.enum_names("enum xlb_counter_index", "XLB_CNT_").items():
-        if text not in ("action", "action_count", "reason", "count"):  # markers, not counters
+        if text not in ("action", "action_count", "reason", "count", "room"):  # not counters
             names[value] = text
     return names
 
 
-def read_counters(counters: Map) -> dict[str, int]:
-    """Every global counter by name, in the `counters` map's order."""
-    summed = counters.sum_percpu(_abi.u32(0))  # one value: every counter
-    return {name: int(summed[index]) for index, name in counter_names().items()}
+def _words(row_field: str, count: int) -> slice:
+    """Where a field of the row lies, in u64 words."""
+    start = ffi.offsetof(_ROW, row_field) // 8
+    return slice(start, start + count)
 
 
-def read_traffic(stats: Map, index: int) -> Counter:
-    """Packets and bytes of one id in `vip_stats` or `real_stats`."""
-    packets, nbytes = stats.sum_percpu(_abi.u32(index))
+class CpuStats:
+    """The `stats` map through its mapping: every CPU's row as u64 words."""
+
+    def __init__(self, stats: Map) -> None:
+        if stats.value_size != ffi.sizeof(_ROW):
+            raise BpfError(
+                f"the stats map's rows are {stats.value_size} bytes where this xlb's are "
+                f"{ffi.sizeof(_ROW)}: the program was built with other limits (include/xlb_abi.h)",
+                errno.EINVAL,
+            )
+        self._mapped: MappedArray | None = stats.mapped()
+        words = self._mapped.rows.view(np.uint64)  # (CPUs, words of a row)
+        self._counters = words[:, _words("counters", _limits.XLB_CNT_COUNT)]
+        self._vip = words[:, _words("vip", 2 * _limits.XLB_LIMIT_MAX_VIPS)].reshape(
+            len(words), _limits.XLB_LIMIT_MAX_VIPS, 2
+        )
+        self._real = words[:, _words("real", 2 * _limits.XLB_LIMIT_MAX_REALS)].reshape(
+            len(words), _limits.XLB_LIMIT_MAX_REALS, 2
+        )
+
+    def close(self) -> None:
+        if self._mapped is not None:
+            del self._counters, self._vip, self._real
+            self._mapped.close()
+            self._mapped = None
+
+    def counters(self) -> dict[str, int]:
+        """Every global counter by name, summed over the CPUs."""
+        summed = self._counters.sum(axis=0, dtype=np.uint64)
+        return {name: int(summed[index]) for index, name in counter_names().items()}
+
+    def vip(self, vip_id: int) -> Counter:
+        """Packets and bytes forwarded for one VIP id."""
+        return _summed(self._vip[:, vip_id])
+
+    def real(self, real_id: int) -> Counter:
+        """Packets and bytes forwarded to one real id."""
+        return _summed(self._real[:, real_id])
+
+    def zero_vip(self, vip_id: int) -> None:
+        """A VIP id handed out again starts from zero on every CPU."""
+        self._vip[:, vip_id] = 0
+
+    def zero_reals(self, ids: list[int]) -> npt.NDArray[np.uint64]:
+        """Zero these real ids' counts on every CPU; returns what
+        `restore_reals` needs to put the old counts back."""
+        old = self._real[:, ids].copy()
+        self._real[:, ids] = 0
+        return old
+
+    def restore_reals(self, ids: list[int], old: npt.NDArray[np.uint64]) -> None:
+        self._real[:, ids] = old
+
+
+def _summed(per_cpu: npt.NDArray[np.uint64]) -> Counter:
+    packets, nbytes = per_cpu.sum(axis=0, dtype=np.uint64)
     return Counter(int(packets), int(nbytes))
 
 
-def zero_stats(stats: Map, index: int) -> None:
-    """Zero one id's counters on every CPU."""
-    stats.update(_abi.u32(index), bytes(stats.stored_value_size))
-
-
-def zero_stats_undoably(stats: Map, ids: list[int]) -> tuple[bytes, bytes, int]:
-    """Zero these ids' counters (one batch); returns the batch that puts
-    the old counts back (keys, values, count: Map.update_batch's arguments)."""
-    size = stats.stored_value_size
-    old = b"".join(stats.lookup(_abi.u32(i)) or bytes(size) for i in ids)
-    if ids:
-        stats.update_batch(_abi.u32_keys(ids), bytes(size * len(ids)), len(ids))
-    return _abi.u32_keys(ids), old, len(ids)
-
-
-__all__ = [
-    "counter_names",
-    "read_counters",
-    "read_traffic",
-    "zero_stats",
-    "zero_stats_undoably",
-]
+__all__ = ["STATS", "CpuStats", "counter_names", "stats_sizes"]

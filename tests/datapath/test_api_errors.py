@@ -42,20 +42,19 @@ MISSING = Vip("10.200.0.99", 80, "tcp")
 REALS = [Real("10.0.0.1"), Real("10.0.0.2", weight=2)]
 HUGE = 2**200
 
-# Every map the Balancer writes; `counters` only changes when packets run.
+# Every map the Balancer writes; `stats`' counters only change when packets run.
 MAP_NAMES = [
     "vips",
     "reals",
     "config",
-    "vip_stats",
-    "real_stats",
+    "stats",
     "conn_v4",
     "conn_v6",
     "rings",  # inner map ids: which ring slots exist
     "vip_addrs",
     "vip_filter",
 ]
-ARRAY_MAPS = {"reals", "config", "vip_stats", "real_stats", "vip_filter"}
+ARRAY_MAPS = {"reals", "config", "stats", "vip_filter"}
 
 
 def dump_maps(lb: Balancer) -> dict[str, Any]:

@@ -28,11 +28,12 @@ from xlb import (
     VipFlags,
 )
 from xlb._abi import read_u32, u32, vip_filter_bit
-from xlb._bpf import Map
-from xlb.balancer import BALANCER_OBJECT, MAX_REALS
+from xlb._bpf import BpfObject, Map
+from xlb.balancer import BALANCER_OBJECT, MAX_REALS, PROGRAM_NAME
 from xlb.errors import BpfError, CapacityError, ExistsError
 from xlb.flows import FLOW_CACHE_EPOCHS, forget_cached_flows
 from xlb.rings import RINGS_PER_VIP, GracePeriods, ring_index
+from xlb.stats import stats_sizes
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 from xlb.testing.packets import decode_encapsulated
 
@@ -67,7 +68,7 @@ def packet_for(flow: Flow, flags: str = "S") -> bytes:
 
 
 def dump_maps(lb: Balancer) -> dict[str, list[tuple[bytes, bytes]]]:
-    names = ["vips", "reals", "config", "vip_stats", "real_stats", "conn_v4", "conn_v6"]
+    names = ["vips", "reals", "config", "stats", "conn_v4", "conn_v6"]
     dumped = {name: sorted(lb.map(name).items()) for name in names}
     dumped["rings"] = sorted(lb.map("rings").items())  # inner map ids
     return dumped
@@ -584,13 +585,13 @@ def test_a_replaced_map_pin_makes_adoption_load_the_program(pin_dir: Path) -> No
     now, so the program and the control plane share every map."""
     first = Balancer(pin_dir=pin_dir, config=BalancerConfig(gateway_mac=GATEWAY_MAC))
     first_id = first.program.info()["id"]
-    counters = first.map("counters")
+    stats = first.map("stats")
     replacement = Map.create(
-        counters.type, "counters", counters.key_size, counters.value_size, counters.max_entries
+        stats.type, "stats", stats.key_size, stats.value_size, stats.max_entries, stats.flags
     )
     first.close()
-    (pin_dir / "counters").unlink()
-    replacement.pin(pin_dir / "counters")
+    (pin_dir / "stats").unlink()
+    replacement.pin(pin_dir / "stats")
     replacement.close()
     second = Balancer(pin_dir=pin_dir)
     try:
@@ -610,7 +611,7 @@ def test_pins_of_an_incompatible_build_are_a_clear_error(pin_dir: Path, tmp_path
     build.compile_bpf(
         Path(build.BPF_SRC) / "xlb.bpf.c", other_build, defines={"XLB_MAX_VIPS": 1024}
     )
-    Balancer(pin_dir=pin_dir, object_path=other_build).close()
+    BpfObject(other_build, pin_dir=pin_dir, only=[PROGRAM_NAME], sizes=stats_sizes()).close()
     with pytest.raises(BpfError, match=r"the map pinned at .*/vips has another definition"):
         Balancer(pin_dir=pin_dir)
 

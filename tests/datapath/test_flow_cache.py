@@ -18,6 +18,7 @@ from bench.common import pinned
 from bench.progs import Flows, Harness
 from xlb import Balancer, BalancerConfig, Flow, Real, Vip
 from xlb._abi import flow_key
+from xlb._bpf import ffi
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 
 VIPS = {4: Vip("10.200.0.1", 80, "tcp"), 6: Vip("2001:db8:200::1", 80, "tcp")}
@@ -204,11 +205,13 @@ MANY_FLOWS = 1 << 17  # twice a CPU's IPv4 ways (2 x XLB_FLOW_CACHE_SLOTS)
 
 
 def cache_off(lb: Balancer, cpu: int) -> bool:
-    """Whether `cpu` judged its last busy tick not worth looking
-    (struct xlb_flow_cache_use in bpf/flow_cache.h: u64 jiffies, then u32
-    lookups, answered, off, skipped)."""
-    use = lb.map("flow_cache_use").lookup_percpu((0).to_bytes(4, "little"), dtype="<u4")
-    return bool(use[cpu][4])
+    """Whether `cpu` judged its last busy tick not worth looking (the
+    flow cache's tally in the CPU's row of `stats`, include/xlb_abi.h)."""
+    row = lb.map("stats").lookup(cpu.to_bytes(4, "little"))
+    assert row is not None
+    use = ffi.offsetof("struct xlb_cpu_row", "flow_cache")
+    off = use + ffi.offsetof("struct xlb_flow_cache_use", "off")
+    return bool(int.from_bytes(row[off : off + 4], "little"))
 
 
 def run_until_cache(lb: Balancer, harness: Harness, frame: bytes, flows: Flows, off: bool) -> None:
