@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import pinned
 from xlb import (
     Balancer,
     BalancerConfig,
@@ -28,12 +29,12 @@ from xlb import (
     VipFlags,
 )
 from xlb._abi import read_u32, u32, vip_filter_bit
-from xlb._bpf import BpfObject, Map
+from xlb._bpf import BpfObject, Map, ffi
 from xlb.balancer import BALANCER_OBJECT, MAX_REALS, PROGRAM_NAME
 from xlb.errors import BpfError, CapacityError, ExistsError
 from xlb.flows import FLOW_CACHE_EPOCHS, forget_cached_flows
 from xlb.rings import RINGS_PER_VIP, GracePeriods, ring_index
-from xlb.stats import stats_sizes
+from xlb.stats import counter_names, stats_sizes
 from xlb.testing import GATEWAY_MAC, outer_destination, tcp_packet, udp_packet
 from xlb.testing.packets import decode_encapsulated
 
@@ -680,6 +681,34 @@ def test_stats_and_counters_count_what_was_forwarded(lb: Balancer) -> None:
     assert counters["forward"] == 100
     assert counters["pass_not_vip"] == 1
     assert counters["xdp_pass"] == 1
+
+
+def tx_in_row(lb: Balancer, cpu: int) -> int:
+    """XDP_TX as counted in `cpu`'s row of `stats` alone."""
+    row = lb.map("stats").lookup(u32(cpu))
+    assert row is not None
+    index = {name: i for i, name in counter_names().items()}["xdp_tx"]
+    offset = ffi.offsetof("struct xlb_cpu_row", "counters") + 8 * index
+    return int.from_bytes(row[offset : offset + 8], sys.byteorder)
+
+
+def test_each_cpu_counts_in_its_own_row_and_reads_sum_the_rows(lb: Balancer) -> None:
+    """A packet counts in the row of the CPU it ran on (1 on CPU 0, 2 on
+    CPU 1), and every read (counters, the VIP's and its real's traffic)
+    is the sum of the rows; an established flow's packets count as hits."""
+    lb.add_vip(VIP4)
+    lb.set_reals(VIP4, REALS4)
+    flow = random_flows(1, VIP4, seed=8)[0]
+    syn, ack = packet_for(flow, "S"), packet_for(flow, "A")
+    for cpu, packet in ((0, syn), (1, ack), (1, ack)):
+        with pinned(cpu):
+            assert lb.run(packet).action == "XDP_TX"
+    assert (tx_in_row(lb, 0), tx_in_row(lb, 1)) == (1, 2)
+    counters = lb.counters()
+    assert (counters["xdp_tx"], counters["conn_hit"], counters["conn_miss"]) == (3, 2, 1)
+    vip, real = lb.stats(VIP4), lb.real_stats(VIP4)[ip_address(str(lb.predict(flow)))]
+    traffic = (3, len(syn) + 2 * len(ack))
+    assert (vip.packets, vip.bytes) == (real.packets, real.bytes) == traffic
 
 
 def age_connection_table(lb: Balancer, seconds: float) -> int:
