@@ -509,7 +509,7 @@ within 8% of the minimal encap's live rate at one flow, and it runs at
 the profiles show (bench/hotlines.py: the largest line is 7% of the
 hit's ~100 ns).
 
-### Counters in one row per CPU, and what 6x nftables at one flow would take (issue 17, 2026-12-03 morning)
+### Counters in a row per CPU; what 6x nftables at one flow takes (issue 17, 2026-12-03)
 
 First, what the parts of an established flow's work cost where the
 targets are measured: `python -m bench.ablate` (new) builds variants of

@@ -459,11 +459,11 @@ struct xlb_flow_cache_use {
  * One CPU's row of the `stats` map (a plain mmapable array, one element
  * per possible CPU, key: the CPU's number): everything a packet counts,
  * and the flow cache's tally. A packet finds its row by the CPU's number
- * alone (no table of per-CPU pointers to read) and touches a few lines of
- * it; with many flows in a CPU's caches, the lines of three per-CPU maps
- * and their pointer tables cost ~6% of the live rate (bench/RESULTS.md).
- * The control plane reads and zeroes it through the mapping, summing the
- * rows.
+ * alone, where each of the three per-CPU maps this replaced was reached
+ * through a table of per-CPU pointers: once many flows fill a CPU's
+ * caches, every line a packet touches counts (3% of the live rate at
+ * 10000 flows, bench/RESULTS.md). The control plane reads and zeroes the
+ * rows through the mapping, summing them.
  */
 struct xlb_cpu_row {
 	__u64 counters[XLB_CNT_ROOM]; /* enum xlb_counter_index */

@@ -198,9 +198,9 @@ class Balancer:
         self._quic = QuicServers(self._map["quic_servers"])
         # The `reals` map itself (we are its only writer): a failed change
         # takes its undo from its rows, and adoption its members.
-        self._reals = self._map["reals"].mapped()
-        self._stats = CpuStats(self._map["stats"])
         try:
+            self._reals = self._map["reals"].mapped()
+            self._stats = CpuStats(self._map["stats"])
             self._vips = self._read_vips()
             self._real_ids = self._adopt_real_ids()
             self._vip_filter = VipFilter(
@@ -210,10 +210,7 @@ class Balancer:
             if interface is not None:
                 self._attach(interface, mode)
         except BaseException:
-            self._slots.close()
-            self._reals.close()
-            self._stats.close()
-            self._obj.close()
+            self._release()
             raise
 
     # ------------------------------------------------------------ lifecycle
@@ -261,12 +258,18 @@ class Balancer:
                 self._link.detach()
             else:
                 self._link.close()
-        self._slots.close()
-        self._reals.close()
-        self._stats.close()
-        self._obj.close()
+        self._release()
         if detach and self.pin_dir is not None:
             shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+    def _release(self) -> None:
+        """Unmap what this handle mapped (as far as it got) and close its
+        object; the data plane itself is left as it is."""
+        self._slots.close()
+        for mapped in (getattr(self, "_reals", None), getattr(self, "_stats", None)):
+            if mapped is not None:
+                mapped.close()
+        self._obj.close()
 
     def __enter__(self) -> Balancer:
         return self
