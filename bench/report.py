@@ -581,6 +581,26 @@ balancing or the counting reaches the goal at one flow; it would take
 the header work every path shares to cost less than the minimal
 encap's plus a few percent. At 10000 flows, where nftables slows down
 more than xlb, xlb was 6.47x nftables in the same rounds.
+
+Two full runs of this program, 05:38 and 05:59 UTC (the second is
+committed), against the run of 00:37 on the program before:
+
+| figure | 00:37 | 05:38 | 05:59 |
+|---|---|---|---|
+| xlb / reflector, worst row (10000 flows) | 0.752 | 0.74 | 0.73 |
+| xlb / nftables, worst row (1 flow) | 5.53 | 5.49 | 5.45 |
+| Maglev numpy / C, worst row | 2.90 | 3.00 | 3.04 |
+| set_reals of 1000 reals, ms | 9.83 | 10.20 | 10.50 |
+| pktpath rounds' spread (TCP hit) | 0.04 | 0.04 | 0.35 |
+
+Neither the Maglev build nor set_reals changed this round, and the C
+reference took the same time in all three (2.01-2.03 ms, worst row) while numpy's
+build went 5.84 -> 6.09 -> 6.15 ms: this VM ran Python-heavy work 4-6%
+slower in the morning (no steal time; its neighbours share the L3), and
+in the 05:59 run the packet-path rounds disagreed by 35%, against 4% in
+the others. These three figures sit within that drift of their lines;
+the live A/B above, made in one hour on both trees, is what measures
+this round's change to the throughput.
 """
 
 
