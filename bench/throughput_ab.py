@@ -50,7 +50,7 @@ def ratios_by_round(
                     rate = mpps(topo, "xlb", flows)
                     for mode, baseline in base.items():
                         ratios.setdefault((path, mode), []).append(rate / baseline)
-                    shown = ", ".join(f"{mode} {rate:.2f}" for mode, rate in base.items())
+                    shown = ", ".join(f"{mode} {base_rate:.2f}" for mode, base_rate in base.items())
                     print(f"{path}: {rate:.2f} Mpps; {shown}", flush=True)
                 topo.detach_dut()
     finally:

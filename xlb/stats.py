@@ -53,6 +53,11 @@ def _words(row_field: str, count: int) -> slice:
     return slice(start, start + count)
 
 
+def _traffic(words: npt.NDArray[np.uint64], row_field: str, ids: int) -> npt.NDArray[np.uint64]:
+    """A row's array of struct xlb_counter as (CPUs, ids, [packets, bytes])."""
+    return words[:, _words(row_field, 2 * ids)].reshape(len(words), ids, 2)
+
+
 class CpuStats:
     """The `stats` map through its mapping: every CPU's row as u64 words."""
 
@@ -66,12 +71,8 @@ class CpuStats:
         self._mapped: MappedArray | None = stats.mapped()
         words = self._mapped.rows.view(np.uint64)  # (CPUs, words of a row)
         self._counters = words[:, _words("counters", _limits.XLB_CNT_COUNT)]
-        self._vip = words[:, _words("vip", 2 * _limits.XLB_LIMIT_MAX_VIPS)].reshape(
-            len(words), _limits.XLB_LIMIT_MAX_VIPS, 2
-        )
-        self._real = words[:, _words("real", 2 * _limits.XLB_LIMIT_MAX_REALS)].reshape(
-            len(words), _limits.XLB_LIMIT_MAX_REALS, 2
-        )
+        self._vip = _traffic(words, "vip", _limits.XLB_LIMIT_MAX_VIPS)
+        self._real = _traffic(words, "real", _limits.XLB_LIMIT_MAX_REALS)
 
     def close(self) -> None:
         if self._mapped is not None:
