@@ -900,7 +900,15 @@ def _proposals_by_scanning(
     row_start = _reduce_mod(fill.offset[row_real] + row_rank * row_skip, size)
     slots, flat = _probe_slots(row_start, row_skip, row_rank, width, fill)
 
-    probe = fill.open_map[slots].ravel().nonzero()[0]  # (row, step) of open probes, in order
+    # Gather the map along the flat array (in memory order: an index read
+    # with a stride costs a line per probe), then lay the (row, step) view
+    # out in order for nonzero.
+    is_open = _gather(fill.open_map, flat, scratch.get("is_open", flat.size, np.bool_))
+    if not slots.flags.c_contiguous:
+        ordered = scratch.get("is_open_rows", flat.size, np.bool_).reshape(slots.shape)
+        np.copyto(ordered, is_open.reshape(slots.shape[::-1]).T)
+        is_open = ordered.ravel()
+    probe = is_open.nonzero()[0]  # (row, step) of open probes, in order
     n = probe.size
     row = np.right_shift(probe, shift, out=scratch.get("row", n, np.int64))
     step = np.bitwise_and(probe, width - 1, out=scratch.get("step", n, np.int64))
