@@ -100,7 +100,7 @@ static __always_inline int encap_with_carrier(struct xdp_md *ctx, struct xlb_pkt
 	void *data, *data_end, *l3;
 	struct outer_flow f;
 
-	if (!alt || push_outer(ctx, p, hdr_len))
+	if (!alt || push_outer(ctx, p->l3_off, hdr_len))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;

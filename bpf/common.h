@@ -4,8 +4,9 @@
  *
  * Every stage helper returns an int that is either an XDP action (the
  * packet's fate is decided; the stage has set pkt->reason) or XLB_CONTINUE
- * (go on to the next stage). The program has one exit, record(), which
- * counts the action and the reason.
+ * (go on to the next stage). The general path has one exit, record(),
+ * which counts the action and the reason (the express path, express.h,
+ * counts the same through stats.h without this state).
  */
 #ifndef XLB_COMMON_H
 #define XLB_COMMON_H

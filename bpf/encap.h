@@ -72,22 +72,32 @@ static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 	return XLB_CONTINUE;
 }
 
+/* A next hop out of the ingress interface, from `smac` (the frame's
+ * destination MAC) to real.mac, else gw_mac: 1, or 0 when neither is set. */
+static __always_inline int known_next_hop(const struct xlb_config *cfg, const struct xlb_real *real,
+					  const __u8 *smac, struct next_hop *nh)
+{
+	nh->ifindex = 0;
+	copy_mac(nh->smac, smac);
+	if (!is_zero_mac(real->mac)) {
+		copy_mac(nh->dmac, real->mac);
+		return 1;
+	}
+	if (!is_zero_mac(cfg->gw_mac)) {
+		copy_mac(nh->dmac, cfg->gw_mac);
+		return 1;
+	}
+	return 0;
+}
+
 /* Fill *nh: real.mac, else gw_mac, else the FIB, else DROP_NO_ROUTE. */
 static __always_inline int resolve_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 					    const struct xlb_config *cfg,
 					    const struct xlb_real *real, __u32 hdr_len,
 					    struct next_hop *nh)
 {
-	nh->ifindex = 0;
-	copy_mac(nh->smac, p->eth_dst);
-	if (!is_zero_mac(real->mac)) {
-		copy_mac(nh->dmac, real->mac);
+	if (known_next_hop(cfg, real, p->eth_dst, nh))
 		return XLB_CONTINUE;
-	}
-	if (!is_zero_mac(cfg->gw_mac)) {
-		copy_mac(nh->dmac, cfg->gw_mac);
-		return XLB_CONTINUE;
-	}
 	if (cfg->flags & XLB_CFG_F_FIB_LOOKUP)
 		return fib_next_hop(ctx, p, cfg, real, hdr_len, nh);
 	return set_verdict(p, XDP_DROP, XLB_R_DROP_NO_ROUTE);
@@ -104,12 +114,12 @@ static __always_inline void write_eth(struct ethhdr *eth, const __u8 *dst, const
 
 /*
  * Make room for `hdr_len` bytes of new headers (after a fresh untagged
- * Ethernet header) in front of the IP header at p->l3_off. Returns 0 or
+ * Ethernet header) in front of the IP header at `l3_off`. Returns 0 or
  * a negative error; data/data_end must be re-read afterwards.
  */
-static __always_inline int push_outer(struct xdp_md *ctx, const struct xlb_pkt *p, __u32 hdr_len)
+static __always_inline int push_outer(struct xdp_md *ctx, __u32 l3_off, __u32 hdr_len)
 {
-	return bpf_xdp_adjust_head(ctx, (int)p->l3_off - (int)(ETH_HLEN + hdr_len));
+	return bpf_xdp_adjust_head(ctx, (int)l3_off - (int)(ETH_HLEN + hdr_len));
 }
 
 static __always_inline int tx_action(const struct next_hop *nh)
@@ -130,31 +140,45 @@ static __always_inline void outer_flow_of(struct outer_flow *f, const struct xlb
 	f->gue = gue;
 }
 
-/* IPv4 in IPv4 (IPIP), or IPv4 + UDP (GUE). */
-static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
-				    const struct xlb_config *cfg, const struct xlb_real *real,
-				    const struct next_hop *nh, int gue)
+/*
+ * Ethernet and outer IPv4 (+ UDP for f->gue) in front of the IP packet at
+ * `l3_off`, for the real at `daddr`: 0, or -1 when the frame cannot take
+ * them (the packet is then dropped: DROP_ENCAP; if the head already moved,
+ * the frame is no longer the one that arrived).
+ */
+static __always_inline int v4_push_outer(struct xdp_md *ctx, __u32 l3_off,
+					 const struct outer_flow *f, const struct xlb_config *cfg,
+					 __be32 daddr, const struct next_hop *nh)
 {
-	__u32 hdr_len = outer_hdr_len(XLB_FAMILY_V4, gue);
 	void *data, *data_end;
 	struct ethhdr *eth;
-	struct outer_flow f;
 	struct iphdr *iph;
 	struct udphdr *uh;
 
-	if (push_outer(ctx, p, hdr_len))
-		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+	if (push_outer(ctx, l3_off, outer_hdr_len(XLB_FAMILY_V4, f->gue)))
+		return -1;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
 	iph = (void *)(eth + 1);
 	uh = (void *)(iph + 1);
 	if ((void *)(uh + 1) > data_end)
-		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
-
+		return -1;
 	write_eth(eth, nh->dmac, nh->smac, ETH_P_IP);
+	v4_write_outer(iph, f, cfg, daddr);
+	return 0;
+}
+
+/* IPv4 in IPv4 (IPIP), or IPv4 + UDP (GUE). */
+static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
+				    const struct xlb_config *cfg, const struct xlb_real *real,
+				    const struct next_hop *nh, int gue)
+{
+	struct outer_flow f;
+
 	outer_flow_of(&f, p, gue);
-	v4_write_outer(iph, &f, cfg, real->addr[0]);
+	if (v4_push_outer(ctx, p->l3_off, &f, cfg, real->addr[0], nh))
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	return tx_action(nh);
 }
 
@@ -170,7 +194,7 @@ static __always_inline int v6_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 	struct udphdr *uh;
 	struct outer_flow f;
 
-	if (push_outer(ctx, p, hdr_len))
+	if (push_outer(ctx, p->l3_off, hdr_len))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;

@@ -436,6 +436,30 @@ static __always_inline int flow_cache_find(const struct flow_tuple *f,
 	return found;
 }
 
+/*
+ * One look in the flow cache, made early (express.h) and handed to the
+ * general path when that one must take the packet anyway: it does not
+ * look again, which would count the look twice in the CPU's tally.
+ */
+struct flow_look {
+	int looked; /* 0: no look yet (the fields below are unset) */
+	int found;  /* flow_cache_find()'s answer */
+	struct flow_cache_ref ref;
+	struct flow_copy copy;
+};
+
+/* flow_cache_find(), or the answer of the look made before. */
+static __always_inline int flow_cache_find_once(const struct flow_tuple *f,
+						struct xlb_flow_cache_use *use,
+						struct flow_look *look)
+{
+	if (!look->looked) {
+		look->found = flow_cache_find(f, use, &look->ref, &look->copy);
+		look->looked = 1;
+	}
+	return look->found;
+}
+
 /* Copy a valid entry of the flow into its set, with the epoch of *ref;
  * `until_ns`: UDP, the clock it answers before (ignored for TCP). */
 static __always_inline void flow_cache_fill(const struct flow_tuple *f,

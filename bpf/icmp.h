@@ -175,7 +175,7 @@ static __always_inline int make_error_room(struct xdp_md *ctx, const struct xlb_
 	__u32 new_len = ETH_HLEN + hdr_len + quote;
 	__u32 cur_len;
 
-	if (push_outer(ctx, p, hdr_len))
+	if (push_outer(ctx, p->l3_off, hdr_len))
 		return -1;
 	cur_len = ctx->data_end - ctx->data;
 	if (cur_len > new_len && bpf_xdp_adjust_tail(ctx, (int)new_len - (int)cur_len))

@@ -276,23 +276,24 @@ static __always_inline int select_from_ring(struct xlb_pkt *p, const struct xlb_
  * The fast path: the real of an established flow, from its entry alone
  * (see the top of this file); sets p->real_id, p->vip_id and p->hash.
  * NULL: take the VIP path, with `probe` saying what was looked up.
+ * `look`: the flow cache's answer if the express path (express.h) asked.
  */
-static __always_inline struct xlb_real *
-established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_probe *probe)
+static __always_inline struct xlb_real *established_real(struct xlb_pkt *p,
+							 const struct xlb_config *cfg,
+							 struct conn_probe *probe,
+							 struct flow_look *look)
 {
-	struct flow_cache_ref ref;
-	struct flow_copy copy;
 	struct xlb_real *real;
 
 	if (p->tcp_syn || !may_be_conn_vip_addr(p->flow.daddr))
 		return NULL;
-	if (flow_cache_find(&p->flow, p->row ? &p->row->flow_cache : NULL, &ref, &copy)) {
-		real = check_real(copy.real_id, copy.real_gen, XLB_ANY_VIP);
+	if (flow_cache_find_once(&p->flow, p->row ? &p->row->flow_cache : NULL, look)) {
+		real = check_real(look->copy.real_id, look->copy.real_gen, XLB_ANY_VIP);
 		if (real) {
 			count_in(p->row, XLB_CNT_CONN_HIT);
-			p->real_id = copy.real_id;
+			p->real_id = look->copy.real_id;
 			p->vip_id = real->vip_id;
-			p->hash = copy.hash;
+			p->hash = look->copy.hash;
 			return real;
 		}
 	}
@@ -307,7 +308,7 @@ established_real(struct xlb_pkt *p, const struct xlb_config *cfg, struct conn_pr
 	count_in(p->row, XLB_CNT_CONN_HIT);
 	p->vip_id = real->vip_id;
 	p->hash = probe->conn->hash;
-	flow_cache_fill(&p->flow, &ref, probe->conn, udp_copy_until(probe->conn, cfg));
+	flow_cache_fill(&p->flow, &look->ref, probe->conn, udp_copy_until(probe->conn, cfg));
 	return real;
 }
 

@@ -56,16 +56,29 @@ static __always_inline void count_bytes(struct xlb_counter *c, __u32 bytes)
 	c->bytes += bytes;
 }
 
+/* vip[vip_id] and real[real_id] of `row` += one packet of `bytes`. */
+static __always_inline void count_traffic(struct xlb_cpu_row *row, __u32 vip_id, __u32 real_id,
+					  __u32 bytes)
+{
+	/* opaque, as in bump(): the ids' bounds may not survive to here */
+	barrier_var(vip_id);
+	barrier_var(real_id);
+	if (vip_id < XLB_MAX_VIPS)
+		count_bytes(&row->vip[vip_id], bytes);
+	if (real_id < XLB_MAX_REALS)
+		count_bytes(&row->real[real_id], bytes);
+}
+
 /*
- * The single exit: counts, in the CPU's row (p->row), counters[ACTION +
- * action] and counters[REASON + reason]; for packets forwarded to a real
- * (including routed ICMP errors) also vip[vip_id] and real[real_id], with
- * the frame length as it arrived. Returns `action`.
+ * The general path's single exit: counts, in the CPU's row (p->row),
+ * counters[ACTION + action] and counters[REASON + reason]; for packets
+ * forwarded to a real (including routed ICMP errors) also vip[vip_id] and
+ * real[real_id], with the frame length as it arrived. Returns `action`.
  */
 static __always_inline int record(struct xlb_pkt *p, int action)
 {
 	struct xlb_cpu_row *row = p->row;
-	__u32 act = action, vip_id, real_id;
+	__u32 act = action;
 
 	if (act >= XLB_CNT_ACTION_COUNT) {
 		act = XDP_ABORTED;
@@ -76,18 +89,28 @@ static __always_inline int record(struct xlb_pkt *p, int action)
 	bump(row->counters, XLB_CNT_ACTION + act);
 	if (p->reason < XLB_R_COUNT)
 		bump(row->counters, XLB_CNT_REASON + p->reason);
-	if (p->has_vip && (p->reason == XLB_R_FORWARD || p->reason == XLB_R_FORWARD_ICMP_ERROR)) {
-		/* opaque, as in bump(): the ids' bounds may not survive to here */
-		vip_id = p->vip_id;
-		real_id = p->real_id;
-		barrier_var(vip_id);
-		barrier_var(real_id);
-		if (vip_id < XLB_MAX_VIPS)
-			count_bytes(&row->vip[vip_id], p->pkt_len);
-		if (real_id < XLB_MAX_REALS)
-			count_bytes(&row->real[real_id], p->pkt_len);
-	}
+	if (p->has_vip && (p->reason == XLB_R_FORWARD || p->reason == XLB_R_FORWARD_ICMP_ERROR))
+		count_traffic(row, p->vip_id, p->real_id, p->pkt_len);
 	return action;
+}
+
+/* What record() counts of a packet encapsulated to a real and sent back
+ * out (XDP_TX, FORWARD), for the express path (express.h). */
+static __always_inline int record_tx_forward(struct xlb_cpu_row *row, __u32 vip_id, __u32 real_id,
+					     __u32 bytes)
+{
+	count_in(row, XLB_CNT_ACTION + XDP_TX);
+	count_in(row, XLB_CNT_REASON + XLB_R_FORWARD);
+	count_traffic(row, vip_id, real_id, bytes);
+	return XDP_TX;
+}
+
+/* What record() counts of a packet dropped for `reason`, for the express path. */
+static __always_inline int record_drop(struct xlb_cpu_row *row, enum xlb_reason reason)
+{
+	count_in(row, XLB_CNT_ACTION + XDP_DROP);
+	count_in(row, XLB_CNT_REASON + reason);
+	return XDP_DROP;
 }
 
 #endif /* XLB_STATS_H */

@@ -2,8 +2,11 @@
 /*
  * xlb.bpf.c - the balancer: parse -> VIP -> select real -> encap -> TX.
  *
- * Stages return an XDP action or XLB_CONTINUE (common.h); the program's
- * only exit is record() (stats.h), which counts the action and the reason.
+ * A packet of an established IPv4 flow that this CPU's flow cache holds
+ * takes the express path first (express.h): the same answer, with less
+ * bookkeeping. Everything else takes the general path, whose stages
+ * return an XDP action or XLB_CONTINUE (common.h) and whose only exit is
+ * record() (stats.h), which counts the action and the reason.
  * What is passed, dropped or answered, and why:
  *   not IP (ARP, LLDP, runt, double VLAN tag)     PASS  PASS_NOT_IP
  *   IPv4 with options                             PASS  PASS_IP_OPTIONS
@@ -46,6 +49,7 @@
 #include "quic.h"
 #include "csum.h"
 #include "encap.h"
+#include "express.h"
 #include "carrier_encap.h"
 #include "icmp.h"
 #include "frag.h"
@@ -219,9 +223,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 	return v6_encap(ctx, p, cfg, real, &nh, gue);
 }
 
-/* TCP/UDP: an established flow's real (fast path), or the VIP, its real; out. */
+/* TCP/UDP: an established flow's real (fast path), or the VIP, its real; out.
+ * `look`: the flow cache's answer if the express path asked already. */
 static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
-				   const struct xlb_config *cfg)
+				   const struct xlb_config *cfg, struct flow_look *look)
 {
 	struct conn_probe probe;
 	struct xlb_vip_meta vip;
@@ -230,7 +235,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct xlb_pkt *p,
 
 	probe.conn = NULL;
 	probe.done = 0;
-	real = established_real(p, cfg, &probe);
+	real = established_real(p, cfg, &probe, look);
 	if (real)
 		return forward(ctx, p, real->vip_flags, cfg, real, XLB_R_FORWARD);
 	if (!lookup_vip(&p->flow, cfg, &vip))
@@ -344,13 +349,19 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct xlb_pkt *p,
 SEC("xdp")
 int xlb_balancer(struct xdp_md *ctx)
 {
+	struct xlb_cpu_row *row = cpu_row();
+	struct flow_look look;
 	struct xlb_config *cfg;
 	struct xlb_pkt pkt;
 	__u32 zero = 0;
 	int action;
 
+	look.looked = 0;
+	action = express_forward(ctx, row, &look);
+	if (action != XLB_CONTINUE)
+		return action;
 	__builtin_memset(&pkt, 0, sizeof(pkt));
-	pkt.row = cpu_row();
+	pkt.row = row;
 	pkt.pkt_len = ctx->data_end - ctx->data;
 	action = parse_packet(ctx, &pkt);
 	if (action != XLB_CONTINUE)
@@ -364,7 +375,7 @@ int xlb_balancer(struct xdp_md *ctx)
 	switch (pkt.flow.proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
-		action = balance(ctx, &pkt, cfg);
+		action = balance(ctx, &pkt, cfg, &look);
 		break;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
