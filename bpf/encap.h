@@ -182,31 +182,40 @@ static __always_inline int v4_encap(struct xdp_md *ctx, struct xlb_pkt *p,
 	return tx_action(nh);
 }
 
-/* IPv6 or IPv4 in IPv6 (next header 41 / 4), or IPv6 + UDP (GUE). */
-static __always_inline int v6_encap(struct xdp_md *ctx, struct xlb_pkt *p,
-				    const struct xlb_config *cfg, const struct xlb_real *real,
-				    const struct next_hop *nh, int gue)
+/* v4_push_outer() for a real at `daddr` (16 bytes): outer IPv6 (+ UDP). */
+static __always_inline int v6_push_outer(struct xdp_md *ctx, __u32 l3_off,
+					 const struct outer_flow *f, const struct xlb_config *cfg,
+					 const __be32 *daddr, const struct next_hop *nh)
 {
-	__u32 hdr_len = outer_hdr_len(XLB_FAMILY_V6, gue);
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct ipv6hdr *ip6h;
 	struct udphdr *uh;
-	struct outer_flow f;
 
-	if (push_outer(ctx, p->l3_off, hdr_len))
-		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
+	if (push_outer(ctx, l3_off, outer_hdr_len(XLB_FAMILY_V6, f->gue)))
+		return -1;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
 	ip6h = (void *)(eth + 1);
 	uh = (void *)(ip6h + 1);
 	if ((void *)(uh + 1) > data_end)
-		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
-
+		return -1;
 	write_eth(eth, nh->dmac, nh->smac, ETH_P_IPV6);
+	v6_write_outer(ip6h, f, cfg, daddr);
+	return 0;
+}
+
+/* IPv6 or IPv4 in IPv6 (next header 41 / 4), or IPv6 + UDP (GUE). */
+static __always_inline int v6_encap(struct xdp_md *ctx, struct xlb_pkt *p,
+				    const struct xlb_config *cfg, const struct xlb_real *real,
+				    const struct next_hop *nh, int gue)
+{
+	struct outer_flow f;
+
 	outer_flow_of(&f, p, gue);
-	v6_write_outer(ip6h, &f, cfg, real->addr);
+	if (v6_push_outer(ctx, p->l3_off, &f, cfg, real->addr, nh))
+		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
 	return tx_action(nh);
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * express.h - the express path: most packets a balancer sees belong to
- * established IPv4 flows whose copy sits in the CPU's flow cache. For
+ * established flows whose copy sits in the CPU's flow cache. For
  * those, the general path (xlb.bpf.c) costs more in its own bookkeeping
  * than in their work: it zeroes and fills the packet's state on the stack
  * for every stage that might need it, and each stage reads it back. Here
@@ -11,13 +11,15 @@
  * left that way (tests/datapath/test_express.py compares the two).
  *
  * Taken when all of these hold, else the packet goes the general way:
- *   - an untagged IPv4 frame, no options, not a fragment, carrying TCP
- *     (not a SYN without ACK) or UDP, whose headers parse as parse.h wants;
+ *   - an untagged IPv4 (no options) or IPv6 frame, not a fragment,
+ *     carrying TCP (not a SYN without ACK) or UDP, whose headers parse as
+ *     parse.h wants;
  *   - its destination is marked in `vip_filter`, and the CPU's flow cache
  *     holds a good copy of its entry (flow_cache.h), whose real passes
  *     check_real();
- *   - the real is IPv4 and its next hop is known (its MAC or gw_mac: no
- *     FIB lookup), and the encapsulated packet fits config.mtu.
+ *   - the real can carry it (IPv4 in IPv4 or IPv6, IPv6 in IPv6), its next
+ *     hop is known (its MAC or gw_mac: no FIB lookup), and the
+ *     encapsulated packet fits config.mtu.
  * A packet turned back after the flow cache was asked carries the answer
  * with it (struct flow_look), so the general path does not ask twice.
  */
@@ -29,6 +31,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
@@ -44,16 +47,51 @@
 #include "flow_cache.h"
 #include "encap.h"
 
-/* What the express path reads of an IPv4 TCP/UDP packet. */
+/* What the express path reads of a TCP/UDP packet. */
 struct express_pkt {
 	struct flow_tuple flow;
 	struct ethhdr *eth;
-	struct iphdr *iph;
-	__u32 l3_len;
+	__u32 l3_len; /* IP packet bytes */
+	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
+	__u8 df;      /* IPv4 DF bit set */
 };
 
-/* An untagged IPv4 TCP (not a bare SYN) or UDP packet, parsed whole as
- * parse_packet() would: 1, else 0 (the general path decides). */
+/* IPv4 without options, not a fragment; its protocol, or < 0. */
+static __always_inline int express_parse_v4(struct cursor *c, struct express_pkt *e)
+{
+	struct iphdr *iph;
+	int proto = v4_parse_ip(c, &iph);
+
+	if (proto < 0)
+		return proto;
+	e->flow.family = XLB_FAMILY_V4;
+	e->flow.saddr[0] = iph->saddr;
+	e->flow.daddr[0] = iph->daddr;
+	e->l3_len = bpf_ntohs(iph->tot_len);
+	e->tos = iph->tos;
+	e->df = !!(iph->frag_off & bpf_htons(XLB_IP_DF));
+	return proto;
+}
+
+/* IPv6, through its extension headers, not a fragment; the upper protocol, or < 0. */
+static __always_inline int express_parse_v6(struct cursor *c, struct express_pkt *e)
+{
+	struct ipv6hdr *ip6h;
+	int proto = v6_parse_ip(c, &ip6h);
+
+	if (proto < 0)
+		return proto;
+	e->flow.family = XLB_FAMILY_V6;
+	__builtin_memcpy(e->flow.saddr, ip6h->saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(e->flow.daddr, ip6h->daddr.in6_u.u6_addr32, 16);
+	e->l3_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
+	e->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
+	e->df = 0;
+	return proto;
+}
+
+/* An untagged IPv4 or IPv6 packet of TCP (not a bare SYN) or UDP, parsed
+ * whole as parse_packet() would: 1, else 0 (the general path decides). */
 static __always_inline int express_parse(struct xdp_md *ctx, struct express_pkt *e)
 {
 	void *data = (void *)(long)ctx->data;
@@ -62,11 +100,17 @@ static __always_inline int express_parse(struct xdp_md *ctx, struct express_pkt 
 	struct cursor c;
 	int proto;
 
-	init_cursor(&c, data, (void *)(long)ctx->data_end);
-	if (parse_eth(&c, &e->eth) != ETH_P_IP || c.pos != data + ETH_HLEN)
-		return 0;
-	proto = v4_parse_ip(&c, &e->iph);
 	__builtin_memset(&e->flow, 0, sizeof(e->flow));
+	init_cursor(&c, data, (void *)(long)ctx->data_end);
+	proto = parse_eth(&c, &e->eth);
+	if (c.pos != data + ETH_HLEN)
+		return 0; /* tagged, or a runt */
+	if (proto == ETH_P_IP)
+		proto = express_parse_v4(&c, e);
+	else if (proto == ETH_P_IPV6)
+		proto = express_parse_v6(&c, e);
+	else
+		return 0;
 	if (proto == IPPROTO_TCP) {
 		if (parse_tcp(&c, &th) || (th->syn && !th->ack))
 			return 0;
@@ -81,10 +125,6 @@ static __always_inline int express_parse(struct xdp_md *ctx, struct express_pkt 
 		return 0;
 	}
 	e->flow.proto = proto;
-	e->flow.family = XLB_FAMILY_V4;
-	e->flow.saddr[0] = e->iph->saddr;
-	e->flow.daddr[0] = e->iph->daddr;
-	e->l3_len = bpf_ntohs(e->iph->tot_len);
 	return 1;
 }
 
@@ -103,7 +143,7 @@ static __always_inline int express_forward(struct xdp_md *ctx, struct xlb_cpu_ro
 	struct xlb_real *real;
 	struct next_hop nh;
 	__u32 zero = 0, pkt_len, vip_id, real_id;
-	int gue;
+	int gue, err;
 
 	if (!row || !express_parse(ctx, &e) || !may_be_conn_vip_addr(e.flow.daddr))
 		return XLB_CONTINUE;
@@ -111,24 +151,30 @@ static __always_inline int express_forward(struct xdp_md *ctx, struct xlb_cpu_ro
 	if (!cfg || !flow_cache_find_once(&e.flow, &row->flow_cache, look))
 		return XLB_CONTINUE;
 	real = check_real(look->copy.real_id, look->copy.real_gen, XLB_ANY_VIP);
-	if (!real || real->family != XLB_FAMILY_V4)
+	/* IPv4 in IPv4 or in IPv6, IPv6 in IPv6 */
+	if (!real || (real->family != XLB_FAMILY_V6 &&
+		      (real->family != XLB_FAMILY_V4 || e.flow.family != XLB_FAMILY_V4)))
 		return XLB_CONTINUE;
 	gue = (real->vip_flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
-	if (cfg->mtu && e.l3_len + outer_hdr_len(XLB_FAMILY_V4, gue) > cfg->mtu)
+	if (cfg->mtu && e.l3_len + outer_hdr_len(real->family, gue) > cfg->mtu)
 		return XLB_CONTINUE; /* the general path answers: ICMP, or fragments */
 	if (!known_next_hop(cfg, real, e.eth->h_dest, &nh))
 		return XLB_CONTINUE;
 	f.hash = look->copy.hash;
 	f.len = e.l3_len;
-	f.family = XLB_FAMILY_V4;
-	f.tos = e.iph->tos;
-	f.df = !!(e.iph->frag_off & bpf_htons(XLB_IP_DF));
+	f.family = e.flow.family;
+	f.tos = e.tos;
+	f.df = e.df;
 	f.gue = gue;
 	pkt_len = ctx->data_end - ctx->data;
 	vip_id = real->vip_id;
 	real_id = look->copy.real_id;
 	count_in(row, XLB_CNT_CONN_HIT);
-	if (v4_push_outer(ctx, ETH_HLEN, &f, cfg, real->addr[0], &nh))
+	if (real->family == XLB_FAMILY_V4)
+		err = v4_push_outer(ctx, ETH_HLEN, &f, cfg, real->addr[0], &nh);
+	else
+		err = v6_push_outer(ctx, ETH_HLEN, &f, cfg, real->addr, &nh);
+	if (err)
 		return record_drop(row, XLB_R_DROP_ENCAP);
 	return record_tx_forward(row, vip_id, real_id, pkt_len);
 }

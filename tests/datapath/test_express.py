@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -34,6 +35,9 @@ CLIENT = "198.51.100.7"
 VIP = Vip("10.200.0.1", 80, "tcp")
 UDP_VIP = Vip("10.200.0.2", 53, "udp")
 REALS = [Real(f"10.0.0.{i}") for i in range(1, 5)]
+CLIENT6 = "2001:db8:c::7"
+VIP6 = Vip("2001:db8:200::1", 80, "tcp")
+REALS6 = [Real(f"2001:db8:1::{i}") for i in range(1, 5)]
 SKIP_EXPRESS = ("\taction = express_forward(ctx, row, &look);\n", "\taction = XLB_CONTINUE;\n")
 
 Step = bytes | Callable[[Balancer], None]
@@ -217,3 +221,44 @@ def test_other_frames_of_an_established_flow(pair_of: Callable[[BalancerConfig],
         bytes(base / IP(src=CLIENT, dst=VIP.address) / UDP(sport=40000, dport=VIP.port, len=4)),
     ]
     run(pair_of(ROUTED), [with_vip(VIP, REALS), *established(), *odd, *established()[1:]], [VIP])
+
+
+def segment6(
+    payload: bytes = b"xlb", flags: str = "A", tc: int = 0, hop_by_hop: bool = False
+) -> bytes:
+    ip = IPv6(src=CLIENT6, dst=VIP6.address, tc=tc, fl=0x12345)
+    tcp = TCP(sport=40000, dport=VIP6.port, flags=flags, seq=1000, window=8192)
+    ext = IPv6ExtHdrHopByHop() if hop_by_hop else None
+    l3 = ip / ext / tcp if ext is not None else ip / tcp
+    return bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / l3 / Raw(payload))
+
+
+def established6() -> list[Step]:
+    return [segment6(flags=flag) for flag in ["S", "A", "A", "A", "A"]]
+
+
+@pytest.mark.parametrize("gue", [False, True])
+def test_established_ipv6_flows(pair_of: Callable[[BalancerConfig], Pair], gue: bool) -> None:
+    pair = pair_of(BalancerConfig(gateway_mac=GATEWAY_MAC, gue_all=gue))
+    odd = [
+        segment6(tc=0xB8),
+        segment6(hop_by_hop=True),
+        segment6(b"x" * 1000),
+        bytes(
+            Ether(src=CLIENT_MAC, dst=LB_MAC)
+            / IPv6(src=CLIENT6, dst=VIP6.address)
+            / IPv6ExtHdrFragment(m=1)
+            / TCP(sport=40000, dport=VIP6.port, flags="A")
+        ),
+        segment6(flags="FA"),
+    ]
+    run(pair, [with_vip(VIP6, REALS6), *established6(), *odd, *established6()[1:]], [VIP6])
+    assert pair.actions.count("XDP_TX") >= 10
+
+
+def test_ipv6_over_the_mtu_and_without_a_next_hop(
+    pair_of: Callable[[BalancerConfig], Pair],
+) -> None:
+    for config in (BalancerConfig(gateway_mac=GATEWAY_MAC, mtu=1280), BalancerConfig()):
+        steps = [with_vip(VIP6, REALS6), *established6(), segment6(b"x" * 1250), segment6()]
+        run(pair_of(config), steps, [VIP6])
