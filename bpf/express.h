@@ -90,8 +90,9 @@ static __always_inline int express_parse_v6(struct cursor *c, struct express_pkt
 	return proto;
 }
 
-/* An untagged IPv4 or IPv6 packet of TCP (not a bare SYN) or UDP, parsed
- * whole as parse_packet() would: 1, else 0 (the general path decides). */
+/* An untagged IPv4 or IPv6 packet of TCP (not a bare SYN) or UDP to an
+ * address `vip_filter` marks, parsed whole as parse_packet() would: 1,
+ * else 0 (the general path decides). */
 static __always_inline int express_parse(struct xdp_md *ctx, struct express_pkt *e)
 {
 	void *data = (void *)(long)ctx->data;
@@ -110,6 +111,9 @@ static __always_inline int express_parse(struct xdp_md *ctx, struct express_pkt 
 	else if (proto == ETH_P_IPV6)
 		proto = express_parse_v6(&c, e);
 	else
+		return 0;
+	/* traffic to no VIP address turns back before its L4 header */
+	if (proto < 0 || !may_be_conn_vip_addr(e->flow.daddr))
 		return 0;
 	if (proto == IPPROTO_TCP) {
 		if (parse_tcp(&c, &th) || (th->syn && !th->ack))
@@ -145,7 +149,7 @@ static __always_inline int express_forward(struct xdp_md *ctx, struct xlb_cpu_ro
 	__u32 zero = 0, pkt_len, vip_id, real_id;
 	int gue, err;
 
-	if (!row || !express_parse(ctx, &e) || !may_be_conn_vip_addr(e.flow.daddr))
+	if (!row || !express_parse(ctx, &e))
 		return XLB_CONTINUE;
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || !flow_cache_find_once(&e.flow, &row->flow_cache, look))
