@@ -1031,7 +1031,7 @@ def analysis(results: dict[str, Any]) -> str:
             "a `reals` array lookup and validity check, next-hop selection, and four per-CPU "
             "counter updates (the global counters at the table hit and at the exit, the "
             "VIP's, the real's); the VIP lookup and the flow hash are skipped (both come "
-            "with the entry). An IPv4 flow the CPU's flow cache holds takes the express "
+            "with the entry). A flow the CPU's flow cache holds takes the express "
             "path (`express.h`): those steps, without the general path's per-packet state; "
             "the ablations below say what each stage costs. The non-VIP "
             "pass row "

@@ -2,7 +2,7 @@
 /*
  * xlb.bpf.c - the balancer: parse -> VIP -> select real -> encap -> TX.
  *
- * A packet of an established IPv4 flow that this CPU's flow cache holds
+ * A packet of an established flow that this CPU's flow cache holds
  * takes the express path first (express.h): the same answer, with less
  * bookkeeping. Everything else takes the general path, whose stages
  * return an XDP action or XLB_CONTINUE (common.h) and whose only exit is
