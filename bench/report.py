@@ -675,27 +675,32 @@ in the build and ~3.5 ms in Python spread over a dozen per-real passes,
 none over 0.6 ms; back-to-back set_reals of 10 reals wait for the grace
 period of the ring slot their change before freed (~4 ms of 8).
 
-The full run of 08:27 UTC (committed; code of fca2da3) against the one of
-05:59 (code of 0dff9bd):
+Two full runs of the express path, 08:27 UTC (code of fca2da3) and
+09:21 (code of f8ba066, the same program; committed), against the run
+of 05:59 (code of 0dff9bd):
 
-| figure | 05:59 | 08:27 |
-|---|---|---|
-| TCP hit x min-encap, worst of v4/v6 | 1.83 | 1.61 |
-| UDP hit x min-encap | 1.87 | 1.57 |
-| xlb / reflector, 1 flow; 10000 flows | 0.798; 0.726 | 0.774; 0.718 |
-| xlb / min-encap, 1 flow; 10000 flows | 0.849; 0.772 | 0.881; 0.722 |
-| xlb / nftables, 1 flow (worst row) | 5.45 | 5.45 |
-| Maglev numpy / C, 1000 x 65537 | 6.15 / 2.02 ms = 3.04 | 10.38 / 2.16 ms = 4.81 |
-| set_reals of 1000 reals | 10.50 ms | 13.79 ms |
+| figure | 05:59 | 08:27 | 09:21 |
+|---|---|---|---|
+| TCP hit x min-encap, worst of v4/v6 | 1.83 | 1.61 | 1.65 |
+| UDP hit x min-encap | 1.87 | 1.57 | 1.61 |
+| xlb / reflector, 1 flow; 10000 flows | 0.798; 0.726 | 0.774; 0.718 | 0.844; 0.715 |
+| xlb / min-encap, 1 flow; 10000 flows | 0.849; 0.772 | 0.881; 0.722 | 0.967; 0.747 |
+| xlb / nftables, 1 flow; 10000 flows | 5.45; 6.43 | 5.45; 6.54 | 5.59; 5.69 |
+| Maglev numpy / C, worst row | 3.04 | 4.81 | 3.63 |
+| Maglev, 10 reals x 65537: numpy ms | 3.42 | 4.46 | 5.82 |
+| set_reals of 1000 reals | 10.50 ms | 13.79 ms | 12.48 ms |
+| pktpath rounds' spread (TCP hit) | 0.35 | 0.05 | 0.48 |
 
-The Maglev code of the two runs differs by the gather above (3% faster
-in one process), and its 1000-real build took 10.4 ms of CPU time in
-this run against 6.1 ms in the other; set_reals, which is mostly that
-build, moved with it. Both are this VM's slow spells, which the morning
-showed several times (the same build of the same 1000 reals measured
-6.4 and 10.0 ms minutes apart). The throughput rows disagree with the
-A/B above in the same way: one run of 4 rounds per row is one draw of
-this VM's state; the interleaved A/B is the measure of the change.
+The Maglev code of these runs differs by the gather above (3% faster in
+one process), yet its numpy builds took up to 1.7 times as long in the
+two later runs (10 reals: 3.42, 4.46, 5.82 ms), and set_reals, mostly
+that build, moved with them. The later runs fell in this VM's slow
+spells, which the morning showed several times (the same build of the
+same 1000 reals measured 6.4 and 10.0 ms minutes apart). The throughput
+rows disagree with the A/B above in the same way (one flow's xlb and
+minimal encap swapped places in some rounds of the 09:21 run): a run of
+4 rounds per row is one draw of this VM's state; the interleaved A/B is
+the measure of the change.
 """
 
 
