@@ -27,6 +27,13 @@
 /* A MAC field that copy_mac() may access as 4 + 2 bytes. */
 #define XLB_MAC_ALIGNED __attribute__((aligned(4)))
 
+/* What the outer header copies of the IP header, and the MTU check reads. */
+struct ip_fields {
+	__u16 len; /* IP total length */
+	__u8 tos;  /* IPv4 TOS or IPv6 traffic class */
+	__u8 df;   /* IPv4 DF bit set */
+};
+
 struct xlb_pkt {
 	struct flow_tuple flow;		 /* the client -> VIP flow being balanced */
 	__u8 eth_dst[6] XLB_MAC_ALIGNED; /* original destination MAC (our interface) */
@@ -37,10 +44,8 @@ struct xlb_pkt {
 	__u32 hash;			 /* flow hash (valid once a VIP matched) */
 	__u32 vip_id;
 	__u32 real_id;
-	__u16 l3_len; /* IP total length */
-	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
+	struct ip_fields ip;
 	__u8 tcp_syn; /* TCP SYN without ACK */
-	__u8 df;      /* IPv4 DF bit set */
 	__u8 reason;  /* enum xlb_reason, meaningful once decided */
 	__u8 has_vip; /* vip_id/real_id valid for per-VIP/real stats */
 	__u8 has_alt; /* alt_id is the previous ring's real (prev_ring.h) */

@@ -43,10 +43,10 @@ static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 
 	__builtin_memset(&fib, 0, sizeof(fib));
 	fib.ifindex = ctx->ingress_ifindex;
-	fib.tot_len = p->l3_len + hdr_len;
+	fib.tot_len = p->ip.len + hdr_len;
 	if (real->family == XLB_FAMILY_V4) {
 		fib.family = XLB_AF_INET;
-		fib.tos = p->tos;
+		fib.tos = p->ip.tos;
 		fib.l4_protocol = IPPROTO_IPIP;
 		fib.ipv4_src = v4_outer_src(cfg, p->hash);
 		fib.ipv4_dst = real->addr[0];
@@ -70,6 +70,20 @@ static __always_inline int fib_next_hop(struct xdp_md *ctx, struct xlb_pkt *p,
 	if (fib.ifindex != ctx->ingress_ifindex)
 		nh->ifindex = fib.ifindex;
 	return XLB_CONTINUE;
+}
+
+/* Whether a real of `real_family` can take an inner packet of
+ * `inner_family`: IPv4 in IPv4 or IPv6, IPv6 in IPv6 (no IPv6 in IPv4). */
+static __always_inline int real_carries(__u8 real_family, __u8 inner_family)
+{
+	return real_family == XLB_FAMILY_V6 ||
+	       (real_family == XLB_FAMILY_V4 && inner_family == XLB_FAMILY_V4);
+}
+
+/* GUE (UDP) rather than IP-in-IP: the VIP's flag, or config's for all. */
+static __always_inline int uses_gue(__u32 vip_flags, const struct xlb_config *cfg)
+{
+	return (vip_flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
 }
 
 /* A next hop out of the ingress interface, from `smac` (the frame's
@@ -133,10 +147,10 @@ static __always_inline int tx_action(const struct next_hop *nh)
 static __always_inline void outer_flow_of(struct outer_flow *f, const struct xlb_pkt *p, int gue)
 {
 	f->hash = p->hash;
-	f->len = p->l3_len;
+	f->len = p->ip.len;
 	f->family = p->flow.family;
-	f->tos = p->tos;
-	f->df = p->df;
+	f->tos = p->ip.tos;
+	f->df = p->ip.df;
 	f->gue = gue;
 }
 

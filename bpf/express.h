@@ -40,6 +40,7 @@
 #include "xlb_abi.h"
 #include "common.h"
 #include "parse.h"
+#include "flow_parse.h"
 #include "maps.h"
 #include "stats.h"
 #include "vip.h"
@@ -51,85 +52,37 @@
 struct express_pkt {
 	struct flow_tuple flow;
 	struct ethhdr *eth;
-	__u32 l3_len; /* IP packet bytes */
-	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
-	__u8 df;      /* IPv4 DF bit set */
+	struct ip_fields ip;
 };
 
-/* IPv4 without options, not a fragment; its protocol, or < 0. */
-static __always_inline int express_parse_v4(struct cursor *c, struct express_pkt *e)
-{
-	struct iphdr *iph;
-	int proto = v4_parse_ip(c, &iph);
-
-	if (proto < 0)
-		return proto;
-	e->flow.family = XLB_FAMILY_V4;
-	e->flow.saddr[0] = iph->saddr;
-	e->flow.daddr[0] = iph->daddr;
-	e->l3_len = bpf_ntohs(iph->tot_len);
-	e->tos = iph->tos;
-	e->df = !!(iph->frag_off & bpf_htons(XLB_IP_DF));
-	return proto;
-}
-
-/* IPv6, through its extension headers, not a fragment; the upper protocol, or < 0. */
-static __always_inline int express_parse_v6(struct cursor *c, struct express_pkt *e)
-{
-	struct ipv6hdr *ip6h;
-	int proto = v6_parse_ip(c, &ip6h);
-
-	if (proto < 0)
-		return proto;
-	e->flow.family = XLB_FAMILY_V6;
-	__builtin_memcpy(e->flow.saddr, ip6h->saddr.in6_u.u6_addr32, 16);
-	__builtin_memcpy(e->flow.daddr, ip6h->daddr.in6_u.u6_addr32, 16);
-	e->l3_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
-	e->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
-	e->df = 0;
-	return proto;
-}
-
 /* An untagged IPv4 or IPv6 packet of TCP (not a bare SYN) or UDP to an
- * address `vip_filter` marks, parsed whole as parse_packet() would: 1,
- * else 0 (the general path decides). */
+ * address `vip_filter` marks, read as parse_packet() reads it: 1, else 0
+ * (the general path decides). */
 static __always_inline int express_parse(struct xdp_md *ctx, struct express_pkt *e)
 {
 	void *data = (void *)(long)ctx->data;
-	struct tcphdr *th;
-	struct udphdr *uh;
 	struct cursor c;
+	__u8 tcp_syn = 0;
 	int proto;
 
 	__builtin_memset(&e->flow, 0, sizeof(e->flow));
+	e->ip.df = 0;
 	init_cursor(&c, data, (void *)(long)ctx->data_end);
 	proto = parse_eth(&c, &e->eth);
 	if (c.pos != data + ETH_HLEN)
 		return 0; /* tagged, or a runt */
 	if (proto == ETH_P_IP)
-		proto = express_parse_v4(&c, e);
+		proto = v4_parse_l3(&c, &e->flow, &e->ip);
 	else if (proto == ETH_P_IPV6)
-		proto = express_parse_v6(&c, e);
+		proto = v6_parse_l3(&c, &e->flow, &e->ip);
 	else
 		return 0;
-	/* traffic to no VIP address turns back before its L4 header */
-	if (proto < 0 || !may_be_conn_vip_addr(e->flow.daddr))
+	/* fragments and errors go the general way; so, before its L4 header,
+	 * does traffic to no VIP address */
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !may_be_conn_vip_addr(e->flow.daddr))
 		return 0;
-	if (proto == IPPROTO_TCP) {
-		if (parse_tcp(&c, &th) || (th->syn && !th->ack))
-			return 0;
-		e->flow.sport = th->source;
-		e->flow.dport = th->dest;
-	} else if (proto == IPPROTO_UDP) {
-		if (parse_udp(&c, &uh))
-			return 0;
-		e->flow.sport = uh->source;
-		e->flow.dport = uh->dest;
-	} else {
-		return 0;
-	}
 	e->flow.proto = proto;
-	return 1;
+	return !parse_l4(&c, &e->flow, &tcp_syn) && !tcp_syn;
 }
 
 /*
@@ -155,20 +108,18 @@ static __always_inline int express_forward(struct xdp_md *ctx, struct xlb_cpu_ro
 	if (!cfg || !flow_cache_find_once(&e.flow, &row->flow_cache, look))
 		return XLB_CONTINUE;
 	real = check_real(look->copy.real_id, look->copy.real_gen, XLB_ANY_VIP);
-	/* IPv4 in IPv4 or in IPv6, IPv6 in IPv6 */
-	if (!real || (real->family != XLB_FAMILY_V6 &&
-		      (real->family != XLB_FAMILY_V4 || e.flow.family != XLB_FAMILY_V4)))
+	if (!real || !real_carries(real->family, e.flow.family))
 		return XLB_CONTINUE;
-	gue = (real->vip_flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
-	if (cfg->mtu && e.l3_len + outer_hdr_len(real->family, gue) > cfg->mtu)
+	gue = uses_gue(real->vip_flags, cfg);
+	if (cfg->mtu && e.ip.len + outer_hdr_len(real->family, gue) > cfg->mtu)
 		return XLB_CONTINUE; /* the general path answers: ICMP, or fragments */
 	if (!known_next_hop(cfg, real, e.eth->h_dest, &nh))
 		return XLB_CONTINUE;
 	f.hash = look->copy.hash;
-	f.len = e.l3_len;
+	f.len = e.ip.len;
 	f.family = e.flow.family;
-	f.tos = e.tos;
-	f.df = e.df;
+	f.tos = e.ip.tos;
+	f.df = e.ip.df;
 	f.gue = gue;
 	pkt_len = ctx->data_end - ctx->data;
 	vip_id = real->vip_id;

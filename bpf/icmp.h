@@ -187,7 +187,7 @@ static __always_inline int make_error_room(struct xdp_md *ctx, const struct xlb_
 static __always_inline int v4_reply_too_big(struct xdp_md *ctx, struct xlb_pkt *p, __u32 mtu)
 {
 	__u32 hdr_len = sizeof(struct iphdr) + sizeof(struct icmphdr);
-	__u32 quote = p->l3_len;
+	__u32 quote = p->ip.len;
 	void *data, *data_end;
 	struct icmphdr *icmph;
 	struct ethhdr *eth;
@@ -236,7 +236,7 @@ static __always_inline int v4_reply_too_big(struct xdp_md *ctx, struct xlb_pkt *
 static __always_inline int v6_reply_too_big(struct xdp_md *ctx, struct xlb_pkt *p, __u32 mtu)
 {
 	__u32 hdr_len = sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr);
-	__u32 quote = p->l3_len, len, i;
+	__u32 quote = p->ip.len, len, i;
 	struct icmp6hdr *icmp6h;
 	void *data, *data_end;
 	struct ipv6hdr *ip6h;
@@ -293,7 +293,7 @@ struct quoted_ports {
  */
 static __always_inline int quote_in_packet(const struct xlb_pkt *p, __u32 quoted)
 {
-	return (__u32)p->l4_off + sizeof(struct icmphdr) + quoted <= (__u32)p->l3_off + p->l3_len;
+	return (__u32)p->l4_off + sizeof(struct icmphdr) + quoted <= (__u32)p->l3_off + p->ip.len;
 }
 
 /*

@@ -70,7 +70,7 @@ static __always_inline int quic_read_cid(struct xdp_md *ctx, const struct xlb_pk
 	void *data_end = (void *)(long)ctx->data_end;
 	/* masked: the verifier learns packet bounds only for offsets < 64 KiB */
 	__u32 off = (p->l4_off & 0x3fff) + sizeof(struct udphdr);
-	__u32 ip_end = p->l3_off + p->l3_len;
+	__u32 ip_end = p->l3_off + p->ip.len;
 	__u32 avail = ip_end > off ? ip_end - off : 0; /* UDP payload octets */
 	__u8 octets[8] = {}, *q = data + off, *dcid;
 	__u32 len, dcid_off, sid = 0, i;

@@ -41,6 +41,7 @@
 #include "xlb_abi.h"
 #include "common.h"
 #include "parse.h"
+#include "flow_parse.h"
 #include "maps.h"
 #include "stats.h"
 #include "hash.h"
@@ -70,75 +71,6 @@ static __always_inline int verdict_of_parse_err(struct xlb_pkt *p, int err)
 	}
 }
 
-static __always_inline int v4_parse_l3(struct cursor *c, struct xlb_pkt *p)
-{
-	struct iphdr *iph;
-	int proto;
-
-	proto = v4_parse_ip(c, &iph);
-	if (proto < 0 && proto != PARSE_E_FRAGMENT)
-		return proto;
-	p->flow.family = XLB_FAMILY_V4;
-	p->flow.saddr[0] = iph->saddr;
-	p->flow.daddr[0] = iph->daddr;
-	p->tos = iph->tos;
-	p->df = !!(iph->frag_off & bpf_htons(XLB_IP_DF));
-	p->l3_len = bpf_ntohs(iph->tot_len);
-	return proto;
-}
-
-static __always_inline int v6_parse_l3(struct cursor *c, struct xlb_pkt *p)
-{
-	struct ipv6hdr *ip6h;
-	int proto;
-
-	proto = v6_parse_ip(c, &ip6h);
-	if (proto < 0 && proto != PARSE_E_FRAGMENT)
-		return proto;
-	p->flow.family = XLB_FAMILY_V6;
-	__builtin_memcpy(p->flow.saddr, ip6h->saddr.in6_u.u6_addr32, 16);
-	__builtin_memcpy(p->flow.daddr, ip6h->daddr.in6_u.u6_addr32, 16);
-	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
-	p->l3_len = sizeof(*ip6h) + bpf_ntohs(ip6h->payload_len);
-	return proto;
-}
-
-/* TCP/UDP ports and SYN, or just bounds for ICMP. 0 or PARSE_E_*. */
-static __always_inline int parse_l4(struct cursor *c, struct xlb_pkt *p)
-{
-	struct icmphdr *icmph;
-	struct tcphdr *th;
-	struct udphdr *uh;
-	int err = 0;
-
-	switch (p->flow.proto) {
-	case IPPROTO_TCP:
-		err = parse_tcp(c, &th);
-		if (err)
-			return err;
-		p->flow.sport = th->source;
-		p->flow.dport = th->dest;
-		p->tcp_syn = th->syn && !th->ack;
-		break;
-	case IPPROTO_UDP:
-		err = parse_udp(c, &uh);
-		if (err)
-			return err;
-		p->flow.sport = uh->source;
-		p->flow.dport = uh->dest;
-		break;
-	case IPPROTO_ICMP:
-		if (p->flow.family == XLB_FAMILY_V4)
-			err = parse_icmp(c, &icmph);
-		break;
-	case IPPROTO_ICMPV6:
-		if (p->flow.family == XLB_FAMILY_V6)
-			err = parse_icmp(c, &icmph);
-		break;
-	}
-	return err;
-}
-
 /* Fill p from the headers, or decide PASS/DROP. */
 static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 {
@@ -156,9 +88,9 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 	copy_mac(p->eth_src, eth->h_source);
 	p->l3_off = c.pos - data;
 	if (proto == ETH_P_IP)
-		proto = v4_parse_l3(&c, p);
+		proto = v4_parse_l3(&c, &p->flow, &p->ip);
 	else if (proto == ETH_P_IPV6)
-		proto = v6_parse_l3(&c, p);
+		proto = v6_parse_l3(&c, &p->flow, &p->ip);
 	else
 		return set_verdict(p, XDP_PASS, XLB_R_PASS_NOT_IP);
 	if (proto == PARSE_E_FRAGMENT)
@@ -167,7 +99,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct xlb_pkt *p)
 		return verdict_of_parse_err(p, proto);
 	p->flow.proto = proto;
 	p->l4_off = c.pos - data;
-	err = parse_l4(&c, p);
+	err = parse_l4(&c, &p->flow, &p->tcp_syn);
 	if (err)
 		return verdict_of_parse_err(p, err);
 	return XLB_CONTINUE;
@@ -187,25 +119,21 @@ static __always_inline int forward(struct xdp_md *ctx, struct xlb_pkt *p, __u32 
 				   const struct xlb_config *cfg, const struct xlb_real *real,
 				   enum xlb_reason reason)
 {
-	int gue = (vip_flags & XLB_VIP_F_GUE) || (cfg->flags & XLB_CFG_F_GUE_ALL);
+	int gue = uses_gue(vip_flags, cfg);
 	struct next_hop nh;
 	__u32 hdr_len, mtu;
 	int action;
 
-	if (real->family == XLB_FAMILY_V4) {
-		if (p->flow.family != XLB_FAMILY_V4)
-			return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
-	} else if (real->family != XLB_FAMILY_V6) {
+	if (!real_carries(real->family, p->flow.family))
 		return set_verdict(p, XDP_DROP, XLB_R_DROP_ENCAP);
-	}
 	hdr_len = outer_hdr_len(real->family, gue);
 	if (XLB_SECOND_CHANCE && p->has_alt)
 		hdr_len += carrier_len(real->family, gue);
-	if (reason == XLB_R_FORWARD && cfg->mtu && p->l3_len + hdr_len > cfg->mtu) {
+	if (reason == XLB_R_FORWARD && cfg->mtu && p->ip.len + hdr_len > cfg->mtu) {
 		mtu = cfg->mtu > hdr_len ? cfg->mtu - hdr_len : 0;
 		if (p->flow.family == XLB_FAMILY_V6)
 			return v6_reply_too_big(ctx, p, mtu);
-		if (p->df || real->family == XLB_FAMILY_V6) {
+		if (p->ip.df || real->family == XLB_FAMILY_V6) {
 			if (v4_is_later_fragment(ctx, p))
 				return set_verdict(p, XDP_DROP, XLB_R_DROP_FRAG_TOO_BIG);
 			return v4_reply_too_big(ctx, p, mtu);
