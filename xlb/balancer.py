@@ -338,7 +338,7 @@ class Balancer:
             owner = by_id.get(entry["vip_id"])
             change = owner.transition if owner is not None else None
             if change is not None and np.any(change.ring == real_id):
-                change.departed[entry["address"]] = real_id
+                change.departed[real_id] = entry["address"]
         self._adopt_server_ids(by_id)
         return vips
 
@@ -386,7 +386,7 @@ class Balancer:
         ids = RealIds(gens, in_use, self._slots.grace)
         for state in self._vips.values():
             if state.transition is not None:
-                departed = list(state.transition.departed.values())
+                departed = list(state.transition.departed)
                 ids.hold(departed, state.transition.until_ns)
         return ids
 
@@ -528,7 +528,7 @@ class Balancer:
         change.until_ns = window_end(change.changed_ns, window)
         state.rings.prev_until_ns = change.until_ns
         self._prev.write(state.vip_id, state.rings.prev, change.until_ns, window)
-        self._real_ids.hold(list(change.departed.values()), change.until_ns)
+        self._real_ids.hold(list(change.departed), change.until_ns)
 
     def _end_transition(self, state: _VipState) -> None:
         """Stop carrying the VIP's previous ring (if it was): its slot and
@@ -539,7 +539,7 @@ class Balancer:
             return
         ticket = self._slots.grace.ticket()
         state.rings.release_prev(ticket)
-        departed = list(change.departed.values())
+        departed = list(change.departed)
         self._real_ids.hold(departed, 0)
         self._real_ids.reusable_after(departed, ticket)
 
@@ -700,10 +700,10 @@ class Balancer:
         until = change.until_ns if change is not None else 0
         self._slots.flipped(state.rings, slot, ticket, until if opened else None)
         if change is not None:
-            change.departed.update((m.real.address, m.real_id) for m in removed)
+            change.departed.update((m.real_id, m.real.address) for m in removed)
             self._real_ids.hold(retired, until)
         if opened and previous is not None:  # no ring names its departed any more
-            departed = list(previous.departed.values())
+            departed = list(previous.departed)
             self._real_ids.hold(departed, 0)
             self._real_ids.reusable_after(departed, ticket)
         state.members, state.ring, state.transition = members, ring, change
@@ -745,8 +745,8 @@ class Balancer:
                     added.append(member)
                 else:
                     member.real_id, member.gen = before.real_id, before.gen
-        reserved = self._real_ids.reserve(len(added))
-        for member, (real_id, gen) in zip(added, reserved, strict=True):
+        ids, gens = self._real_ids.reserve(len(added))
+        for member, real_id, gen in zip(added, ids, gens, strict=True):
             member.real_id, member.gen = real_id, gen
         return added
 
@@ -798,7 +798,7 @@ class Balancer:
             raise
         if ring is not None or state.ring is not None:
             self.ring_swaps += 1
-        self._real_ids.take((m.real_id, m.gen) for m in added)
+        self._real_ids.take([m.real_id for m in added], [m.gen for m in added])
         return slot
 
     @staticmethod
@@ -861,7 +861,7 @@ class Balancer:
         change = self._state(vip).transition
         if change is None or not change.is_open():
             return []
-        return sorted(change.departed, key=_address_sort_key)
+        return sorted(set(change.departed.values()), key=_address_sort_key)
 
     @observed
     def drop_alternate(self, vip: VipLike, address: RealLike) -> bool:
@@ -872,11 +872,15 @@ class Balancer:
         vip, state = self._lookup(vip)
         addr = _real_address(address)
         change = state.transition
-        real_id = change.departed.pop(addr, None) if change is not None else None
-        if real_id is None:
+        if change is None:
             return False
-        self._put_reals([real_id], _abi.retired_real_entries(self._reals.rows[[real_id]]))
-        self._real_ids.hold([real_id], 0)
+        dropped = [real_id for real_id, left in change.departed.items() if left == addr]
+        if not dropped:
+            return False
+        for real_id in dropped:
+            del change.departed[real_id]
+        self._put_reals(dropped, _abi.retired_real_entries(self._reals.rows[dropped]))
+        self._real_ids.hold(dropped, 0)
         return True
 
     def _start_grace(self, retired_ids: list[int]) -> int:
@@ -935,7 +939,7 @@ class Balancer:
         slot = self._flow_hash(flow, state) % state.ring_size
         now_id, prev_id = int(state.ring[slot]), int(change.ring[slot])
         owners = {m.real_id: m.real.address for m in state.members.values()}
-        owners.update((i, a) for a, i in change.departed.items())
+        owners.update(change.departed)
         now, prev = owners.get(now_id), owners.get(prev_id)
         if prev is None or now is None or prev == now or prev.version != now.version:
             return None

@@ -66,12 +66,12 @@ class RealIds:
         if retired.any():
             self._reusable_after[retired] = grace.ticket()
 
-    def reserve(self, count: int) -> list[tuple[int, int]]:
-        """(id, next generation) for `count` new reals; the ids stay free
-        until `take`. Waits for the grace of any retired id it picks."""
+    def reserve(self, count: int) -> tuple[list[int], list[int]]:
+        """(ids, their next generations) for `count` new reals; the ids stay
+        free until `take`. Waits for the grace of any retired id it picks."""
         ids = self._free(count)
-        gens = (self._gen[ids].astype(np.int64) % _GEN_WRAP + 1).tolist()  # never 0
-        return list(zip(ids, gens, strict=True))
+        gens: list[int] = (self._gen[ids].astype(np.int64) % _GEN_WRAP + 1).tolist()  # never 0
+        return ids.tolist(), gens
 
     def handed_out_before(self, ids: Iterable[int]) -> list[int]:
         """Those of `ids` that had an owner before (their counters may not
@@ -80,12 +80,13 @@ class RealIds:
         before: list[int] = np.sort(wanted[self._gen[wanted] != 0]).tolist()
         return before
 
-    def take(self, reserved: Iterable[tuple[int, int]]) -> None:
+    def take(self, ids: list[int], gens: list[int]) -> None:
         """Mark reserved ids in use with their new generations (once the
         change that uses them can no longer fail)."""
-        for real_id, gen in reserved:
-            self._gen[real_id], self._in_use[real_id] = gen, True
-            self._held_until[real_id] = 0
+        index = np.array(ids, dtype=np.int64)  # one pass per array, not three per id
+        self._gen[index] = gens
+        self._in_use[index] = True
+        self._held_until[index] = 0
 
     def retire(self, ids: list[int]) -> None:
         """Mark ids out of use; they wait for `reusable_after`'s ticket."""
@@ -100,15 +101,14 @@ class RealIds:
         (CLOCK_MONOTONIC); 0 releases them."""
         self._held_until[ids] = until_ns
 
-    def _free(self, count: int) -> list[int]:
+    def _free(self, count: int) -> npt.NDArray[np.int64]:
         """Ids never handed out first (their stats are known zeros), then
         retired ones, earliest retired first, once their grace has passed;
         ids a previous ring holds come last."""
         free = ~self._in_use
         fresh = np.flatnonzero(free & (self._gen == 0))
         if len(fresh) >= count:  # no retired id needed: skip ordering them
-            ids: list[int] = fresh[:count].tolist()
-            return ids
+            return fresh[:count]
         retired = np.flatnonzero(free & (self._gen != 0))
         if len(fresh) + len(retired) < count:
             raise CapacityError(f"no room for {count} more reals (limit {MAX_REALS})")
@@ -116,8 +116,7 @@ class RealIds:
         order = np.lexsort((self._reusable_after[retired], held))
         reused = retired[order][: count - len(fresh)]
         self._grace.wait(int(self._reusable_after[reused].max()))
-        ids = np.concatenate([fresh, reused]).tolist()
-        return ids
+        return np.concatenate([fresh, reused])
 
 
 __all__ = ["MAX_REALS", "MAX_VIPS", "RealIds", "free_vip_id"]

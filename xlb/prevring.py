@@ -67,12 +67,14 @@ class Transition:
     ring: the previous ring (real id per slot); changed_ns: when the change
     flipped (CLOCK_MONOTONIC); until_ns: when the window closes; departed:
     the reals that left the VIP at the change, which the previous ring still
-    names (address -> real id), less those dropped as dead."""
+    names (real id -> address: an int key hashes far faster than an
+    address, and a change may retire a thousand), less those dropped as
+    dead."""
 
     ring: npt.NDArray[np.uint32]
     changed_ns: int
     until_ns: int
-    departed: dict[IPAddress, int] = field(default_factory=dict)
+    departed: dict[int, IPAddress] = field(default_factory=dict)
 
     def is_open(self) -> bool:
         return time.monotonic_ns() < self.until_ns

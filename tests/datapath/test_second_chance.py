@@ -426,7 +426,7 @@ def test_the_previous_ring_slot_is_never_written_while_held() -> None:
             state = lb._vips[VIP4]
             assert state.transition is not None
             owners = {m.real_id: a for a, m in state.members.items()}
-            owners.update((i, a) for a, i in state.transition.departed.items())
+            owners.update(state.transition.departed)
             assert [owners.get(int(i)) for i in held] == ring_before
 
 
