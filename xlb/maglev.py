@@ -68,22 +68,34 @@ the next round. Rejection is permanent (a slot's key only improves), so a
 real never revisits a rank.
 
 Round one proposes every real's first ranks, the same number for all, as
-one (rank, real) grid; it stops about where reals would start to fill up
-(`_grid_ranks`: 1 to 2.5 times the smallest quota), and a real that wins
-more than its quota there withdraws the proposals after its quota-th win.
-Every later proposal has a larger key than the whole grid, so the slots
-the grid gives out are final and only those it leaves free are contested
-afterwards. Later rounds keep that contested set, narrowed each round to
-the slots whose key some active real could still beat, as a boolean map.
-A round finds each real's proposals either by scanning its next ranks
-(as many as should hold its deficit of free slots; the scan is one
-broadcast over rows of consecutive ranks, computed in uint32, and the map
-drops most probes before any key is read) or, when the contested slots
-are fewer than the ranks it would scan, by inverting its permutation on
-them (rank = (slot - offset) * skip**-1 mod size). About 10 rounds
-leave a few reals short of a few contested slots; a round's numpy calls
-would then cost more than its work, so the last proposals are made one
-at a time, each real walking its winnable slots ranked once
+a (rank, real) grid (`_Grid`), in blocks of consecutive ranks that keep
+their arrays in cache (the grid of a large ring is tens of MB, and passes
+over it cost more than the work). A block's slots are computed in uint32,
+as the block before's plus a constant per real. A slot a block takes
+keeps its key, as later blocks propose larger ones, so the boolean map of
+open slots drops a block's proposals to taken slots before any key is
+read. The grid goes on until most reals are full (`_grid_ranks`: up to 7
+times the smallest quota), or until the reals not yet full times the free
+slots are few: its blocks count each real's wins once one could fill up,
+a real that wins more than it lacks in a block withdraws its proposals
+after the win that filled it (each slot it frees goes to its next best
+proposal of the block), and the blocks are laid out again for the reals
+not yet full once many are. Every later proposal has a larger key than
+the whole grid, so the slots the grid gives out are final and only those
+it leaves free are contested afterwards. Later rounds keep that contested
+set, narrowed each round to the slots whose key some active real could
+still beat, as a boolean map. A round finds each real's candidates either
+by scanning its next ranks (as many as should hold its deficit of
+winnable slots and a spare or two; the scan is one broadcast over rows of
+consecutive ranks, computed in uint32, and the map drops most probes
+before any key is read) or, when the contested slots are fewer than the
+ranks it would scan, by inverting its permutation on them (rank = (slot -
+offset) * skip**-1 mod size). Each real then proposes to its first
+candidates, as many as it lacks, and a real rejected or displaced
+proposes to its next ones, for two turns (`_propose`). A few rounds leave
+a few reals short of a few contested slots; a round's numpy calls would
+then cost more than its work, so the last proposals are made one at a
+time, each real walking its winnable slots ranked once
 (`_finish_one_by_one`). None of this materialises a reals x size matrix. The
 largest arrays come from a per-thread scratch (`_Scratch`): fresh memory
 costs a page fault per 4 KiB, which was a fifth of a build. IPv4 reals
@@ -519,14 +531,20 @@ _INVERT_WHEN_SCAN_EXCEEDS = 2.0
 # The share of the contested slots held by some real that a scan counts on
 # winning (the free ones it wins unless another real takes them first).
 _HELD_SHARE = 0.25
-# Round one stops where a real expects this many slots of its quota to be
-# left, and at this many times the smallest quota (see _grid_ranks).
-_GRID_LEFT = 16
-_GRID_MOST = 2.5
+# A scan looks for this many winnable slots beyond a real's deficit: spares
+# for a real that loses a slot to another in the same round (see _propose).
+_SCAN_EXTRA = 1.5
+# Round one goes on to where a real expects this many slots of its quota to
+# be left (less than one: most reals are full), and at most to this many
+# times the smallest quota (see _grid_ranks).
+_GRID_LEFT = 0.5
+_GRID_MOST = 7.0
 # The last proposals are made one at a time (_finish_one_by_one) once the
 # active reals times the contested slots are at most this: a round then
 # costs more in numpy calls than in work. Measured best at 1000 reals.
 _ONE_BY_ONE_BELOW = 16384
+# Turns of proposals in a round (see _propose).
+_PROPOSALS_PER_ROUND = 2
 
 
 def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
@@ -548,9 +566,12 @@ def _skip_inverses(fill: _Fill, reals: Int64Array) -> Int64Array:
     return fill.skip_inverse[reals]
 
 
-def _fill_table(offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int) -> Int64Array:
-    """Owner (participant index) of every slot, spec step 5. The result is
-    may be a scratch array of the thread: use it before the next build."""
+def _fill_table(
+    offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int
+) -> npt.NDArray[Any]:
+    """Owner (participant index) of every slot, spec step 5, in uint32 where
+    the keys fit (`_owners`); else in a scratch array of the thread: use it
+    before the next build."""
 
     fill = _first_round(offset, skip, quota, size, _SCRATCH)
     while True:
@@ -631,13 +652,17 @@ def _candidates(fill: _Fill, reals: Int64Array) -> dict[int, tuple[list[int], li
     import numpy as np
 
     _, key, winnable = _ranks_on_contested(fill, reals)
-    row, position = winnable.nonzero()
-    key = key[row, position]
-    # A key is below 2**40 (size and count are below 2**20), so one sort
-    # orders the candidates by row, then by key.
-    order = np.argsort((row << 40) | key)
-    ends = np.cumsum(np.bincount(row, minlength=reals.size)).tolist()
-    keys, positions = key[order].tolist(), position[order].tolist()
+    # A key is below 2**39 (size and count are at most MAX_SIZE) and a
+    # position below 2**20, so one value holds both and sorting each row
+    # (several times faster than argsort) orders the candidates by key.
+    key <<= 20
+    key += fill.scratch.counting(fill.contested.size)
+    key[~winnable] = _NO_KEY  # sorts after every candidate
+    key.sort(axis=1)
+    found_per_real = np.count_nonzero(winnable, axis=1)
+    key = key[np.arange(key.shape[1]) < found_per_real[:, None]]  # by real, then by key
+    ends = np.cumsum(found_per_real).tolist()
+    keys, positions = (key >> 20).tolist(), (key & ((1 << 20) - 1)).tolist()
     found, start = {}, 0
     for real, end in zip(reals.tolist(), ends, strict=True):
         found[real] = (keys[start:end], positions[start:end])
@@ -645,16 +670,20 @@ def _candidates(fill: _Fill, reals: Int64Array) -> dict[int, tuple[list[int], li
     return found
 
 
-def _owners(fill: _Fill) -> Int64Array:
+def _owners(fill: _Fill) -> npt.NDArray[Any]:
     """The owner of each slot of the filled table: slot_key % count, in
-    uint32 when the keys fit (uint32 division is several times faster)."""
+    uint32 when the keys fit (uint32 division by a scalar is several times
+    faster than int64's, and than uint32's remainder)."""
     import numpy as np
 
-    if fill.size * fill.count <= 1 << 32:
-        keys = fill.slot_key.astype(np.uint32)
-        keys %= np.uint32(fill.count)
-        return keys.astype(np.int64)
-    return _reduce_mod(fill.slot_key, fill.count)
+    if fill.size * fill.count > 1 << 32:
+        return _reduce_mod(fill.slot_key, fill.count)
+    count = np.uint32(fill.count)
+    keys = fill.slot_key.astype(np.uint32)
+    spare = np.floor_divide(keys, count)
+    spare *= count
+    keys -= spare
+    return keys
 
 
 def _first_round(
@@ -662,52 +691,19 @@ def _first_round(
 ) -> _Fill:
     """Round one: the table is empty, so every real proposes its first ranks.
 
-    Every real proposes the same first ranks (`_grid_ranks`), so that the
-    proposals form a full (rank, real) grid with key rank * n + j. A real
-    that wins more than its quota there withdraws the proposals after its
-    quota-th win, which hands their slots to the next best proposal
-    (`_withdraw_beyond_quota`); what is left is a state of deferred
-    acceptance in which every slot taken has a key below ranks * n. Every
-    later proposal has a larger key, so those slots are final, and only the
-    slots left free are contested from here on.
+    Every real proposes the same first ranks (`_grid_ranks`, see
+    _Grid.propose), so that the proposals form a full (rank, real) grid with
+    key rank * n + j. What it leaves is a state of deferred acceptance in
+    which every slot taken has a key below ranks * n. Every later proposal
+    has a larger key, so those slots are final, and only the slots left free
+    are contested from here on. The grid is proposed in blocks of
+    consecutive ranks (see _Grid).
     """
     import numpy as np
 
     count = len(offset)
-    ranks = _grid_ranks(quota, size)
-    slot = scratch.get("grid", ranks * count, np.int64)
-    spare = scratch.get("grid_spare", ranks * count, np.int64)
-    # Lay the grid out with the longer side innermost: numpy broadcasts
-    # slowly over short rows. Rank-major, the key rank * n + j of an entry
-    # is its position; real-major, it is computed.
-    rank_major = ranks < count
-    if rank_major:
-        slot, spare = slot.reshape(ranks, count), spare.reshape(ranks, count)
-        np.multiply(scratch.counting(ranks)[:, None], skip, out=slot)
-        slot += offset
-        key = scratch.counting(ranks * count).reshape(ranks, count)
-    else:
-        slot, spare = slot.reshape(count, ranks), spare.reshape(count, ranks)
-        np.multiply(skip[:, None], scratch.counting(ranks), out=slot)
-        slot += offset[:, None]
-        key = scratch.get("grid_key", ranks * count, np.int64).reshape(count, ranks)
-        np.multiply(scratch.counting(ranks), count, out=key)
-        key += scratch.counting(count)[:, None]
-    slot = _reduce_mod(slot, size, spare)
-    slot_key = scratch.get("slot_key", size, np.int64)
-    slot_key.fill(_NO_KEY)
-    np.minimum.at(slot_key, slot.ravel(), key.ravel())
-    # Keys are unique, so a proposal won if its slot kept its key. Summing
-    # the grid along its rank axis counts each real's wins with no division.
-    won = slot_key[slot] == key
-    by_rank = (lambda grid: grid) if rank_major else np.transpose  # views with ranks first
-    held = np.count_nonzero(won, axis=0 if rank_major else 1)
-    if (held > quota).any():
-        held = _withdraw_beyond_quota(slot_key, by_rank(slot), by_rank(key), by_rank(won), quota)
-    free = (slot_key == _NO_KEY).nonzero()[0]
-    open_map = scratch.get("open_map", size + 1, np.bool_)
-    open_map.fill(False)
-    open_map[free] = True
+    grid = _Grid(offset, skip, quota, size, _grid_ranks(quota, size), scratch)
+    held, ranks = grid.propose()
     return _Fill(
         size=size,
         offset=offset,
@@ -716,22 +712,318 @@ def _first_round(
         quota=quota,
         held=held,
         next_rank=np.full(count, ranks, dtype=np.int64),
-        slot_key=slot_key,
-        contested=free,
-        open_map=open_map,
+        slot_key=grid.slot_key,
+        contested=grid.open_map[:size].nonzero()[0],
+        open_map=grid.open_map,
         scratch=scratch,
     )
 
 
-def _grid_ranks(quota: Int64Array, size: int) -> int:
-    """How many ranks every real proposes in round one.
+# Round one proposes its grid in blocks of about this many (rank, real)
+# pairs, so that a block's arrays (some 20 bytes a pair) stay in cache.
+_GRID_BLOCK_PAIRS = 32768
+# Round one stops where the reals not yet full times the free slots are
+# at most this (see _Grid.propose).
+_GRID_LEAVES = 4096
+# Round one lays its blocks out again for the reals not yet full when
+# fewer than this share of those it proposes for are.
+_GRID_LAY_OUT_BELOW = 0.75
+# Round one counts each real's wins in chunks of this many slots.
+_WINS_CHUNK = 1 << 17
 
-    The more, the more of the table the grid fills (its proposals cost
-    less than those of later rounds, which have to search for free slots),
-    but a real that fills up inside the grid costs a withdrawal pass. A
-    real expects about q * exp(-ranks / q) of its quota q to be left after
-    the grid, give or take a few times the root of that; the grid stops
-    where that is about 16, and at 2.5 q, past which the grid fills little.
+
+class _Grid:
+    """Round one's proposals, made in blocks of consecutive ranks.
+
+    A block's slots are a (rank, real) array if rank_major, else (real,
+    rank): the longer side innermost, as numpy broadcasts slowly over
+    short rows. A slot taken in a block keeps its key, as every later
+    block proposes larger keys; so a block's proposals to slots already
+    taken are dropped by one look at the map of open slots, before any
+    key is read, and every slot a block proposes to is taken (by its best
+    proposal). No real can pass its quota while it has proposed no more
+    ranks than that, so the blocks up to the smallest quota go without
+    counting wins; from the first block that could fill a real, the wins
+    so far are counted from the keys (`_wins`), then after each block
+    (`_count_wins`), where a real that won past its quota withdraws
+    (`_withdraw`) and a real at its quota proposes no more. Once many
+    reals are full, the blocks are laid out again for the others only
+    (`_lay_out`), which makes them longer.
+    """
+
+    def __init__(
+        self, offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int, ranks: int,
+        scratch: _Scratch,
+    ) -> None:  # fmt: skip
+        import numpy as np
+
+        count = len(offset)
+        self.offset, self.skip, self.quota, self.size = offset, skip, quota, size
+        self.count, self.ranks, self.scratch = count, ranks, scratch
+        self.counting_wins = False
+        self.slot_key = scratch.get("slot_key", size, np.int64)
+        self.slot_key.fill(_NO_KEY)
+        self.open_map = scratch.get("open_map", size + 1, np.bool_)
+        self.open_map.fill(True)
+        self.open_map[size] = False  # the entry that probes past a permutation's end use
+        self.held = np.zeros(count, dtype=np.int64)
+        self._lay_out((quota > 0).nonzero()[0])
+
+    def _lay_out(self, reals: Int64Array) -> None:
+        """Make the blocks propose for `reals` (ascending) from the next one on.
+
+        Slots are computed in uint32: t * skip + start < width * size < 2**32.
+        """
+        import numpy as np
+
+        self.reals, self.everyone = reals, reals.size == self.count
+        self.width = max(min(_GRID_BLOCK_PAIRS // max(reals.size, 1), self.ranks,
+                             (1 << 32) // self.size - 1), 1)  # fmt: skip
+        self.rank_major = reals.size >= self.width
+        shape = (self.width, reals.size) if self.rank_major else (reals.size, self.width)
+        pairs = self.width * reals.size
+        self.slots = self.scratch.get("grid32", pairs, np.uint32).reshape(shape)
+        self.spare = self.scratch.get("grid32_spare", pairs, np.uint32).reshape(shape)
+        self.proposing = np.ones(reals.size, dtype=np.bool_)  # which of `reals` propose
+        skip = self.skip[reals]
+        self.skip32 = skip.astype(np.uint32) if self.rank_major else skip.astype(np.uint32)[:, None]
+        # What a block adds to the slots of the one before, per real.
+        advance = _reduce_mod(self.width * skip, self.size).astype(np.uint32)
+        self.advance = advance if self.rank_major else advance[:, None]
+        self.laid_out = True  # the next block computes its slots afresh
+
+    def propose(self) -> tuple[Int64Array, int]:
+        """Propose every real's first ranks, or stop early where the reals
+        not yet full times the free slots are few enough for later rounds
+        to finish at less cost (they invert permutations on the free
+        slots). Returns the slots each real holds and the ranks proposed."""
+        smallest_quota = int(self.quota[self.reals].min())
+        first = 0
+        while first < self.ranks and self.reals.size:
+            ranks = min(self.width, self.ranks - first)
+            if not self.counting_wins and first + ranks > smallest_quota:
+                self.held = self._wins() if first else self.held
+                self.counting_wins = True
+                self._drop_full_reals()  # one may be full already
+                continue
+            if self.counting_wins and self._few_left():
+                break
+            self._propose_block(first, ranks)
+            first += ranks
+        return (self.held if self.counting_wins else self._wins()), first
+
+    def _few_left(self) -> bool:
+        free = self.size - int(self.held.sum())
+        return int(self.proposing.sum()) * free <= _GRID_LEAVES
+
+    def _propose_block(self, first: int, ranks: int) -> None:
+        """Propose ranks first .. first + ranks - 1 of every proposing real."""
+        import numpy as np
+
+        self._advance_slots(first)
+        position = self._open_pairs(first, ranks)  # in the block's array
+        slots = self.slots.ravel()
+        if position.size < slots.size:
+            slots = slots[position]
+        slot = slots.astype(np.intp)  # numpy indexes fastest with intp
+        key = self._keys(position, first)
+        np.minimum.at(self.slot_key, slot, key)
+        self.open_map[slot] = False
+        if self.counting_wins:
+            self._count_wins(slot, key, self._reals_at(position))
+            self._drop_full_reals()
+
+    def _advance_slots(self, first: int) -> None:
+        """The slots of the block at rank `first`: (offset + k * skip) % size
+        for the first block after a lay-out, then the previous block's plus
+        width * skip, less size where that passes it (in uint32, where that
+        wraps around)."""
+        import numpy as np
+
+        size = np.uint32(self.size)
+        slots, spare = self.slots, self.spare
+        if self.laid_out:
+            self.laid_out = False
+            reals = self.reals
+            start = _reduce_mod(self.offset[reals] + first * self.skip[reals], self.size)
+            start = start.astype(np.uint32)
+            steps = self.scratch.counting(self.width).astype(np.uint32)
+            if self.rank_major:
+                np.multiply(steps[:, None], self.skip32, out=slots)
+                slots += start
+            else:
+                np.multiply(self.skip32, steps, out=slots)
+                slots += start[:, None]
+            np.floor_divide(slots, size, out=spare)
+            spare *= size
+            slots -= spare
+            return
+        slots += self.advance
+        np.subtract(slots, size, out=spare)
+        np.minimum(slots, spare, out=slots)
+
+    def _open_pairs(self, first: int, ranks: int) -> Int64Array:
+        """Positions of the pairs of proposing reals at ranks below first +
+        ranks to open slots."""
+        import numpy as np
+
+        all_propose = bool(self.proposing.all())
+        if first == 0 and all_propose:  # nothing is taken yet
+            return self.scratch.counting(self.slots.size)
+        slots = self.slots[:ranks] if self.rank_major else self.slots
+        is_open = self.scratch.get("grid_open", slots.size, np.bool_).reshape(slots.shape)
+        _gather(self.open_map, slots.ravel(), is_open.ravel())
+        if not self.rank_major:
+            is_open[:, ranks:] = False  # past the grid's last rank
+        if not all_propose:
+            is_open &= self.proposing if self.rank_major else self.proposing[:, None]
+        return is_open.ravel().nonzero()[0]
+
+    def _keys(self, position: Int64Array, first: int) -> Int64Array:
+        """The key, rank * count + real, of the pairs at `position` in the
+        block's array (at rank `first`)."""
+        base = first * self.count
+        if self.rank_major and self.everyone:  # the position is the key, less the block's base
+            return position + base
+        rank, place = self._rank_and_place(position)
+        rank *= self.count
+        rank += base
+        rank += place if self.everyone else self.reals[place]
+        return rank
+
+    def _reals_at(self, position: Int64Array) -> Int64Array:
+        """The real of the pairs at `position` in the block's array."""
+        if self.rank_major and self.everyone:
+            return position % self.count
+        _, place = self._rank_and_place(position)
+        return place if self.everyone else self.reals[place]
+
+    def _rank_and_place(self, position: Int64Array) -> tuple[Int64Array, Int64Array]:
+        """The rank in the block and the place in `reals` of the pairs at `position`."""
+        if self.rank_major:  # position = rank * reals + place
+            rank = position // self.reals.size
+            return rank, position - rank * self.reals.size
+        place = position // self.width  # position = place * width + rank
+        return position - place * self.width, place
+
+    def _drop_full_reals(self) -> None:
+        """Stop the full reals' proposals; lay the blocks out again without
+        them once they are many."""
+        proposing = self.held[self.reals] < self.quota[self.reals]
+        if proposing.sum() < _GRID_LAY_OUT_BELOW * self.reals.size:
+            self._lay_out(self.reals[proposing])
+        else:
+            self.proposing = proposing
+
+    def _wins(self) -> Int64Array:
+        """Slots each real holds, counted from the keys (a key's real is key
+        % count) a chunk of the table at a time: temporaries as large as the
+        table would cost a page fault per 4 KiB. Where the grid's keys fit,
+        in uint32 (several times faster than int64); the free slots are
+        counted in the bin of _NO_KEY's, and taken out of it after."""
+        import numpy as np
+
+        count, held = self.count, np.zeros(self.count, dtype=np.int64)
+        narrow = self.ranks * count < 1 << 32  # every key proposed fits
+        free_key = (_NO_KEY & 0xFFFFFFFF) if narrow else _NO_KEY  # _NO_KEY in uint32: its low bits
+        for start in range(0, self.size, _WINS_CHUNK):
+            keys = self.slot_key[start : start + _WINS_CHUNK]
+            if narrow:
+                owner = self.scratch.get("grid_owner", keys.size, np.uint32)
+                np.copyto(owner, keys, casting="unsafe")  # the low 32 bits
+                spare = self.scratch.get("grid_owner_spare", keys.size, np.uint32)
+                np.floor_divide(owner, np.uint32(count), out=spare)
+                spare *= np.uint32(count)
+                owner -= spare
+            else:
+                owner = keys % count
+            held += np.bincount(owner, minlength=count)
+        held[free_key % count] -= int(np.count_nonzero(self.open_map))
+        return held
+
+    def _count_wins(self, slot: Int64Array, key: Int64Array, real: Int64Array) -> None:
+        """Add the block's wins to `held`, after withdrawals if a real won
+        past its quota (`_withdraw`)."""
+        import numpy as np
+
+        # Keys are unique, so a proposal won if its slot kept its key.
+        won = self.slot_key[slot] == key
+        wins = np.bincount(real[won], minlength=self.count)
+        if (self.held + wins > self.quota).any():
+            wins = self._withdraw(slot, key, real, won, wins)
+        self.held += wins
+
+    def _withdraw(
+        self, slot: Int64Array, key: Int64Array, real: Int64Array, won: npt.NDArray[np.bool_],
+        wins: Int64Array,
+    ) -> Int64Array:  # fmt: skip
+        """Make the block's proposals a state of deferred acceptance: each
+        real that won more than it lacked withdraws its proposals after the
+        win that filled it (it would have stopped proposing there), and each
+        slot it frees goes to its best remaining proposal of the block, which
+        may put another real past its quota; slots no proposal retakes are
+        open again. Returns the slots each real won in the block."""
+        import numpy as np
+
+        slot_key = self.slot_key
+        lacking = self.quota - self.held
+        last_key = np.full(self.count, _NO_KEY)  # proposals with larger keys are withdrawn
+        reopened = self.scratch.get("reopened", self.size + 1, np.bool_)
+        reopened.fill(False)
+        freed_all: list[Int64Array] = []
+        while (over := wins > lacking).any():
+            # Each pass takes at least one win from a real past its quota, so
+            # there are fewer passes than proposals: more would be a bug
+            # looping, which must fail a change, not hang it.
+            if len(freed_all) > key.size:
+                raise AssertionError("maglev: round one's withdrawals do not converge")
+            last_key[over] = self._filling_keys(key, real, won, over, lacking[over], wins[over])
+            withdrawn = key > last_key[real]
+            lost = withdrawn & won
+            freed = slot[lost]
+            won ^= lost
+            slot_key[freed] = _NO_KEY
+            reopened[freed] = True
+            retry = (reopened[slot] > withdrawn).nonzero()[0]  # reopened and not withdrawn
+            reopened[freed] = False
+            retry_slot, retry_key = slot[retry], key[retry]
+            np.minimum.at(slot_key, retry_slot, retry_key)
+            won[retry] = slot_key[retry_slot] == retry_key
+            wins = np.bincount(real[won], minlength=self.count)
+            freed_all.append(freed)
+        freed = np.concatenate(freed_all)
+        self.open_map[freed] = slot_key[freed] == _NO_KEY
+        return wins
+
+    def _filling_keys(
+        self, key: Int64Array, real: Int64Array, won: npt.NDArray[np.bool_],
+        over: npt.NDArray[np.bool_], lacking: Int64Array, wins: Int64Array,
+    ) -> Int64Array:  # fmt: skip
+        """The key of the win that fills each real `over` (a mask of the
+        reals; `lacking` and `wins` are theirs): its lacking-th in
+        increasing key order. The block's pairs are in key order if
+        rank_major, else by real, then by key."""
+        import numpy as np
+
+        theirs = (won & over[real]).nonzero()[0]
+        if self.rank_major:  # by real, keeping the key order within a real
+            theirs = theirs[np.argsort(real[theirs], kind="stable")]
+        start = np.cumsum(wins) - wins  # where each real's wins begin in `theirs`
+        start += lacking
+        filling: Int64Array = key[theirs[start - 1]]
+        return filling
+
+
+def _grid_ranks(quota: Int64Array, size: int) -> int:
+    """How many ranks every real proposes in round one, at most (see
+    _Grid.propose).
+
+    The more, the more of the table the grid fills: its blocks cost less
+    per slot than later rounds, which scan each real's ranks on their own,
+    though a block in which a real fills up costs a withdrawal. A real
+    expects about q * exp(-ranks / q) of its quota q to be left after the
+    grid; measured, the grid is best where that is _GRID_LEFT, most reals
+    being full, and at most at _GRID_MOST q, past which it fills little.
     """
     import math
 
@@ -740,56 +1032,71 @@ def _grid_ranks(quota: Int64Array, size: int) -> int:
     return min(int(smallest * factor), size)
 
 
-def _withdraw_beyond_quota(
-    slot_key: Int64Array, slot: Int64Array, key: Int64Array, won: npt.NDArray[np.bool_],
-    quota: Int64Array,
-) -> Int64Array:  # fmt: skip
-    """Make the grid a state of deferred acceptance: each real that won
-    more than its quota withdraws its proposals after its quota-th win (it
-    would have stopped proposing there), and each slot they held goes to
-    its best remaining proposal, which may put another real over its quota.
-    Arrays are (rank, real) views; returns the slots each real holds."""
-    import numpy as np
-
-    ranks, count = won.shape
-    last_rank = np.full(count, ranks - 1)  # proposals at higher ranks are withdrawn
-    held: Int64Array = np.count_nonzero(won, axis=0)
-    while (over := (held > quota).nonzero()[0]).size:
-        wins = np.cumsum(won[:, over], axis=0)
-        # The rank of the quota-th win (-1 for a quota of 0: all withdrawn).
-        last_rank[over] = np.argmax(wins >= quota[over], axis=0) - (quota[over] == 0)
-        lost = won[:, over] & (np.arange(ranks)[:, None] > last_rank[over])
-        rank, real = lost.nonzero()
-        freed = slot[rank, over[real]]
-        slot_key[freed] = _NO_KEY
-        reopened = np.zeros(slot_key.size, dtype=np.bool_)
-        reopened[freed] = True
-        retry = reopened[slot] & (np.arange(ranks)[:, None] <= last_rank)
-        np.minimum.at(slot_key, slot[retry], key[retry])
-        won[rank, over[real]] = False
-        won[retry] = slot_key[slot[retry]] == key[retry]
-        held = np.count_nonzero(won, axis=0)
-    return held
-
-
 def _run_round(fill: _Fill, active: Int64Array, deficit: Int64Array) -> None:
-    """One round: every real below quota proposes, then slots choose."""
-    import numpy as np
-
+    """One round: every real below quota looks for slots it could win,
+    then proposes to them (`_propose`)."""
     _narrow_contested(fill, int((fill.next_rank[active] * fill.count + active).min()))
     scan_length = _scan_lengths(fill, active, deficit)
     invert = scan_length > _INVERT_WHEN_SCAN_EXCEEDS * fill.contested.size
     if not invert.any():
-        _accept(fill, *_proposals_by_scanning(fill, active, deficit, scan_length))
+        _propose(fill, _found_by_scanning(fill, active, scan_length))
         return
-    slot, key, real = _proposals_by_inverting(fill, active[invert], deficit[invert])
+    found = _found_by_inverting(fill, active[invert], deficit[invert])
     scan = ~invert
-    if scan.any():  # one accept for both kinds of proposals
-        more = _proposals_by_scanning(fill, active[scan], deficit[scan], scan_length[scan])
-        slot, key, real = (
-            np.concatenate(pair) for pair in zip((slot, key, real), more, strict=True)
-        )
-    _accept(fill, slot, key, real)
+    if scan.any():  # one _propose for both
+        more = _found_by_scanning(fill, active[scan], scan_length[scan])
+        found = found.joined(more)
+    _propose(fill, found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """Slots that reals of a round could win, by real, then by rank."""
+
+    reals: Int64Array
+    slot: Int64Array
+    key: Int64Array
+    per_real: Int64Array  # how many slots each real found
+    searched_to: Int64Array  # each real's search covered the ranks below this
+
+    def joined(self, other: _Found) -> _Found:
+        import numpy as np
+
+        pairs = zip(self.fields(), other.fields(), strict=True)
+        return _Found(*(np.concatenate(pair) for pair in pairs))
+
+    def fields(self) -> tuple[Int64Array, ...]:
+        return self.reals, self.slot, self.key, self.per_real, self.searched_to
+
+
+def _propose(fill: _Fill, found: _Found) -> None:
+    """Deferred acceptance on the slots the round found: each real proposes
+    to its first ones, as many as it lacks; a real rejected or displaced
+    proposes to its next ones, for up to _PROPOSALS_PER_ROUND turns (each
+    costs far less than a round). A real resumes after the last slot it
+    proposed to, or after its search if it proposed to all it found.
+    """
+    import numpy as np
+
+    reals, per_real = found.reals, found.per_real
+    first = np.cumsum(per_real) - per_real  # where each real's slots begin
+    proposed = np.zeros(reals.size, dtype=np.int64)
+    for _ in range(_PROPOSALS_PER_ROUND):
+        now = np.minimum(fill.quota[reals] - fill.held[reals], per_real - proposed)
+        total = int(now.sum())
+        if not total:
+            break
+        # The slots each real proposes to now, as one index: ranges of `now`.
+        index = np.repeat(first + proposed - (np.cumsum(now) - now), now)
+        index += fill.scratch.counting(total)
+        _accept(fill, found.slot[index], found.key[index], np.repeat(reals, now))
+        proposed += now
+    if found.key.size:
+        last_key = found.key[np.maximum(first + proposed - 1, 0)]
+        resume = np.where(proposed < per_real, last_key // fill.count + 1, found.searched_to)
+    else:
+        resume = found.searched_to
+    fill.next_rank[reals] = resume
 
 
 def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64Array:
@@ -798,16 +1105,17 @@ def _scan_lengths(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> Int64A
     A real's winnable slots are among the contested ones, spread evenly
     over the ranks it has not scanned yet: every free slot (no real has
     proposed to one yet, so all lie ahead of every real) and some of those
-    held. A real that finds fewer scans on in the next round, which there
-    is anyway for the reals that lose a slot; measured, scanning more than
-    the expected need costs more in probes than it saves in rounds.
+    held. The scan expects _SCAN_EXTRA slots more, spares for the slots a
+    real loses to others in the round (see _propose); a real that finds
+    too few scans on in the next round. Measured, scanning further costs
+    more in probes than it saves in rounds.
     """
     import numpy as np
 
     unscanned = fill.size - fill.next_rank[reals]
     free = int(deficit.sum())  # every free slot is one some real still lacks
     winnable = free + _HELD_SHARE * (fill.contested.size - free)
-    expected = deficit * unscanned * (1 / max(winnable, 1))
+    expected = (deficit + _SCAN_EXTRA) * unscanned * (1 / max(winnable, 1))
     return np.minimum(expected.astype(np.int64) + 1, unscanned)
 
 
@@ -876,10 +1184,35 @@ def _probe_slots(
     return (wide.T if rows >= width else wide), flat
 
 
-def _proposals_by_scanning(
-    fill: _Fill, reals: Int64Array, deficit: Int64Array, scan_length: Int64Array
+def _open_probes(
+    row_start: Int64Array, row_skip: Int64Array, row_rank: Int64Array, width: int, fill: _Fill
 ) -> tuple[Int64Array, Int64Array, Int64Array]:
-    """Each real's first `deficit` winnable slots among its next ranks.
+    """(row, step, slot) of the probes that land on open slots, in (row,
+    step) order."""
+    import numpy as np
+
+    scratch = fill.scratch
+    slots, flat = _probe_slots(row_start, row_skip, row_rank, width, fill)
+    # Gather the map along the flat array (in memory order: an index read
+    # with a stride costs a line per probe), then lay the (row, step) view
+    # out in order for nonzero.
+    is_open = _gather(fill.open_map, flat, scratch.get("is_open", flat.size, np.bool_))
+    if not slots.flags.c_contiguous:
+        ordered = scratch.get("is_open_rows", flat.size, np.bool_).reshape(slots.shape)
+        np.copyto(ordered, is_open.reshape(slots.shape[::-1]).T)
+        is_open = ordered.ravel()
+    probe = is_open.nonzero()[0]  # (row, step) of open probes, in order
+    n = probe.size
+    row = np.right_shift(probe, width.bit_length() - 1, out=scratch.get("row", n, np.int64))
+    step = np.bitwise_and(probe, width - 1, out=scratch.get("step", n, np.int64))
+    if not slots.flags.c_contiguous:  # transposed: (row, step) is at step * rows + row
+        np.multiply(step, row_start.size, out=probe)
+        probe += row
+    return row, step, _gather(flat, probe, scratch.get("slot", n, np.int64))
+
+
+def _found_by_scanning(fill: _Fill, reals: Int64Array, scan_length: Int64Array) -> _Found:
+    """The winnable slots among each real's next `scan_length` ranks.
 
     Each real's scan is cut into rows of `width` consecutive ranks, so that
     the slots of all probes are one broadcast (row start + step * skip),
@@ -898,68 +1231,26 @@ def _proposals_by_scanning(
     row_rank = fill.next_rank[row_real] + (row_of_real << shift)
     row_skip = fill.skip[row_real]
     row_start = _reduce_mod(fill.offset[row_real] + row_rank * row_skip, size)
-    slots, flat = _probe_slots(row_start, row_skip, row_rank, width, fill)
-
-    # Gather the map along the flat array (in memory order: an index read
-    # with a stride costs a line per probe), then lay the (row, step) view
-    # out in order for nonzero.
-    is_open = _gather(fill.open_map, flat, scratch.get("is_open", flat.size, np.bool_))
-    if not slots.flags.c_contiguous:
-        ordered = scratch.get("is_open_rows", flat.size, np.bool_).reshape(slots.shape)
-        np.copyto(ordered, is_open.reshape(slots.shape[::-1]).T)
-        is_open = ordered.ravel()
-    probe = is_open.nonzero()[0]  # (row, step) of open probes, in order
-    n = probe.size
-    row = np.right_shift(probe, shift, out=scratch.get("row", n, np.int64))
-    step = np.bitwise_and(probe, width - 1, out=scratch.get("step", n, np.int64))
-    if not slots.flags.c_contiguous:  # transposed: (row, step) is at step * rows + row
-        np.multiply(step, row_owner.size, out=probe)
-        probe += row
-    slot = _gather(flat, probe, scratch.get("slot", n, np.int64))
+    row, step, slot = _open_probes(row_start, row_skip, row_rank, width, fill)
+    n = row.size
     key = _gather(row_rank * count + row_real, row, scratch.get("key", n, np.int64))
     spare = np.multiply(step, count, out=step)
     key += spare
     _gather(fill.slot_key, slot, spare)
     winnable = np.less(key, spare, out=scratch.get("winnable", n, np.bool_)).nonzero()[0]
     found_count = winnable.size
-    owner = _gather(row_owner, _gather(row, winnable, probe[:found_count]),
-                    scratch.get("owner", found_count, np.int64))  # fmt: skip
-    key = _gather(key, winnable, scratch.get("found_key", found_count, np.int64))
-    slot = _gather(slot, winnable, scratch.get("found_slot", found_count, np.int64))
-
-    keep, found, last_kept = _first_of_each(owner, deficit, reals.size, scratch)
-    scanned_to = np.minimum(fill.next_rank[reals] + (rows << shift), size)
-    resume_at = key[np.minimum(last_kept, key.size - 1)] // count + 1 if key.size else scanned_to
-    fill.next_rank[reals] = np.where(found >= deficit, resume_at, scanned_to)
-    chosen = keep.size
-    return (
-        _gather(slot, keep, scratch.get("proposed_slot", chosen, np.int64)),
-        _gather(key, keep, scratch.get("proposed_key", chosen, np.int64)),
-        reals[owner[keep]],
+    found_row = _gather(row, winnable, scratch.get("found_row", found_count, np.int64))
+    owner = _gather(row_owner, found_row, scratch.get("owner", found_count, np.int64))
+    return _Found(
+        reals=reals,
+        slot=_gather(slot, winnable, scratch.get("found_slot", found_count, np.int64)),
+        key=_gather(key, winnable, scratch.get("found_key", found_count, np.int64)),
+        per_real=np.bincount(owner, minlength=reals.size),
+        searched_to=np.minimum(fill.next_rank[reals] + (rows << shift), size),
     )
 
 
-def _first_of_each(
-    owner: Int64Array, limit: Int64Array, owners: int, scratch: _Scratch
-) -> tuple[Int64Array, Int64Array, Int64Array]:
-    """The first limit[o] items of each owner o, in a list sorted by owner.
-
-    Returns (indexes kept, items found per owner, index of each owner's
-    last kept item, meaningful where it found at least limit[o]).
-    """
-    import numpy as np
-
-    n = owner.size
-    found = np.bincount(owner, minlength=owners)
-    end = np.cumsum(found) - found + limit  # index after each owner's last kept item
-    ends = _gather(end, owner, scratch.get("ends", n, np.int64))
-    kept = np.less(scratch.counting(n), ends, out=scratch.get("kept", n, np.bool_))
-    return kept.nonzero()[0], found, end - 1
-
-
-def _proposals_by_inverting(
-    fill: _Fill, reals: Int64Array, deficit: Int64Array
-) -> tuple[Int64Array, Int64Array, Int64Array]:
+def _found_by_inverting(fill: _Fill, reals: Int64Array, deficit: Int64Array) -> _Found:
     """Each real's first `deficit` winnable slots, found among the contested.
 
     The contested slots hold every slot any of these reals could still
@@ -982,9 +1273,14 @@ def _proposals_by_inverting(
     owner, column = np.nonzero(np.arange(most) < deficit[:, None])  # by real, then by rank
     chosen = rank[owner, column]
     real = reals[owner]
-    fill.next_rank[reals] = rank[np.arange(reals.size), deficit - 1] + 1
     slot = _reduce_mod(fill.offset[real] + chosen * fill.skip[real], size)
-    return slot, chosen * count + real, real
+    return _Found(
+        reals=reals,
+        slot=slot,
+        key=chosen * count + real,
+        per_real=deficit,
+        searched_to=rank[np.arange(reals.size), deficit - 1] + 1,
+    )
 
 
 def _accept(fill: _Fill, slot: Int64Array, key: Int64Array, real: Int64Array) -> None:
@@ -1046,7 +1342,7 @@ def build_table(
     offset, skip = _permutations_of_hashes(participants.hashes, size)
     quota = quotas(participants.weights, size)
     owner = _fill_table(offset, skip, quota, size)
-    return participants.input_indexes.astype(np.int32)[owner]
+    return participants.input_indexes.astype(np.int32).take(owner)
 
 
 def build_table_literally(

@@ -119,16 +119,17 @@ def test_random_inputs_give_the_literal_table(seed: int) -> None:
 def test_withdrawals_from_a_long_first_round_give_the_literal_table(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Round one usually stops before any real can fill up; a longer one makes
-    # reals win past their quota and withdraw (maglev._withdraw_beyond_quota).
+    # Reals that win past their quota in round one withdraw there
+    # (maglev._Grid._withdraw); a round one of another length than the
+    # usual puts them elsewhere.
     withdrawals = []
-    withdraw = maglev._withdraw_beyond_quota
+    withdraw = maglev._Grid._withdraw
 
     def counted(*args: Any) -> npt.NDArray[np.int64]:
         withdrawals.append(1)
         return withdraw(*args)
 
-    monkeypatch.setattr(maglev, "_withdraw_beyond_quota", counted)
+    monkeypatch.setattr(maglev._Grid, "_withdraw", counted)
     monkeypatch.setattr(
         maglev, "_grid_ranks", lambda quota, size: min(4 * int(quota.min()) + 3, size)
     )
@@ -139,6 +140,40 @@ def test_withdrawals_from_a_long_first_round_give_the_literal_table(
         assert np.array_equal(maglev.build_table(reals, size, weights), expected)
     if seed == 0:
         assert withdrawals  # the 1000 reals do win past their quota of 65 or 66
+
+
+@pytest.mark.parametrize(
+    ("seed", "leaves"), [(seed, leaves) for seed in range(8) for leaves in (0, 1 << 40)]
+)
+def test_round_one_in_small_blocks_gives_the_literal_table(
+    seed: int, leaves: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Round one proposes in blocks of ranks (maglev._Grid). Small blocks over
+    # a long grid fill reals up in many of them, which then withdraw, drop
+    # out and have the blocks laid out again for the others; the grid then
+    # runs to its end (leaves 0), or stops as soon as it counts wins and
+    # leaves the rest to later rounds.
+    layouts = []
+    lay_out = maglev._Grid._lay_out
+
+    def counted(grid: Any, reals: npt.NDArray[np.int64]) -> None:
+        layouts.append(reals.size)
+        lay_out(grid, reals)
+
+    monkeypatch.setattr(maglev._Grid, "_lay_out", counted)
+    monkeypatch.setattr(maglev, "_GRID_BLOCK_PAIRS", 256)
+    monkeypatch.setattr(maglev, "_GRID_LEAVES", leaves)
+    monkeypatch.setattr(
+        maglev, "_grid_ranks", lambda quota, size: min(12 * int(quota.min()) + 5, size)
+    )
+    cases = [random_case(random.Random(3000 + seed)) for _ in range(3)]
+    cases += [(list(v4_reals(40)), 1009, None)]
+    for reals, size, weights in cases:
+        layouts.clear()
+        expected = maglev.build_table_literally(reals, size, weights)
+        assert np.array_equal(maglev.build_table(reals, size, weights), expected)
+    if leaves == 0:
+        assert len(layouts) > 1  # the 40 reals fill up in the grid
 
 
 @pytest.mark.parametrize("seed", range(12))
