@@ -547,9 +547,15 @@ _ONE_BY_ONE_BELOW = 16384
 _PROPOSALS_PER_ROUND = 2
 
 
-def _reduce_mod(values: Int64Array, modulus: int, spare: Int64Array | None = None) -> Int64Array:
-    """values % modulus for values >= 0, in place (about 3x faster than %);
-    `spare`, an array of the same shape, saves a temporary."""
+def _reduce_mod(
+    values: npt.NDArray[Any], modulus: int | np.unsignedinteger[Any],
+    spare: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any]:  # fmt: skip
+    """values % modulus for values >= 0, in place (about 3x faster than %,
+    and than uint32's remainder); `spare`, an array of the same shape and
+    type, saves a temporary. For uint32 values, give the modulus as
+    np.uint32: uint32 division by a scalar is several times faster than
+    int64's."""
     import numpy as np
 
     quotient = np.floor_divide(values, modulus, out=spare)
@@ -678,12 +684,7 @@ def _owners(fill: _Fill) -> npt.NDArray[Any]:
 
     if fill.size * fill.count > 1 << 32:
         return _reduce_mod(fill.slot_key, fill.count)
-    count = np.uint32(fill.count)
-    keys = fill.slot_key.astype(np.uint32)
-    spare = np.floor_divide(keys, count)
-    spare *= count
-    keys -= spare
-    return keys
+    return _reduce_mod(fill.slot_key.astype(np.uint32), np.uint32(fill.count))
 
 
 def _first_round(
@@ -854,9 +855,7 @@ class _Grid:
             else:
                 np.multiply(self.skip32, steps, out=slots)
                 slots += start[:, None]
-            np.floor_divide(slots, size, out=spare)
-            spare *= size
-            slots -= spare
+            _reduce_mod(slots, size, spare)
             return
         slots += self.advance
         np.subtract(slots, size, out=spare)
@@ -932,9 +931,7 @@ class _Grid:
                 owner = self.scratch.get("grid_owner", keys.size, np.uint32)
                 np.copyto(owner, keys, casting="unsafe")  # the low 32 bits
                 spare = self.scratch.get("grid_owner_spare", keys.size, np.uint32)
-                np.floor_divide(owner, np.uint32(count), out=spare)
-                spare *= np.uint32(count)
-                owner -= spare
+                _reduce_mod(owner, np.uint32(count), spare)
             else:
                 owner = keys % count
             held += np.bincount(owner, minlength=count)
@@ -1175,9 +1172,7 @@ def _probe_slots(
         skip, start, past_end = skip[:, None], start[:, None], past_end[:, None]
     np.multiply(steps, skip, out=slots)
     slots += start
-    np.floor_divide(slots, np.uint32(size), out=spare)
-    spare *= np.uint32(size)
-    slots -= spare
+    _reduce_mod(slots, np.uint32(size), spare)
     np.copyto(wide, slots)
     if int(past_end.min()) < width:
         wide[steps >= past_end] = size  # never open
