@@ -58,8 +58,10 @@ enum xlb_limits {
 	XLB_RING_SIZE_MAX = 655373,
 	/* IPv6 extension headers walked before giving up. */
 	XLB_MAX_V6_EXT_HDRS = 4,
-	/* Ring slots each VIP owns in `rings` (one live, the others refilled). */
-	XLB_RINGS_PER_VIP = 3,
+	/* Ring slots each VIP owns in `rings`: one live, one held as the
+	 * previous ring (second chance), two spares, so that back-to-back
+	 * changes find one whose RCU grace period has passed. */
+	XLB_RINGS_PER_VIP = 4,
 	/* Entries of the outer `rings` map. */
 	XLB_LIMIT_RING_SLOTS = XLB_MAX_VIPS * XLB_RINGS_PER_VIP,
 	/* `vip_filter`: 2^16 bits in 1024 words (see xlb_vip_filter_bit). */

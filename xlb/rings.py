@@ -17,8 +17,11 @@ private map of maps, so by the time a slot is needed again its wait is over.
 
 Second chance (xlb/prevring.py) keeps the slot that was live before a
 change readable as the VIP's previous ring until its window closes: such a
-slot is "held" and never written; with three slots per VIP there is always
-a third one for the next change.
+slot is "held" and never written. Four slots per VIP leave two spares: the
+next change writes the slot that went out of use two changes ago, so
+changes back to back (a health checker pulling reals one by one) do not
+wait for the grace period the last change started; RCU grace periods take
+5 ms on an idle host here and 12-18 ms beside a busy CPU.
 """
 
 from __future__ import annotations

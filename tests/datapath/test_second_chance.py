@@ -410,7 +410,7 @@ def test_the_previous_ring_slot_is_never_written_while_held() -> None:
     """Every grace ticket has passed, so only holding keeps a change from
     writing its new ring into the slot packets still read as the previous
     ring (until the change points the entry at the live one): each change
-    takes the third slot, and the held slot holds the ring before it."""
+    takes a spare slot, and the held slot holds the ring before it."""
     with Balancer(config=CONFIG, grace_periods=PassedGrace()) as lb:
         lb.add_vip(VIP4, ring_size=RING)
         sets = [V4, [*V4, V4_NEW], [V4[0], V4_NEW], [V4[1], V4_NEW], V4]
