@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _abi, _limits, maglev
-from ._bpf import Map, lib
+from ._bpf import Map, MappedArray, lib
 from .errors import BpfError, XlbError
 from .model import IPAddress, Real
 
@@ -92,6 +92,19 @@ def fill_ring(inner: Map, ring: npt.NDArray[np.uint32]) -> None:
     pairs = np.zeros(2 * ring_pairs(len(ring)), dtype=np.uint32)
     pairs[: len(ring)] = ring
     inner.fill_mmapped(pairs)
+
+
+def write_pairs(mapped: MappedArray, ring: npt.NDArray[np.uint32]) -> None:
+    """Write `ring` into a ring map through its shared mapping: slot s is
+    the (s % 2)-th id of element s / 2 (an odd ring leaves the last
+    element's second id 0, no slot)."""
+    pairs = mapped.rows.view(np.uint32)  # (elements, 2)
+    if pairs.size != 2 * ring_pairs(len(ring)):
+        raise XlbError(f"a ring of {len(ring)} slots does not fit a map of {len(pairs)} pairs")
+    half = len(ring) // 2
+    pairs[:, 0] = ring[0::2]
+    pairs[:half, 1] = ring[1::2]
+    pairs[half:, 1] = 0
 
 
 def ring_map(ring: npt.NDArray[np.uint32]) -> Map:
@@ -239,9 +252,16 @@ class RingSlots:
         self.outer = rings
         self.grace: GraceSource = grace if grace is not None else GracePeriods()
         self._adopted = 0  # ticket covering slots found written by an earlier process
+        # index in `rings` -> (id of the inner map there, its shared mapping),
+        # kept across changes: a mapping made per write costs more than the
+        # copy (open by id, mmap, page faults, munmap). A mapping keeps its
+        # map, and so its id, alive: an id seen again is the same map.
+        self._mapped: dict[int, tuple[int, MappedArray]] = {}
 
     def close(self) -> None:
         self.grace.close()
+        for index in list(self._mapped):
+            self._forget(index)
 
     def adopt(
         self, vip_id: int, live: int, size: int
@@ -279,10 +299,9 @@ class RingSlots:
         if ready or not empty:
             slot = ready[0] if ready else min(written, key=written.__getitem__)
             self.grace.wait(written[slot])  # at once if it passed
-            inner = self._open(vip_id, slot)
-            if inner is not None:
-                with contextlib.closing(inner):
-                    fill_ring(inner, ring)
+            mapped = self._mapping(vip_id, slot)
+            if mapped is not None:
+                write_pairs(mapped, ring)
                 return slot
             empty = [slot]  # its inner map went away: make a new one
         slot = empty[0]
@@ -327,6 +346,7 @@ class RingSlots:
         """Drop a removed VIP's inner maps (each delete waits a grace period,
         so the vip_id is then free for a new VIP)."""
         for slot in range(RINGS_PER_VIP):
+            self._forget(ring_index(vip_id, slot))
             with contextlib.suppress(BpfError):
                 self.outer.delete(_abi.u32(ring_index(vip_id, slot)))
 
@@ -335,6 +355,29 @@ class RingSlots:
         if inner_id is None:
             return None
         return Map.from_id(_abi.read_u32(inner_id), "ring")
+
+    def _mapping(self, vip_id: int, slot: int) -> MappedArray | None:
+        """The shared mapping of the ring map in a slot (None: no map there),
+        made once per map: the outer entry is read each time, so a map
+        that replaced another in the slot gets its own."""
+        index = ring_index(vip_id, slot)
+        raw = self.outer.lookup(_abi.u32(index))
+        inner_id = None if raw is None else _abi.read_u32(raw)
+        known = self._mapped.get(index)
+        if known is not None and known[0] == inner_id:
+            return known[1]
+        self._forget(index)
+        if inner_id is None:
+            return None
+        with contextlib.closing(Map.from_id(inner_id, "ring")) as inner:
+            mapped = inner.mapped()
+        self._mapped[index] = (inner_id, mapped)
+        return mapped
+
+    def _forget(self, index: int) -> None:
+        known = self._mapped.pop(index, None)
+        if known is not None:
+            known[1].close()
 
 
 def ring_index(vip_id: int, slot: int) -> int:
