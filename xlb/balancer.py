@@ -700,10 +700,10 @@ class Balancer:
         until = change.until_ns if change is not None else 0
         self._slots.flipped(state.rings, slot, ticket, until if opened else None)
         if change is not None:
-            change.departed.update((m.real_id, m.real.address) for m in removed)
+            change.departed.update(zip(retired, [m.real.address for m in removed], strict=True))
             self._real_ids.hold(retired, until)
         if opened and previous is not None:  # no ring names its departed any more
-            departed = list(previous.departed)
+            departed = np.fromiter(previous.departed, dtype=np.int64, count=len(previous.departed))
             self._real_ids.hold(departed, 0)
             self._real_ids.reusable_after(departed, ticket)
         state.members, state.ring, state.transition = members, ring, change

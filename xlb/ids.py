@@ -43,6 +43,10 @@ def free_vip_id(used: Collection[int]) -> int:
     raise CapacityError(f"all {MAX_VIPS} VIP slots are in use")
 
 
+# Ids as a list or an array: numpy indexes with either.
+IdList = list[int] | npt.NDArray[np.int64]
+
+
 class RealIds:
     """Which real ids are in use, their generations, and when each retired
     one may be handed out again (a grace ticket of `grace`)."""
@@ -92,11 +96,11 @@ class RealIds:
         """Mark ids out of use; they wait for `reusable_after`'s ticket."""
         self._in_use[ids] = False
 
-    def reusable_after(self, ids: list[int], ticket: int) -> None:
+    def reusable_after(self, ids: IdList, ticket: int) -> None:
         """Retired `ids` may be handed out again once `ticket` has passed."""
         self._reusable_after[ids] = ticket
 
-    def hold(self, ids: list[int], until_ns: int) -> None:
+    def hold(self, ids: IdList, until_ns: int) -> None:
         """Retired `ids` are named by a previous ring until `until_ns`
         (CLOCK_MONOTONIC); 0 releases them."""
         self._held_until[ids] = until_ns
