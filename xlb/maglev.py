@@ -576,7 +576,7 @@ def _fill_table(
     offset: Int64Array, skip: Int64Array, quota: Int64Array, size: int
 ) -> npt.NDArray[Any]:
     """Owner (participant index) of every slot, spec step 5, in uint32 where
-    the keys fit (`_owners`); else in a scratch array of the thread: use it
+    the keys fit (`_owners`), in a scratch array of the thread: use it
     before the next build."""
 
     fill = _first_round(offset, skip, quota, size, _SCRATCH)
@@ -684,7 +684,10 @@ def _owners(fill: _Fill) -> npt.NDArray[Any]:
 
     if fill.size * fill.count > 1 << 32:
         return _reduce_mod(fill.slot_key, fill.count)
-    return _reduce_mod(fill.slot_key.astype(np.uint32), np.uint32(fill.count))
+    owner = fill.scratch.get("owner", fill.size, np.uint32)
+    np.copyto(owner, fill.slot_key, casting="unsafe")  # the keys fit
+    spare = fill.scratch.get("owner_spare", fill.size, np.uint32)
+    return _reduce_mod(owner, np.uint32(fill.count), spare)
 
 
 def _first_round(
@@ -825,14 +828,21 @@ class _Grid:
         position = self._open_pairs(first, ranks)  # in the block's array
         slots = self.slots.ravel()
         if position.size < slots.size:
-            slots = slots[position]
-        slot = slots.astype(np.intp)  # numpy indexes fastest with intp
-        key = self._keys(position, first)
+            slots = _gather(slots, position, self._block("grid_gathered", position.size, np.uint32))
+        slot = self._block("grid_slot", slots.size, np.intp)  # numpy indexes fastest with intp
+        np.copyto(slot, slots)
+        key, real = self._keys_and_reals(position, first)
         np.minimum.at(self.slot_key, slot, key)
         self.open_map[slot] = False
-        if self.counting_wins:
-            self._count_wins(slot, key, self._reals_at(position))
+        if real is not None:
+            self._count_wins(slot, key, real)
             self._drop_full_reals()
+
+    def _block(self, name: str, count: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
+        """A scratch array for one block's values: a block's temporaries
+        are a few hundred KiB each, past the size the allocator keeps for
+        reuse, and fresh memory costs a page fault per 4 KiB."""
+        return self.scratch.get(name, count, dtype)
 
     def _advance_slots(self, first: int) -> None:
         """The slots of the block at rank `first`: (offset + k * skip) % size
@@ -878,32 +888,36 @@ class _Grid:
             is_open &= self.proposing if self.rank_major else self.proposing[:, None]
         return is_open.ravel().nonzero()[0]
 
-    def _keys(self, position: Int64Array, first: int) -> Int64Array:
+    def _keys_and_reals(
+        self, position: Int64Array, first: int
+    ) -> tuple[Int64Array, Int64Array | None]:
         """The key, rank * count + real, of the pairs at `position` in the
-        block's array (at rank `first`)."""
-        base = first * self.count
+        block's array (at rank `first`), and their reals while wins are
+        counted (else None)."""
+        import numpy as np
+
+        n, base = position.size, first * self.count
+        key = self._block("grid_key", n, np.int64)
+        real = self._block("grid_real", n, np.int64)
         if self.rank_major and self.everyone:  # the position is the key, less the block's base
-            return position + base
-        rank, place = self._rank_and_place(position)
-        rank *= self.count
-        rank += base
-        rank += place if self.everyone else self.reals[place]
-        return rank
-
-    def _reals_at(self, position: Int64Array) -> Int64Array:
-        """The real of the pairs at `position` in the block's array."""
-        if self.rank_major and self.everyone:
-            return position % self.count
-        _, place = self._rank_and_place(position)
-        return place if self.everyone else self.reals[place]
-
-    def _rank_and_place(self, position: Int64Array) -> tuple[Int64Array, Int64Array]:
-        """The rank in the block and the place in `reals` of the pairs at `position`."""
-        if self.rank_major:  # position = rank * reals + place
-            rank = position // self.reals.size
-            return rank, position - rank * self.reals.size
-        place = position // self.width  # position = place * width + rank
-        return position - place * self.width, place
+            np.add(position, base, out=key)
+            if not self.counting_wins:
+                return key, None
+            return key, np.remainder(position, self.count, out=real)
+        # position = rank * reals + place if rank_major, else place * width + rank
+        across = self.reals.size if self.rank_major else self.width
+        high = np.floor_divide(position, across, out=key)
+        low = self._block("grid_low", n, np.int64)
+        np.subtract(position, np.multiply(high, across, out=low), out=low)
+        rank, place = (high, low) if self.rank_major else (low, high)
+        if self.everyone:
+            np.copyto(real, place)
+        else:
+            _gather(self.reals, place, real)
+        np.multiply(rank, self.count, out=key)  # place, if it was there, is copied out
+        key += base
+        key += real
+        return key, (real if self.counting_wins else None)
 
     def _drop_full_reals(self) -> None:
         """Stop the full reals' proposals; lay the blocks out again without
@@ -928,10 +942,13 @@ class _Grid:
         for start in range(0, self.size, _WINS_CHUNK):
             keys = self.slot_key[start : start + _WINS_CHUNK]
             if narrow:
-                owner = self.scratch.get("grid_owner", keys.size, np.uint32)
-                np.copyto(owner, keys, casting="unsafe")  # the low 32 bits
+                owner32 = self.scratch.get("grid_owner", keys.size, np.uint32)
+                np.copyto(owner32, keys, casting="unsafe")  # the low 32 bits
                 spare = self.scratch.get("grid_owner_spare", keys.size, np.uint32)
-                _reduce_mod(owner, np.uint32(count), spare)
+                _reduce_mod(owner32, np.uint32(count), spare)
+                # bincount counts intp: given one, it makes no (page-faulting) copy
+                owner = self.scratch.get("grid_owner_intp", keys.size, np.intp)
+                np.copyto(owner, owner32)
             else:
                 owner = keys % count
             held += np.bincount(owner, minlength=count)
