@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._bpf import ffi, lib
-from .model import IPPROTO, PROTO_NAMES, BalancerConfig, Flow, IPAddress, Vip
+from .model import IPPROTO, PROTO_NAMES, BalancerConfig, Flow, IPAddress, Vip, address_ints
 
 FAMILY = {4: lib.XLB_FAMILY_V4, 6: lib.XLB_FAMILY_V6}
 VERSION = {lib.XLB_FAMILY_V4: 4, lib.XLB_FAMILY_V6: 6}
@@ -159,7 +159,7 @@ def real_entries(
         set_real_field(rows, field, values)
 
     if set(map(type, addresses)) == {ipaddress.IPv4Address}:  # the common case, as arrays
-        ipv4 = np.fromiter(map(int, addresses), dtype=np.uint32, count=n).astype(">u4")
+        ipv4 = np.fromiter(address_ints(addresses), dtype=np.uint32, count=n).astype(">u4")
         addr = np.zeros((n, 16), dtype=np.uint8)
         addr[:, :4] = ipv4.view(np.uint8).reshape(n, 4)
         put("addr", addr)

@@ -123,6 +123,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import _limits
 from .errors import ConfigError
+from .model import address_ints
 
 if TYPE_CHECKING:
     import numpy as np
@@ -318,7 +319,7 @@ def _ipv4_participants(
     if kinds == {bytes} and set(map(len, reals)) == {4}:
         as_integers = np.frombuffer(b"".join(reals), dtype=">u4").astype(np.uint32)
     elif kinds == {ipaddress.IPv4Address}:
-        as_integers = np.fromiter(map(int, reals), dtype=np.uint32, count=len(reals))
+        as_integers = np.fromiter(address_ints(reals), dtype=np.uint32, count=len(reals))
     else:
         return None
     weight = _plain_weights(weights, len(reals))

@@ -20,8 +20,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import math
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -50,6 +51,31 @@ UDP_TTL_MAX_S = (2**64 - 1) // 10**9
 SECOND_CHANCE_DEFAULT_S = 3600.0
 SECOND_CHANCE_MAX_S = 30 * 24 * 3600  # a longer finite window is "until the next change"
 LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _read_address_int() -> Callable[[IPAddress], int]:
+    """How address_ints reads an address's integer: the attribute ipaddress
+    keeps it in, if this Python's ipaddress has it (int() reads the same
+    through a method of its own, three times slower), else int()."""
+    read = operator.attrgetter("_ip")
+    probes = (LIMITED_BROADCAST, ipaddress.IPv6Address("2001:db8::1"))
+    try:
+        if all(read(address) == int(address) for address in probes):
+            return cast("Callable[[IPAddress], int]", read)
+    except AttributeError:
+        pass
+    return int
+
+
+_address_int = _read_address_int()
+
+
+def address_ints(addresses: Iterable[IPAddress]) -> Iterator[int]:
+    """int() of each address, for the thousands of reals a change may
+    carry (the Maglev build and the `reals` entries read them all)."""
+    return map(_address_int, addresses)
+
+
 VIP_TEXT_HINT = (
     "expected ADDR:PORT/PROTO, [V6ADDR]:PORT/PROTO, "
     "PREFIX/LEN:PORT/PROTO or [V6PREFIX/LEN]:PORT/PROTO"

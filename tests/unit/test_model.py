@@ -9,7 +9,7 @@ import re
 import pytest
 
 from xlb import BalancerConfig, ConfigError, Flow, Real, Vip, VipFlags, XlbError
-from xlb.model import UDP_TTL_MAX_S, to_real, to_vip
+from xlb.model import UDP_TTL_MAX_S, address_ints, to_real, to_vip
 
 
 def test_vip_accepts_text_and_ipaddress() -> None:
@@ -352,3 +352,13 @@ def test_overlapping_prefix_vips_of_one_port_and_protocol() -> None:
     assert overlapping_prefix(narrow, [Vip("10.100.8.0/24", 80)]) is None  # disjoint
     assert overlapping_prefix(narrow, [Vip("10.100.7.9", 80)]) is None  # exact: allowed
     assert overlapping_prefix(Vip("10.100.7.9", 80), [narrow]) is None
+
+
+def test_address_ints_are_what_int_gives() -> None:
+    """The fast read of many reals' addresses (the Maglev build, the `reals`
+    entries) must agree with int() for both families, edges included."""
+    addresses = [
+        ipaddress.ip_address(text)
+        for text in ("0.0.0.1", "10.0.0.1", "255.255.255.255", "::1", "2001:db8::7", "ffff::")
+    ]
+    assert list(address_ints(addresses)) == [int(a) for a in addresses]
