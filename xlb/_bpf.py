@@ -314,24 +314,6 @@ class Map:
             ffi.memmove(in_batch, out_batch, token_size)
             first = False
 
-    def fill_mmapped(self, values: npt.NDArray[Any]) -> None:
-        """Write a whole BPF_F_MMAPABLE array in one copy through a shared mapping.
-
-        `values` holds max_entries values of value_size bytes each; the kernel
-        lays array elements out 8-byte aligned, so they are spread to that
-        stride on the way in."""
-        if values.nbytes != self.value_size * self.max_entries:
-            raise MapSizeError(
-                f"map {self.name!r}: {values.nbytes} bytes given, the array holds "
-                f"{self.value_size * self.max_entries}"
-            )
-        source = np.ascontiguousarray(values).view(np.uint8).reshape(self.max_entries, -1)
-        mapped = self.mapped()
-        try:
-            mapped.rows[:] = source
-        finally:
-            mapped.close()
-
     def mapped(self) -> MappedArray:
         """This BPF_F_MMAPABLE array's values, shared with the kernel."""
         return MappedArray(self)

@@ -88,10 +88,13 @@ def ring_pairs(ring_size: int) -> int:
 
 
 def fill_ring(inner: Map, ring: npt.NDArray[np.uint32]) -> None:
-    """Write `ring` (real id per slot) into an inner ring map, in one copy."""
-    pairs = np.zeros(2 * ring_pairs(len(ring)), dtype=np.uint32)
-    pairs[: len(ring)] = ring
-    inner.fill_mmapped(pairs)
+    """Write `ring` (real id per slot) into an inner ring map, through a
+    mapping made for this one write."""
+    mapped = inner.mapped()
+    try:
+        write_pairs(mapped, ring)
+    finally:
+        mapped.close()
 
 
 def write_pairs(mapped: MappedArray, ring: npt.NDArray[np.uint32]) -> None:
