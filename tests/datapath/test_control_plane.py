@@ -248,6 +248,38 @@ def test_ring_changes_refill_the_vip_slots_without_touching_rings(
             assert sent == str(lb.predict(f)) and sent in names
 
 
+def test_back_to_back_changes_do_not_wait_for_the_last_ones_grace_period(
+    manual_grace_lb: Balancer,
+) -> None:
+    """With the previous ring held (second chance) a VIP still has two
+    spare slots: a change writes the one freed two changes before, so it
+    never waits for the grace period the change just before it started
+    (a health checker pulling dead reals one by one)."""
+    lb = manual_grace_lb
+    grace = lb._slots.grace
+    assert isinstance(grace, ManualGrace)
+    waited_early: list[int] = []
+    wait = grace.wait
+
+    def recording_wait(ticket: int) -> None:
+        if ticket > grace.passed_upto:
+            waited_early.append(ticket)
+        wait(ticket)
+
+    grace.wait = recording_wait  # type: ignore[method-assign]
+    lb.add_vip(VIP4)
+    sets = [REALS4[:1], REALS4[:2], REALS4[2:], REALS4[1:3], REALS4]
+    for reals in sets[:RINGS_PER_VIP]:  # every slot gets its map
+        lb.set_reals(VIP4, reals)
+    for i in range(8):
+        grace.passed_upto = grace.issued - 1  # all but the last change's ticket passed
+        reals = sets[(i + RINGS_PER_VIP) % len(sets)]
+        lb.set_reals(VIP4, reals)
+        assert waited_early == []
+        for f in random_flows(50, VIP4, seed=20 + i):
+            assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
+
+
 def test_a_change_reuses_a_slot_whose_grace_passed_before_making_a_new_one(
     manual_grace_lb: Balancer,
 ) -> None:
