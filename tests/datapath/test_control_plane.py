@@ -280,6 +280,37 @@ def test_back_to_back_changes_do_not_wait_for_the_last_ones_grace_period(
             assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
 
 
+def test_spare_slots_whose_maps_went_away_get_new_ones(manual_grace_lb: Balancer) -> None:
+    """The Balancer keeps a mapping of each slot's ring map between
+    changes; when the spare slots' maps are gone from `rings` (deleted
+    behind its back), the next change makes a new map rather than
+    writing into a map no packet can read, and every change after lands."""
+    lb = manual_grace_lb
+    grace = lb._slots.grace
+    assert isinstance(grace, ManualGrace)
+    lb.add_vip(VIP4)
+    sets = [REALS4[:1], REALS4[:2], REALS4[2:], REALS4[1:3], REALS4]
+    for i in range(3 * RINGS_PER_VIP):  # every slot made, then written again (mapped)
+        grace.passed_upto = grace.issued if i >= RINGS_PER_VIP else 0
+        lb.set_reals(VIP4, sets[i % len(sets)])
+    maps = ring_slot_maps(lb)
+    assert len(maps) == RINGS_PER_VIP
+    rings = lb._vips[VIP4].rings
+    spares = [s for s in maps if s != rings.live and not rings.held(s)]
+    assert spares
+    for slot in spares:
+        lb.map("rings").delete(u32(ring_index(0, slot)))
+    for i in range(2 * RINGS_PER_VIP):
+        grace.passed_upto = grace.issued
+        lb.set_reals(VIP4, sets[(i + 3 * RINGS_PER_VIP) % len(sets)])
+        live = lb._vips[VIP4].rings.live
+        assert live in ring_slot_maps(lb)
+        if i == 0:
+            assert ring_slot_maps(lb)[live] not in maps.values()  # a new map
+        for f in random_flows(50, VIP4, seed=40 + i):
+            assert destination(lb, packet_for(f, "S")) == str(lb.predict(f))
+
+
 def test_a_change_reuses_a_slot_whose_grace_passed_before_making_a_new_one(
     manual_grace_lb: Balancer,
 ) -> None:
