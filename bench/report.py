@@ -798,6 +798,116 @@ Where the goals stand after this round:
   stands in the way (at one flow, header work within a few percent of
   the minimal encap's, which forwarded 6.3-6.5 times nftables' rate in
   these runs).
+### Slow spells, grace periods, page faults (issue 17, 2026-12-03 afternoon)
+
+First, what moves set_reals between runs. Timed per call
+(`bench.control`'s own loop, two runs in a row of one process), the same
+code took 11.6-12.7 ms for set_reals of 1000 reals in the first run and
+17.6-19.1 in the second, until the seventh call, then 11.6-12.3 again;
+add_real of the same size measured 18 ms in such a spell too. In every
+slow call the wait for a ring slot's grace period was 0.0 ms and the
+Maglev build of 1000 reals took 12.5 ms instead of 7.4: the CPU, not the
+code, was slower, and everything the call does moved with it. The build
+is 70% of the call, so a target in ms follows this VM's spells.
+
+Grace periods. An update of a map of maps waits for one (the helper
+thread's way of passing tickets): 4.9 ms on the idle VM (p99 12.9 ms,
+max 17-21 ms, 2400 updates in 20 s), 4-8 ms beside a set_reals, now and
+then 12-14 ms. With three ring slots a change writes the slot its
+predecessor freed, so a grace period longer than a call (~11 ms for 1000
+reals) makes the call wait: 3.8-5.9 ms in one call of 16. A VIP now has
+four slots: the spare a change writes went out of use two changes
+before. In one process, the Python side limited to three slots on one of
+two Balancers (80 calls each, interleaved): calls that waited over
+0.5 ms, 9 -> 1 (10 reals) and 1 -> 0 (1000 reals); mean wait 0.46 ->
+0.03 ms and 0.08 -> 0.03 ms; medians the same. The fourth slot's inner
+map is made only when a change needs it (264 KiB at 65537 slots). A
+map definition change: an older data plane asks for a teardown on
+upgrade, as this release's other map changes do (docs/deploy.md).
+
+The ring write: a change opened the spare slot's inner map by id,
+mapped it, copied the ring through a staging array and unmapped it. The
+Balancer now keeps each slot's mapping (checked against the inner map
+id in `rings` on every write, so a map that replaced another gets its
+own) and writes the ring straight into the pairs: `RingSlots.write`
+0.47 -> 0.20 ms; set_reals of 1000 reals with the build stubbed out,
+thread CPU time 0.92 and 0.955 of before (two runs of 100 interleaved
+calls). Reading addresses as integers through the attribute ipaddress
+keeps them in, rather than `int()` and its Python-level method (checked
+against `int()` at import): 1000 addresses 190 -> 57 us, read twice per
+set_reals (the build, the `reals` entries). The departed reals of a
+change are recorded from the retired ids zipped with their addresses
+and released as one array: 0.32 -> 0.23 ms.
+
+Page faults in the Maglev build. A page fault costs ~4 us on this VM
+(touching the 448 pages of a fresh mapping: 1.6-2.1 ms). In a process of
+its own a build of 10 or 100 reals faulted in 448 pages and one of 1000
+reals 224: round one's per-block temporaries (slots as intp, keys,
+reals, the rank/place split, a few hundred KiB each) went back to the
+kernel when freed and came back as fresh pages for the next block. They
+now live in the thread's scratch arrays, as the table-sized ones did:
+~10 faults a build. A/B in alternating processes (6 pairs, least thread
+CPU of 20 builds each, medians): 10 x 65537 0.71, 100 x 65537 0.84,
+1000 x 65537 1.12 (its pairs 0.89-1.55: this hour's VM), 5000 x 65537
+0.96 (it faulted no more before), 1000 x 655373 1.00 (its scans' arrays
+are past the scratch budget, as before). In one process, where both
+trees share a heap that stays large, 1.00-1.02: the copies into scratch
+cost what the faults did not. In the balancer's process set_reals saw ~9
+faults a call before and after: its heap is large already.
+
+Measured and not kept: the grid's blocks of 16k, 64k and 128k pairs
+(1.00-1.49 of 32k, now that blocks do not fault); round one stopping at
+1024 or 16384 leaves (0.95-1.07, noise); the one-by-one finish from 8192
+or 65536 (0.94-1.04). Not tried, from microbenchmarks of the
+operations alone: keys in uint32 where they fit (every table up to 5000
+reals x 65537) make `minimum.at` and the gathers of keys 15-20% faster,
+and `take` gathers 15-27% faster than indexing; both touch every key
+operation of the build for a few percent of it.
+
+Three full runs of this round's code, against the one committed before
+(its run began 12:48 UTC; the 13:47 run has all but the ring mapping's
+last step and the page-fault change, the 14:15 and 14:43 runs the code
+of this commit):
+
+| figure | 12:48 | 13:47 | 14:15 | 14:43 |
+|---|---|---|---|---|
+| TCP hit x min-encap, worst of v4/v6 | 1.68 | 1.96 | 1.81 | 1.81 |
+| SYN x min-encap | 11.07 | 13.36 | 14.29 | 13.01 |
+| UDP hit x min-encap | 1.64 | 1.85 | 1.78 | 1.78 |
+| xlb / reflector, 1 flow; 10000 flows | 0.804; 0.771 | 0.953; 0.704 | -; 0.545 | 0.876; 0.532 |
+| xlb / min-encap, 1 flow; 10000 flows | 0.871; 0.833 | 1.102; 0.728 | - | 0.834; 0.651 |
+| xlb / nftables, 1 flow; 10000 flows | 5.78; 7.05 | 5.31; 6.31 | 5.29 (worst) | 7.06; 5.95 |
+| Maglev numpy / C, worst row | 3.12 (1000 reals) | 3.03 (1000) | 4.77 (5000) | 3.96 (5000) |
+| Maglev 1000 x 65537, numpy ms (C ms) | 6.33 (2.03) | 8.39 (2.77) | 9.52 (3.24) | 7.51 (3.00) |
+| Maglev 5000 x 65537, numpy / C | 2.03 | 2.61 | 4.77 | 3.96 |
+| set_reals of 1000 reals, ms | 16.57 | 17.44 | 15.53 | 12.25 |
+| add_real to 1000 reals, ms | 11.27 | 17.08 | 16.83 | 12.18 |
+
+The afternoon's runs fell in this VM's worst spells yet, and the rows
+that touch the most memory fell furthest: the 10000-flow throughput row
+(xlb forwarded 0.65 of the minimal encap's rate at 14:43, 0.83 at 12:48)
+and the 5000-real Maglev row (numpy 12.1 ms against C's 3.06 at 14:43;
+2.03x at 12:48), while the C reference's own time rose by half. The
+hypervisor took 24 s of CPU time (steal) from this VM between 13:16 and
+14:52, while it was running these benchmarks and the suite; the guest also runs DAMON on
+physical memory with a page-out scheme (kdamond, 7 s of CPU in that
+time). No code of the data plane changed this round; in the 14:43 run
+the one-flow row met 6x nftables (7.06) and the 10000-flow row missed it
+(5.95), the other way round from the runs before.
+
+Where the goals stand after this round:
+- set_reals of 1000 reals <= 10 ms: missed (12.25 ms in the committed
+  run, 15.5-17.4 in the others). In one process the call is about
+  0.5 ms of Python lighter (ring write, address reads, departed reals) and its
+  waits for a grace period are gone from the tail; the rest is the
+  Maglev build (7.4-12.5 ms for the same 1000 reals this afternoon, 6.3
+  at noon) and ~2.7 ms of Python.
+- Maglev numpy / C <= 3: missed in these runs (3.03-4.77), met at noon
+  by some rows and not others; a build in a process of its own no longer
+  page-faults, but the bench's process did not fault much before either.
+- xlb / reflector >= 0.75 and xlb / nftables >= 6: missed in these
+  runs at 10000 flows, with no data-plane change; see the sections
+  before for what stands in the way.
 """
 
 
