@@ -20,8 +20,8 @@ change readable as the VIP's previous ring until its window closes: such a
 slot is "held" and never written. Four slots per VIP leave two spares: the
 next change writes the slot that went out of use two changes ago, so
 changes back to back (a health checker pulling reals one by one) do not
-wait for the grace period the last change started; RCU grace periods take
-5 ms on an idle host here and 12-18 ms beside a busy CPU.
+wait for the grace period the last change started (a few milliseconds on
+an idle host, past ten beside busy CPUs: longer than a change takes).
 """
 
 from __future__ import annotations
