@@ -898,11 +898,12 @@ physical memory with a page-out scheme (kdamond, 7 s of CPU in that
 time). No code of the data plane changed this round; in the 14:43 run
 the one-flow row met 6x nftables (7.06) and the 10000-flow row missed it
 (5.95), the other way round from the runs before, and in the 15:10 run
-both met it (6.78, 6.38). The numpy builds in the bench's process took
-up to 10.2 ms for 1000 reals (best of 30) where a process of their own
-built the same table in 6.6-6.8 ms within the hour: what the bench's
-process does before (the packet path, the live throughput) leaves the
-build slower, and this round did not find out why.
+both met it (6.78, 6.38). The numpy builds took up to 10.2 ms for 1000
+reals (best of 30) in these runs; ten processes in a row building the
+same table 20 times each, minutes after the last run, had their best
+builds at 6.2 to 11.5 ms (five at 6.2-6.8, two near 8-9, three at 10-11.5),
+with no pattern by CPU (each pinned to one of the two): within minutes,
+this VM runs the same build at speeds a factor of two apart.
 
 Where the goals stand after this round:
 - set_reals of 1000 reals <= 10 ms: missed (14.03 ms in the committed
