@@ -462,12 +462,12 @@ class _Scratch(threading.local):
         self.kept_bytes = 0
 
     def get(self, name: str, count: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
-        """An uninitialised array of `count` elements, named for its use
-        (two live arrays never share a name)."""
+        """An uninitialised array of `count` elements of `dtype`, named for
+        its use (two live arrays never share a name)."""
         import numpy as np
 
         array = self.arrays.get(name)
-        if array is None or array.size < count:
+        if array is None or array.size < count or array.dtype != dtype:
             array = self._keep(name, np.empty(count + count // 4, dtype=dtype))
         return array[:count]
 
@@ -685,9 +685,9 @@ def _owners(fill: _Fill) -> npt.NDArray[Any]:
 
     if fill.size * fill.count > 1 << 32:
         return _reduce_mod(fill.slot_key, fill.count)
-    owner = fill.scratch.get("owner", fill.size, np.uint32)
+    owner = fill.scratch.get("table_owner", fill.size, np.uint32)
     np.copyto(owner, fill.slot_key, casting="unsafe")  # the keys fit
-    spare = fill.scratch.get("owner_spare", fill.size, np.uint32)
+    spare = fill.scratch.get("table_owner_spare", fill.size, np.uint32)
     return _reduce_mod(owner, np.uint32(fill.count), spare)
 
 

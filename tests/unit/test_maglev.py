@@ -563,3 +563,12 @@ def test_c_reference_builds_the_same_table(
         weights = [random.Random(i).randrange(0, 9) or 1 for i in range(count)]
     expected = maglev.build_table(reals, size, weights).tolist()
     assert c_table(c_reference, reals, size, weights) == expected
+
+
+def test_a_scratch_array_comes_in_the_type_asked_for() -> None:
+    # A build keeps its temporaries by name between builds (maglev._Scratch);
+    # a name asked for in another type must not hand back the array kept.
+    scratch = maglev._Scratch()
+    assert scratch.get("owners", 100, np.int64).dtype == np.int64
+    again = scratch.get("owners", 50, np.uint32)
+    assert again.dtype == np.uint32 and again.size == 50
