@@ -448,12 +448,13 @@ def quotas(weights: Sequence[int] | Int64Array, size: int) -> Int64Array:
 class _Scratch(threading.local):
     """Arrays a thread reuses from one build to the next.
 
-    A build's largest temporaries (the slot keys, the proposal grid, the
-    probes of a scan) take about 110 bytes per slot; the allocator hands
-    such blocks back to the kernel when they are freed, and touching fresh
-    memory again costs a page fault per 4 KiB, which measured a fifth of a
-    build. Kept here, they are faulted in once per thread, within the
-    budget below; arrays past it are allocated for the build and freed
+    A build's largest temporaries (the slot keys, the proposal grid and
+    each block's keys, slots and reals, the probes of a scan) take about
+    110 bytes per slot; the allocator hands such blocks back to the kernel
+    when they are freed, and touching fresh memory again costs a page
+    fault per 4 KiB (~4 us on a VM), which measured a fifth of a build.
+    Kept here, they are faulted in once per thread, within the budget
+    below; arrays past it are allocated for the build and freed
     after it.
     """
 
@@ -829,8 +830,10 @@ class _Grid:
         position = self._open_pairs(first, ranks)  # in the block's array
         slots = self.slots.ravel()
         if position.size < slots.size:
-            slots = _gather(slots, position, self._block("grid_gathered", position.size, np.uint32))
-        slot = self._block("grid_slot", slots.size, np.intp)  # numpy indexes fastest with intp
+            slots = _gather(
+                slots, position, self.scratch.get("grid_gathered", position.size, np.uint32)
+            )
+        slot = self.scratch.get("grid_slot", slots.size, np.intp)  # numpy indexes fastest with intp
         np.copyto(slot, slots)
         key, real = self._keys_and_reals(position, first)
         np.minimum.at(self.slot_key, slot, key)
@@ -838,12 +841,6 @@ class _Grid:
         if real is not None:
             self._count_wins(slot, key, real)
             self._drop_full_reals()
-
-    def _block(self, name: str, count: int, dtype: type[np.generic]) -> npt.NDArray[Any]:
-        """A scratch array for one block's values: a block's temporaries
-        are a few hundred KiB each, past the size the allocator keeps for
-        reuse, and fresh memory costs a page fault per 4 KiB."""
-        return self.scratch.get(name, count, dtype)
 
     def _advance_slots(self, first: int) -> None:
         """The slots of the block at rank `first`: (offset + k * skip) % size
@@ -898,8 +895,8 @@ class _Grid:
         import numpy as np
 
         n, base = position.size, first * self.count
-        key = self._block("grid_key", n, np.int64)
-        real = self._block("grid_real", n, np.int64)
+        key = self.scratch.get("grid_key", n, np.int64)
+        real = self.scratch.get("grid_real", n, np.int64)
         if self.rank_major and self.everyone:  # the position is the key, less the block's base
             np.add(position, base, out=key)
             if not self.counting_wins:
@@ -908,7 +905,7 @@ class _Grid:
         # position = rank * reals + place if rank_major, else place * width + rank
         across = self.reals.size if self.rank_major else self.width
         high = np.floor_divide(position, across, out=key)
-        low = self._block("grid_low", n, np.int64)
+        low = self.scratch.get("grid_low", n, np.int64)
         np.subtract(position, np.multiply(high, across, out=low), out=low)
         rank, place = (high, low) if self.rank_major else (low, high)
         if self.everyone:

@@ -353,19 +353,21 @@ class RingSlots:
             with contextlib.suppress(BpfError):
                 self.outer.delete(_abi.u32(ring_index(vip_id, slot)))
 
+    def _inner_id(self, index: int) -> int | None:
+        """The id of the inner map at `index` of `rings` (None: none there)."""
+        raw = self.outer.lookup(_abi.u32(index))
+        return None if raw is None else _abi.read_u32(raw)
+
     def _open(self, vip_id: int, slot: int) -> Map | None:
-        inner_id = self.outer.lookup(_abi.u32(ring_index(vip_id, slot)))
-        if inner_id is None:
-            return None
-        return Map.from_id(_abi.read_u32(inner_id), "ring")
+        inner_id = self._inner_id(ring_index(vip_id, slot))
+        return None if inner_id is None else Map.from_id(inner_id, "ring")
 
     def _mapping(self, vip_id: int, slot: int) -> MappedArray | None:
         """The shared mapping of the ring map in a slot (None: no map there),
         made once per map: the outer entry is read each time, so a map
         that replaced another in the slot gets its own."""
         index = ring_index(vip_id, slot)
-        raw = self.outer.lookup(_abi.u32(index))
-        inner_id = None if raw is None else _abi.read_u32(raw)
+        inner_id = self._inner_id(index)
         known = self._mapped.get(index)
         if known is not None and known[0] == inner_id:
             return known[1]
