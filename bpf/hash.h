@@ -121,15 +121,18 @@ static __always_inline __u32 hash_words(const __u32 *k, const int n, __u32 seed)
 /* The flow hash of `f` for a VIP with `vip_flags` (see the top comment). */
 static __always_inline __u32 hash_flow(const struct flow_tuple *f, __u32 vip_flags, __u32 seed)
 {
-	__u32 ports, k[10];
+	__u32 ports, sport_mask, k[10];
 
 	if (vip_flags & XLB_VIP_F_DPORT_ONLY) {
 		k[0] = bpf_ntohs(f->dport);
 		return hash_words(k, 1, seed);
 	}
-	ports = bpf_ntohs(f->dport);
-	if (!(vip_flags & XLB_VIP_F_NO_SPORT))
-		ports |= (__u32)bpf_ntohs(f->sport) << 16;
+	/* The source port unless NO_SPORT, without a branch: a branch here
+	 * doubled what the verifier walks through the hash below (the
+	 * balancer's verification 528k -> 475k instructions processed). */
+	_Static_assert(XLB_VIP_F_NO_SPORT == 1, "sport_mask takes NO_SPORT as bit 0");
+	sport_mask = (vip_flags & XLB_VIP_F_NO_SPORT) - 1; /* 0 with NO_SPORT, else all ones */
+	ports = bpf_ntohs(f->dport) | (((__u32)bpf_ntohs(f->sport) << 16) & sport_mask);
 	if (f->family == XLB_FAMILY_V4) {
 		k[0] = bpf_ntohl(f->saddr[0]);
 		k[1] = bpf_ntohl(f->daddr[0]);
