@@ -425,13 +425,16 @@ class Program:
         return {int(ids[i]) for i in range(min(count, int(info.nr_map_ids)))}
 
     def info(self) -> dict[str, int]:
-        """Kernel-side sizes: xlated and jited bytes, program id."""
+        """Kernel-side sizes: xlated and jited bytes, program id, and the
+        instructions the verifier processed to accept it (what its load
+        time follows; the kernel refuses a program past 1M)."""
         info = self._info()
         return {
             "id": int(info.id),
             "xlated_bytes": int(info.xlated_prog_len),
             "jited_bytes": int(info.jited_prog_len),
             "xlated_insns": int(info.xlated_prog_len) // 8,
+            "verified_insns": int(info.verified_insns),
         }
 
     def test_run(

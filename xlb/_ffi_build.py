@@ -69,7 +69,8 @@ struct bpf_prog_info { __u32 type; __u32 id; __u32 xlated_prog_len; __u32 jited_
                        __u32 nr_map_ids; __u64 map_ids; __u32 nr_jited_ksyms;
                        __u64 jited_ksyms; __u32 nr_line_info; __u64 line_info;
                        __u64 jited_line_info; __u32 nr_jited_line_info;
-                       __u32 line_info_rec_size; __u32 jited_line_info_rec_size; ...; };
+                       __u32 line_info_rec_size; __u32 jited_line_info_rec_size;
+                       __u32 verified_insns; ...; };
 struct bpf_map_info { __u32 type; __u32 id; __u32 key_size; __u32 value_size;
                       __u32 max_entries; __u32 map_flags; char name[16]; ...; };
 

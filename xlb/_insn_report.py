@@ -19,7 +19,8 @@ def main(directory: str) -> None:
                 info = prog.info()
                 print(
                     f"[build] {path.name}:{name}: {prog.insn_count} insns loaded, "
-                    f"{info['xlated_insns']} xlated, {info['jited_bytes']} bytes jited"
+                    f"{info['xlated_insns']} xlated, {info['jited_bytes']} bytes jited, "
+                    f"{info['verified_insns']} verified"
                 )
 
 

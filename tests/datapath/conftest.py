@@ -42,7 +42,7 @@ def lb() -> Iterator[Balancer]:
 @pytest.fixture(scope="session")
 def shared_balancer() -> Iterator[Balancer]:
     """One test-run-only Balancer for the packet tables: loading the object
-    costs ~0.3 s, so the table cases share it and `packet_lb` resets it."""
+    costs ~0.8 s (the verifier), so the table cases share it and `packet_lb` resets it."""
     from xlb import Balancer
 
     balancer = Balancer()
