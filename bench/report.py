@@ -961,9 +961,11 @@ The bench run committed with both changes (17:50 UTC) fell in a slow
 spell: set_reals of 1000 reals 17.33 ms and of 10 reals 8.02 (14.03 and
 6.47 in the run before, Python that neither change touches), xlb /
 nftables 5.55 (10000 flows) and 5.78 (one flow), xlb / reflector 0.557
-(10000 flows). The per-packet figures that isolate the data plane did not
-move: xlb / minimal encap at one flow 0.939 (0.935 before), hit 1.90 x
-min-encap (v6; v4 1.69), SYN 14.71, UDP 1.72, in line with the A/B above.
+(10000 flows). xlb / minimal encap at one flow, which isolates the data
+plane on the live path, did not move (0.939; 0.935 before). Hit 1.90 x
+min-encap (v6; v4 1.69; 1.81 before), SYN 14.71 (14.10), UDP 1.72
+(1.85): between runs these move by as much; the interleaved A/B above,
+which holds everything else equal, has the hits at 0.99-1.01.
 
 The suite (`python3 build.py test`, fresh clone, XLB_REQUIRE_KERNEL=1):
 864 s before, 799 s with the first change alone, 761 s with both and the
