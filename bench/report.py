@@ -970,7 +970,9 @@ which holds everything else equal, has the hits at 0.99-1.01.
 The suite (`python3 build.py test`, fresh clone, XLB_REQUIRE_KERNEL=1):
 864 s before, 799 s with the first change alone, 761 s with both and the
 test frames refilled rather than composed (xlb.testing: ~1.5 -> ~0.6 ms a
-frame; the datapath tests build ~25k). A test now holds each
+frame; the datapath tests build ~25k), 746 s once the build also
+byte-compiles the package (where PYTHONDONTWRITEBYTECODE is set, each xlb
+process compiled it from source, ~0.2 s a start). A test now holds each
 program to a budget of instructions processed (tests/kernel/
 test_verifier_budget.py: the balancer 600k; the old 696k fails it), and
 `build.py build` prints the count beside each program's size.
