@@ -63,12 +63,13 @@ def _filled_frame(src: AddressLike, dst: AddressLike, tos: int, proto: str) -> P
     if s.version != d.version:
         raise ValueError(f"mixed address families: {s} -> {d}")
     frame = _FRAMES.get(s.version, proto)
-    ip = frame[IP] if s.version == 4 else frame[IPv6]
-    ip.src, ip.dst = str(s), str(d)
     if s.version == 4:
+        ip = frame[IP]
         ip.tos = tos
     else:
+        ip = frame[IPv6]
         ip.tc = tos
+    ip.src, ip.dst = str(s), str(d)
     return frame
 
 
