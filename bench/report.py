@@ -1166,12 +1166,18 @@ def render(results: dict[str, Any], charts: Mapping[str, str] | None = None) -> 
         ]
     if "control" in s:
         c = s["control"]
+        waits = c.get("grace_wait_ms", {})  # runs before 2026-12-04 did not time the waits
         out += [
             "## 5. Control-plane latency (call to ring live)\n",
             f"Method: {c['method']}.\n",
             table(
-                ["operation", "median ms", "max ms", "x ring-flip floor"],
-                [[k, v, c["max_ms"][k], c["vs_ring_flip_floor"][k]] for k, v in c["ms"].items()],
+                ["operation", "median ms", "max ms", "x ring-flip floor"]
+                + (["grace wait ms"] if waits else []),
+                [
+                    [k, v, c["max_ms"][k], c["vs_ring_flip_floor"][k]]
+                    + ([waits[k]] if waits else [])
+                    for k, v in c["ms"].items()
+                ],
             ),
             f"Baselines (same run): the ring-flip floor {c['baseline_ring_flip_floor_ms']} ms = "
             "open a spare ring slot's inner map, write 65537 entries through mmap, update the "
@@ -1295,6 +1301,21 @@ def _target(results: dict[str, Any], key: str) -> str:
     return str(results.get("targets", {}).get(key, {}).get("target", "none"))
 
 
+def _grace_pacing(c: dict[str, Any]) -> str:
+    """What the control section says of grace-period waits (runs before
+    2026-12-04 did not time them)."""
+    waits, ms = c.get("grace_wait_ms"), c["ms"]
+    if not waits or "set_reals_1000_settled" not in ms:
+        return ""
+    return (
+        f"Back to back, a change waits for the grace period the change two before "
+        f"started (xlb/rings.py): {waits['set_reals_1000']} ms of the 1000-real call and "
+        f"{waits['set_reals_10']} ms of the 10-real one ({ms['set_reals_10']} ms) in this "
+        f"run; made once every grace period has passed, the 1000-real call takes "
+        f"{ms['set_reals_1000_settled']} ms. "
+    )
+
+
 def analysis(results: dict[str, Any]) -> str:
     s = results["sections"]
     parts = []
@@ -1392,12 +1413,12 @@ def analysis(results: dict[str, Any]) -> str:
             f"(target 10 ms); the kernel work of a ring change is "
             f"{c['baseline_ring_flip_floor_ms']} ms (write a spare ring slot through mmap, flip "
             "the VIP entry). The rest is CPU time of the calling thread: the Maglev build "
-            "of the 1000 reals (~5-6 ms: figure 4's 1000 x 65537 row, from IPv4Address "
-            "objects), ~3.5 ms of Python around it (an IPv4Address hashes in ~0.27 us and "
-            "each real's is taken about four times: the duplicate check, the lookup of its "
-            "id, the new member table, the second-chance record of departed reals; a "
-            "`_Member` per real; the packing of 1000 new and 1000 retired `reals` entries) "
-            "and the two batch writes. That CPU time itself varies by half between runs on "
+            "of the 1000 reals (figure 4's 1000 x 65537 row, from IPv4Address objects: "
+            "about two thirds of the call) and ~2 ms of Python around it (one hash of each "
+            "address, a `_Member` per real, the packing of 1000 new and 1000 retired "
+            "`reals` entries, two batch writes). "
+            + _grace_pacing(c)
+            + "That CPU time itself varies by half between runs on "
             "this shared VM (the same calls measured 9-10 ms and 14-15 ms of median CPU "
             "time an hour apart), which moves this median more than any change here did: "
             "the A/B below is in one process. Swapping a new inner map into `rings` instead, "
