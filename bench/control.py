@@ -190,9 +190,6 @@ def run(quick: bool) -> dict[str, Any]:
             "change started has passed); each checked afterwards: the VIP entry names a new "
             "ring slot, a SYN goes where predict() says; grace wait: the part of a call spent "
             "waiting for a ring slot's grace period"
-        ), median of {calls} back-to-back calls after "
-            "warm-up; each checked afterwards: the VIP entry names a new ring slot, a SYN goes "
-            "where predict() says"
         ),
         "ms": ms,
         "max_ms": {k: round(max(call for call, _ in v), 2) for k, v in samples.items()},
