@@ -1022,13 +1022,26 @@ reads nothing per flow. The connection table is not in the profile (by
 the sets' occupancy, about 4% of 10000 flows share a set with two
 others and miss the flow cache).
 
+Tried, not kept: IPv4 sets of four ways in two adjacent lines (16384
+sets per CPU, the same 2 MB; a copy goes to the second line only when
+both ways of the first are young, so a lookup reads the second line
+only for flows that overflowed the first): half the pages, ~9% fewer
+lines and almost no flow left out of its set. `python -m
+bench.throughput_ab OLD.o NEW.o --flows 10000`: 0.717 -> 0.741 (10
+rounds), 0.787 -> 0.796 (20 rounds); one flow 0.860 -> 0.875 (10
+rounds, a path it does not change). Within the noise: what the flows
+cost is their lines' distance, not their number.
+
 What 6x nftables takes here: in these runs the reflector forwarded
 6.0-7.3 times nftables' rate at one flow and the minimal encap 5.5-6.6
 times; xlb ran at 0.81-0.96 of the minimal encap on the live path. In
 the 15:36 run the minimal encap
 itself was at 5.51x: on this host the target asks for a balancer as
 cheap on the live path as an XDP program that writes one header, or
-cheaper.
+cheaper. At 17:02 (`--only throughput`) xlb was 5.96x nftables at one
+flow (0.90 of the minimal encap, itself 6.49x) and 0.811 of the
+reflector at 10000 flows: the one-flow figure is a few percent of
+noise from its target on a good minute, 8-14% on a bad one.
 
 Grace periods on this host take 8 ms (synchronize_rcu: two ticks;
 16-20 ms now and then), against 4.9 ms on the last one, and a ticket
