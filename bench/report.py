@@ -1511,11 +1511,12 @@ def analysis(results: dict[str, Any]) -> str:
             "about two thirds of the call) and ~2 ms of Python around it (one hash of each "
             "address, a `_Member` per real, the packing of 1000 new and 1000 retired "
             "`reals` entries, two batch writes). "
-            + _grace_pacing(c)
             + "That CPU time itself varies by half between runs on "
             "this shared VM (the same calls measured 9-10 ms and 14-15 ms of median CPU "
             "time an hour apart), which moves this median more than any change here did: "
-            "the A/B below is in one process. Swapping a new inner map into `rings` instead, "
+            "the A/B below is in one process. "
+            + _grace_pacing(c)
+            + "Swapping a new inner map into `rings` instead, "
             "as the "
             f"first version did, waits an RCU grace period in the kernel "
             f"({c['map_swap_update_ms']} ms here) on every change. The flip gives the same "
