@@ -1081,6 +1081,11 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _between(pair: list[float] | None) -> str | None:
+    """ "low-high" for a [low, high] pair; None (shown as -) for none."""
+    return None if pair is None else f"{pair[0]:.2f}-{pair[1]:.2f}"
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
@@ -1208,7 +1213,10 @@ def render(results: dict[str, Any], charts: Mapping[str, str] | None = None) -> 
                     "xlb Mpps/core",
                     "nft Mpps/core",
                     "xlb/reflector",
+                    "its middle half",
                     "xlb/nft",
+                    "its middle half",
+                    "rounds",
                 ],
                 [
                     [
@@ -1218,11 +1226,15 @@ def render(results: dict[str, Any], charts: Mapping[str, str] | None = None) -> 
                         r["mpps_per_core"]["xlb"],
                         r["mpps_per_core"]["nft"],
                         r["xlb_vs_reflector"],
+                        _between(r.get("xlb_vs_reflector_middle_half")),
                         r["xlb_vs_nft"],
+                        _between(r.get("xlb_vs_nft_middle_half")),
+                        r.get("rounds"),
                     ]
                     for k, r in t["rows"].items()
                 ],
             ),
+            "The middle half: the first and third quartiles of the per-round ratios.\n",
         ]
     if "maglev" in s:
         g = s["maglev"]
