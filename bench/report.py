@@ -1081,6 +1081,21 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _nft_ceiling(t: dict[str, Any]) -> str:
+    """What the minimal encap reached against nftables in the worst xlb / nft
+    one-core row: no IP-in-IP balancer can go past it on that path."""
+    one = {k: r for k, r in t["rows"].items() if k.startswith("1core/")}
+    key = min(one, key=lambda k: one[k]["xlb_vs_nft"])
+    ceiling = one[key].get("min_encap_vs_nft")
+    if ceiling is None:
+        return ""
+    return (
+        f" ({key.split('/')[1]}, where the minimal encap, the least an IP-in-IP balancer "
+        f"does, reached {ceiling}x nftables and xlb {one[key]['xlb_vs_min_encap']}x the "
+        "minimal encap)"
+    )
+
+
 def _between(pair: list[float] | None) -> str | None:
     """ "low-high" for a [low, high] pair; None (shown as -) for none."""
     return None if pair is None else f"{pair[0]:.2f}-{pair[1]:.2f}"
@@ -1480,9 +1495,9 @@ def analysis(results: dict[str, Any]) -> str:
             f"(target {_target(results, 'ratios.xlb_vs_reflector_1core')}) and "
             f"{t['xlb_vs_nft_1core']}x nftables "
             f"(target {_target(results, 'ratios.xlb_vs_nft_1core')}) on one core, "
-            "worst row. One core runs the generator, the veth hops, the device under test and "
-            "the sink, so the reflector's packet costs the fixed path only and xlb adds its "
-            "whole per-packet work (the pktpath hit figure) on top: the ratio follows from "
+            f"worst row{_nft_ceiling(t)}. One core runs the generator, the veth hops, the "
+            "device under test and the sink, so the reflector's packet costs the fixed path "
+            "only and xlb adds its whole per-packet work (the pktpath hit figure) on top: the ratio follows from "
             "figure 1. nftables pays skb allocation, conntrack, NAT and routing per packet. "
             "In the 2-core rows both vCPUs of this shared VM run generators, so everything "
             "else on the machine (other test runs, this process) takes its share from them: "

@@ -339,6 +339,8 @@ def run(quick: bool) -> dict[str, Any]:
                 "xlb_vs_nft": round(median(ratios("xlb", "nft")), 3),
                 "xlb_vs_nft_middle_half": middle_half(ratios("xlb", "nft")),
                 "xlb_vs_min_encap": round(median(ratios("xlb", "min_encap")), 3),
+                # the ceiling of xlb / nft here: the least an IP-in-IP balancer does
+                "min_encap_vs_nft": round(median(ratios("min_encap", "nft")), 3),
                 "last_sink_rates_real_vip_other": {m: checks[f"{m}/{key}"] for m in MODES},
             }
     one = [r for k, r in rows.items() if k.startswith("1core/")]
