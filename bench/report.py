@@ -1495,13 +1495,14 @@ def analysis(results: dict[str, Any]) -> str:
             f"(target {_target(results, 'ratios.xlb_vs_reflector_1core')}) and "
             f"{t['xlb_vs_nft_1core']}x nftables "
             f"(target {_target(results, 'ratios.xlb_vs_nft_1core')}) on one core, "
-            f"worst row{_nft_ceiling(t)}. One core runs the generator, the veth hops, the "
-            "device under test and the sink, so the reflector's packet costs the fixed path "
-            "only and xlb adds its whole per-packet work (the pktpath hit figure) on top: the ratio follows from "
-            "figure 1. nftables pays skb allocation, conntrack, NAT and routing per packet. "
-            "In the 2-core rows both vCPUs of this shared VM run generators, so everything "
-            "else on the machine (other test runs, this process) takes its share from them: "
-            "per-core rates drop and are noisier; ratios are taken within each round."
+            f"worst row{_nft_ceiling(t)}. "
+            "One core runs the generator, the veth hops, the device under test and the sink, so"
+            " the reflector's packet costs the fixed path only and xlb adds its whole per-"
+            "packet work (the pktpath hit figure) on top: the ratio follows from figure 1. "
+            "nftables pays skb allocation, conntrack, NAT and routing per packet. In the 2-core"
+            " rows both vCPUs of this shared VM run generators, so everything else on the "
+            "machine (other test runs, this process) takes its share from them: per-core rates "
+            "drop and are noisier; ratios are taken within each round."
         )
     if "maglev" in s:
         g = s["maglev"]
