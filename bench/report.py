@@ -1085,8 +1085,8 @@ the packets that found no copy went from 2.85% to 1.8%. On the live rate
 the change is below what this host can resolve (`bench.throughput_ab`,
 10 rounds at 10000 flows: 0.751 before, 0.712 after, with the reflector's
 own windows between 3.18 and 4.01 Mpps). It also shields the copies of
-established flows from a flood of new ones, each copied after its first
-packet. tests/datapath/test_flow_cache.py has three flows of one set take
+established flows from a burst of new ones (each copied at its second
+packet). tests/datapath/test_flow_cache.py has three flows of one set take
 turns: 60 packets, of which at most 20 could be answered before, at least
 27 now (a model of the set: never fewer than 32 in 100000 runs).
 

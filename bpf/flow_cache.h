@@ -239,10 +239,11 @@ static __always_inline __u32 clock_units(__u64 ns)
  * Whether a copy may go over one of two ways copied at ticks `a` and `b`
  * (neither holding its flow): always when either copy is old, else one
  * time in XLB_FLOW_CACHE_EVICT. Three flows taking turns on a set of two
- * would otherwise each evict the copy the next one is about to read, and
- * none would ever be found; this way two of them stay. The odd eviction
- * lets a new flow in beside young copies of flows that ended, and a flood
- * of new flows (each copied after its first packet) evicts few copies.
+ * would otherwise evict the copies the next packets are about to read (at
+ * most one packet in three found its copy: the one flow a way kept within
+ * a tick); this way two of them stay. The odd eviction lets a new flow in
+ * beside young copies of flows that ended, and a burst of new flows (each
+ * copied at its second packet) evicts few copies of the established ones.
  */
 static __always_inline int may_evict(__u32 a, __u32 b, __u32 now)
 {

@@ -266,11 +266,12 @@ def test_three_flows_taking_turns_on_a_set_of_two_are_mostly_answered(
     lb: Balancer, family: int
 ) -> None:
     """Three connections whose copies share a set of two ways, their packets
-    in turn: were every copy made over the way copied longer ago, each
-    would evict the copy the next packet is about to read, and no packet
-    would ever be answered by one. A copy evicts another flow's young copy
-    only now and then (bpf/flow_cache.h, may_evict()), so two of the three
-    stay; the third, out, answers none of its packets."""
+    in turn: were every copy made over the way copied longer ago (in the
+    same tick, over the first), each would evict a copy the next packets
+    are about to read, and at most one packet in three would be answered
+    by one. A copy evicts another flow's young copy only now and then
+    (bpf/flow_cache.h, may_evict()), so two of the three stay; the third,
+    out, answers none of its packets."""
     lb.add_vip(VIPS[family])
     lb.set_reals(VIPS[family], REALS[family])
     flows = flows_sharing_a_set(family, 3)
