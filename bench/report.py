@@ -1117,11 +1117,14 @@ bench.hotlines' functions, two windows): the first read of the flow's
 set, 8.9-10.9% of all samples (31-41 ns a packet), its group's epoch
 word 1.0-1.4%; the rest of the program as at one flow. The set line is
 the one thing the reflector does not pay, and when the L3 is busy it is
-an L3 miss. What would lower it is fewer lines per flow: several flows'
-copies in one line (ways of about 20 bytes: the real's generation and the
-copy's tick in 16 bits, the hash computed again instead of kept), so that
-10000 flows touch a third fewer lines. Not attempted this round; the four-
-way sets of two lines (9% fewer lines) bought 1-3%, within the noise.
+an L3 miss. Fewer lines per flow would need three copies to a line, and
+a copy cannot shrink that far: beside the exact flow (12 bytes of
+addresses and ports) it must keep the entry's hash, which names the
+outer source and is not the 5-tuple's alone (it was taken with the VIP's
+hash flags and seed of the time, or from a QUIC connection id), its real
+and that real's generation, its epoch and its tick: ~26 bytes even with
+16-bit generations and ticks, two a line as now. The four-way sets of two
+lines (9% fewer lines) bought 1-3%, within the noise.
 
 At one flow the target needs xlb within 6.0 / 6.347 = 0.945 of the
 minimal encap on the live path, and it ran at 0.938 in this run: a few
