@@ -1141,9 +1141,10 @@ alone is worth the 4% the one-flow figure lacks.
 Tried, to measure the device alone: l0's NAPI threaded and pinned to
 CPU 0, the generator on CPU 1 (4 rounds). nftables did not move (0.54
 Mpps: its own path is the whole cost either way), and the XDP modes ran
-anywhere between 2.5 and 4.9 Mpps from one window to the next, bound by
-the generator and its pages recycled across CPUs: on two vCPUs the
-generator cannot outrun the device, so the figure stays on one core.
+no faster than with everything on one core and far noisier (2.5-4.9
+Mpps from one window to the next; the generator, whose pages now come
+back from the other CPU, looks to be the bound): on two vCPUs the figure
+stays on one core.
 """
 
 
