@@ -241,20 +241,23 @@ def flows_sharing_a_set(family: int, count: int) -> list[Flow]:
     raise AssertionError("no set holds that many flows of one client")
 
 
-def tally(lb: Balancer, cpu: int) -> tuple[int, int, int]:
-    """CPU `cpu`'s flow-cache tally of its tick: (tick, sets read, good copies found)."""
+def cache_use(lb: Balancer, cpu: int) -> tuple[int, int, int, int]:
+    """CPU `cpu`'s flow-cache tally (struct xlb_flow_cache_use in its row of
+    `stats`, include/xlb_abi.h): (tick, sets read in it, good copies found,
+    whether the tick before was judged not worth looking)."""
     row = lb.map("stats").lookup(cpu.to_bytes(4, "little"))
     assert row is not None
-    use = ffi.offsetof("struct xlb_cpu_row", "flow_cache")
-    tick, lookups, answered = struct.unpack_from("<QII", row, use)
-    return tick, lookups, answered
+    tick, lookups, answered, off = struct.unpack_from(
+        "<QIII", row, ffi.offsetof("struct xlb_cpu_row", "flow_cache")
+    )
+    return tick, lookups, answered, off
 
 
 def answered_by_a_copy(lb: Balancer, flow: Flow, cpu: int) -> bool:
     """Send an ACK of `flow` on `cpu`; whether its set held a good copy."""
-    tick, lookups, answered = tally(lb, cpu)
+    tick, lookups, answered, _ = cache_use(lb, cpu)
     send(lb, flow, "A", cpu)
-    now, lookups_after, answered_after = tally(lb, cpu)
+    now, lookups_after, answered_after, _ = cache_use(lb, cpu)
     if now != tick:  # a new tick: the tally counts from zero
         lookups, answered = 0, 0
     assert lookups_after == lookups + 1, "the packet did not look in the cache"
@@ -299,13 +302,8 @@ MANY_FLOWS = 1 << 18
 
 
 def cache_off(lb: Balancer, cpu: int) -> bool:
-    """Whether `cpu` judged its last busy tick not worth looking (the
-    flow cache's tally in the CPU's row of `stats`, include/xlb_abi.h)."""
-    row = lb.map("stats").lookup(cpu.to_bytes(4, "little"))
-    assert row is not None
-    use = ffi.offsetof("struct xlb_cpu_row", "flow_cache")
-    off = use + ffi.offsetof("struct xlb_flow_cache_use", "off")
-    return bool(int.from_bytes(row[off : off + 4], "little"))
+    """Whether `cpu` judged its last busy tick not worth looking."""
+    return bool(cache_use(lb, cpu)[3])
 
 
 def run_until_cache(lb: Balancer, harness: Harness, frame: bytes, flows: Flows, off: bool) -> None:
